@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+// twindisk's command line: serve a disk to QEMU over vhost-user, run the demo, run the benchmarks.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { BackendError } from '../engine/backend.js';
+import { Logger } from '../engine/log.js';
+import { VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
+
+const USAGE = `twindisk: replicated block storage for virtual machines
+
+Usage:
+  twindisk serve --image FILE --socket PATH [--queues N] [--read-only] [--block-size 512|4096] [--size SIZE]
+      Serve FILE as a virtio-blk disk over vhost-user on PATH. With --size, FILE is created (sparse)
+      when it does not exist. Prints the QEMU options that attach the disk.
+  twindisk demo [--dir DIR]
+      Create DIR/disk.img (1 GiB, sparse; DIR defaults to ./demo), serve it on DIR/twindisk.sock and
+      print the QEMU command line that boots a guest with it. Stop with Ctrl-C.
+  twindisk bench vhost [--json] [--quick] [--seconds S]
+      Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.
+  twindisk bench kernels [--json] [--quick]
+      Measure the WebAssembly kernels against their JS and native peers.
+
+Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
+`;
+
+/** A user-facing error: printed without a stack trace, exit code 2. */
+class UsageError extends Error {}
+
+/** Parses sizes like 4096, 512K, 64M, 1G, 2T (binary units). */
+export function parseSize(s: string): number {
+  const m = /^(\d+)([KMGT]?)(i?B)?$/i.exec(s.trim());
+  if (!m) throw new UsageError(`cannot read size "${s}": write it like 1G, 512M or 4096`);
+  const mult = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  return Number(m[1]) * mult;
+}
+
+/** The disk's serial number: stable for an image path, at most 20 bytes. */
+function serialFor(image: string): string {
+  return 'twindisk-' + createHash('sha1').update(path.resolve(image)).digest('hex').slice(0, 11);
+}
+
+/** The QEMU options that attach a vhost-user-blk disk served on `socket`. */
+export function qemuAttachArgs(socket: string, queues: number, memory = '1G'): string[] {
+  return [
+    '-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,
+    '-machine', 'q35,memory-backend=mem',
+    '-chardev', `socket,id=twindisk0,path=${path.resolve(socket)}`,
+    '-device', `vhost-user-blk-pci,chardev=twindisk0,num-queues=${queues}`,
+  ];
+}
+
+interface ServeArgs {
+  image: string;
+  socket: string;
+  queues: number;
+  readOnly: boolean;
+  blockSize: number;
+  size?: number;
+}
+
+async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): Promise<void> {
+  const log = new Logger('twindisk');
+  if (a.size !== undefined && !fs.existsSync(a.image)) {
+    if (a.size % a.blockSize !== 0) throw new UsageError(`--size ${a.size} is not a multiple of the ${a.blockSize}-byte block size`);
+    fs.mkdirSync(path.dirname(path.resolve(a.image)), { recursive: true });
+    const fd = fs.openSync(a.image, 'wx');
+    fs.ftruncateSync(fd, a.size);
+    fs.closeSync(fd);
+    log.info('created image', { image: a.image, size: a.size });
+  }
+  const server = new VhostUserServer({
+    socketPath: a.socket,
+    backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize },
+    numQueues: a.queues,
+    serial: serialFor(a.image),
+  });
+  await server.start();
+  banner(server);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info(`${sig} received: shutting down`);
+      server.close().then(resolve, (e) => {
+        log.error(`shutdown failed: ${e}`);
+        resolve();
+      });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}
+
+function num(v: string | undefined, name: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${name} ${v}: expected a positive whole number`);
+  return n;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = argv[0];
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  if (cmd === 'serve') {
+    const { values } = parseArgs({
+      args: argv.slice(1), strict: true,
+      options: {
+        image: { type: 'string' }, socket: { type: 'string' }, queues: { type: 'string' },
+        'read-only': { type: 'boolean' }, 'block-size': { type: 'string' }, size: { type: 'string' },
+      },
+    });
+    if (!values.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
+    if (!values.socket) throw new UsageError('serve needs --socket PATH (where QEMU connects)');
+    const blockSize = num(values['block-size'], '--block-size', 512);
+    if (blockSize !== 512 && blockSize !== 4096) throw new UsageError(`--block-size ${blockSize}: use 512 or 4096`);
+    const queues = num(values.queues, '--queues', 1);
+    await serve({
+      image: values.image, socket: values.socket, queues, readOnly: !!values['read-only'], blockSize,
+      ...(values.size ? { size: parseSize(values.size) } : {}),
+    }, () => {
+      process.stdout.write(`twindisk: serving ${values.image} on ${values.socket}; attach it with:\n  ${qemuAttachArgs(values.socket!, queues).join(' ')}\n`);
+    });
+    return 0;
+  }
+  if (cmd === 'demo') {
+    const { values } = parseArgs({ args: argv.slice(1), strict: true, options: { dir: { type: 'string' } } });
+    const dir = path.resolve(values.dir ?? 'demo');
+    const image = path.join(dir, 'disk.img');
+    const socket = path.join(dir, 'twindisk.sock');
+    await serve({ image, socket, queues: 2, readOnly: false, blockSize: 512, size: 2 ** 30 }, (server) => {
+      const kernel = fs.readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort().pop();
+      const qemu = [
+        'qemu-system-x86_64', '-accel', 'tcg', '-m', '1G', '-smp', '2', '-nographic',
+        ...qemuAttachArgs(socket, 2),
+        ...(kernel ? ['-kernel', `/boot/${kernel}`, '-initrd', `/boot/${kernel.replace('vmlinuz', 'initrd.img')}`, '-append', '"console=ttyS0 break=premount"'] : []),
+      ];
+      process.stdout.write([
+        '',
+        `twindisk demo: a ${server.info.size / 2 ** 30} GiB disk (${image}) is ready on ${socket}, 2 queues.`,
+        'Boot a guest on it (in another terminal; the guest sees /dev/vda; add -accel kvm where KVM works):',
+        '',
+        `  ${qemu.join(' ')}`,
+        '',
+        'Press Ctrl-C to stop serving.',
+        '',
+      ].join('\n'));
+    });
+    return 0;
+  }
+  if (cmd === 'bench') {
+    const what = argv[1];
+    const { values } = parseArgs({
+      args: argv.slice(2), strict: true,
+      options: { json: { type: 'boolean' }, quick: { type: 'boolean' }, seconds: { type: 'string' } },
+    });
+    if (what === 'vhost') {
+      const { runVhostBench } = await import('../bench/vhost.js' as string);
+      await runVhostBench({ json: !!values.json, quick: !!values.quick, seconds: values.seconds ? Number(values.seconds) : undefined });
+      return 0;
+    }
+    if (what === 'kernels') {
+      const mod = await import('../bench/kernels.js' as string).catch(() => null);
+      if (!mod) throw new UsageError('the kernel benchmark is not built: run `npm run build` first');
+      await mod.runKernelBench({ json: !!values.json, quick: !!values.quick });
+      return 0;
+    }
+    throw new UsageError(`unknown benchmark "${what ?? ''}": choose vhost or kernels`);
+  }
+  throw new UsageError(`unknown command "${cmd}"; run \`twindisk help\``);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof UsageError || e instanceof BackendError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`twindisk: ${(e as Error).message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`twindisk: ${(e as Error).message ?? e}\n`);
+    if (process.env.TWINDISK_LOG_LEVEL === 'debug') process.stderr.write(`${(e as Error).stack}\n`);
+    process.exit(1);
+  },
+);

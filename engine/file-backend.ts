@@ -1,0 +1,211 @@
+// A raw image file as a Backend: positional vectored I/O straight between the file and the caller's memory.
+import fs from 'node:fs';
+import type { Backend, BackendInfo, Completion } from './backend.js';
+import { BackendError } from './backend.js';
+import type { IoVector } from './iovec.js';
+import {
+  EINTR, EINVAL, EIO, EOPNOTSUPP, EROFS, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE,
+  NativeBuffer, errno, fallocateRaw, fdatasyncRaw, preadRaw, preadvRaw, pwriteRaw, pwritevRaw,
+} from './os.js';
+
+export interface FileBackendOptions {
+  path: string;
+  readOnly?: boolean;
+  /** 512 (default) or 4096. */
+  blockSize?: number;
+  /** Largest number of segments one request may carry (sizes the iovec array). Default 1024. */
+  maxSegments?: number;
+}
+
+const ZERO_CHUNK = 1 << 20;
+
+/**
+ * Serves a raw image file. Reads and writes go through preadv/pwritev on the addresses in the
+ * request's IoVector, so guest memory and the page cache exchange data with no copy in between.
+ * Every call is synchronous and completes before it returns: use it from a worker thread.
+ */
+export class FileBackend implements Backend {
+  readonly info: BackendInfo;
+  private readonly fd: number;
+  private readonly iov: NativeBuffer;
+  private zeroes: Uint8Array | null = null;
+  private closed = false;
+
+  constructor(readonly options: FileBackendOptions) {
+    const blockSize = options.blockSize ?? 512;
+    if (blockSize !== 512 && blockSize !== 4096) {
+      throw new BackendError(`block size ${blockSize} is not supported: use 512 or 4096`);
+    }
+    const readOnly = options.readOnly ?? false;
+    try {
+      this.fd = fs.openSync(options.path, readOnly ? 'r' : 'r+');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const hint = err.code === 'ENOENT' ? ' (create it first, e.g. `truncate -s 1G FILE`, or pass --size)'
+        : err.code === 'EACCES' || err.code === 'EROFS' ? ' (check its permissions, or serve it with --read-only)' : '';
+      throw new BackendError(`cannot open image ${options.path}: ${err.message}${hint}`);
+    }
+    const st = fs.fstatSync(this.fd);
+    if (!st.isFile() && !st.isBlockDevice()) {
+      fs.closeSync(this.fd);
+      throw new BackendError(`${options.path} is neither a regular file nor a block device`);
+    }
+    const size = Math.floor(st.size / blockSize) * blockSize;
+    if (size === 0) {
+      fs.closeSync(this.fd);
+      throw new BackendError(`image ${options.path} is smaller than one ${blockSize}-byte block: give it a size (truncate -s 1G ${options.path})`);
+    }
+    this.iov = new NativeBuffer(16 * (options.maxSegments ?? 1024));
+    this.info = {
+      size, blockSize, readOnly, name: `file:${options.path}`,
+      canFlush: true, canDiscard: !readOnly && st.isFile(), canWriteZeroes: !readOnly,
+    };
+  }
+
+  read(iov: IoVector, offset: number, done: Completion): void {
+    done.complete(this.transfer(iov, offset, false));
+  }
+
+  write(iov: IoVector, offset: number, fua: boolean, done: Completion): void {
+    if (this.info.readOnly) return done.complete(-EROFS);
+    let st = this.transfer(iov, offset, true);
+    if (st === 0 && fua) st = this.sync();
+    done.complete(st);
+  }
+
+  flush(done: Completion): void {
+    done.complete(this.sync());
+  }
+
+  discard(offset: number, length: number, done: Completion): void {
+    if (this.info.readOnly) return done.complete(-EROFS);
+    if (!this.inRange(offset, length)) return done.complete(-EINVAL);
+    done.complete(this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length));
+  }
+
+  writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void {
+    if (this.info.readOnly) return done.complete(-EROFS);
+    if (!this.inRange(offset, length)) return done.complete(-EINVAL);
+    // Unmap allowed: a hole reads back as zeroes and frees the space. Otherwise keep the blocks
+    // allocated (ZERO_RANGE), and where the file system cannot, write zeroes.
+    const mode = mayUnmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    let st = this.fallocate(mode, offset, length);
+    if (st === -EOPNOTSUPP || st === -EINVAL) st = this.writeZeroBytes(offset, length);
+    done.complete(st);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fs.closeSync(this.fd);
+    this.iov.free();
+  }
+
+  private inRange(offset: number, length: number): boolean {
+    return offset >= 0 && length >= 0 && offset + length <= this.info.size;
+  }
+
+  private sync(): number {
+    for (;;) {
+      if (fdatasyncRaw(this.fd) === 0) return 0;
+      const e = errno();
+      if (e !== EINTR) return -e;
+    }
+  }
+
+  private fallocate(mode: number, offset: number, length: number): number {
+    for (;;) {
+      if (fallocateRaw(this.fd, mode, offset, length) === 0) return 0;
+      const e = errno();
+      if (e !== EINTR) return -e;
+    }
+  }
+
+  private writeZeroBytes(offset: number, length: number): number {
+    const z = (this.zeroes ??= new Uint8Array(ZERO_CHUNK));
+    while (length > 0) {
+      const n = Math.min(length, z.length);
+      try {
+        fs.writeSync(this.fd, z, 0, n, offset);
+      } catch (e) {
+        return -((e as NodeJS.ErrnoException).errno ? Math.abs((e as NodeJS.ErrnoException).errno!) : EIO);
+      }
+      offset += n;
+      length -= n;
+    }
+    return 0;
+  }
+
+  /** Moves the vector's bytes to or from the file at `offset`; returns 0 or -errno. */
+  private transfer(v: IoVector, offset: number, toFile: boolean): number {
+    if (!this.inRange(offset, v.bytes)) return -EINVAL;
+    const n = v.count;
+    if (n === 1 && v.addrs[0] !== 0) {
+      return this.one(v.addrs[0]!, v.lens[0]!, offset, toFile);
+    }
+    let direct = n <= this.iov.size >>> 4;
+    for (let i = 0; direct && i < n; i++) if (v.addrs[i] === 0) direct = false;
+    if (direct) {
+      const iov = this.iov;
+      for (let i = 0; i < n; i++) {
+        iov.setU64(i * 16, v.addrs[i]!);
+        iov.setU64(i * 16 + 8, v.lens[i]!);
+      }
+      const r = toFile ? pwritevRaw(this.fd, iov.addr, n, offset) : preadvRaw(this.fd, iov.addr, n, offset);
+      if (r === v.bytes) return 0;
+      if (r < 0 && errno() !== EINTR) return -errno();
+      // Short or interrupted: finish segment by segment from where it stopped.
+      return this.segments(v, offset, toFile, r < 0 ? 0 : r);
+    }
+    return this.segments(v, offset, toFile, 0);
+  }
+
+  /** Segment-wise fallback: skips the first `skip` bytes (already transferred). */
+  private segments(v: IoVector, offset: number, toFile: boolean, skip: number): number {
+    let pos = offset;
+    for (let i = 0; i < v.count; i++) {
+      let len = v.lens[i]!;
+      let o = 0;
+      if (skip >= len) { skip -= len; pos += len; continue; }
+      o = skip; len -= skip; pos += skip; skip = 0;
+      let st: number;
+      if (v.addrs[i] !== 0) {
+        st = this.one(v.addrs[i]! + o, len, pos, toFile);
+      } else {
+        st = this.oneBuffer(v.bufs[i]!, v.offs[i]! + o, len, pos, toFile);
+      }
+      if (st !== 0) return st;
+      pos += len;
+    }
+    return 0;
+  }
+
+  private one(addr: number, len: number, pos: number, toFile: boolean): number {
+    while (len > 0) {
+      const r = toFile ? pwriteRaw(this.fd, addr, len, pos) : preadRaw(this.fd, addr, len, pos);
+      if (r < 0) {
+        const e = errno();
+        if (e === EINTR) continue;
+        return -e;
+      }
+      // End of file inside the fixed size: the image shrank under us; fail rather than invent bytes.
+      if (r === 0) return -EIO;
+      addr += r; pos += r; len -= r;
+    }
+    return 0;
+  }
+
+  private oneBuffer(buf: Uint8Array, off: number, len: number, pos: number, toFile: boolean): number {
+    try {
+      while (len > 0) {
+        const r = toFile ? fs.writeSync(this.fd, buf, off, len, pos) : fs.readSync(this.fd, buf, off, len, pos);
+        if (r === 0) return -EIO;
+        off += r; pos += r; len -= r;
+      }
+      return 0;
+    } catch (e) {
+      const n = (e as NodeJS.ErrnoException).errno;
+      return n ? -Math.abs(n) : -EIO;
+    }
+  }
+}

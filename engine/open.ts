@@ -1,0 +1,19 @@
+// Opens a Backend from a serialisable description, so each worker thread can open its own handle.
+import type { Backend } from './backend.js';
+import { FileBackend } from './file-backend.js';
+import { MemoryBackend } from './memory-backend.js';
+
+/** Everything needed to open a back-end; survives postMessage to a worker. */
+export type BackendSpec =
+  | { kind: 'file'; path: string; readOnly?: boolean; blockSize?: number; maxSegments?: number }
+  | { kind: 'memory'; memory: SharedArrayBuffer; readOnly?: boolean; blockSize?: number };
+
+/** Opens the back-end a spec describes. Throws BackendError with a user-facing message. */
+export function openBackend(spec: BackendSpec): Backend {
+  switch (spec.kind) {
+    case 'file':
+      return new FileBackend(spec);
+    case 'memory':
+      return new MemoryBackend(spec);
+  }
+}

@@ -1,0 +1,73 @@
+// Positional, vectored and allocation system calls for file back-ends, through koffi (FFI to libc).
+//
+// Why koffi and not fs.readSync: the data path passes guest-memory *addresses* (vectors of them, for
+// preadv/pwritev), which fs cannot; koffi calls measured 0.66 µs per 4 KiB pread here against 0.79 µs
+// for fs.readSync into the same memory, and koffi is also what the vhost-user transport needs for
+// SCM_RIGHTS, mmap and eventfd. These calls block, so they belong in worker threads (the queue workers).
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+export const preadRaw = libc.func('intptr_t pread(int fd, uintptr_t buf, size_t count, int64_t offset)');
+export const pwriteRaw = libc.func('intptr_t pwrite(int fd, uintptr_t buf, size_t count, int64_t offset)');
+export const preadvRaw = libc.func('intptr_t preadv(int fd, uintptr_t iov, int iovcnt, int64_t offset)');
+export const pwritevRaw = libc.func('intptr_t pwritev(int fd, uintptr_t iov, int iovcnt, int64_t offset)');
+export const fallocateRaw = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+export const fdatasyncRaw = libc.func('int fdatasync(int fd)');
+
+/** The calling thread's errno after the last failed koffi call. */
+export function errno(): number {
+  return koffi.errno();
+}
+
+export const EINTR = 4;
+export const EIO = 5;
+export const EAGAIN = 11;
+export const EINVAL = 22;
+export const ENOSPC = 28;
+export const EROFS = 30;
+export const EOPNOTSUPP = 95;
+
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+/**
+ * Native memory that never moves, for structures the kernel reads by address (iovec arrays,
+ * pollfd arrays, msghdr). `u8`/`u32`/`f64` view it; `addr` is its address as a number.
+ */
+export class NativeBuffer {
+  readonly ptr: unknown;
+  readonly addr: number;
+  readonly u8: Uint8Array;
+  readonly u32: Uint32Array;
+  readonly dv: DataView;
+  private freed = false;
+
+  constructor(readonly size: number) {
+    this.ptr = koffi.alloc('uint8_t', size);
+    this.addr = Number(koffi.address(this.ptr));
+    const ab = koffi.view(this.ptr, size) as ArrayBuffer;
+    this.u8 = new Uint8Array(ab);
+    this.u32 = new Uint32Array(ab, 0, size >>> 2);
+    this.dv = new DataView(ab);
+    this.u8.fill(0);
+  }
+
+  /** Stores a 64-bit unsigned value (a pointer or size below 2^53) at byte offset `off`. */
+  setU64(off: number, v: number): void {
+    const hi = Math.floor(v / 4294967296);
+    this.dv.setUint32(off, v - hi * 4294967296, true);
+    this.dv.setUint32(off + 4, hi, true);
+  }
+
+  /** Reads a 64-bit unsigned value (below 2^53) at byte offset `off`. */
+  getU64(off: number): number {
+    return this.dv.getUint32(off, true) + this.dv.getUint32(off + 4, true) * 4294967296;
+  }
+
+  free(): void {
+    if (!this.freed) koffi.free(this.ptr);
+    this.freed = true;
+  }
+}

@@ -1,0 +1,178 @@
+// Unix sockets with fd passing, mmap, eventfd and poll for the vhost-user transport, through koffi.
+//
+// Node cannot receive SCM_RIGHTS fds, map shared memory or wait on eventfds; koffi (FFI to libc,
+// prebuilt) can, from TypeScript. Blocking calls run either in worker threads (queue workers) or as
+// koffi async calls on libuv's thread pool (the control socket), never on the main loop.
+import koffi from 'koffi';
+import { NativeBuffer, errno } from '../engine/os.js';
+
+export { NativeBuffer, errno };
+
+const libc = koffi.load('libc.so.6');
+
+export const socket = libc.func('int socket(int domain, int type, int protocol)');
+export const bind = libc.func('int bind(int fd, uintptr_t addr, uint32_t len)');
+export const listen = libc.func('int listen(int fd, int backlog)');
+export const accept4 = libc.func('int accept4(int fd, uintptr_t addr, uintptr_t len, int flags)');
+export const connect = libc.func('int connect(int fd, uintptr_t addr, uint32_t len)');
+export const shutdown = libc.func('int shutdown(int fd, int how)');
+export const recvmsg = libc.func('intptr_t recvmsg(int fd, uintptr_t msg, int flags)');
+export const sendmsg = libc.func('intptr_t sendmsg(int fd, uintptr_t msg, int flags)');
+export const read = libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)');
+export const write = libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)');
+export const close = libc.func('int close(int fd)');
+export const poll = libc.func('int poll(uintptr_t fds, uint64_t nfds, int timeout)');
+export const eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+export const mmapPtr = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+export const munmap = libc.func('int munmap(uintptr_t addr, size_t len)');
+export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
+export const ftruncate = libc.func('int ftruncate(int fd, int64_t len)');
+export const fcntl = libc.func('int fcntl(int fd, int cmd, int arg)');
+export const dup = libc.func('int dup(int fd)');
+
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const MSG_CTRUNC = 0x8;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+export const MSG_NOSIGNAL = 0x4000;
+export const SHUT_RDWR = 2;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const POLLIN = 0x1;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const POLLNVAL = 0x20;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MFD_CLOEXEC = 1;
+export const F_GETFD = 1;
+
+/** A mapping of a shared-memory fd; `ab` is an ArrayBuffer over the mapped bytes. */
+export interface Mapping {
+  addr: number;
+  length: number;
+  ab: ArrayBuffer;
+}
+
+/** Maps `length` bytes of `fd` from offset 0, read-write and shared. Throws with errno on failure. */
+export function mapShared(fd: number, length: number): Mapping {
+  const p = mmapPtr(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const addr = Number(koffi.address(p));
+  if (addr === 0xffffffffffffffff || addr === 2 ** 64 - 1 || p === null || addr > 2 ** 62) {
+    throw new Error(`mmap of fd ${fd} (${length} bytes) failed: errno ${errno()}`);
+  }
+  return { addr, length, ab: koffi.view(p, length) as ArrayBuffer };
+}
+
+/** Unmaps a mapping made by mapShared. */
+export function unmap(m: Mapping): void {
+  munmap(m.addr, m.length);
+}
+
+/** Fills a sockaddr_un for `path` into `buf` at `off`; returns its length. */
+export function sockaddrUn(buf: NativeBuffer, off: number, path: string): number {
+  const p = Buffer.from(path);
+  if (p.length > 107) throw new Error(`socket path ${path} is ${p.length} bytes long; Unix sockets allow 107: use a shorter path`);
+  buf.u8.fill(0, off, off + 110);
+  buf.dv.setUint16(off, AF_UNIX, true);
+  buf.u8.set(p, off + 2);
+  return 2 + p.length + 1;
+}
+
+/** Is `fd` an open descriptor? */
+export function fdIsOpen(fd: number): boolean {
+  return fcntl(fd, F_GETFD, 0) >= 0;
+}
+
+const CMSG_HDR = 16;
+
+/**
+ * Message buffers for one Unix stream socket: a msghdr, one iovec, room for `maxFds` fds, and a data
+ * buffer. `recv` (blocking, or `recvAsync` on the thread pool) and `send` fill or read them in place.
+ */
+export class MsgBuffers {
+  private readonly hdr: NativeBuffer;
+  readonly data: NativeBuffer;
+  private readonly ctrlOff = 128;
+  private readonly ctrlLen: number;
+
+  constructor(dataSize: number, readonly maxFds: number) {
+    this.ctrlLen = CMSG_HDR + ((maxFds * 4 + 7) & ~7);
+    this.hdr = new NativeBuffer(this.ctrlOff + this.ctrlLen);
+    this.data = new NativeBuffer(dataSize);
+  }
+
+  private prepare(len: number, withControl: boolean): void {
+    const h = this.hdr;
+    h.u8.fill(0, 0, this.ctrlOff + this.ctrlLen);
+    h.setU64(64, this.data.addr); // iov_base
+    h.setU64(72, len); // iov_len
+    h.setU64(16, h.addr + 64); // msg_iov
+    h.setU64(24, 1); // msg_iovlen
+    if (withControl) {
+      h.setU64(32, h.addr + this.ctrlOff); // msg_control
+      h.setU64(40, this.ctrlLen); // msg_controllen
+    }
+  }
+
+  /** Sets up a receive of up to `len` bytes; returns the msghdr address for recvmsg. */
+  prepareRecv(len: number): number {
+    this.prepare(len, true);
+    return this.hdr.addr;
+  }
+
+  /** After recvmsg: the fds received (ownership passes to the caller) and whether some were cut. */
+  receivedFds(): { fds: number[]; truncated: boolean } {
+    const h = this.hdr;
+    const flags = h.dv.getInt32(48, true);
+    const fds: number[] = [];
+    const controllen = h.getU64(40);
+    let off = 0;
+    while (off + CMSG_HDR <= controllen) {
+      const base = this.ctrlOff + off;
+      const cmsgLen = h.getU64(base);
+      if (cmsgLen < CMSG_HDR || off + cmsgLen > controllen) break;
+      const level = h.dv.getInt32(base + 8, true);
+      const type = h.dv.getInt32(base + 12, true);
+      if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+        for (let p = CMSG_HDR; p + 4 <= cmsgLen; p += 4) fds.push(h.dv.getInt32(base + p, true));
+      }
+      off += (cmsgLen + 7) & ~7;
+    }
+    return { fds, truncated: (flags & MSG_CTRUNC) !== 0 };
+  }
+
+  /** Sets up a send of `len` bytes from `data` with `fds` attached; returns the msghdr address. */
+  prepareSend(len: number, fds: number[]): number {
+    if (fds.length > this.maxFds) throw new Error(`cannot send ${fds.length} fds (at most ${this.maxFds})`);
+    this.prepare(len, false);
+    const h = this.hdr;
+    if (fds.length > 0) {
+      const cl = CMSG_HDR + fds.length * 4;
+      h.setU64(32, h.addr + this.ctrlOff);
+      h.setU64(40, (cl + 7) & ~7);
+      const base = this.ctrlOff;
+      h.setU64(base, cl);
+      h.dv.setInt32(base + 8, SOL_SOCKET, true);
+      h.dv.setInt32(base + 12, SCM_RIGHTS, true);
+      fds.forEach((fd, i) => h.dv.setInt32(base + CMSG_HDR + i * 4, fd, true));
+    }
+    return h.addr;
+  }
+
+  free(): void {
+    this.hdr.free();
+    this.data.free();
+  }
+}
+
+/** Runs a koffi async call and resolves with its integer result. */
+export function callAsync(fn: { async: (...a: unknown[]) => void }, ...args: unknown[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (err: unknown, res: number) => (err ? reject(err) : resolve(Number(res))));
+  });
+}

@@ -1,0 +1,223 @@
+// The vhost-user socket: listens for front-ends (QEMU), receives messages with their fds, and answers them.
+import fs from 'node:fs';
+import type { BackendInfo } from '../../engine/backend.js';
+import { Logger } from '../../engine/log.js';
+import type { BackendSpec } from '../../engine/open.js';
+import {
+  AF_UNIX, MSG_CMSG_CLOEXEC, MSG_NOSIGNAL, MsgBuffers, NativeBuffer, SHUT_RDWR, SOCK_CLOEXEC, SOCK_STREAM, accept4, bind,
+  callAsync, close, connect, errno, listen, read, recvmsg, sendmsg, shutdown, sockaddrUn, socket,
+} from '../os.js';
+import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD } from './constants.js';
+import { VhostUserBlkDevice, RequestFailed } from './device.js';
+import { ProtocolError, decodeHeader, decodeMessage, encodeReply, requestName, u64Payload } from './message.js';
+import { QueueWorker } from './queue-pool.js';
+
+export interface ServerOptions {
+  socketPath: string;
+  backend: BackendSpec;
+  numQueues: number;
+  /** The disk's serial number (VIRTIO_BLK_T_GET_ID), at most 20 bytes. */
+  serial: string;
+  log?: Logger;
+}
+
+/**
+ * Serves one virtio-blk disk over a vhost-user socket. Queue workers (one per queue, opened at
+ * start) keep their back-end open across front-end connections, so a guest can restart or
+ * reconnect; one front-end is served at a time.
+ */
+export class VhostUserServer {
+  private workers: QueueWorker[] = [];
+  private listenFd = -1;
+  private connFd = -1;
+  private closing = false;
+  private acceptLoop: Promise<void> | null = null;
+  private connection: Promise<void> | null = null;
+  readonly log: Logger;
+  info!: BackendInfo;
+  /** Number of front-end connections accepted so far (for tests and status). */
+  connections = 0;
+
+  constructor(private readonly opts: ServerOptions) {
+    this.log = opts.log ?? new Logger('vhost-user');
+  }
+
+  /** Opens the back-end in every queue worker, then listens. Rejects with a message a user can act on. */
+  async start(): Promise<void> {
+    const { numQueues } = this.opts;
+    if (!(numQueues >= 1 && numQueues <= 64)) throw new Error(`--queues ${numQueues}: choose 1 to 64 queues`);
+    try {
+      for (let i = 0; i < numQueues; i++) {
+        this.workers.push(await QueueWorker.spawn(`queue ${i}`, this.opts.backend, this.opts.serial, true, this.log));
+      }
+    } catch (e) {
+      await Promise.all(this.workers.map((w) => w.exit()));
+      throw e;
+    }
+    this.info = this.workers[0]!.info;
+    await this.prepareSocketPath();
+    const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const sa = new NativeBuffer(112);
+    try {
+      const len = sockaddrUn(sa, 0, this.opts.socketPath);
+      if (bind(fd, sa.addr, len) < 0) throw new Error(`cannot bind ${this.opts.socketPath}: errno ${errno()} (check the directory exists and is writable)`);
+      if (listen(fd, 4) < 0) throw new Error(`cannot listen on ${this.opts.socketPath}: errno ${errno()}`);
+    } catch (e) {
+      close(fd);
+      throw e;
+    } finally {
+      sa.free();
+    }
+    this.listenFd = fd;
+    this.acceptLoop = this.accept();
+    this.log.info('listening', {
+      socket: this.opts.socketPath, disk: this.info.name, size: this.info.size, blockSize: this.info.blockSize,
+      queues: numQueues, readOnly: this.info.readOnly,
+    });
+  }
+
+  /** Refuses to steal a live socket; removes a stale one left by a crash. */
+  private async prepareSocketPath(): Promise<void> {
+    const p = this.opts.socketPath;
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch {
+      return;
+    }
+    if (!st.isSocket()) throw new Error(`${p} exists and is not a socket: choose another --socket path`);
+    const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const sa = new NativeBuffer(112);
+    const live = connect(fd, sa.addr, sockaddrUn(sa, 0, p)) === 0;
+    close(fd);
+    sa.free();
+    if (live) throw new Error(`another process is serving ${p}: stop it first or choose another --socket path`);
+    fs.unlinkSync(p);
+  }
+
+  private async accept(): Promise<void> {
+    while (!this.closing) {
+      const fd = await callAsync(accept4, this.listenFd, 0, 0, SOCK_CLOEXEC);
+      if (this.closing) {
+        if (fd >= 0) close(fd);
+        break;
+      }
+      if (fd < 0) {
+        this.log.warn(`accept failed (errno ${errno()}); retrying`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (this.connFd >= 0) {
+        this.log.warn('refused a second front-end: this disk is already attached to one');
+        close(fd);
+        continue;
+      }
+      this.connFd = fd;
+      this.connections++;
+      this.connection = this.serveConnection(fd).finally(() => {
+        this.connFd = -1;
+        this.connection = null;
+      });
+    }
+  }
+
+  private async serveConnection(fd: number): Promise<void> {
+    const log = this.log.child(`conn${this.connections}`);
+    log.info('front-end connected');
+    const device = new VhostUserBlkDevice(this.info, this.workers, log);
+    const bufs = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, MAX_FDS);
+    const out = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 0);
+    let reason = 'front-end disconnected';
+    try {
+      for (;;) {
+        const n = await callAsync(recvmsg, fd, bufs.prepareRecv(HEADER_SIZE), MSG_CMSG_CLOEXEC);
+        if (n === 0) break;
+        if (n < 0) throw new ProtocolError(`receive failed: errno ${errno()}`);
+        const { fds, truncated } = bufs.receivedFds();
+        if (truncated) {
+          fds.forEach((x) => close(x));
+          throw new ProtocolError(`message came with more than ${MAX_FDS} fds`);
+        }
+        let msgName = 'message';
+        try {
+          if (n < HEADER_SIZE) await this.readFull(fd, bufs.data, n, HEADER_SIZE - n);
+          const h = decodeHeader(bufs.data.u8.subarray(0, HEADER_SIZE));
+          msgName = requestName(h.request);
+          if (h.size > 0) await this.readFull(fd, bufs.data, HEADER_SIZE, h.size);
+          const payload = Buffer.from(bufs.data.u8.subarray(HEADER_SIZE, HEADER_SIZE + h.size));
+          const m = decodeMessage(h, payload, fds);
+          log.debug('request', { request: msgName, size: h.size, fds: fds.length });
+          let reply: Uint8Array | null;
+          let ackStatus = 0;
+          try {
+            reply = await device.handle(m);
+          } catch (e) {
+            if (!(e instanceof RequestFailed)) throw e;
+            log.warn(`${msgName} failed: ${e.message}`);
+            reply = null;
+            ackStatus = 1; // reported when REPLY_ACK was asked for; otherwise only logged
+          }
+          if (reply !== null) this.send(fd, out, encodeReply(h.request, reply));
+          else if (device.wantsAck(m)) this.send(fd, out, encodeReply(h.request, u64Payload(ackStatus)));
+        } catch (e) {
+          // fds of a message that failed to decode are ours to close.
+          if (e instanceof ProtocolError) {
+            fds.forEach((x) => close(x));
+            throw new ProtocolError(`${msgName}: ${e.message}`);
+          }
+          throw e;
+        }
+      }
+    } catch (e) {
+      reason = e instanceof ProtocolError
+        ? `closed the connection: malformed ${e.message}`
+        : `closed the connection after an internal error: ${(e as Error).stack ?? e}`;
+    } finally {
+      if (!this.closing) (reason === 'front-end disconnected' ? log.info.bind(log) : log.error.bind(log))(reason);
+      await device.reset().catch((e) => log.error(`reset failed: ${e}`));
+      close(fd);
+      bufs.free();
+      out.free();
+    }
+  }
+
+  private async readFull(fd: number, buf: NativeBuffer, off: number, len: number): Promise<void> {
+    while (len > 0) {
+      const n = await callAsync(read, fd, buf.addr + off, len);
+      if (n === 0) throw new ProtocolError('message truncated by end of connection');
+      if (n < 0) throw new ProtocolError(`receive failed: errno ${errno()}`);
+      off += n;
+      len -= n;
+    }
+  }
+
+  private send(fd: number, out: MsgBuffers, msg: Buffer): void {
+    out.data.u8.set(msg, 0);
+    let sent = 0;
+    while (sent < msg.length) {
+      out.data.u8.copyWithin(0, sent, msg.length);
+      const n = sendmsg(fd, out.prepareSend(msg.length - sent, []), MSG_NOSIGNAL);
+      if (n <= 0) throw new ProtocolError(`send failed: errno ${errno()}`);
+      sent += n;
+    }
+  }
+
+  /** Stops listening, disconnects the front-end, stops the workers and removes the socket. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.listenFd >= 0) shutdown(this.listenFd, SHUT_RDWR);
+    if (this.connFd >= 0) shutdown(this.connFd, SHUT_RDWR);
+    await this.acceptLoop?.catch(() => undefined);
+    await this.connection?.catch(() => undefined);
+    if (this.listenFd >= 0) close(this.listenFd);
+    this.listenFd = -1;
+    await Promise.all(this.workers.map((w) => w.exit()));
+    try {
+      fs.unlinkSync(this.opts.socketPath);
+    } catch {
+      /* already gone */
+    }
+    this.log.info('stopped', { socket: this.opts.socketPath });
+  }
+}
