@@ -157,7 +157,7 @@ async function main(argv: string[]): Promise<number> {
       options: { json: { type: 'boolean' }, quick: { type: 'boolean' }, seconds: { type: 'string' } },
     });
     if (what === 'vhost') {
-      const { runVhostBench } = await import('../bench/vhost.js' as string);
+      const { runVhostBench } = await import('../bench/vhost.js');
       await runVhostBench({ json: !!values.json, quick: !!values.quick, seconds: values.seconds ? Number(values.seconds) : undefined });
       return 0;
     }

@@ -107,10 +107,15 @@ export class VhostUserServer {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      if (this.connFd >= 0) {
-        this.log.warn('refused a second front-end: this disk is already attached to one');
-        close(fd);
-        continue;
+      if (this.connection) {
+        // One front-end at a time: a second one (often QEMU reconnecting before the old
+        // connection's end was seen) waits until the disk is free.
+        this.log.warn('a second front-end connected; it is served when the current one disconnects');
+        await this.connection;
+        if (this.closing) {
+          close(fd);
+          break;
+        }
       }
       this.connFd = fd;
       this.connections++;

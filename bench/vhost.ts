@@ -1,0 +1,203 @@
+// `twindisk bench vhost`: twindisk against qemu-storage-daemon (aio=io_uring), driven by the same TypeScript vhost-user driver.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
+import { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
+import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
+
+export interface VhostBenchOptions {
+  json: boolean;
+  quick?: boolean;
+  /** Seconds per workload (default 5; 1 with quick). */
+  seconds?: number | undefined;
+  /** Image size in bytes (default 1 GiB; 128 MiB with quick). */
+  imageSize?: number;
+  queues?: number;
+  targets?: string[];
+  out?: (line: string) => void;
+}
+
+export interface Workload {
+  name: string;
+  write: boolean;
+  random: boolean;
+  bs: number;
+  depth: number;
+}
+
+export const WORKLOADS: Workload[] = [
+  { name: 'randread-4k-qd1', write: false, random: true, bs: 4096, depth: 1 },
+  { name: 'randread-4k-qd32', write: false, random: true, bs: 4096, depth: 32 },
+  { name: 'randwrite-4k-qd32', write: true, random: true, bs: 4096, depth: 32 },
+  { name: 'seqread-1m-qd4', write: false, random: false, bs: 1 << 20, depth: 4 },
+  { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
+];
+
+export interface Row {
+  target: string;
+  workload: string;
+  iops: number;
+  mbps: number;
+  p50_us: number;
+  p99_us: number;
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** A back-end process serving `image` on `socket`. */
+function startTarget(target: string, image: string, socket: string, queues: number): ChildProcess {
+  if (target === 'twindisk') {
+    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues)], {
+      stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TWINDISK_LOG_LEVEL: 'warn' },
+    });
+  }
+  if (target === 'qemu-storage-daemon') {
+    // What an expert runs: the file protocol driver straight on the image, io_uring, page cache on
+    // (cache.direct=off, as twindisk), writable, the same number of queues.
+    return spawn('qemu-storage-daemon', [
+      '--blockdev', `driver=file,node-name=file0,filename=${image},aio=io_uring,cache.direct=off`,
+      '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues}`,
+    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+  throw new Error(`unknown target ${target}`);
+}
+
+async function waitForSocket(p: string, child: ChildProcess, ms = 20000): Promise<void> {
+  let err = '';
+  child.stderr?.on('data', (d) => (err += d));
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if (child.exitCode !== null) throw new Error(`back-end exited (${child.exitCode}): ${err.trim()}`);
+    if (fs.existsSync(p)) {
+      try {
+        VhostUserFrontend.connect(p).close();
+        return;
+      } catch { /* not listening yet */ }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`back-end did not listen on ${p} within ${ms} ms: ${err.trim()}`);
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+/** Runs one workload on queue 0 for `seconds`; returns throughput and latency. */
+export function runWorkload(fe: VhostUserFrontend, blk: BlkDriver, w: Workload, size: number, seconds: number): Omit<Row, 'target'> {
+  const q = fe.queues[0]!;
+  const blocks = Math.floor(size / w.bs);
+  let seq = 0;
+  let rng = 0x9e3779b9;
+  const nextBlock = (): number => {
+    if (!w.random) return seq++ % blocks;
+    rng ^= rng << 13; rng >>>= 0; rng ^= rng >>> 17; rng ^= rng << 5; rng >>>= 0;
+    return rng % blocks;
+  };
+  const type = w.write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;
+  const lat = new Float64Array(4_000_000);
+  let n = 0;
+  let done = 0;
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  for (let i = 0; i < w.depth; i++) blk.submit(i, type, (nextBlock() * w.bs) / 512, w.bs, 1, false, performance.now());
+  if (q.driver.publishAndCheckKick()) fe.kick(q);
+  let now = t0;
+  let inflight = w.depth;
+  while (inflight > 0) {
+    if (!fe.waitCall(q, 5000)) throw new Error(`${w.name}: no completion within 5 s`);
+    now = performance.now();
+    for (let c = blk.reap(); c; c = blk.reap()) {
+      if (c.status !== VIRTIO_BLK_S_OK) throw new Error(`${w.name}: request failed with status ${c.status}`);
+      if (n < lat.length) lat[n++] = now - c.started;
+      done++;
+      inflight--;
+      if (now < end) {
+        blk.submit(c.slot, type, (nextBlock() * w.bs) / 512, w.bs, 1, false, now);
+        inflight++;
+      }
+    }
+    if (q.driver.publishAndCheckKick()) fe.kick(q);
+  }
+  const secs = (now - t0) / 1000;
+  const sorted = lat.subarray(0, n).sort();
+  return {
+    workload: w.name,
+    iops: Math.round(done / secs),
+    mbps: Math.round((done * w.bs) / secs / 1e6),
+    p50_us: Math.round(percentile(sorted, 0.5) * 1000),
+    p99_us: Math.round(percentile(sorted, 0.99) * 1000),
+  };
+}
+
+/** Runs every workload against every target; prints rows (JSON lines with `json`) and a ratio table. */
+export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
+  const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
+  const seconds = o.seconds ?? (o.quick ? 1 : 5);
+  const size = o.imageSize ?? (o.quick ? 128 << 20 : 1 << 30);
+  const queues = o.queues ?? 1;
+  const targets = o.targets ?? ['twindisk', 'qemu-storage-daemon'];
+  if (targets.includes('qemu-storage-daemon') && spawnSync('qemu-storage-daemon', ['--version']).status !== 0) {
+    throw new Error('qemu-storage-daemon is not installed: apt-get install qemu-system-x86 (Debian ships it there), or run with only twindisk');
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-bench-'));
+  const image = path.join(dir, 'bench.img');
+  // A written (not sparse) image, read once so both targets start from a warm page cache.
+  const fd = fs.openSync(image, 'w');
+  const chunk = Buffer.alloc(1 << 20);
+  for (let off = 0; off < size; off += chunk.length) {
+    chunk.fill(off >>> 20);
+    fs.writeSync(fd, chunk, 0, chunk.length, off);
+  }
+  fs.closeSync(fd);
+  const rows: Row[] = [];
+  try {
+    for (const target of targets) {
+      const socket = path.join(dir, `${target}.sock`);
+      const child = startTarget(target, image, socket, queues);
+      try {
+        await waitForSocket(socket, child);
+        const fe = VhostUserFrontend.connect(socket);
+        try {
+          const maxData = 1 << 20;
+          fe.setup({ numQueues: queues, queueSize: 128, memSize: (queues + 2) * (1 << 20) + 32 * (maxData + 4096) + (1 << 20) });
+          const blk = new BlkDriver(fe.queues[0]!.driver, fe.dataBase, 32, maxData);
+          for (const w of WORKLOADS) {
+            const r = { target, ...runWorkload(fe, blk, w, size, seconds) };
+            rows.push(r);
+            if (o.json) out(JSON.stringify(r));
+            else out(`${target.padEnd(20)} ${w.name.padEnd(18)} ${String(r.iops).padStart(8)} IOPS ${String(r.mbps).padStart(6)} MB/s  p50 ${r.p50_us} us  p99 ${r.p99_us} us`);
+          }
+        } finally {
+          fe.close();
+        }
+      } finally {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  if (!o.json && targets.length > 1) {
+    out('');
+    out(`ratio ${targets[0]} / ${targets[1]} (IOPS):`);
+    for (const w of WORKLOADS) {
+      const a = rows.find((r) => r.target === targets[0] && r.workload === w.name);
+      const b = rows.find((r) => r.target === targets[1] && r.workload === w.name);
+      if (a && b) out(`  ${w.name.padEnd(18)} ${(a.iops / b.iops).toFixed(2)}x`);
+    }
+  }
+  return rows;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  runVhostBench({ json: process.argv.includes('--json'), quick: process.argv.includes('--quick') }).catch((e) => {
+    process.stderr.write(`bench vhost: ${e.message}\n`);
+    process.exit(1);
+  });
+}

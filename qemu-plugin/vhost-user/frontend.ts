@@ -1,0 +1,243 @@
+// A vhost-user front-end written in TypeScript (QEMU's role): guest memory in a memfd, rings, kicks and calls.
+// The benchmark drives twindisk and qemu-storage-daemon through it; tests use it to send good and bad messages.
+import {
+  EFD_CLOEXEC, EFD_NONBLOCK, MFD_CLOEXEC, MsgBuffers, NativeBuffer, POLLIN, AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM, close, connect,
+  errno, eventfd, ftruncate, mapShared, memfdCreate, poll, read, recvmsg, sendmsg, sockaddrUn, socket, unmap, write,
+  type Mapping, MSG_NOSIGNAL,
+} from '../os.js';
+import { SplitRingDriver, layoutRing } from '../virtio/driver.js';
+import { Feature, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VRING_NOFD_MASK, bit } from './constants.js';
+import { decodeReplyHeader, encodeRequest, statePayload, u64Payload } from './message.js';
+
+export interface FrontendQueue {
+  index: number;
+  driver: SplitRingDriver;
+  kickFd: number;
+  callFd: number;
+}
+
+export interface SetupOptions {
+  numQueues: number;
+  queueSize: number;
+  /** Guest memory size in bytes (rings + data buffers). */
+  memSize: number;
+  /** Negotiate EVENT_IDX (default true) and INDIRECT_DESC (default true). */
+  eventIdx?: boolean;
+  indirect?: boolean;
+  /** Longest indirect table the driver may build (default 32). */
+  maxIndirect?: number;
+}
+
+const RING_SLOT = 1 << 20;
+const GPA_BASE = 0;
+
+/**
+ * A synchronous vhost-user front-end: every call blocks until the back-end answered, so run it in
+ * a process (or worker) other than the back-end's.
+ */
+export class VhostUserFrontend {
+  readonly fd: number;
+  private readonly out = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 8);
+  private readonly inb = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 8);
+  private readonly one = new NativeBuffer(8);
+  private readonly pfd = new NativeBuffer(8);
+  memFd = -1;
+  mapping: Mapping | null = null;
+  mem: Uint8Array = new Uint8Array(0);
+  features = 0n;
+  protocolFeatures = 0n;
+  queues: FrontendQueue[] = [];
+  /** First guest-physical address free for data buffers (after the rings). */
+  dataBase = 0;
+
+  private constructor(fd: number) {
+    this.fd = fd;
+    this.one.u8[0] = 1;
+  }
+
+  /** Connects to a back-end's socket. */
+  static connect(path: string): VhostUserFrontend {
+    const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const sa = new NativeBuffer(112);
+    const ok = connect(fd, sa.addr, sockaddrUn(sa, 0, path)) === 0;
+    const e = errno();
+    sa.free();
+    if (!ok) {
+      close(fd);
+      throw new Error(`cannot connect to ${path}: errno ${e} (is the back-end running?)`);
+    }
+    return new VhostUserFrontend(fd);
+  }
+
+  /** Sends raw bytes (with fds), for tests of malformed input. */
+  sendRaw(bytes: Uint8Array, fds: number[] = []): void {
+    this.out.data.u8.set(bytes, 0);
+    const n = sendmsg(this.fd, this.out.prepareSend(bytes.length, fds), MSG_NOSIGNAL);
+    if (n !== bytes.length) throw new Error(`send failed (${n}, errno ${errno()})`);
+  }
+
+  /** Sends a request; returns the reply payload when one is expected (`reply` or need-reply). */
+  request(req: number, payload?: Uint8Array, fds: number[] = [], opts: { reply?: boolean; needReply?: boolean } = {}): Buffer | null {
+    this.sendRaw(encodeRequest(req, payload, opts.needReply ?? false), fds);
+    if (!opts.reply && !opts.needReply) return null;
+    return this.readReply(req);
+  }
+
+  /** Reads one reply (blocking), checking it answers `req`. Returns null when the connection closed. */
+  readReply(req: number): Buffer {
+    const h = this.readExact(HEADER_SIZE);
+    if (h === null) throw new Error(`back-end closed the connection instead of answering request ${req}`);
+    const hdr = decodeReplyHeader(h);
+    if (hdr.request !== req) throw new Error(`reply to request ${hdr.request}, expected ${req}`);
+    return hdr.size ? (this.readExact(hdr.size) ?? Buffer.alloc(0)) : Buffer.alloc(0);
+  }
+
+  /** Reads exactly `n` bytes or returns null at end of connection. */
+  readExact(n: number): Buffer | null {
+    const out = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const r = recvmsg(this.fd, this.inb.prepareRecv(n - got), 0);
+      if (r === 0) return null;
+      if (r < 0) throw new Error(`receive failed: errno ${errno()}`);
+      out.set(this.inb.data.u8.subarray(0, r), got);
+      got += r;
+    }
+    return out;
+  }
+
+  /** Whether the back-end has closed the connection (waits up to `ms`). */
+  closedByPeer(ms: number): boolean {
+    this.pfd.dv.setInt32(0, this.fd, true);
+    this.pfd.dv.setInt16(4, POLLIN, true);
+    this.pfd.dv.setInt16(6, 0, true);
+    if (poll(this.pfd.addr, 1, ms) <= 0) return false;
+    const r = recvmsg(this.fd, this.inb.prepareRecv(1), 0x40 /* MSG_DONTWAIT */ | 0x2 /* MSG_PEEK */);
+    return r === 0;
+  }
+
+  private u64(req: number): bigint {
+    const b = this.request(req, undefined, [], { reply: true })!;
+    return b.readBigUInt64LE(0);
+  }
+
+  /**
+   * Negotiates features, shares guest memory and starts `numQueues` rings, as QEMU does when the
+   * guest driver comes up. Kick fds are blocking eventfds the caller writes; call fds are polled.
+   */
+  setup(o: SetupOptions): void {
+    const offered = this.u64(Req.GET_FEATURES);
+    let want = bit(Feature.VERSION_1) | bit(Feature.PROTOCOL_FEATURES) | bit(Feature.BLK_FLUSH) | bit(Feature.BLK_BLK_SIZE)
+      | bit(Feature.BLK_SEG_MAX) | bit(Feature.BLK_MQ) | bit(Feature.BLK_DISCARD) | bit(Feature.BLK_WRITE_ZEROES) | bit(Feature.BLK_RO)
+      | bit(Feature.BLK_CONFIG_WCE) | bit(Feature.BLK_TOPOLOGY);
+    if (o.eventIdx ?? true) want |= bit(Feature.RING_EVENT_IDX);
+    if (o.indirect ?? true) want |= bit(Feature.RING_INDIRECT_DESC);
+    this.features = offered & want;
+    if (offered & bit(Feature.PROTOCOL_FEATURES)) {
+      const pf = this.u64(Req.GET_PROTOCOL_FEATURES);
+      this.protocolFeatures = pf & (bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG));
+      this.request(Req.SET_PROTOCOL_FEATURES, u64Payload(this.protocolFeatures));
+      if (pf & bit(ProtocolFeature.MQ)) {
+        const n = Number(this.u64(Req.GET_QUEUE_NUM));
+        if (n < o.numQueues) throw new Error(`back-end has ${n} queues, ${o.numQueues} wanted`);
+      }
+    }
+    this.request(Req.SET_OWNER);
+    this.request(Req.SET_FEATURES, u64Payload(this.features));
+    // Guest memory: one memfd region at guest-physical 0, mapped here too.
+    this.memFd = memfdCreate('twindisk-guest', MFD_CLOEXEC);
+    if (this.memFd < 0 || ftruncate(this.memFd, o.memSize) < 0) throw new Error(`cannot create ${o.memSize} bytes of guest memory: errno ${errno()}`);
+    this.mapping = mapShared(this.memFd, o.memSize);
+    this.mem = new Uint8Array(this.mapping.ab);
+    const region = Buffer.alloc(8 + 32);
+    region.writeUInt32LE(1, 0);
+    region.writeBigUInt64LE(BigInt(GPA_BASE), 8);
+    region.writeBigUInt64LE(BigInt(o.memSize), 16);
+    region.writeBigUInt64LE(BigInt(this.mapping.addr), 24);
+    region.writeBigUInt64LE(0n, 32);
+    this.ackedRequest(Req.SET_MEM_TABLE, region, [this.memFd]);
+    const maxIndirect = o.maxIndirect ?? 32;
+    const indirect = (this.features & bit(Feature.RING_INDIRECT_DESC)) !== 0n;
+    for (let q = 0; q < o.numQueues; q++) {
+      const base = q * RING_SLOT;
+      const { layout, bytes } = layoutRing(base, o.queueSize);
+      const indirectArea = indirect ? (base + bytes + 15) & ~15 : 0;
+      if ((indirectArea || base + bytes) + o.queueSize * maxIndirect * 16 > base + RING_SLOT) throw new Error('queue too large for its ring slot');
+      const driver = new SplitRingDriver(this.mem, layout, (this.features & bit(Feature.RING_EVENT_IDX)) !== 0n, indirectArea, maxIndirect);
+      this.request(Req.SET_VRING_NUM, statePayload(q, o.queueSize));
+      this.request(Req.SET_VRING_BASE, statePayload(q, 0));
+      const addr = Buffer.alloc(40);
+      addr.writeUInt32LE(q, 0);
+      addr.writeBigUInt64LE(BigInt(this.mapping.addr + layout.desc), 8);
+      addr.writeBigUInt64LE(BigInt(this.mapping.addr + layout.used), 16);
+      addr.writeBigUInt64LE(BigInt(this.mapping.addr + layout.avail), 24);
+      this.request(Req.SET_VRING_ADDR, addr);
+      const kickFd = eventfd(0, EFD_CLOEXEC);
+      const callFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      this.request(Req.SET_VRING_CALL, u64Payload(q), [callFd]);
+      this.request(Req.SET_VRING_KICK, u64Payload(q), [kickFd]);
+      if (this.protocolFeatures !== 0n || (this.features & bit(Feature.PROTOCOL_FEATURES))) {
+        this.ackedRequest(Req.SET_VRING_ENABLE, statePayload(q, 1));
+      }
+      this.queues.push({ index: q, driver, kickFd, callFd });
+    }
+    this.dataBase = o.numQueues * RING_SLOT;
+  }
+
+  /** Sends a request with NEED_REPLY when REPLY_ACK was negotiated, and checks the ack. */
+  ackedRequest(req: number, payload: Uint8Array, fds: number[] = []): void {
+    const ack = (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) !== 0n;
+    const r = this.request(req, payload, fds, { needReply: ack });
+    if (r && r.readBigUInt64LE(0) !== 0n) throw new Error(`back-end failed request ${req}`);
+  }
+
+  /** Reads `size` bytes of the device's config space. */
+  getConfig(size: number): Buffer {
+    const p = Buffer.alloc(12 + size);
+    p.writeUInt32LE(0, 0);
+    p.writeUInt32LE(size, 4);
+    return this.request(Req.GET_CONFIG, p, [], { reply: true })!.subarray(12);
+  }
+
+  /** Stops a ring and returns its last available index. */
+  getVringBase(q: number): number {
+    return this.request(Req.GET_VRING_BASE, statePayload(q, 0), [], { reply: true })!.readUInt32LE(4);
+  }
+
+  /** Kicks queue `q`. */
+  kick(q: FrontendQueue): void {
+    write(q.kickFd, this.one.addr, 8);
+  }
+
+  /** Waits until queue `q`'s call eventfd fires (or `ms` passes); returns whether it fired. */
+  waitCall(q: FrontendQueue, ms: number): boolean {
+    this.pfd.dv.setInt32(0, q.callFd, true);
+    this.pfd.dv.setInt16(4, POLLIN, true);
+    this.pfd.dv.setInt16(6, 0, true);
+    const n = poll(this.pfd.addr, 1, ms);
+    if (n <= 0) return false;
+    read(q.callFd, this.pfd.addr, 8);
+    return true;
+  }
+
+  /** The "no fd" flag for SET_VRING_KICK/CALL payloads. */
+  static readonly NOFD = VRING_NOFD_MASK;
+
+  /** Closes the connection and frees guest memory. */
+  close(): void {
+    close(this.fd);
+    for (const q of this.queues) {
+      close(q.kickFd);
+      close(q.callFd);
+    }
+    this.queues = [];
+    if (this.mapping) unmap(this.mapping);
+    this.mapping = null;
+    if (this.memFd >= 0) close(this.memFd);
+    this.memFd = -1;
+    this.out.free();
+    this.inb.free();
+    this.one.free();
+    this.pfd.free();
+  }
+}
