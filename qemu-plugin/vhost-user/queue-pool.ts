@@ -29,11 +29,11 @@ export class QueueWorker {
   }
 
   /** Starts a worker that opens `backend`; rejects with the back-end's own message if it cannot. */
-  static spawn(name: string, backend: BackendSpec, serial: string, writeback: boolean, log: Logger): Promise<QueueWorker> {
+  static spawn(name: string, backend: BackendSpec, serial: string, writeback: boolean, pollUs: number, log: Logger): Promise<QueueWorker> {
     const ctlFd = eventfd(0, EFD_CLOEXEC);
     if (ctlFd < 0) return Promise.reject(new Error('eventfd() failed: the system is out of file descriptors?'));
     const { port1, port2 } = new MessageChannel();
-    const data: QueueWorkerData = { name, backend, serial, writeback, ctlFd, port: port2 };
+    const data: QueueWorkerData = { name, backend, serial, writeback, ctlFd, port: port2, pollUs };
     const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     return new Promise((resolve, reject) => {
       let qw: QueueWorker | null = null;

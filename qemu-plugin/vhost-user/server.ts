@@ -18,8 +18,13 @@ export interface ServerOptions {
   numQueues: number;
   /** The disk's serial number (VIRTIO_BLK_T_GET_ID), at most 20 bytes. */
   serial: string;
+  /** Busy-poll window of the queue workers after work, in microseconds (0 disables). */
+  pollUs?: number;
   log?: Logger;
 }
+
+/** QEMU's IOThreads poll for up to 32 µs by default (poll-max-ns); twindisk uses the same. */
+export const DEFAULT_POLL_US = 32;
 
 /**
  * Serves one virtio-blk disk over a vhost-user socket. Queue workers (one per queue, opened at
@@ -48,7 +53,7 @@ export class VhostUserServer {
     if (!(numQueues >= 1 && numQueues <= 64)) throw new Error(`--queues ${numQueues}: choose 1 to 64 queues`);
     try {
       for (let i = 0; i < numQueues; i++) {
-        this.workers.push(await QueueWorker.spawn(`queue ${i}`, this.opts.backend, this.opts.serial, true, this.log));
+        this.workers.push(await QueueWorker.spawn(`queue ${i}`, this.opts.backend, this.opts.serial, true, this.opts.pollUs ?? DEFAULT_POLL_US, this.log));
       }
     } catch (e) {
       await Promise.all(this.workers.map((w) => w.exit()));

@@ -150,10 +150,12 @@ export class BlkHandler {
   }
 
   /**
-   * Processes every available request; returns true when the driver should be notified. Throws
-   * RingBrokenError when the ring itself is corrupt.
+   * Processes every available request and publishes the completions; returns true when the
+   * driver should be notified. With `arm`, it finally re-enables kicks and re-checks the ring (the
+   * caller is about to sleep); without, kicks stay as they are (the caller keeps polling).
+   * Throws RingBrokenError when the ring itself is corrupt.
    */
-  drain(): boolean {
+  drain(arm = true): boolean {
     const vq = this.vq;
     this.inDrain = true;
     try {
@@ -168,7 +170,7 @@ export class BlkHandler {
           this.execute(slot);
         }
         vq.publish();
-        if (starved || !vq.armKick()) break;
+        if (starved || !arm || !vq.armKick()) break;
       }
     } finally {
       this.inDrain = false;

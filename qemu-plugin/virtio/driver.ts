@@ -36,6 +36,8 @@ export function layoutRing(base: number, size: number): { layout: DriverRingLayo
  */
 export class SplitRingDriver {
   readonly dv: DataView;
+  /** For the ring indices, read and written with Atomics: a full barrier, as virtio_mb() in Linux. */
+  private readonly u16: Uint16Array;
   private freeHead = 0;
   private numFree: number;
   private availIdx = 0;
@@ -55,6 +57,7 @@ export class SplitRingDriver {
     private readonly maxIndirect = 0,
   ) {
     this.dv = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+    this.u16 = new Uint16Array(mem.buffer, mem.byteOffset, mem.byteLength >>> 1);
     const n = layout.size;
     this.numFree = n;
     this.chainLen = new Uint16Array(n);
@@ -130,7 +133,7 @@ export class SplitRingDriver {
 
   /** Makes added chains visible to the device. */
   publish(): void {
-    this.dv.setUint16(this.layout.avail + 2, this.availIdx, true);
+    Atomics.store(this.u16, (this.layout.avail + 2) >>> 1, this.availIdx);
   }
 
   /** Publishes, and tells whether the device asked to be kicked (always true without EVENT_IDX). */
@@ -140,14 +143,14 @@ export class SplitRingDriver {
     const now = this.availIdx;
     this.kickedAt = now;
     if (!this.eventIdx) return now !== old;
-    const ev = this.dv.getUint16(this.layout.used + 4 + 8 * this.layout.size, true);
+    const ev = Atomics.load(this.u16, (this.layout.used + 4 + 8 * this.layout.size) >>> 1);
     return ((now - ev - 1) & 0xffff) < ((now - old) & 0xffff);
   }
 
   /** Reaps one used element: `{ id, len }` of a completed chain, or null. Its descriptors return to the free list. */
   reap(): { id: number; len: number } | null {
     const L = this.layout;
-    const usedIdx = this.dv.getUint16(L.used + 2, true);
+    const usedIdx = Atomics.load(this.u16, (L.used + 2) >>> 1);
     if (usedIdx === this.lastUsed) return null;
     const e = L.used + 4 + 8 * (this.lastUsed % L.size);
     const id = this.dv.getUint32(e, true);
@@ -163,7 +166,7 @@ export class SplitRingDriver {
       this.numFree += n;
       this.chainLen[id] = 0;
     }
-    if (this.eventIdx) this.dv.setUint16(L.avail + 4 + 2 * L.size, this.lastUsed, true); // used_event
+    if (this.eventIdx) Atomics.store(this.u16, (L.avail + 4 + 2 * L.size) >>> 1, this.lastUsed); // used_event
     return { id, len };
   }
 }

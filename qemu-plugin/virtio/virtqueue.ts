@@ -1,7 +1,7 @@
 // A split virtqueue as the device sees it: pop descriptor chains into I/O vectors, push used elements, decide notifications.
 import { IoVector } from '../../engine/iovec.js';
 import {
-  DESC_SIZE, MAX_INDIRECT, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+  DESC_SIZE, MAX_INDIRECT, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from './constants.js';
 import type { GuestMemory } from './memory.js';
@@ -137,13 +137,22 @@ export class Virtqueue {
   }
 
   /**
-   * With EVENT_IDX: tells the driver which available index to kick at next, then reports whether
-   * more requests arrived meanwhile (the caller must process them: "the device MUST check the
-   * ring again after writing avail_event").
+   * Asks the driver to kick at the next request (EVENT_IDX: avail_event = lastAvail; otherwise
+   * clears VIRTQ_USED_F_NO_NOTIFY), then reports whether requests arrived meanwhile, which the
+   * caller must process: "the device MUST check the ring again after writing avail_event".
    */
   armKick(): boolean {
     if (this.eventIdx) Atomics.store(this.used16, this.availEventI, this.lastAvail);
+    else Atomics.store(this.used16, 0, 0);
     return this.pending() !== 0;
+  }
+
+  /**
+   * Asks the driver not to kick (while the device polls the ring). With EVENT_IDX the stale
+   * avail_event already does that; without it, VIRTQ_USED_F_NO_NOTIFY is set.
+   */
+  suppressKicks(): void {
+    if (!this.eventIdx) Atomics.store(this.used16, 0, VIRTQ_USED_F_NO_NOTIFY);
   }
 
   /** Whether the driver wants an interrupt for the used elements published since the last call. */
