@@ -45,10 +45,11 @@ for (const g of groups) {
   const stream = run({ files: g.files, concurrency: g.concurrency, timeout: 15 * 60_000 });
   stream.on('test:pass', (d) => { if (d.details?.type !== 'suite' && !d.skip && !d.todo) passed++; });
   stream.on('test:fail', (d) => { if (d.details?.type !== 'suite') failed++; });
+  const report = stream.compose(spec);
+  report.pipe(process.stdout, { end: false });
   await new Promise((resolve, reject) => {
-    stream.compose(spec).pipe(process.stdout, { end: false }).on('error', reject);
-    stream.on('end', resolve);
-    stream.on('close', resolve);
+    report.on('end', resolve);
+    report.on('error', reject);
   });
 }
 console.log(`${passed} passed, ${failed} failed`);
