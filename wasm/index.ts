@@ -3,4 +3,4 @@ export {
   kernelImpl, crc32c, xxh3, findNextSet, findNextClear, countSet, setRange, clearRange, orInto, setRuns,
   xorInto, raid6GenPQ, raid6Recover, type BitRun,
 } from './src/kernels.js';
-export { allocBuffer, KernelBuffer, Slab, wasmDisabled } from './src/memory.js';
+export { allocBuffer, reserveKernelMemory, KernelBuffer, Slab, wasmDisabled } from './src/memory.js';

@@ -89,7 +89,8 @@ export class KernelModule {
     const oldEnd = mem.buffer.byteLength;
     const last = this.free[this.free.length - 1];
     const tailFree = last && last.offset + last.size === oldEnd ? last.size : 0;
-    const pages = Math.ceil((want - tailFree) / PAGE);
+    // Grow by at least a quarter of the current size, so growth (which detaches views) stays rare.
+    const pages = Math.max(Math.ceil((want - tailFree) / PAGE), Math.ceil(oldEnd / 4 / PAGE));
     try {
       mem.grow(pages);
     } catch (err) {
@@ -98,6 +99,16 @@ export class KernelModule {
     if (tailFree) last!.size += pages * PAGE;
     else this.free.push({ offset: oldEnd, size: pages * PAGE });
     return this.alloc(size);
+  }
+
+  /** Grows memory now, if needed, so that `bytes` more can be allocated in one piece without growing. */
+  reserve(bytes: number): void {
+    if (this.largestFree() >= bytes) return;
+    this.release(this.alloc(bytes));
+  }
+
+  private largestFree(): number {
+    return this.free.reduce((m, f) => Math.max(m, f.size), 0);
   }
 
   /** Returns a block from alloc() to the heap. */
@@ -198,6 +209,14 @@ export function allocBuffer(length: number): KernelBuffer {
   const offset = mod.alloc(length);
   mod.u8.fill(0, offset, offset + length);
   return new KernelBuffer(mod, offset, length, () => mod.release(offset));
+}
+
+/**
+ * Makes room for `bytes` of buffers up front, so allocations up to that total (in one piece) do not grow
+ * wasm memory and so do not detach views taken earlier. A no-op with TWINDISK_NO_WASM=1.
+ */
+export function reserveKernelMemory(bytes: number): void {
+  kernelModule()?.reserve(bytes);
 }
 
 /**
