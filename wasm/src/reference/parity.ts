@@ -44,6 +44,7 @@ export function xorInto(dst: Uint8Array, sources: readonly Uint8Array[]): void {
 
 /** P = xor of the data blocks, Q = sum of 2^i * D_i; null data blocks count as zeros. */
 export function raid6GenPQ(data: readonly (Uint8Array | null)[], p: Uint8Array | null, q: Uint8Array | null, len: number): void {
+  const coef = data.map((_, z) => gfPow2(z));
   for (let i = 0; i < len; i++) {
     let wp = 0;
     let wq = 0;
@@ -51,7 +52,7 @@ export function raid6GenPQ(data: readonly (Uint8Array | null)[], p: Uint8Array |
       const d = data[z];
       if (!d) continue;
       wp ^= d[i]!;
-      wq ^= gfMul(gfPow2(z), d[i]!);
+      wq ^= gfMul(coef[z]!, d[i]!);
     }
     if (p) p[i] = wp;
     if (q) q[i] = wq;
