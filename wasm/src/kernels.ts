@@ -59,6 +59,12 @@ function columns(
 export function crc32c(data: Uint8Array, crc = 0): number {
   const mod = kernelModule();
   if (!mod) return refCrc.crc32c(data, crc);
+  const x = mod.exports;
+  if (mod.owns(data)) return x.crc32cUpdate(crc, data.byteOffset, data.length) >>> 0;
+  if (data.length <= STAGING_BYTES) {
+    mod.u8.set(data, mod.staging);
+    return x.crc32cUpdate(crc, mod.staging, data.length) >>> 0;
+  }
   let c = crc >>> 0;
   columns(mod, [data], ['r'], 0, data.length, ([p], clen) => {
     c = mod.exports.crc32cUpdate(c, p!, clen) >>> 0;
@@ -79,7 +85,7 @@ export function xxh3(data: Uint8Array, seed = 0n): bigint {
   if (mod.owns(data)) return BigInt.asUintN(64, x.xxh3(data.byteOffset, data.length, s));
   const len = data.length;
   const stage = mod.staging + 64; // 64 bytes of room before: the last stripe may reach back
-  if (len <= 240) {
+  if (len <= STAGING_BYTES) {
     mod.u8.set(data, stage);
     return BigInt.asUintN(64, x.xxh3(stage, len, s));
   }
