@@ -155,14 +155,26 @@ function initCustomSecret(seed: u64): void {
   }
 }
 
+// Two 16-byte lanes of a stripe are accumulated together: the low and high u32 halves of both lanes'
+// data^key are gathered with one two-input shuffle each, then multiplied with extmul_low (first lane)
+// and extmul_high (second lane), which needs half the shuffles of one lane at a time.
+
+/** Low u32 halves of the four u64s in k0, k1. */
 // @ts-ignore: decorator
-@inline function accLane(acc: v128, data: v128, key: v128): v128 {
-  const dk = v128.xor(data, key);
-  const lo = i32x4.shuffle(dk, dk, 0, 2, 0, 2);
-  const hi = i32x4.shuffle(dk, dk, 1, 3, 1, 3);
-  const product = i64x2.extmul_low_i32x4_u(lo, hi);
-  const swapped = i64x2.shuffle(data, data, 1, 0);
-  return i64x2.add(acc, i64x2.add(product, swapped));
+@inline function halvesLo(k0: v128, k1: v128): v128 {
+  return i32x4.shuffle(k0, k1, 0, 2, 4, 6);
+}
+
+/** High u32 halves of the four u64s in k0, k1. */
+// @ts-ignore: decorator
+@inline function halvesHi(k0: v128, k1: v128): v128 {
+  return i32x4.shuffle(k0, k1, 1, 3, 5, 7);
+}
+
+/** acc + product + data with its two u64 lanes swapped. */
+// @ts-ignore: decorator
+@inline function accAdd(acc: v128, product: v128, data: v128): v128 {
+  return i64x2.add(acc, i64x2.add(product, i64x2.shuffle(data, data, 1, 0)));
 }
 
 // @ts-ignore: decorator
@@ -185,10 +197,22 @@ function longBlocks(input: usize, nBlocks: usize, secret: usize): void {
   for (let b: usize = 0; b < nBlocks; b++) {
     for (let s: usize = 0; s < STRIPES_PER_BLOCK; s++) {
       const sec = secret + s * 8;
-      a0 = accLane(a0, v128.load(input), v128.load(sec));
-      a1 = accLane(a1, v128.load(input, 16), v128.load(sec, 16));
-      a2 = accLane(a2, v128.load(input, 32), v128.load(sec, 32));
-      a3 = accLane(a3, v128.load(input, 48), v128.load(sec, 48));
+      const d0 = v128.load(input);
+      const d1 = v128.load(input, 16);
+      const d2 = v128.load(input, 32);
+      const d3 = v128.load(input, 48);
+      const k0 = v128.xor(d0, v128.load(sec));
+      const k1 = v128.xor(d1, v128.load(sec, 16));
+      const k2 = v128.xor(d2, v128.load(sec, 32));
+      const k3 = v128.xor(d3, v128.load(sec, 48));
+      const lo01 = halvesLo(k0, k1);
+      const hi01 = halvesHi(k0, k1);
+      const lo23 = halvesLo(k2, k3);
+      const hi23 = halvesHi(k2, k3);
+      a0 = accAdd(a0, i64x2.extmul_low_i32x4_u(lo01, hi01), d0);
+      a1 = accAdd(a1, i64x2.extmul_high_i32x4_u(lo01, hi01), d1);
+      a2 = accAdd(a2, i64x2.extmul_low_i32x4_u(lo23, hi23), d2);
+      a3 = accAdd(a3, i64x2.extmul_high_i32x4_u(lo23, hi23), d3);
       input += STRIPE_LEN;
     }
     const k = secret + SECRET_SIZE - STRIPE_LEN;
@@ -211,10 +235,22 @@ function longStripes(input: usize, nStripes: usize, secret: usize): void {
   let a3 = v128.load(ACC, 48);
   for (let s: usize = 0; s < nStripes; s++) {
     const sec = secret + s * 8;
-    a0 = accLane(a0, v128.load(input), v128.load(sec));
-    a1 = accLane(a1, v128.load(input, 16), v128.load(sec, 16));
-    a2 = accLane(a2, v128.load(input, 32), v128.load(sec, 32));
-    a3 = accLane(a3, v128.load(input, 48), v128.load(sec, 48));
+    const d0 = v128.load(input);
+    const d1 = v128.load(input, 16);
+    const d2 = v128.load(input, 32);
+    const d3 = v128.load(input, 48);
+    const k0 = v128.xor(d0, v128.load(sec));
+    const k1 = v128.xor(d1, v128.load(sec, 16));
+    const k2 = v128.xor(d2, v128.load(sec, 32));
+    const k3 = v128.xor(d3, v128.load(sec, 48));
+    const lo01 = halvesLo(k0, k1);
+    const hi01 = halvesHi(k0, k1);
+    const lo23 = halvesLo(k2, k3);
+    const hi23 = halvesHi(k2, k3);
+    a0 = accAdd(a0, i64x2.extmul_low_i32x4_u(lo01, hi01), d0);
+    a1 = accAdd(a1, i64x2.extmul_high_i32x4_u(lo01, hi01), d1);
+    a2 = accAdd(a2, i64x2.extmul_low_i32x4_u(lo23, hi23), d2);
+    a3 = accAdd(a3, i64x2.extmul_high_i32x4_u(lo23, hi23), d3);
     input += STRIPE_LEN;
   }
   v128.store(ACC, a0);
