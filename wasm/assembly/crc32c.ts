@@ -39,24 +39,23 @@ buildTables();
  */
 // @ts-ignore: decorator
 @inline function step16(p: usize, crc: u32): u32 {
-  const t = TABLES;
   const w0 = load<u32>(p) ^ crc;
-  return load<u32>(t + ((w0 << 2) & 0x3fc), 15 << 10) ^
-    load<u32>(t + ((w0 >>> 6) & 0x3fc), 14 << 10) ^
-    load<u32>(t + ((w0 >>> 14) & 0x3fc), 13 << 10) ^
-    load<u32>(t + ((w0 >>> 22) & 0x3fc), 12 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 4)) << 2), 11 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 5)) << 2), 10 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 6)) << 2), 9 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 7)) << 2), 8 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 8)) << 2), 7 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 9)) << 2), 6 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 10)) << 2), 5 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 11)) << 2), 4 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 12)) << 2), 3 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 13)) << 2), 2 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 14)) << 2), 1 << 10) ^
-    load<u32>(t + ((<usize>load<u8>(p, 15)) << 2));
+  return load<u32>((w0 << 2) & 0x3fc, TABLES + (15 << 10)) ^
+    load<u32>((w0 >>> 6) & 0x3fc, TABLES + (14 << 10)) ^
+    load<u32>((w0 >>> 14) & 0x3fc, TABLES + (13 << 10)) ^
+    load<u32>((w0 >>> 22) & 0x3fc, TABLES + (12 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 4)) << 2, TABLES + (11 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 5)) << 2, TABLES + (10 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 6)) << 2, TABLES + (9 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 7)) << 2, TABLES + (8 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 8)) << 2, TABLES + (7 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 9)) << 2, TABLES + (6 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 10)) << 2, TABLES + (5 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 11)) << 2, TABLES + (4 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 12)) << 2, TABLES + (3 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 13)) << 2, TABLES + (2 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 14)) << 2, TABLES + (1 << 10)) ^
+    load<u32>((<usize>load<u8>(p, 15)) << 2, TABLES + (0 << 10));
 }
 
 /** Bytewise tail: the raw (non-inverted) register over `len` bytes. */
