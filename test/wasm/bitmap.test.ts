@@ -31,15 +31,18 @@ function randomBitmap(nbytes: number, density: number, seed: number): Uint8Array
   return b;
 }
 
-/** The same bitmap as a plain array and as a view of a wasm buffer at byte offset 3. */
+let nextAlign = 0;
+
+/** The same bitmap as a plain array and as a view of a wasm buffer, at byte offsets 0..15 in turn. */
 function twoCopies(src: Uint8Array): { plain: Uint8Array; wasm: Uint8Array; release: () => void } {
-  const buf = allocBuffer(src.length + 3);
-  const wasm = buf.bytes.subarray(3, 3 + src.length);
+  const align = nextAlign++ % 16;
+  const buf = allocBuffer(src.length + align);
+  const wasm = buf.bytes.subarray(align, align + src.length);
   wasm.set(src);
   return { plain: src.slice(), wasm, release: () => buf.release() };
 }
 
-const SIZES = [0, 1, 7, 8, 9, 63, 64, 65, 200, 4096, 70001];
+const SIZES = [0, 1, 7, 8, 9, 15, 16, 63, 64, 65, 200, 4095, 4096, 70001, (1 << 20) + 3];
 
 test(`bitmap: ${kernelImpl()} find/count match the reference on random maps and ranges`, () => {
   const r = rng(5);

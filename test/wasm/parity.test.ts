@@ -46,6 +46,30 @@ test(`parity: ${kernelImpl()} XOR of 1..9 sources matches the reference`, () => 
   }
 });
 
+test('parity: 1 MiB + 3 and every alignment match the reference', () => {
+  for (const [len, aligns] of [[(1 << 20) + 3, [0, 5]], [4096 + 1, Array.from({ length: 16 }, (_, i) => i)]] as const) {
+    const data = Array.from({ length: 4 }, (_, i) => randomBytes(len, i + 1000 + len));
+    const ex = new Uint8Array(len);
+    const ep = new Uint8Array(len);
+    const eq = new Uint8Array(len);
+    ref.xorInto(ex, data);
+    ref.raid6GenPQ(data, ep, eq, len);
+    for (const a of aligns) {
+      const keep: KernelBuffer[] = [];
+      const srcs = data.map((d, i) => (i === 2 ? d : inWasm(d, (a + i) % 16, keep)));
+      const x = inWasm(new Uint8Array(len), a, keep);
+      const p = inWasm(new Uint8Array(len), (a + 7) % 16, keep);
+      const q = new Uint8Array(len + 16).subarray(a, a + len);
+      xorInto(x, srcs);
+      raid6GenPQ(srcs, p, q);
+      assert.deepEqual(x, ex, `xor len ${len} align ${a}`);
+      assert.deepEqual(p, ep, `P len ${len} align ${a}`);
+      assert.deepEqual(q, eq, `Q len ${len} align ${a}`);
+      keep.forEach((b) => b.release());
+    }
+  }
+});
+
 test('parity: XOR rebuilds one missing block from parity and survivors, 1 MiB + 3', () => {
   const len = (1 << 20) + 3;
   const data = Array.from({ length: 4 }, (_, i) => randomBytes(len, i + 1));
