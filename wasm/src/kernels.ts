@@ -222,8 +222,8 @@ function checkBlocks(what: string, len: number, blocks: readonly (Uint8Array | n
 
 /** Writes the u32 pointers into the module's source list (0 for a null source). */
 function writeSources(mod: KernelModule, ptrs: readonly number[]): number {
-  const dv = new DataView(mod.u8.buffer);
-  ptrs.forEach((p, i) => dv.setUint32(mod.sourceList + 4 * i, p, true));
+  const dv = mod.dataView;
+  for (let i = 0; i < ptrs.length; i++) dv.setUint32(mod.sourceList + 4 * i, ptrs[i]!, true);
   return mod.sourceList;
 }
 

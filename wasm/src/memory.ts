@@ -41,7 +41,10 @@ export class KernelModule {
   /** Free heap ranges [offset, offset + size), sorted by offset, never adjacent. */
   private free: { offset: number; size: number }[] = [];
   private sizes = new Map<number, number>();
+  /** memory.buffer as of the last growth: only alloc() grows memory, so this stays current. */
+  private buffer: ArrayBuffer;
   private view: Uint8Array;
+  private dv: DataView;
   /** Staging area for foreign inputs and the u32 source-pointer list. */
   readonly staging: number;
   readonly sourceList: number;
@@ -56,20 +59,32 @@ export class KernelModule {
     const base = alignUp(this.exports.heapBase(), ALIGN);
     const end = this.exports.memory.buffer.byteLength;
     if (end > base) this.free.push({ offset: base, size: end - base });
-    this.view = new Uint8Array(this.exports.memory.buffer);
+    this.buffer = this.exports.memory.buffer;
+    this.view = new Uint8Array(this.buffer);
+    this.dv = new DataView(this.buffer);
     this.staging = this.alloc(STAGING_BYTES + ALIGN);
     this.sourceList = this.alloc(MAX_SOURCES * 4);
   }
 
-  /** A view of the whole memory, rebuilt when memory has grown. */
+  /** A view of the whole memory (rebuilt by alloc() when it grows memory). */
   get u8(): Uint8Array {
-    if (this.view.buffer !== this.exports.memory.buffer) this.view = new Uint8Array(this.exports.memory.buffer);
     return this.view;
+  }
+
+  /** A DataView of the whole memory (for little-endian pointer lists). */
+  get dataView(): DataView {
+    if (this.dv.buffer !== this.buffer) this.dv = new DataView(this.buffer);
+    return this.dv;
+  }
+
+  /** The current memory.buffer, cached (reading memory.buffer is a comparatively slow builtin call). */
+  get memoryBuffer(): ArrayBuffer {
+    return this.buffer;
   }
 
   /** Whether `a` is a view into this module's memory (then its byteOffset is its pointer). */
   owns(a: Uint8Array): boolean {
-    return a.buffer === this.exports.memory.buffer;
+    return a.buffer === this.buffer;
   }
 
   /** Allocates `size` bytes aligned to 64, growing memory when needed; returns the offset. */
@@ -96,6 +111,8 @@ export class KernelModule {
     } catch (err) {
       throw new RangeError(`wasm kernels: cannot grow memory by ${pages} pages for a ${size}-byte buffer (${String(err)})`);
     }
+    this.buffer = mem.buffer;
+    this.view = new Uint8Array(this.buffer);
     if (tailFree) last!.size += pages * PAGE;
     else this.free.push({ offset: oldEnd, size: pages * PAGE });
     return this.alloc(size);
@@ -172,7 +189,7 @@ export class KernelBuffer {
     /** With no module: the plain bytes to use (a fresh zeroed array when omitted). */
     plain?: Uint8Array,
   ) {
-    this.cached = mod ? new Uint8Array(mod.exports.memory.buffer, byteOffset, length) : (plain ?? new Uint8Array(length));
+    this.cached = mod ? new Uint8Array(mod.memoryBuffer, byteOffset, length) : (plain ?? new Uint8Array(length));
   }
 
   /** Marks a Slab buffer as handed out again (internal to Slab). */
@@ -183,8 +200,8 @@ export class KernelBuffer {
   /** The buffer's bytes, a view rebuilt if wasm memory has grown since the last call. */
   get bytes(): Uint8Array {
     if (this.released) throw new Error('KernelBuffer used after release()');
-    if (this.mod && this.cached.buffer !== this.mod.exports.memory.buffer) {
-      this.cached = new Uint8Array(this.mod.exports.memory.buffer, this.byteOffset, this.length);
+    if (this.mod && this.cached.buffer !== this.mod.memoryBuffer) {
+      this.cached = new Uint8Array(this.mod.memoryBuffer, this.byteOffset, this.length);
     }
     return this.cached;
   }
