@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createXXHash3 } from 'hash-wasm';
-import { xxh3, allocBuffer, kernelImpl } from '../../wasm/index.js';
+import { xxh3, Xxh3Stream, allocBuffer, kernelImpl } from '../../wasm/index.js';
 import * as ref from '../../wasm/src/reference/xxh3.js';
 
 function randomBytes(n: number, seed: number): Uint8Array {
@@ -71,4 +71,46 @@ test('xxh3: inputs larger than the staging area hash the same as in place', asyn
     assert.equal(xxh3(buf.bytes), expected, `wasm ${len}`);
     buf.release();
   }
+});
+
+test('xxh3: a stream fed in pieces equals the one-shot hash', async () => {
+  const xxhash = await trusted();
+  const r = (() => { let x = 12345; return (n: number) => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) % n; }; })();
+  const hasher = new Xxh3Stream();
+  const buf = allocBuffer(3 << 20);
+  for (const len of [0, 1, 64, 240, 241, 1023, 1024, 1025, 1088, 2048, 2049, 5000, (1 << 20) + 3, (2 << 20) + 100]) {
+    for (const seed of [0n, 0x9e3779b97f4a7c15n]) {
+      const data = randomBytes(len, len + 3);
+      const inWasm = buf.bytes.subarray(7, 7 + len);
+      inWasm.set(data);
+      for (const pieces of ['one', 'bytes', 'random', 'blocks'] as const) {
+        if (len > 5000 && pieces !== 'random' && pieces !== 'blocks') continue;
+        hasher.reset(seed);
+        let off = 0;
+        let k = 0;
+        while (off < len || (len === 0 && k === 0)) {
+          const step = pieces === 'one' ? len : pieces === 'bytes' ? 1 : pieces === 'blocks' ? 1024 : 1 + r(3000);
+          const src = k++ % 2 === 0 ? data : inWasm; // alternate plain and in-wasm pieces
+          hasher.update(src.subarray(off, Math.min(len, off + step)));
+          off += step;
+        }
+        const expected = xxhash(data, seed);
+        assert.equal(hasher.digest(), expected, `len ${len} seed ${seed} ${pieces}`);
+        assert.equal(hasher.digest(), expected, 'digest leaves the state unchanged');
+      }
+    }
+  }
+  // Going on after a digest.
+  const a = randomBytes(3000, 1);
+  const b = randomBytes(2000, 2);
+  hasher.reset().update(a);
+  hasher.digest();
+  hasher.update(b);
+  const ab = new Uint8Array(5000);
+  ab.set(a);
+  ab.set(b, 3000);
+  assert.equal(hasher.digest(), xxh3(ab));
+  hasher.dispose();
+  assert.throws(() => hasher.update(a), /dispose/);
+  buf.release();
 });

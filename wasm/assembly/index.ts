@@ -1,6 +1,6 @@
 // Entry of the kernels module: the exports the TypeScript façade (wasm/src/kernels.ts) calls with pointers.
 export { crc32cUpdate } from './crc32c';
-export { xxh3, xxh3LongInit, xxh3LongBlocks, xxh3LongFinish } from './xxh3';
+export { xxh3, xxh3StateInit, xxh3StateBlocks, xxh3StateDigest, xxh3StaticState, xxh3StateSize } from './xxh3';
 export {
   bitmapFindNextSet, bitmapFindNextClear, bitmapPopcount, bitmapSetRange, bitmapClearRange, bitmapOr,
 } from './bitmap';

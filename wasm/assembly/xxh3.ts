@@ -3,8 +3,9 @@
 // Inputs up to 240 bytes take the scalar short paths of the reference. Longer inputs run the
 // "accumulate 512 / scramble" loop over 8 u64 accumulators held in four v128 locals; the 32x32->64
 // multiply of each lane uses i64x2.extmul_low_i32x4_u after gathering the low and high halves.
-// The long path is also exported in three steps (init, whole 1 KiB blocks, finish) so the host can
-// feed input that lives outside wasm memory through a bounded staging area.
+// The long path is also exported in three steps (init, whole 1 KiB blocks, digest) over a state block
+// in wasm memory, so the host can stream input: in pieces (scatter-gather lists), or from outside wasm
+// memory through a bounded staging area.
 
 const PRIME32_1: u64 = 0x9e3779b1;
 const PRIME32_2: u64 = 0x85ebca77;
@@ -39,12 +40,14 @@ const K_SECRET: usize = memory.data<u8>([
   0x45, 0xcb, 0x3a, 0x8f, 0x95, 0x16, 0x04, 0x28, 0xaf, 0xd7, 0xfb, 0xca, 0xbb, 0x4b, 0x40, 0x7e,
 ], 64);
 
-/** The secret derived from a non-zero seed (long inputs only). */
-const CUSTOM_SECRET: usize = memory.data(<i32>SECRET_SIZE, 64);
-/** The 8 accumulators of the staged long path. */
-const ACC: usize = memory.data(64, 64);
-/** Secret in use by the staged long path. */
-let longSecret: usize = K_SECRET;
+/**
+ * A long-path state block: the 8 accumulators at 0, the secret (kSecret, or the one derived from a
+ * non-zero seed) at 64. The host allocates one per streaming hasher; one-shot calls use STATIC_STATE.
+ */
+const XXH3_STATE_SIZE: usize = 64 + SECRET_SIZE;
+const STATIC_STATE: usize = memory.data(<i32>XXH3_STATE_SIZE, 64);
+/** Accumulators a digest works on, so that digesting leaves the state as it was. */
+const DIGEST_ACC: usize = memory.data(64, 64);
 
 // @ts-ignore: decorator
 @inline function rotl64(x: u64, r: u64): u64 {
@@ -147,11 +150,11 @@ function len129to240(input: usize, len: usize, secret: usize, seed: u64): u64 {
   return avalanche(acc);
 }
 
-/** Fills CUSTOM_SECRET from kSecret and the seed. */
-function initCustomSecret(seed: u64): void {
+/** Writes the secret for `seed` at `dst` (kSecret itself for seed 0). */
+function initSecret(dst: usize, seed: u64): void {
   for (let i: usize = 0; i < SECRET_SIZE; i += 16) {
-    store<u64>(CUSTOM_SECRET + i, load<u64>(K_SECRET + i) + seed);
-    store<u64>(CUSTOM_SECRET + i, load<u64>(K_SECRET + i, 8) - seed, 8);
+    store<u64>(dst + i, load<u64>(K_SECRET + i) + seed);
+    store<u64>(dst + i, load<u64>(K_SECRET + i, 8) - seed, 8);
   }
 }
 
@@ -188,12 +191,12 @@ function initCustomSecret(seed: u64): void {
   return i64x2.add(lo, i64x2.shl(hi, 32));
 }
 
-/** Accumulates `nBlocks` whole 1 KiB blocks (each followed by a scramble) into ACC. */
-function longBlocks(input: usize, nBlocks: usize, secret: usize): void {
-  let a0 = v128.load(ACC);
-  let a1 = v128.load(ACC, 16);
-  let a2 = v128.load(ACC, 32);
-  let a3 = v128.load(ACC, 48);
+/** Accumulates `nBlocks` whole 1 KiB blocks (each followed by a scramble) into the accumulators at acc. */
+function longBlocks(acc: usize, input: usize, nBlocks: usize, secret: usize): void {
+  let a0 = v128.load(acc);
+  let a1 = v128.load(acc, 16);
+  let a2 = v128.load(acc, 32);
+  let a3 = v128.load(acc, 48);
   for (let b: usize = 0; b < nBlocks; b++) {
     for (let s: usize = 0; s < STRIPES_PER_BLOCK; s++) {
       const sec = secret + s * 8;
@@ -221,18 +224,18 @@ function longBlocks(input: usize, nBlocks: usize, secret: usize): void {
     a2 = scrambleLane(a2, v128.load(k, 32));
     a3 = scrambleLane(a3, v128.load(k, 48));
   }
-  v128.store(ACC, a0);
-  v128.store(ACC, a1, 16);
-  v128.store(ACC, a2, 32);
-  v128.store(ACC, a3, 48);
+  v128.store(acc, a0);
+  v128.store(acc, a1, 16);
+  v128.store(acc, a2, 32);
+  v128.store(acc, a3, 48);
 }
 
-/** Accumulates `nStripes` stripes (no scramble) into ACC. */
-function longStripes(input: usize, nStripes: usize, secret: usize): void {
-  let a0 = v128.load(ACC);
-  let a1 = v128.load(ACC, 16);
-  let a2 = v128.load(ACC, 32);
-  let a3 = v128.load(ACC, 48);
+/** Accumulates `nStripes` stripes (no scramble) into the accumulators at acc. */
+function longStripes(acc: usize, input: usize, nStripes: usize, secret: usize): void {
+  let a0 = v128.load(acc);
+  let a1 = v128.load(acc, 16);
+  let a2 = v128.load(acc, 32);
+  let a3 = v128.load(acc, 48);
   for (let s: usize = 0; s < nStripes; s++) {
     const sec = secret + s * 8;
     const d0 = v128.load(input);
@@ -253,50 +256,57 @@ function longStripes(input: usize, nStripes: usize, secret: usize): void {
     a3 = accAdd(a3, i64x2.extmul_high_i32x4_u(lo23, hi23), d3);
     input += STRIPE_LEN;
   }
-  v128.store(ACC, a0);
-  v128.store(ACC, a1, 16);
-  v128.store(ACC, a2, 32);
-  v128.store(ACC, a3, 48);
+  v128.store(acc, a0);
+  v128.store(acc, a1, 16);
+  v128.store(acc, a2, 32);
+  v128.store(acc, a3, 48);
 }
 
-/** Starts the staged long path (inputs over 240 bytes) with the given seed. */
-export function xxh3LongInit(seed: u64): void {
-  store<u64>(ACC, PRIME32_3);
-  store<u64>(ACC, PRIME64_1, 8);
-  store<u64>(ACC, PRIME64_2, 16);
-  store<u64>(ACC, PRIME64_3, 24);
-  store<u64>(ACC, PRIME64_4, 32);
-  store<u64>(ACC, PRIME32_2, 40);
-  store<u64>(ACC, PRIME64_5, 48);
-  store<u64>(ACC, PRIME32_1, 56);
-  if (seed == 0) {
-    longSecret = K_SECRET;
-  } else {
-    initCustomSecret(seed);
-    longSecret = CUSTOM_SECRET;
-  }
+/** Starts a long-path state at `state` (XXH3_STATE_SIZE bytes, 16-aligned) with the given seed. */
+export function xxh3StateInit(state: usize, seed: u64): void {
+  store<u64>(state, PRIME32_3);
+  store<u64>(state, PRIME64_1, 8);
+  store<u64>(state, PRIME64_2, 16);
+  store<u64>(state, PRIME64_3, 24);
+  store<u64>(state, PRIME64_4, 32);
+  store<u64>(state, PRIME32_2, 40);
+  store<u64>(state, PRIME64_5, 48);
+  store<u64>(state, PRIME32_1, 56);
+  initSecret(state + 64, seed);
 }
 
-/** Feeds `nBlocks` whole 1 KiB blocks of the input to the staged long path. */
-export function xxh3LongBlocks(ptr: usize, nBlocks: usize): void {
-  longBlocks(ptr, nBlocks, longSecret);
+/** Feeds `nBlocks` whole 1 KiB blocks of input at `ptr` to the state. */
+export function xxh3StateBlocks(state: usize, ptr: usize, nBlocks: usize): void {
+  longBlocks(state, ptr, nBlocks, state + 64);
 }
 
 /**
- * Ends the staged long path: `ptr` holds the last `tailLen` bytes of the input (1..1024, what remains
- * after the whole blocks, which is never empty), and when tailLen < 64 the 64 bytes before `ptr` hold
- * the input bytes that precede the tail. Returns the hash of all `totalLen` bytes.
+ * The hash of a long input (over 240 bytes) whose whole blocks went through xxh3StateBlocks: `ptr`
+ * holds the last `tailLen` bytes (1..1024, what remains after the whole blocks, never empty) and, when
+ * tailLen < 64, the 64 bytes before `ptr` hold the input bytes that precede the tail. The state is left
+ * unchanged, so more blocks may follow if the input goes on.
  */
-export function xxh3LongFinish(ptr: usize, tailLen: usize, totalLen: u64): u64 {
-  const secret = longSecret;
-  longStripes(ptr, (tailLen - 1) / STRIPE_LEN, secret);
-  longStripes(ptr + tailLen - STRIPE_LEN, 1, secret + SECRET_SIZE - STRIPE_LEN - 7);
+export function xxh3StateDigest(state: usize, ptr: usize, tailLen: usize, totalLen: u64): u64 {
+  const secret = state + 64;
+  memory.copy(DIGEST_ACC, state, 64);
+  longStripes(DIGEST_ACC, ptr, (tailLen - 1) / STRIPE_LEN, secret);
+  longStripes(DIGEST_ACC, ptr + tailLen - STRIPE_LEN, 1, secret + SECRET_SIZE - STRIPE_LEN - 7);
   let result = totalLen * PRIME64_1;
   for (let i: usize = 0; i < 4; i++) {
     const s = secret + 11 + 16 * i;
-    result += mul128Fold64(load<u64>(ACC + 16 * i) ^ load<u64>(s), load<u64>(ACC + 16 * i, 8) ^ load<u64>(s, 8));
+    result += mul128Fold64(load<u64>(DIGEST_ACC + 16 * i) ^ load<u64>(s), load<u64>(DIGEST_ACC + 16 * i, 8) ^ load<u64>(s, 8));
   }
   return avalanche(result);
+}
+
+/** Bytes of a state block. */
+export function xxh3StateSize(): usize {
+  return XXH3_STATE_SIZE;
+}
+
+/** A state block inside the module, for hosts that stage one input at a time. */
+export function xxh3StaticState(): usize {
+  return STATIC_STATE;
 }
 
 /** XXH3-64 of `len` bytes at `ptr` with `seed` (0 for the unseeded hash). */
@@ -310,8 +320,8 @@ export function xxh3(ptr: usize, len: usize, seed: u64): u64 {
   }
   if (len <= 128) return len17to128(ptr, len, secret, seed);
   if (len <= MIDSIZE_MAX) return len129to240(ptr, len, secret, seed);
-  xxh3LongInit(seed);
+  xxh3StateInit(STATIC_STATE, seed);
   const nBlocks = (len - 1) / BLOCK_LEN;
-  longBlocks(ptr, nBlocks, longSecret);
-  return xxh3LongFinish(ptr + nBlocks * BLOCK_LEN, len - nBlocks * BLOCK_LEN, <u64>len);
+  xxh3StateBlocks(STATIC_STATE, ptr, nBlocks);
+  return xxh3StateDigest(STATIC_STATE, ptr + nBlocks * BLOCK_LEN, len - nBlocks * BLOCK_LEN, <u64>len);
 }

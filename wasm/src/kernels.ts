@@ -90,18 +90,137 @@ export function xxh3(data: Uint8Array, seed = 0n): bigint {
     return BigInt.asUintN(64, x.xxh3(stage, len, s));
   }
   // Whole 1 KiB blocks through staging, then the tail with the 64 bytes before it.
-  x.xxh3LongInit(s);
+  const state = x.xxh3StaticState();
+  x.xxh3StateInit(state, s);
   const nBlocks = Math.floor((len - 1) / XXH3_BLOCK);
-  const perChunk = Math.floor(STAGING_BYTES / XXH3_BLOCK);
-  for (let b = 0; b < nBlocks; b += perChunk) {
-    const n = Math.min(perChunk, nBlocks - b);
-    mod.u8.set(data.subarray(b * XXH3_BLOCK, (b + n) * XXH3_BLOCK), stage);
-    x.xxh3LongBlocks(stage, n);
-  }
+  stagedBlocks(mod, state, data, 0, nBlocks);
   const tailStart = nBlocks * XXH3_BLOCK;
   const from = Math.max(0, tailStart - 64);
   mod.u8.set(data.subarray(from, len), stage - (tailStart - from));
-  return BigInt.asUintN(64, x.xxh3LongFinish(stage, len - tailStart, BigInt(len)));
+  return BigInt.asUintN(64, x.xxh3StateDigest(state, stage, len - tailStart, BigInt(len)));
+}
+
+/** Feeds `nBlocks` whole blocks of `data` from byte `start` to an XXH3 state, in place or staged. */
+function stagedBlocks(mod: KernelModule, state: number, data: Uint8Array, start: number, nBlocks: number): void {
+  const x = mod.exports;
+  if (mod.owns(data)) {
+    x.xxh3StateBlocks(state, data.byteOffset + start, nBlocks);
+    return;
+  }
+  const perChunk = Math.floor(STAGING_BYTES / XXH3_BLOCK);
+  for (let b = 0; b < nBlocks; b += perChunk) {
+    const n = Math.min(perChunk, nBlocks - b);
+    const at = start + b * XXH3_BLOCK;
+    mod.u8.set(data.subarray(at, at + n * XXH3_BLOCK), mod.staging);
+    x.xxh3StateBlocks(state, mod.staging, n);
+  }
+}
+
+/**
+ * XXH3-64 over input that arrives in pieces (a scatter-gather list, a stream): update() any number of
+ * times, then digest(), which equals xxh3() of the concatenation and leaves the hasher able to go on.
+ * Its state lives in wasm memory: creating one allocates (and may grow memory, like allocBuffer), so
+ * keep hashers and reset() them. With TWINDISK_NO_WASM=1 it gathers the input and hashes it at digest().
+ */
+export class Xxh3Stream {
+  private readonly mod: KernelModule | null;
+  /** Wasm state: XXH3 state block, then 64 bytes of prefix, then the pending block. */
+  private readonly region: number;
+  private readonly state: number;
+  private readonly pending: number;
+  private pendingLen = 0;
+  private total = 0;
+  private seed = 0n;
+  private gathered: Uint8Array[] = [];
+  private disposed = false;
+
+  /** A hasher for XXH3-64 with `seed` (default 0n). */
+  constructor(seed = 0n) {
+    this.mod = kernelModule();
+    if (this.mod) {
+      const stateSize = this.mod.exports.xxh3StateSize();
+      this.region = this.mod.alloc(stateSize + 64 + XXH3_BLOCK);
+      this.state = this.region;
+      this.pending = this.region + stateSize + 64;
+    } else {
+      this.region = this.state = this.pending = 0;
+    }
+    this.reset(seed);
+  }
+
+  /** Starts over, for a new input with `seed` (default: 0n). */
+  reset(seed = 0n): this {
+    this.checkLive();
+    this.seed = BigInt.asUintN(64, seed);
+    this.pendingLen = 0;
+    this.total = 0;
+    this.gathered = [];
+    this.mod?.exports.xxh3StateInit(this.state, this.seed);
+    return this;
+  }
+
+  /** Adds the next piece of input. */
+  update(data: Uint8Array): this {
+    this.checkLive();
+    const mod = this.mod;
+    if (!mod) {
+      this.gathered.push(data.slice());
+      return this;
+    }
+    const x = mod.exports;
+    const len = data.length;
+    let off = 0;
+    this.total += len;
+    while (off < len) {
+      if (this.pendingLen === XXH3_BLOCK) {
+        // A full pending block and more input after it: it is not the last block, so accumulate it.
+        x.xxh3StateBlocks(this.state, this.pending, 1);
+        mod.u8.copyWithin(this.pending - 64, this.pending + XXH3_BLOCK - 64, this.pending + XXH3_BLOCK);
+        this.pendingLen = 0;
+      }
+      if (this.pendingLen === 0 && len - off > XXH3_BLOCK) {
+        // Whole blocks straight from the input, keeping at least one byte back for digest().
+        const n = Math.floor((len - off - 1) / XXH3_BLOCK);
+        stagedBlocks(mod, this.state, data, off, n);
+        off += n * XXH3_BLOCK;
+        mod.u8.set(data.subarray(off - 64, off), this.pending - 64);
+        continue;
+      }
+      const take = Math.min(XXH3_BLOCK - this.pendingLen, len - off);
+      mod.u8.set(data.subarray(off, off + take), this.pending + this.pendingLen);
+      this.pendingLen += take;
+      off += take;
+    }
+    return this;
+  }
+
+  /** XXH3-64 of everything added since the last reset(). */
+  digest(): bigint {
+    this.checkLive();
+    const mod = this.mod;
+    if (!mod) {
+      const all = new Uint8Array(this.gathered.reduce((n, g) => n + g.length, 0));
+      let at = 0;
+      for (const g of this.gathered) { all.set(g, at); at += g.length; }
+      return refXxh.xxh3(all, this.seed);
+    }
+    const x = mod.exports;
+    // Up to 240 bytes nothing has been accumulated yet (blocks go only once there is more than 1 KiB).
+    if (this.total <= 240) return BigInt.asUintN(64, x.xxh3(this.pending, this.pendingLen, this.seed));
+    return BigInt.asUintN(64, x.xxh3StateDigest(this.state, this.pending, this.pendingLen, BigInt(this.total)));
+  }
+
+  /** Frees the hasher's wasm memory; using it afterwards throws. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.mod) this.mod.release(this.region);
+    this.gathered = [];
+  }
+
+  private checkLive(): void {
+    if (this.disposed) throw new Error('Xxh3Stream used after dispose()');
+  }
 }
 
 // --------------------------------------------------------------------------------------------- Bitmaps

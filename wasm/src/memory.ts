@@ -10,9 +10,11 @@ export interface KernelExports {
   heapBase(): number;
   crc32cUpdate(crc: number, ptr: number, len: number): number;
   xxh3(ptr: number, len: number, seed: bigint): bigint;
-  xxh3LongInit(seed: bigint): void;
-  xxh3LongBlocks(ptr: number, nBlocks: number): void;
-  xxh3LongFinish(ptr: number, tailLen: number, totalLen: bigint): bigint;
+  xxh3StateInit(state: number, seed: bigint): void;
+  xxh3StateBlocks(state: number, ptr: number, nBlocks: number): void;
+  xxh3StateDigest(state: number, ptr: number, tailLen: number, totalLen: bigint): bigint;
+  xxh3StaticState(): number;
+  xxh3StateSize(): number;
   bitmapFindNextSet(p: number, from: number, end: number): number;
   bitmapFindNextClear(p: number, from: number, end: number): number;
   bitmapPopcount(p: number, from: number, end: number): number;
