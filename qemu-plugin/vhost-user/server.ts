@@ -60,25 +60,35 @@ export class VhostUserServer {
       throw e;
     }
     this.info = this.workers[0]!.info;
-    await this.prepareSocketPath();
+    try {
+      await this.prepareSocketPath();
+      this.listenFd = this.bindSocket();
+    } catch (e) {
+      // Workers block in poll(): they must be told to exit, or the process cannot exit either.
+      await Promise.all(this.workers.map((w) => w.exit()));
+      throw e;
+    }
+    this.acceptLoop = this.accept();
+    this.log.info('listening', {
+      socket: this.opts.socketPath, disk: this.info.name, size: this.info.size, blockSize: this.info.blockSize,
+      queues: numQueues, readOnly: this.info.readOnly,
+    });
+  }
+
+  private bindSocket(): number {
     const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const sa = new NativeBuffer(112);
     try {
       const len = sockaddrUn(sa, 0, this.opts.socketPath);
       if (bind(fd, sa.addr, len) < 0) throw new Error(`cannot bind ${this.opts.socketPath}: errno ${errno()} (check the directory exists and is writable)`);
       if (listen(fd, 4) < 0) throw new Error(`cannot listen on ${this.opts.socketPath}: errno ${errno()}`);
+      return fd;
     } catch (e) {
       close(fd);
       throw e;
     } finally {
       sa.free();
     }
-    this.listenFd = fd;
-    this.acceptLoop = this.accept();
-    this.log.info('listening', {
-      socket: this.opts.socketPath, disk: this.info.name, size: this.info.size, blockSize: this.info.blockSize,
-      queues: numQueues, readOnly: this.info.readOnly,
-    });
   }
 
   /** Refuses to steal a live socket; removes a stale one left by a crash. */

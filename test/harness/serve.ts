@@ -1,0 +1,61 @@
+// Starts `twindisk serve` as a child process for tests and collects its log.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const cli = path.join(repoRoot, 'dist', 'cli', 'twindisk.js');
+
+export interface Served {
+  child: ChildProcess;
+  socket: string;
+  image: string;
+  dir: string;
+  /** Everything the daemon logged so far. */
+  log(): string;
+  /** Resolves when the log matches `re`. */
+  waitLog(re: RegExp, ms?: number): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** A temporary directory removed when the process exits. */
+export function tmpDir(prefix = 'twindisk-test-'): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.on('exit', () => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** Starts `twindisk serve` with `args` and waits until it listens. */
+export async function serve(opts: { image: string; socket: string; args?: string[]; dir: string }): Promise<Served> {
+  const child = spawn(process.execPath, [cli, 'serve', '--image', opts.image, '--socket', opts.socket, ...(opts.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout!.on('data', (d) => (log += d));
+  child.stderr!.on('data', (d) => (log += d));
+  const s: Served = {
+    child, socket: opts.socket, image: opts.image, dir: opts.dir,
+    log: () => log,
+    waitLog: async (re, ms = 10000) => {
+      const t0 = Date.now();
+      while (!re.test(log)) {
+        if (Date.now() - t0 > ms) throw new Error(`daemon log did not show ${re} within ${ms} ms:\n${log}`);
+        if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}) before showing ${re}:\n${log}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      return new Promise((r) => child.once('exit', (code) => r(code)));
+    },
+  };
+  await s.waitLog(/listening|twindisk: /);
+  if (!/listening/.test(log)) {
+    await new Promise((r) => setTimeout(r, 200));
+    if (!/listening/.test(log)) throw new Error(`daemon did not start:\n${log}`);
+  }
+  return s;
+}
