@@ -41,10 +41,11 @@ const K_SECRET: usize = memory.data<u8>([
 ], 64);
 
 /**
- * A long-path state block: the 8 accumulators at 0, the secret (kSecret, or the one derived from a
- * non-zero seed) at 64. The host allocates one per streaming hasher; one-shot calls use STATIC_STATE.
+ * A long-path state block: the 8 accumulators at 0, a pointer to the secret at 64 (kSecret, or the
+ * secret derived from a non-zero seed, kept at 128). The host allocates one per streaming hasher;
+ * one-shot calls use STATIC_STATE.
  */
-const XXH3_STATE_SIZE: usize = 64 + SECRET_SIZE;
+const XXH3_STATE_SIZE: usize = 128 + SECRET_SIZE;
 const STATIC_STATE: usize = memory.data(<i32>XXH3_STATE_SIZE, 64);
 /** Accumulators a digest works on, so that digesting leaves the state as it was. */
 const DIGEST_ACC: usize = memory.data(64, 64);
@@ -272,12 +273,17 @@ export function xxh3StateInit(state: usize, seed: u64): void {
   store<u64>(state, PRIME32_2, 40);
   store<u64>(state, PRIME64_5, 48);
   store<u64>(state, PRIME32_1, 56);
-  initSecret(state + 64, seed);
+  if (seed == 0) {
+    store<u32>(state, <u32>K_SECRET, 64);
+  } else {
+    initSecret(state + 128, seed);
+    store<u32>(state, <u32>(state + 128), 64);
+  }
 }
 
 /** Feeds `nBlocks` whole 1 KiB blocks of input at `ptr` to the state. */
 export function xxh3StateBlocks(state: usize, ptr: usize, nBlocks: usize): void {
-  longBlocks(state, ptr, nBlocks, state + 64);
+  longBlocks(state, ptr, nBlocks, <usize>load<u32>(state, 64));
 }
 
 /**
@@ -287,7 +293,7 @@ export function xxh3StateBlocks(state: usize, ptr: usize, nBlocks: usize): void 
  * unchanged, so more blocks may follow if the input goes on.
  */
 export function xxh3StateDigest(state: usize, ptr: usize, tailLen: usize, totalLen: u64): u64 {
-  const secret = state + 64;
+  const secret = <usize>load<u32>(state, 64);
   memory.copy(DIGEST_ACC, state, 64);
   longStripes(DIGEST_ACC, ptr, (tailLen - 1) / STRIPE_LEN, secret);
   longStripes(DIGEST_ACC, ptr + tailLen - STRIPE_LEN, 1, secret + SECRET_SIZE - STRIPE_LEN - 7);
