@@ -121,6 +121,22 @@ test('bitmap: orInto and runs of set bits', () => {
   assert.deepEqual([...setRuns(m, 4, 25)], [{ start: 4, end: 9 }, { start: 20, end: 25 }]);
 });
 
+test('bitmap: runs across kernel batches (512 runs per call) and up to the end of the map', () => {
+  for (const nbytes of [127, 128, 129, 256, 1000]) {
+    const src = new Uint8Array(nbytes).fill(0x55); // one run per even bit
+    src[nbytes - 1] = 0xd5; // the last run ends at the map's end
+    const { plain, wasm, release } = twoCopies(src);
+    const expected: { start: number; end: number }[] = [];
+    for (let b = 0; b < nbytes * 8; b += 2) expected.push({ start: b, end: b + 1 });
+    expected.pop();
+    expected.push({ start: nbytes * 8 - 2, end: nbytes * 8 });
+    assert.deepEqual([...setRuns(wasm)], expected, `wasm ${nbytes}`);
+    assert.deepEqual([...setRuns(plain)], expected, `plain ${nbytes}`);
+    assert.deepEqual([...setRuns(wasm, 3, nbytes * 8 - 1)], [...setRuns(plain, 3, nbytes * 8 - 1)]);
+    release();
+  }
+});
+
 test('bitmap: a 32 MiB write-intent bitmap with one bit set at the end', () => {
   const nbytes = 32 << 20;
   const buf = allocBuffer(nbytes);

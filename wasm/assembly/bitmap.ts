@@ -144,3 +144,23 @@ export function bitmapOr(dst: usize, src: usize, nbytes: usize): void {
     dst++;
   }
 }
+
+/**
+ * Writes up to `maxRuns` runs of set bits found in [from, end) to `out` as u32 pairs (start, end) and
+ * returns how many; fewer than maxRuns means the scan reached `end`. One call serves many runs, so
+ * iterating short runs is not dominated by host calls.
+ */
+export function bitmapRuns(p: usize, from: u32, end: u32, out: usize, maxRuns: u32): u32 {
+  let n: u32 = 0;
+  let i = from;
+  while (n < maxRuns && i < end) {
+    const start = findNext(p, i, end, 0);
+    if (start >= end) break;
+    const stop = findNext(p, start, end, ~(<u64>0));
+    store<u32>(out + (<usize>n << 3), start);
+    store<u32>(out + (<usize>n << 3), stop, 4);
+    n++;
+    i = stop;
+  }
+  return n;
+}

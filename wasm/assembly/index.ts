@@ -2,7 +2,7 @@
 export { crc32cUpdate } from './crc32c';
 export { xxh3, xxh3StateInit, xxh3StateBlocks, xxh3StateDigest, xxh3StaticState, xxh3StateSize } from './xxh3';
 export {
-  bitmapFindNextSet, bitmapFindNextClear, bitmapPopcount, bitmapSetRange, bitmapClearRange, bitmapOr,
+  bitmapFindNextSet, bitmapFindNextClear, bitmapPopcount, bitmapSetRange, bitmapClearRange, bitmapOr, bitmapRuns,
 } from './bitmap';
 export { xorBlocks, raid6GenPQ, raid6MulXor, raid6Recover2 } from './parity';
 

@@ -2,7 +2,7 @@
 // wasm memory (KernelBuffer.bytes, Slab buffers) are used in place; any other array is streamed through
 // a fixed staging area in chunks. With TWINDISK_NO_WASM=1 every call goes to the plain TypeScript
 // references in ./reference/, which the tests also use as the oracle.
-import { kernelModule, MAX_SOURCES, STAGING_BYTES, type KernelModule } from './memory.js';
+import { kernelModule, MAX_SOURCES, RUN_BATCH, STAGING_BYTES, type KernelModule } from './memory.js';
 import * as refCrc from './reference/crc32c.js';
 import * as refXxh from './reference/xxh3.js';
 import * as refBitmap from './reference/bitmap.js';
@@ -254,6 +254,10 @@ function findNext(bitmap: Uint8Array, from: number, end: number, set: boolean): 
   const mod = kernelModule();
   if (!mod) return set ? refBitmap.findNextSet(bitmap, from, end) : refBitmap.findNextClear(bitmap, from, end);
   const k = set ? mod.exports.bitmapFindNextSet : mod.exports.bitmapFindNextClear;
+  if (mod.owns(bitmap)) {
+    const r = k(bitmap.byteOffset, from, end) >>> 0;
+    return r < end ? r : -1;
+  }
   let found = -1;
   bitChunks(mod, bitmap, 'r', from, end, (p, f, e, base) => {
     const r = k(p, f, e) >>> 0;
@@ -279,6 +283,7 @@ export function countSet(bitmap: Uint8Array, from = 0, end = bitmap.length * 8):
   if (from >= end) return 0;
   const mod = kernelModule();
   if (!mod) return refBitmap.countSet(bitmap, from, end);
+  if (mod.owns(bitmap)) return mod.exports.bitmapPopcount(bitmap.byteOffset, from, end) >>> 0;
   let n = 0;
   bitChunks(mod, bitmap, 'r', from, end, (p, f, e) => { n += mod.exports.bitmapPopcount(p, f, e) >>> 0; });
   return n;
@@ -290,6 +295,7 @@ export function setRange(bitmap: Uint8Array, from: number, end: number): void {
   if (from >= end) return;
   const mod = kernelModule();
   if (!mod) return refBitmap.setRange(bitmap, from, end);
+  if (mod.owns(bitmap)) return mod.exports.bitmapSetRange(bitmap.byteOffset, from, end);
   bitChunks(mod, bitmap, 'rw', from, end, (p, f, e) => { mod.exports.bitmapSetRange(p, f, e); });
 }
 
@@ -299,6 +305,7 @@ export function clearRange(bitmap: Uint8Array, from: number, end: number): void 
   if (from >= end) return;
   const mod = kernelModule();
   if (!mod) return refBitmap.clearRange(bitmap, from, end);
+  if (mod.owns(bitmap)) return mod.exports.bitmapClearRange(bitmap.byteOffset, from, end);
   bitChunks(mod, bitmap, 'rw', from, end, (p, f, e) => { mod.exports.bitmapClearRange(p, f, e); });
 }
 
@@ -316,9 +323,27 @@ export interface BitRun {
   end: number;
 }
 
-/** Iterates the runs of set bits within [from, end), in order. */
+/**
+ * Iterates the runs of set bits within [from, end), in order. Bits changed during the iteration may or
+ * may not be seen (clearing runs already yielded, as a resync does, is fine).
+ */
 export function* setRuns(bitmap: Uint8Array, from = 0, end = bitmap.length * 8): Generator<BitRun> {
   checkRange(bitmap, from, end);
+  const mod = kernelModule();
+  if (mod && mod.owns(bitmap)) {
+    // Batches of runs per kernel call, copied out before yielding (the caller may call other kernels).
+    const p = bitmap.byteOffset;
+    let i = from;
+    while (i < end) {
+      const n = mod.exports.bitmapRuns(p, i, end, mod.runList, RUN_BATCH);
+      if (n === 0) return;
+      const runs = new Uint32Array(mod.memoryBuffer, mod.runList, 2 * n).slice();
+      for (let k = 0; k < n; k++) yield { start: runs[2 * k]!, end: runs[2 * k + 1]! };
+      if (n < RUN_BATCH) return;
+      i = runs[2 * n - 1]!;
+    }
+    return;
+  }
   let i = from;
   while (i < end) {
     const start = findNextSet(bitmap, i, end);

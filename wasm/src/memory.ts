@@ -21,6 +21,7 @@ export interface KernelExports {
   bitmapSetRange(p: number, from: number, end: number): void;
   bitmapClearRange(p: number, from: number, end: number): void;
   bitmapOr(dst: number, src: number, nbytes: number): void;
+  bitmapRuns(p: number, from: number, end: number, out: number, maxRuns: number): number;
   xorBlocks(dst: number, srcs: number, n: number, len: number): void;
   raid6GenPQ(srcs: number, n: number, len: number, p: number, q: number): void;
   raid6MulXor(dst: number, a: number, b: number, c: number, len: number): void;
@@ -33,6 +34,8 @@ const ALIGN = 64;
 export const STAGING_BYTES = 1 << 20;
 /** Room for this many u32 source pointers (parity kernels take their source lists from here). */
 export const MAX_SOURCES = 1024;
+/** Runs of set bits returned by one bitmapRuns call. */
+export const RUN_BATCH = 512;
 
 /** True when TWINDISK_NO_WASM=1 asks for the plain TypeScript kernels. */
 export const wasmDisabled: boolean = process.env['TWINDISK_NO_WASM'] === '1';
@@ -50,6 +53,8 @@ export class KernelModule {
   /** Staging area for foreign inputs and the u32 source-pointer list. */
   readonly staging: number;
   readonly sourceList: number;
+  /** Output of bitmapRuns: RUN_BATCH (start, end) u32 pairs. */
+  readonly runList: number;
 
   constructor() {
     const bytes = Buffer.from(KERNELS_WASM_BASE64, 'base64');
@@ -66,6 +71,7 @@ export class KernelModule {
     this.dv = new DataView(this.buffer);
     this.staging = this.alloc(STAGING_BYTES + ALIGN);
     this.sourceList = this.alloc(MAX_SOURCES * 4);
+    this.runList = this.alloc(RUN_BATCH * 8);
   }
 
   /** A view of the whole memory (rebuilt by alloc() when it grows memory). */
