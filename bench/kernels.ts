@@ -18,7 +18,7 @@ import * as refParity from '../wasm/src/reference/parity.js';
 
 export interface KernelBenchOptions {
   json: boolean;
-  /** Shorter sampling (about 0.1 s per case instead of 0.4 s). */
+  /** One pass of about 0.1 s per case, instead of the best of two passes of 0.2 s. */
   quick?: boolean;
   /** Where result lines go (default: stdout). */
   out?: (line: string) => void;
@@ -68,7 +68,8 @@ function randomBuffer(n: number): Buffer {
 /** Runs the kernel benchmark and writes one line per case (JSON with `json`, else a table row). */
 export async function runKernelBench(opts: KernelBenchOptions): Promise<void> {
   const out = opts.out ?? ((line: string) => process.stdout.write(line + '\n'));
-  const maxTime = opts.quick ? 0.1 : 0.4;
+  const maxTime = opts.quick ? 0.1 : 0.2;
+  const rounds = opts.quick ? 1 : 2;
   reserveKernelMemory(200 * MiB);
   const cases: Case[] = [];
   const rows: KernelRow[] = [];
@@ -157,22 +158,28 @@ export async function runKernelBench(opts: KernelBenchOptions): Promise<void> {
   };
   for (const r of rows) emit(r);
 
-  // benny announces each suite with console.log; keep stdout for result lines.
+  // benny announces each suite with console.log; keep stdout for result lines. Each case runs in
+  // `rounds` passes over the whole list and keeps its best pass, so a burst of load from neighbours on
+  // a shared machine (which hits ALU-bound loops like CRC32C hardest) does not decide a ratio.
   const log = console.log;
   console.log = (...args: unknown[]) => { if (!opts.json) process.stderr.write(args.join(' ') + '\n'); };
+  const best = new Array<number>(cases.length).fill(0);
   try {
-    for (const c of cases) {
-      const summary = await benny.suite(
-        `${c.kernel} ${c.impl} ${c.size}`,
-        benny.add(c.impl, c.fn),
-        benny.configure({ cases: { maxTime, minSamples: 3, delay: 0.005 } }),
-      );
-      const ops = summary.results[0]?.ops ?? 0;
-      emit({ kernel: c.kernel, impl: c.impl, size: c.size, gbps: Number(((ops * c.bytes) / 1e9).toFixed(3)) });
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < cases.length; i++) {
+        const c = cases[i]!;
+        const summary = await benny.suite(
+          `${c.kernel} ${c.impl} ${c.size}`,
+          benny.add(c.impl, c.fn),
+          benny.configure({ cases: { maxTime, minSamples: 3, delay: 0.005 } }),
+        );
+        best[i] = Math.max(best[i]!, summary.results[0]?.ops ?? 0);
+      }
     }
   } finally {
     console.log = log;
   }
+  cases.forEach((c, i) => emit({ kernel: c.kernel, impl: c.impl, size: c.size, gbps: Number(((best[i]! * c.bytes) / 1e9).toFixed(3)) }));
 }
 
 const copyTargets = new Map<number, Buffer>();
