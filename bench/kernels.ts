@@ -198,6 +198,8 @@ export function machineLine(): string {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const args = process.argv.slice(2);
+  // `... --json | head` closes stdout early: stop quietly instead of dying on EPIPE.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(0); throw err; });
   if (!args.includes('--json')) process.stderr.write(`${machineLine()}\n`);
   await runKernelBench({ json: args.includes('--json'), quick: args.includes('--quick') });
 }
