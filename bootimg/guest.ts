@@ -15,13 +15,16 @@ export const GUEST_MODULES = [
   'virtio_pci', 'virtio_blk', 'virtio_net', 'e1000', 'qemu_fw_cfg', 'sd_mod', 'iscsi_tcp', 'iscsi_ibft', 'crc32c_generic', 'ext4',
 ];
 
-/** util-linux programs copied with their libraries: busybox's blkdiscard lacks -z, its fallocate lacks --punch-hole. */
+/**
+ * util-linux programs copied with their libraries: busybox's blkdiscard lacks -z, its fallocate lacks
+ * --punch-hole. Debian's busybox shell prefers its own applets, so scripts call these by full path.
+ */
 export const EXTRA_BINARIES = ['/usr/sbin/blkdiscard', '/usr/bin/fallocate'];
 
 /** The guest's /init: mount, load modules, run /test.sh, report its exit code, power off. */
 export const INIT_SCRIPT = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
