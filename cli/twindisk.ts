@@ -6,14 +6,15 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BackendError } from '../engine/backend.js';
 import { Logger } from '../engine/log.js';
-import { VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
+import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
 
 const USAGE = `twindisk: replicated block storage for virtual machines
 
 Usage:
-  twindisk serve --image FILE --socket PATH [--queues N] [--read-only] [--block-size 512|4096] [--size SIZE]
+  twindisk serve --image FILE --socket PATH [--queues N] [--read-only] [--block-size 512|4096] [--size SIZE] [--poll-us US]
       Serve FILE as a virtio-blk disk over vhost-user on PATH. With --size, FILE is created (sparse)
-      when it does not exist. Prints the QEMU options that attach the disk.
+      when it does not exist. --poll-us: how long a queue worker polls its ring after work before it
+      sleeps (default 50; 0 never polls). Prints the QEMU options that attach the disk.
   twindisk demo [--dir DIR]
       Create DIR/disk.img (1 GiB, sparse; DIR defaults to ./demo), serve it on DIR/twindisk.sock and
       print the QEMU command line that boots a guest with it. Stop with Ctrl-C.
@@ -58,6 +59,7 @@ interface ServeArgs {
   readOnly: boolean;
   blockSize: number;
   size?: number;
+  pollUs?: number;
 }
 
 async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): Promise<void> {
@@ -75,6 +77,7 @@ async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): P
     backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize },
     numQueues: a.queues,
     serial: serialFor(a.image),
+    pollUs: a.pollUs ?? DEFAULT_POLL_US,
   });
   await server.start();
   banner(server);
@@ -110,6 +113,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         image: { type: 'string' }, socket: { type: 'string' }, queues: { type: 'string' },
         'read-only': { type: 'boolean' }, 'block-size': { type: 'string' }, size: { type: 'string' },
+        'poll-us': { type: 'string' },
       },
     });
     if (!values.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
@@ -119,6 +123,7 @@ async function main(argv: string[]): Promise<number> {
     const queues = num(values.queues, '--queues', 1);
     await serve({
       image: values.image, socket: values.socket, queues, readOnly: !!values['read-only'], blockSize,
+      pollUs: values['poll-us'] === undefined ? DEFAULT_POLL_US : Number(values['poll-us']),
       ...(values.size ? { size: parseSize(values.size) } : {}),
     }, () => {
       process.stdout.write(`twindisk: serving ${values.image} on ${values.socket}; attach it with:\n  ${qemuAttachArgs(values.socket!, queues).join(' ')}\n`);

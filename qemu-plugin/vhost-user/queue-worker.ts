@@ -197,10 +197,9 @@ function serveRing(r: Ring, arm = true): void {
  * system call. The window restarts whenever work is found; when it ends, kicks are re-armed.
  */
 function pollRings(): void {
-  if (pollUs <= 0 || order.length === 0) return;
   for (const r of order) r.vq.suppressKicks();
   let deadline = performance.now() + pollUs / 1000;
-  for (let spins = 0; ; spins++) {
+  for (let spins = 0; pollUs > 0; spins++) {
     let found = false;
     for (let i = 0; i < order.length; i++) {
       const r = order[i]!;
