@@ -172,3 +172,17 @@ test('a second daemon on a live socket refuses to start', async () => {
   const s = await start('twice');
   await assert.rejects(serve({ image: s.image, socket: s.socket, dir }), /another process is serving/);
 });
+
+test('without polling (--poll-us 0) every request is still completed', async () => {
+  const s = await start('nopoll', ['--poll-us', '0']);
+  const a = attach(s);
+  for (let i = 0; i < 50; i++) {
+    a.data(0, 4096).fill(i);
+    assert.equal(a.run(0, VIRTIO_BLK_T_OUT, i * 8, 4096).status, VIRTIO_BLK_S_OK);
+  }
+  for (let i = 0; i < 50; i++) {
+    assert.equal(a.run(0, VIRTIO_BLK_T_IN, i * 8, 4096).status, VIRTIO_BLK_S_OK);
+    assert.equal(a.data(0, 1)[0], i);
+  }
+  a.fe.close();
+});
