@@ -149,7 +149,7 @@ function startRing(m: RingMsg): void {
   const vq = new Virtqueue(mem, layout, m.base, m.eventIdx, m.indirect);
   const ring: Ring = { msg: m, vq, handler: null as unknown as BlkHandler };
   ring.handler = new BlkHandler(backend, vq, mem, {
-    serial: data.serial, writeback, reject, onAsyncCompletion: () => notify(ring),
+    serial: data.serial, writeback, reject, notify: () => notify(ring),
   });
   rings.set(m.index, ring);
   rebuildPoll();

@@ -116,9 +116,16 @@ export interface BlkHandlerOptions {
   /** Guest-visible write cache: false makes every write durable before it completes (writethrough). */
   writeback: boolean;
   reject: RejectLog;
-  /** Called when a request completes outside `drain` (asynchronous back-ends). */
-  onAsyncCompletion?: () => void;
+  /**
+   * Publishes-and-signals hook: called for completions outside `drain` (asynchronous back-ends)
+   * and inside it after large transfers, so the driver can reuse buffers before the batch ends.
+   * It must signal the driver only if `vq.needsNotify()`.
+   */
+  notify?: () => void;
 }
+
+/** Bytes moved in one drain after which completions are published and signalled early. */
+export const EARLY_NOTIFY_BYTES = 256 * 1024;
 
 /**
  * Serves one virtqueue of a virtio-blk device from a Backend: pops chains, checks them against the
@@ -158,6 +165,8 @@ export class BlkHandler {
   drain(arm = true): boolean {
     const vq = this.vq;
     this.inDrain = true;
+    const notify = this.opts.notify;
+    let moved = 0;
     try {
       for (;;) {
         let starved = false;
@@ -168,6 +177,13 @@ export class BlkHandler {
           if (!vq.pop(slot.chain)) break;
           slot.busy = true;
           this.execute(slot);
+          moved += slot.chain.rd.bytes + slot.chain.wr.bytes;
+          if (moved >= EARLY_NOTIFY_BYTES && notify) {
+            // Large transfers: let the driver see (and reuse) these before the rest is done.
+            vq.publish();
+            notify();
+            moved = 0;
+          }
         }
         vq.publish();
         if (starved || !arm || !vq.armKick()) break;
@@ -183,7 +199,7 @@ export class BlkHandler {
     this.vq.pushUsed(head, len);
     if (!this.inDrain) {
       this.vq.publish();
-      this.opts.onAsyncCompletion?.();
+      this.opts.notify?.();
     }
   }
 
