@@ -37,10 +37,15 @@ test('the guest sees the disk, reads what the host wrote and writes what the hos
       echo "size=$(cat /sys/block/vda/size) serial=$(cat /sys/block/vda/serial) lbs=$(cat /sys/block/vda/queue/logical_block_size)"
       dd if=/dev/vda bs=64k skip=16 count=1 iflag=direct 2>/dev/null | md5sum
       dd if=/dev/vda bs=64k skip=16 count=1 2>/dev/null | dd of=/dev/vda bs=64k seek=32 conv=fsync 2>/dev/null
+      echo "cache=$(cat /sys/block/vda/cache_type)"
+      echo "write through" > /sys/block/vda/cache_type
+      echo "cache=$(cat /sys/block/vda/cache_type)"
       dd if=/dev/zero bs=4k count=1 2>/dev/null | tr '\\0' 'G' | dd of=/dev/vda bs=4k seek=5 oflag=direct 2>/dev/null
       sync
     `,
   });
+  assert.match(r.output, /cache=write back[\s\S]*cache=write through/);
+  await s.waitLog(/guest switched the write cache to writethrough/);
   assert.equal(r.exitCode, 0, r.output);
   assert.match(r.output, /size=131072 serial=twindisk-[0-9a-f]{11} lbs=512/);
   const md5 = (await import('node:crypto')).createHash('md5').update(pattern(65536, 1)).digest('hex');
