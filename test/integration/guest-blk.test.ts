@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { runGuest } from '../harness/guest.js';
+import { Guest, runGuest } from '../harness/guest.js';
 import { serve, tmpDir, type Served } from '../harness/serve.js';
 
 const dir = tmpDir();
@@ -161,4 +161,29 @@ test('data survives a guest reboot and a restart of twindisk', async () => {
   const r2 = await runGuest({ disks: [{ socket: s.socket }], script: `dd if=/dev/vda bs=512 skip=101 count=1 iflag=direct 2>/dev/null | head -c 5 | sed 's/^/after-restart=/'; echo` });
   assert.equal(r2.exitCode, 0, r2.output);
   assert.match(r2.output, /after-restart=BOOT2/);
+});
+
+test('twindisk killed and restarted under a running guest: QEMU reconnects and every synced write is there', async () => {
+  let s = await start('crash', [], 16 << 20);
+  const g = await Guest.launch({
+    disks: [{ socket: s.socket, reconnect: 1 }],
+    timeoutMs: 120_000,
+    script: `
+      i=0
+      while [ $i -lt 40 ]; do
+        printf "W$i" | dd of=/dev/vda bs=512 seek=$i conv=sync,fsync 2>/dev/null || echo "FAILED $i"
+        echo "wrote $i"; sleep 0.2; i=$((i+1))
+      done
+    `,
+  });
+  await g.waitFor(/wrote 5\n/);
+  await s.stop('SIGKILL');
+  await new Promise((r) => setTimeout(r, 1000));
+  s = await start('crash');
+  await s.waitLog(/front-end connected/, 30_000);
+  const r = await g.wait();
+  assert.equal(r.exitCode, 0, r.output);
+  assert.doesNotMatch(r.output, /FAILED/);
+  const f = fs.readFileSync(s.image);
+  for (let i = 0; i < 40; i++) assert.equal(f.toString('latin1', i * 512, i * 512 + 1 + String(i).length), `W${i}`, `block ${i}`);
 });
