@@ -4,17 +4,8 @@ import assert from 'node:assert/strict';
 import { crc32c as nodeRsCrc32c } from '@node-rs/crc32';
 import { crc32c, allocBuffer, kernelImpl } from '../../wasm/index.js';
 import * as ref from '../../wasm/src/reference/crc32c.js';
+import { randomBytes } from './random.js';
 
-/** Deterministic bytes from a xorshift32 stream. */
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const LENGTHS = [0, 1, 15, 16, 17, 1023, 1024, 1025, 2047, 2048, 4095, 4096, 65536 + 7, (1 << 20) + 3];
 

@@ -3,19 +3,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { xorInto, raid6GenPQ, raid6Recover, allocBuffer, reserveKernelMemory, kernelImpl, type KernelBuffer } from '../../wasm/index.js';
 import * as ref from '../../wasm/src/reference/parity.js';
+import { randomBytes } from './random.js';
 
 // Room for every buffer these tests allocate, so no allocation grows memory and detaches a view.
 reserveKernelMemory(96 << 20);
 
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const LENGTHS = [0, 1, 15, 16, 31, 33, 4095, 4096, 8192 + 5];
 

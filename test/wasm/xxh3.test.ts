@@ -4,16 +4,8 @@ import assert from 'node:assert/strict';
 import { createXXHash3 } from 'hash-wasm';
 import { xxh3, Xxh3Stream, allocBuffer, kernelImpl } from '../../wasm/index.js';
 import * as ref from '../../wasm/src/reference/xxh3.js';
+import { randomBytes } from './random.js';
 
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** XXH3-64 from hash-wasm (a C build of xxHash), as a bigint. */
 async function trusted(): Promise<(data: Uint8Array, seed?: bigint) => bigint> {
