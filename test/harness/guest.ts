@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildGuestImage, scriptArchive } from '../../bootimg/guest.js';
+import { QmpClient } from '../../qemu-plugin/qmp.js';
 
 export interface VhostUserDisk {
   socket: string;
@@ -24,6 +25,8 @@ export interface GuestOptions {
   extraArgs?: string[];
   /** Let a guest reboot stay inside QEMU (default false: a reboot ends QEMU, like poweroff). */
   allowReboot?: boolean;
+  /** Open a QMP socket; `Guest.qmp` is then a connected client. */
+  qmp?: boolean;
   log?: (line: string) => void;
 }
 
@@ -34,7 +37,7 @@ export interface GuestResult {
 }
 
 /** QEMU's arguments for a guest (pure). */
-export function qemuCommandLine(o: GuestOptions & { kernel: string; initrd: string }): string[] {
+export function qemuCommandLine(o: GuestOptions & { kernel: string; initrd: string; qmpSocket?: string }): string[] {
   const mem = o.memoryMiB ?? 256;
   const accel = process.env.TWINDISK_ACCEL === 'kvm' ? 'kvm' : 'tcg';
   const args = [
@@ -48,12 +51,14 @@ export function qemuCommandLine(o: GuestOptions & { kernel: string; initrd: stri
     args.push('-chardev', `socket,id=vu${i},path=${d.socket}${d.reconnect ? `,reconnect=${d.reconnect}` : ''}`);
     args.push('-device', `vhost-user-blk-pci,chardev=vu${i},num-queues=${d.numQueues ?? 1}`);
   });
+  if (o.qmpSocket) args.push('-qmp', `unix:${o.qmpSocket},server=on,wait=off`);
   return [...args, ...(o.extraArgs ?? [])];
 }
 
 /** A running guest. */
 export class Guest {
   output = '';
+  qmp?: QmpClient;
   private exited: Promise<GuestResult>;
   private readonly t0 = Date.now();
 
@@ -78,7 +83,8 @@ export class Guest {
       }, timeout);
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
-        fs.rmSync(this.initrd, { force: true });
+        this.qmp?.close();
+        fs.rmSync(path.dirname(this.initrd), { recursive: true, force: true });
         const m = /TWINDISK-EXIT (\d+)/.exec(this.output);
         if (!m) {
           reject(new Error(`QEMU exited (${code ?? signal}) before the guest script finished; console:\n${this.output}`));
@@ -100,8 +106,18 @@ export class Guest {
     // The kernel finds an uncompressed archive after a compressed one only at a 4-byte boundary.
     const base = fs.readFileSync(img.initrd);
     fs.writeFileSync(initrd, Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), scriptArchive(o.script)]));
-    const child = spawn('qemu-system-x86_64', qemuCommandLine({ ...o, kernel: img.kernel, initrd }), { stdio: ['ignore', 'pipe', 'pipe'] });
-    return new Guest(child, initrd, o);
+    const qmpSocket = o.qmp ? path.join(path.dirname(initrd), 'qmp.sock') : undefined;
+    const child = spawn('qemu-system-x86_64', qemuCommandLine({ ...o, kernel: img.kernel, initrd, ...(qmpSocket ? { qmpSocket } : {}) }), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const g = new Guest(child, initrd, o);
+    if (qmpSocket) {
+      try {
+        g.qmp = await QmpClient.connect(qmpSocket, 20_000);
+      } catch (e) {
+        await g.kill();
+        throw new Error(`QEMU's QMP socket did not answer: ${(e as Error).message}\n${g.output}`);
+      }
+    }
+    return g;
   }
 
   /** Resolves when the console output matches `re`. */
