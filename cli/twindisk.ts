@@ -12,10 +12,12 @@ import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/serv
 const USAGE = `twindisk: replicated block storage for virtual machines
 
 Usage:
-  twindisk serve --image FILE --socket PATH [--queues N] [--read-only] [--block-size 512|4096] [--size SIZE] [--poll-us US]
+  twindisk serve --image FILE --socket PATH [--queues N] [--read-only] [--block-size 512|4096] [--size SIZE] [--poll-us US] [--aio sync|io_uring]
       Serve FILE as a virtio-blk disk over vhost-user on PATH. With --size, FILE is created (sparse)
       when it does not exist. --poll-us: how long a queue worker polls its ring after work before it
-      sleeps (default 50; 0 never polls). Prints the QEMU options that attach the disk.
+      sleeps (default 50; 0 never polls). --aio io_uring keeps many requests per queue in flight
+      (for disks slower than the page cache); sync (default) reads and writes in the queue's thread.
+      Prints the QEMU options that attach the disk.
   twindisk demo [--dir DIR]
       Create DIR/disk.img (1 GiB, sparse; DIR defaults to ./demo), serve it on DIR/twindisk.sock and
       print the QEMU command line that boots a guest with it. Stop with Ctrl-C.
@@ -61,6 +63,12 @@ interface ServeArgs {
   blockSize: number;
   size?: number;
   pollUs?: number;
+  aio?: 'sync' | 'io_uring';
+}
+
+function parseAio(v: string | undefined): 'sync' | 'io_uring' {
+  if (v === undefined || v === 'sync' || v === 'io_uring') return v ?? 'sync';
+  throw new UsageError(`--aio ${v}: choose sync or io_uring`);
 }
 
 async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): Promise<void> {
@@ -75,7 +83,7 @@ async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): P
   }
   const server = new VhostUserServer({
     socketPath: a.socket,
-    backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize },
+    backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize, aio: a.aio ?? 'sync' },
     numQueues: a.queues,
     serial: serialFor(a.image),
     pollUs: a.pollUs ?? DEFAULT_POLL_US,
@@ -114,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         image: { type: 'string' }, socket: { type: 'string' }, queues: { type: 'string' },
         'read-only': { type: 'boolean' }, 'block-size': { type: 'string' }, size: { type: 'string' },
-        'poll-us': { type: 'string' },
+        'poll-us': { type: 'string' }, aio: { type: 'string' },
       },
     });
     if (!values.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
@@ -125,6 +133,7 @@ async function main(argv: string[]): Promise<number> {
     await serve({
       image: values.image, socket: values.socket, queues, readOnly: !!values['read-only'], blockSize,
       pollUs: values['poll-us'] === undefined ? DEFAULT_POLL_US : Number(values['poll-us']),
+      aio: parseAio(values.aio),
       ...(values.size ? { size: parseSize(values.size) } : {}),
     }, () => {
       process.stdout.write(`twindisk: serving ${values.image} on ${values.socket}; attach it with:\n  ${qemuAttachArgs(values.socket!, queues).join(' ')}\n`);

@@ -48,6 +48,17 @@ export interface Backend {
   writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void;
   /** Releases the back-end's resources (files stay as they are). */
   close(): void;
+  /**
+   * Asynchronous back-ends driven by their caller's event loop: `eventFd` becomes readable when
+   * completions are ready, `poll()` delivers them, `kick()` sends operations queued since the last
+   * call to the device, `inFlight()` counts operations not yet completed, `waitOne()` blocks until
+   * at least one completes. Synchronous back-ends (every call completes before it returns) omit them.
+   */
+  readonly eventFd?: number;
+  poll?(): void;
+  kick?(): void;
+  inFlight?(): number;
+  waitOne?(): void;
 }
 
 /** Thrown when a back-end cannot be opened; the message says what to do. */

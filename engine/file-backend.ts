@@ -26,7 +26,8 @@ const ZERO_CHUNK = 1 << 20;
  */
 export class FileBackend implements Backend {
   readonly info: BackendInfo;
-  private readonly fd: number;
+  /** The open image; the io_uring back-end submits on it. */
+  readonly fd: number;
   private readonly iov: NativeBuffer;
   private zeroes: Uint8Array | null = null;
   private closed = false;
@@ -160,8 +161,11 @@ export class FileBackend implements Backend {
     return this.segments(v, offset, toFile, 0);
   }
 
-  /** Segment-wise fallback: skips the first `skip` bytes (already transferred). */
-  private segments(v: IoVector, offset: number, toFile: boolean, skip: number): number {
+  /**
+   * Segment-wise transfer that skips the first `skip` bytes (already transferred): the fallback
+   * for short reads and writes, also used by the io_uring back-end. Returns 0 or -errno.
+   */
+  segments(v: IoVector, offset: number, toFile: boolean, skip: number): number {
     let pos = offset;
     for (let i = 0; i < v.count; i++) {
       let len = v.lens[i]!;

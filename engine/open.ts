@@ -2,17 +2,22 @@
 import type { Backend } from './backend.js';
 import { FileBackend } from './file-backend.js';
 import { MemoryBackend } from './memory-backend.js';
+import { UringFileBackend } from './uring-file-backend.js';
 
 /** Everything needed to open a back-end; survives postMessage to a worker. */
 export type BackendSpec =
-  | { kind: 'file'; path: string; readOnly?: boolean; blockSize?: number; maxSegments?: number }
+  | {
+      kind: 'file'; path: string; readOnly?: boolean; blockSize?: number; maxSegments?: number;
+      /** How file I/O is issued: synchronous preadv/pwritev in the calling thread, or io_uring (many in flight). */
+      aio?: 'sync' | 'io_uring';
+    }
   | { kind: 'memory'; memory: SharedArrayBuffer; readOnly?: boolean; blockSize?: number };
 
 /** Opens the back-end a spec describes. Throws BackendError with a user-facing message. */
 export function openBackend(spec: BackendSpec): Backend {
   switch (spec.kind) {
     case 'file':
-      return new FileBackend(spec);
+      return spec.aio === 'io_uring' ? new UringFileBackend(spec) : new FileBackend(spec);
     case 'memory':
       return new MemoryBackend(spec);
   }

@@ -98,8 +98,11 @@ const pollUs = data.pollUs;
 const eight = new NativeBuffer(8);
 const one = new NativeBuffer(8);
 one.u8[0] = 1;
-// pollfd[0] = control eventfd; pollfd[1..] = kick eventfds, in `order`.
-const pfd = new NativeBuffer(8 * 9);
+// pollfd[0] = control eventfd; pollfd[1] = the back-end's completion fd (or -1); pollfd[2..] = kick
+// eventfds, in `order`.
+const pfd = new NativeBuffer(8 * 10);
+const FIRST_RING = 2;
+const backendFd = backend.eventFd ?? -1;
 let order: Ring[] = [];
 
 function reject(reason: string, head: number): void {
@@ -160,6 +163,8 @@ function startRing(m: RingMsg): void {
 function stopRing(index: number): number | undefined {
   const r = rings.get(index);
   if (!r) return undefined;
+  // "stop the vring": requests handed to an asynchronous back-end complete first.
+  while (r.handler.busyCount() > 0 && backend.waitOne) backend.waitOne();
   rings.delete(index);
   rebuildPoll();
   return r.vq.lastAvail;
@@ -169,10 +174,23 @@ function rebuildPoll(): void {
   order = [...rings.values()];
   pfd.dv.setInt32(0, data.ctlFd, true);
   pfd.dv.setInt16(4, POLLIN, true);
+  pfd.dv.setInt32(8, backendFd, true);
+  pfd.dv.setInt16(12, POLLIN, true);
   order.forEach((r, i) => {
-    pfd.dv.setInt32(8 * (i + 1), r.msg.kickFd, true); // -1: polled ring (no kick fd); poll() skips it
-    pfd.dv.setInt16(8 * (i + 1) + 4, POLLIN, true);
+    pfd.dv.setInt32(8 * (i + FIRST_RING), r.msg.kickFd, true); // -1: polled ring (no kick fd); poll() skips it
+    pfd.dv.setInt16(8 * (i + FIRST_RING) + 4, POLLIN, true);
   });
+}
+
+/** Delivers the back-end's ready completions, one published batch per ring. */
+function collectCompletions(): void {
+  if (!backend.poll) return;
+  if (order.length === 1) {
+    const r = order[0]!;
+    if (r.handler.completeBatch(backend.poll.bind(backend)) && r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8);
+    return;
+  }
+  backend.poll();
 }
 
 function notify(r: Ring): void {
@@ -183,6 +201,7 @@ function notify(r: Ring): void {
 function serveRing(r: Ring, arm = true): void {
   try {
     if (r.handler.drain(arm) && r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8);
+    backend.kick?.();
   } catch (e) {
     if (!(e instanceof RingBrokenError)) throw e;
     log.error(`queue ${r.msg.index} stopped: ${e.message}; the guest driver must reset the device`);
@@ -201,6 +220,13 @@ function pollRings(): void {
   let deadline = performance.now() + pollUs / 1000;
   for (let spins = 0; pollUs > 0; spins++) {
     let found = false;
+    if (backendFd >= 0) {
+      const before = backend.inFlight!();
+      if (before > 0) {
+        collectCompletions();
+        if (backend.inFlight!() < before) found = true;
+      }
+    }
     for (let i = 0; i < order.length; i++) {
       const r = order[i]!;
       if (r.vq.pending() !== 0) {
@@ -268,7 +294,7 @@ function handle(m: WorkerRequest): boolean {
 function loop(): void {
   for (;;) {
     const polled = order.some((r) => r.msg.kickFd < 0);
-    const n = poll(pfd.addr, 1 + order.length, polled ? 1 : -1);
+    const n = poll(pfd.addr, FIRST_RING + order.length, polled ? 1 : -1);
     if (n < 0) {
       if (errno() === EINTR) continue;
       throw new Error(`poll failed: errno ${errno()}`);
@@ -280,16 +306,20 @@ function loop(): void {
       }
     }
     let worked = false;
+    if (pfd.dv.getInt16(14, true) !== 0) {
+      collectCompletions();
+      worked = true;
+    }
     for (let i = 0; i < order.length; i++) {
       const r = order[i]!;
-      const revents = pfd.dv.getInt16(8 * (i + 1) + 6, true);
+      const revents = pfd.dv.getInt16(8 * (i + FIRST_RING) + 6, true);
       if (revents !== 0 || r.msg.kickFd < 0) {
         if (revents !== 0) read(r.msg.kickFd, eight.addr, 8);
         serveRing(r, false);
         worked = true;
       }
     }
-    for (let i = 0; i <= order.length; i++) pfd.dv.setInt16(8 * i + 6, 0, true);
+    for (let i = 0; i < FIRST_RING + order.length; i++) pfd.dv.setInt16(8 * i + 6, 0, true);
     if (worked) pollRings();
     else for (const r of order) if (r.vq.armKick()) serveRing(r);
   }

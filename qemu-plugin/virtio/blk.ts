@@ -194,6 +194,30 @@ export class BlkHandler {
     return vq.needsNotify();
   }
 
+  /** Requests handed to the back-end and not completed yet. */
+  busyCount(): number {
+    let n = 0;
+    for (const s of this.slots) if (s.busy) n++;
+    return n;
+  }
+
+  /**
+   * Delivers asynchronous completions as one batch: `deliver` runs the back-end's completion
+   * callbacks, whose used elements are published together. Returns true when the driver should
+   * be notified.
+   */
+  completeBatch(deliver: () => void): boolean {
+    const was = this.inDrain;
+    this.inDrain = true;
+    try {
+      deliver();
+    } finally {
+      this.inDrain = was;
+    }
+    this.vq.publish();
+    return this.vq.needsNotify();
+  }
+
   /** Called by a request as it completes. */
   completed(head: number, len: number): void {
     this.vq.pushUsed(head, len);

@@ -26,8 +26,8 @@ function pattern(len: number, seed: number): Buffer {
   return b;
 }
 
-test('the guest sees the disk, reads what the host wrote and writes what the host reads', async () => {
-  const s = await start('rw');
+for (const aio of ['sync', 'io_uring']) test(`--aio ${aio}: the guest sees the disk, reads what the host wrote and writes what the host reads`, async () => {
+  const s = await start(`rw-${aio}`, ['--aio', aio]);
   const fd = fs.openSync(s.image, 'r+');
   fs.writeSync(fd, pattern(65536, 1), 0, 65536, 1 << 20);
   fs.closeSync(fd);

@@ -186,3 +186,37 @@ test('without polling (--poll-us 0) every request is still completed', async () 
   }
   a.fe.close();
 });
+
+test('--aio io_uring: 32 requests in flight on two queues, FLUSH, and data in the file', async () => {
+  const s = await start('uring', ['--queues', '2', '--aio', 'io_uring'], 16 << 20);
+  const a = attach(s, 2);
+  for (const qi of [0, 1]) {
+    const q = a.fe.queues[qi]!;
+    const blk = a.blks[qi]!;
+    for (let i = 0; i < 8; i++) {
+      a.fe.mem.fill(qi * 8 + i + 1, blk.dataGpa(i), blk.dataGpa(i) + 8192);
+      blk.submit(i, VIRTIO_BLK_T_OUT, (qi * 8 + i) * 16, 8192, 2);
+    }
+    if (q.driver.publishAndCheckKick()) a.fe.kick(q);
+  }
+  for (const qi of [0, 1]) {
+    let got = 0;
+    for (let t = 0; got < 8 && t < 100; t++) {
+      for (let c = a.blks[qi]!.reap(); c; c = a.blks[qi]!.reap()) {
+        assert.equal(c.status, VIRTIO_BLK_S_OK);
+        got++;
+      }
+      if (got < 8) a.fe.waitCall(a.fe.queues[qi]!, 100);
+    }
+    assert.equal(got, 8, `queue ${qi} completed all writes`);
+  }
+  assert.equal(a.run(0, VIRTIO_BLK_T_FLUSH, 0, 0).status, VIRTIO_BLK_S_OK);
+  const f = fs.readFileSync(s.image);
+  for (let k = 0; k < 16; k++) {
+    const off = k * 16 * 512;
+    assert.ok(f.subarray(off, off + 8192).every((b) => b === k + 1), `request ${k} landed`);
+  }
+  assert.equal(a.run(1, VIRTIO_BLK_T_IN, 0, 512).status, VIRTIO_BLK_S_OK);
+  assert.equal(a.data(1, 1)[0], 1);
+  a.fe.close();
+});
