@@ -49,8 +49,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 
 /** A back-end process serving `image` on `socket`. */
 function startTarget(target: string, image: string, socket: string, queues: number): ChildProcess {
-  if (target === 'twindisk') {
-    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues)], {
+  if (target === 'twindisk' || target === 'twindisk-io_uring') {
+    const aio = target === 'twindisk' ? 'sync' : 'io_uring';
+    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues), '--aio', aio], {
       stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TWINDISK_LOG_LEVEL: 'warn' },
     });
   }
@@ -140,7 +141,7 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
   const seconds = o.seconds ?? (o.quick ? 1 : 5);
   const size = o.imageSize ?? (o.quick ? 128 << 20 : 1 << 30);
   const queues = o.queues ?? 1;
-  const targets = o.targets ?? ['twindisk', 'qemu-storage-daemon'];
+  const targets = o.targets ?? ['twindisk', 'twindisk-io_uring', 'qemu-storage-daemon'];
   if (targets.includes('qemu-storage-daemon') && spawnSync('qemu-storage-daemon', ['--version']).status !== 0) {
     throw new Error('qemu-storage-daemon is not installed: apt-get install qemu-system-x86 (Debian ships it there), or run with only twindisk');
   }
@@ -183,13 +184,16 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  const peer = targets[targets.length - 1]!;
   if (!o.json && targets.length > 1) {
-    out('');
-    out(`ratio ${targets[0]} / ${targets[1]} (IOPS):`);
-    for (const w of WORKLOADS) {
-      const a = rows.find((r) => r.target === targets[0] && r.workload === w.name);
-      const b = rows.find((r) => r.target === targets[1] && r.workload === w.name);
-      if (a && b) out(`  ${w.name.padEnd(18)} ${(a.iops / b.iops).toFixed(2)}x`);
+    for (const t of targets.slice(0, -1)) {
+      out('');
+      out(`ratio ${t} / ${peer} (IOPS):`);
+      for (const w of WORKLOADS) {
+        const a = rows.find((r) => r.target === t && r.workload === w.name);
+        const b = rows.find((r) => r.target === peer && r.workload === w.name);
+        if (a && b) out(`  ${w.name.padEnd(18)} ${(a.iops / b.iops).toFixed(2)}x`);
+      }
     }
   }
   return rows;
