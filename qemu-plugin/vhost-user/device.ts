@@ -3,7 +3,8 @@ import type { BackendInfo } from '../../engine/backend.js';
 import type { Logger } from '../../engine/log.js';
 import { blkFeatureBits, encodeBlkConfig } from '../virtio/blk.js';
 import { CFG_WRITEBACK, MAX_QUEUE_SIZE } from '../virtio/constants.js';
-import { close } from '../os.js';
+import { MFD_CLOEXEC, close, ftruncate, memfdCreate } from '../os.js';
+import { inflightQueueSize } from '../virtio/inflight.js';
 import {
   Feature, MAX_CONFIG_SIZE, MAX_MEM_SLOTS, ProtocolFeature, Req, bit,
 } from './constants.js';
@@ -13,8 +14,11 @@ import {
 import type { QueueWorker } from './queue-pool.js';
 import type { RegionMsg, RingMsg } from './queue-worker.js';
 
-/** A reply payload, `null` for "no reply", or an error to report (as a failed ack, or by closing). */
-export type HandlerResult = Uint8Array | null;
+/**
+ * A reply payload (with fds to pass along, which the caller closes after sending), or `null` for
+ * "no reply".
+ */
+export type HandlerResult = Uint8Array | { payload: Uint8Array; fds: number[] } | null;
 
 /** A request the back-end cannot carry out; answered with a failed REPLY_ACK where possible. */
 export class RequestFailed extends Error {
@@ -42,7 +46,10 @@ interface Region extends MemRegion {
   fd: number;
 }
 
-const SUPPORTED_PROTOCOL = [ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.CONFIG, ProtocolFeature.CONFIGURE_MEM_SLOTS, ProtocolFeature.RESET_DEVICE];
+const SUPPORTED_PROTOCOL = [
+  ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.CONFIG, ProtocolFeature.CONFIGURE_MEM_SLOTS,
+  ProtocolFeature.RESET_DEVICE, ProtocolFeature.INFLIGHT_SHMFD,
+];
 
 /**
  * State of one front-end connection to a virtio-blk device served by queue workers. `handle` is
@@ -57,6 +64,7 @@ export class VhostUserBlkDevice {
   private regions: Region[] = [];
   private readonly vrings: Vring[];
   private writeback = true;
+  private inflightSet = false;
 
   constructor(
     private readonly info: BackendInfo,
@@ -151,6 +159,13 @@ export class VhostUserBlkDevice {
       case Req.SET_VRING_ENABLE:
         if (b.kind !== 'state') break;
         return this.setVringEnable(b.index, b.num);
+      case Req.GET_INFLIGHT_FD:
+        if (b.kind !== 'inflight') break;
+        return this.getInflightFd(b.numQueues, b.queueSize);
+      case Req.SET_INFLIGHT_FD:
+        if (b.kind !== 'inflight') break;
+        await this.setInflightFd(m.fds[0]!, b.mmapSize, b.mmapOffset, b.numQueues, b.queueSize);
+        return null;
       case Req.GET_CONFIG:
         if (b.kind !== 'config') break;
         return this.getConfig(b.offset, b.size, b.flags);
@@ -335,6 +350,38 @@ export class VhostUserBlkDevice {
     this.log.info(`queue ${index} stopped`, { lastAvail: v.base });
   }
 
+  /** GET_INFLIGHT_FD: a zeroed shared area for the front-end to keep across back-end restarts. */
+  private getInflightFd(numQueues: number, queueSize: number): HandlerResult {
+    if (numQueues < 1 || numQueues > this.numQueues || queueSize < 1 || queueSize > MAX_QUEUE_SIZE) {
+      throw new RequestFailed(`GET_INFLIGHT_FD for ${numQueues} queues of ${queueSize}: the device has ${this.numQueues} queues of at most ${MAX_QUEUE_SIZE}`);
+    }
+    const size = numQueues * inflightQueueSize(queueSize);
+    const fd = memfdCreate('twindisk-inflight', MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, size) < 0) {
+      if (fd >= 0) close(fd);
+      throw new RequestFailed(`cannot allocate ${size} bytes of inflight memory`);
+    }
+    const p = Buffer.alloc(24);
+    p.writeBigUInt64LE(BigInt(size), 0);
+    p.writeUInt16LE(numQueues, 16);
+    p.writeUInt16LE(queueSize, 18);
+    return { payload: p, fds: [fd] };
+  }
+
+  /** SET_INFLIGHT_FD: the area to track requests in (given back by the front-end after a restart). */
+  private async setInflightFd(fd: number, mmapSize: number, mmapOffset: number, numQueues: number, queueSize: number): Promise<void> {
+    if (numQueues > this.numQueues || queueSize < 1 || queueSize > MAX_QUEUE_SIZE || mmapSize < numQueues * inflightQueueSize(queueSize) || mmapSize > 2 ** 32) {
+      close(fd);
+      throw new RequestFailed(`SET_INFLIGHT_FD: ${mmapSize} bytes do not fit ${numQueues} queues of ${queueSize}`);
+    }
+    try {
+      await Promise.all(this.workers.map((w) => w.request({ op: 'inflight', fd, mmapOffset, mmapSize, queueSize })));
+    } finally {
+      close(fd); // the workers keep their own mappings
+    }
+    this.inflightSet = true;
+  }
+
   private getConfig(offset: number, size: number, flags: number): Uint8Array {
     const cfg = encodeBlkConfig({ info: this.info, numQueues: this.numQueues, writeback: this.writeback });
     if (offset + size > MAX_CONFIG_SIZE) throw new ProtocolError(`GET_CONFIG: offset ${offset} + size ${size} exceeds ${MAX_CONFIG_SIZE}`);
@@ -367,6 +414,10 @@ export class VhostUserBlkDevice {
     this.regions = [];
     await this.pushMemory().catch(() => undefined);
     old.forEach((r) => close(r.fd));
+    if (this.inflightSet) {
+      await Promise.all(this.workers.map((w) => w.request({ op: 'inflight', fd: -1, mmapOffset: 0, mmapSize: 0, queueSize: 0 }))).catch(() => undefined);
+      this.inflightSet = false;
+    }
     this.ackedFeatures = 0n;
     this.ackedProtocol = 0n;
   }

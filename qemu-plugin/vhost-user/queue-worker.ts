@@ -10,6 +10,7 @@ import { Logger, RateLimit, setSink, type Fields, type Level } from '../../engin
 import { openBackend, type BackendSpec } from '../../engine/open.js';
 import { BlkHandler } from '../virtio/blk.js';
 import { GuestMemory, type GuestRegion } from '../virtio/memory.js';
+import { InflightRegion, inflightQueueSize } from '../virtio/inflight.js';
 import { RingBrokenError, Virtqueue, ringSizes } from '../virtio/virtqueue.js';
 import { EINTR } from '../../engine/os.js';
 import { NativeBuffer, POLLIN, errno, mapShared, poll, read, unmap, write, type Mapping } from '../os.js';
@@ -45,6 +46,7 @@ export type WorkerRequest =
   | { op: 'stop'; id: number; index: number }
   | { op: 'call'; id: number; index: number; fd: number }
   | { op: 'writeback'; id: number; writeback: boolean }
+  | { op: 'inflight'; id: number; fd: number; mmapOffset: number; mmapSize: number; queueSize: number }
   | { op: 'stats'; id: number }
   | { op: 'exit'; id: number };
 
@@ -90,6 +92,8 @@ const backend = open();
 post({ op: 'ready', info: backend.info });
 
 let mappings: Mapping[] = [];
+/** The front-end's inflight area (SET_INFLIGHT_FD), mapped; null when not negotiated. */
+let inflight: { map: Mapping; offset: number; queueSize: number } | null = null;
 let mem = new GuestMemory([]);
 let writeback = data.writeback;
 const rings = new Map<number, Ring>();
@@ -149,7 +153,14 @@ function startRing(m: RingMsg): void {
     return { region, off: mem.off };
   };
   const layout = { size: m.num, desc: part(m.desc, sz.desc, 'descriptor table'), avail: part(m.avail, sz.avail, 'available ring'), used: part(m.used, sz.used, 'used ring') };
-  const vq = new Virtqueue(mem, layout, m.base, m.eventIdx, m.indirect);
+  let region: InflightRegion | null = null;
+  if (inflight && inflight.queueSize === m.num) {
+    const size = inflightQueueSize(m.num);
+    const off = inflight.offset + m.index * size;
+    if (off + size <= inflight.map.length) region = new InflightRegion(new Uint8Array(inflight.map.ab, off, size), m.num);
+  }
+  const vq = new Virtqueue(mem, layout, m.base, m.eventIdx, m.indirect, region);
+  if (vq.resubmitting > 0) log.warn(`queue ${m.index}: serving again ${vq.resubmitting} requests a previous run left unfinished`);
   const ring: Ring = { msg: m, vq, handler: null as unknown as BlkHandler };
   ring.handler = new BlkHandler(backend, vq, mem, {
     serial: data.serial, writeback, reject, notify: () => notify(ring),
@@ -266,6 +277,11 @@ function handle(m: WorkerRequest): boolean {
         post({ op: 'ack', id: m.id, ok: true });
         return true;
       }
+      case 'inflight':
+        if (inflight) unmap(inflight.map);
+        inflight = m.fd < 0 ? null : { map: mapShared(m.fd, m.mmapOffset + m.mmapSize), offset: m.mmapOffset, queueSize: m.queueSize };
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
       case 'writeback':
         writeback = m.writeback;
         for (const r of rings.values()) r.handler.writeback = writeback;

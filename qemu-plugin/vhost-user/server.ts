@@ -8,7 +8,7 @@ import {
   callAsync, close, connect, errno, listen, read, recvmsg, sendmsg, shutdown, sockaddrUn, socket,
 } from '../os.js';
 import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD } from './constants.js';
-import { VhostUserBlkDevice, RequestFailed } from './device.js';
+import { VhostUserBlkDevice, RequestFailed, type HandlerResult } from './device.js';
 import { ProtocolError, decodeHeader, decodeMessage, encodeReply, requestName, u64Payload } from './message.js';
 import { QueueWorker } from './queue-pool.js';
 
@@ -146,7 +146,7 @@ export class VhostUserServer {
     log.info('front-end connected');
     const device = new VhostUserBlkDevice(this.info, this.workers, log);
     const bufs = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, MAX_FDS);
-    const out = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 0);
+    const out = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 1);
     let reason = 'front-end disconnected';
     try {
       for (;;) {
@@ -167,7 +167,7 @@ export class VhostUserServer {
           const payload = Buffer.from(bufs.data.u8.subarray(HEADER_SIZE, HEADER_SIZE + h.size));
           const m = decodeMessage(h, payload, fds);
           log.debug('request', { request: msgName, size: h.size, fds: fds.length });
-          let reply: Uint8Array | null;
+          let reply: HandlerResult;
           let ackStatus = 0;
           try {
             reply = await device.handle(m);
@@ -177,7 +177,14 @@ export class VhostUserServer {
             reply = null;
             ackStatus = 1; // reported when REPLY_ACK was asked for; otherwise only logged
           }
-          if (reply !== null) this.send(fd, out, encodeReply(h.request, reply));
+          if (reply instanceof Uint8Array) this.send(fd, out, encodeReply(h.request, reply));
+          else if (reply !== null) {
+            try {
+              this.send(fd, out, encodeReply(h.request, reply.payload), reply.fds);
+            } finally {
+              reply.fds.forEach((x) => close(x));
+            }
+          }
           else if (device.wantsAck(m)) this.send(fd, out, encodeReply(h.request, u64Payload(ackStatus)));
         } catch (e) {
           // fds of a message that failed to decode are ours to close.
@@ -211,12 +218,13 @@ export class VhostUserServer {
     }
   }
 
-  private send(fd: number, out: MsgBuffers, msg: Buffer): void {
+  private send(fd: number, out: MsgBuffers, msg: Buffer, fds: number[] = []): void {
     out.data.u8.set(msg, 0);
     let sent = 0;
     while (sent < msg.length) {
       out.data.u8.copyWithin(0, sent, msg.length);
-      const n = sendmsg(fd, out.prepareSend(msg.length - sent, []), MSG_NOSIGNAL);
+      // fds travel with the first byte only.
+      const n = sendmsg(fd, out.prepareSend(msg.length - sent, sent === 0 ? fds : []), MSG_NOSIGNAL);
       if (n <= 0) throw new ProtocolError(`send failed: errno ${errno()}`);
       sent += n;
     }

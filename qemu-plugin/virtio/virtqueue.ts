@@ -4,6 +4,7 @@ import {
   DESC_SIZE, MAX_INDIRECT, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from './constants.js';
+import type { InflightRegion } from './inflight.js';
 import type { GuestMemory } from './memory.js';
 
 /** Where a ring part lives: a region index of the GuestMemory and a byte offset in it. */
@@ -63,6 +64,8 @@ export class Virtqueue {
   private readonly descOff: number;
   private readonly usedEventI: number;
   private readonly availEventI: number;
+  /** Heads a previous back-end popped and never completed (inflight tracking), served first. */
+  private readonly resubmit: number[] = [];
 
   /**
    * @param base the ring's first available index (SET_VRING_BASE); the used index starts from the
@@ -74,6 +77,7 @@ export class Virtqueue {
     base: number,
     readonly eventIdx: boolean,
     readonly indirect: boolean,
+    private readonly inflight: InflightRegion | null = null,
   ) {
     const size = layout.size;
     if (!(size >= 1 && size <= MAX_QUEUE_SIZE)) throw new RingBrokenError(`queue size ${size} is outside 1..${MAX_QUEUE_SIZE}`);
@@ -98,11 +102,23 @@ export class Virtqueue {
     this.lastAvail = base & 0xffff;
     this.usedIdx = Atomics.load(this.used16, 1);
     this.signalledUsed = this.usedIdx;
+    if (inflight) {
+      // After a back-end crash the front-end's base is not to be trusted: resume after what was
+      // popped, and serve again what was popped but never completed.
+      const r = inflight.recover(this.usedIdx, (i) => this.used32[2 * i]!);
+      if (r.lastAvail >= 0) this.lastAvail = r.lastAvail;
+      this.resubmit.push(...r.resubmit);
+    }
+  }
+
+  /** Requests to serve again after a back-end restart (inflight tracking). */
+  get resubmitting(): number {
+    return this.resubmit.length;
   }
 
   /** Requests the driver made available and not yet popped. */
   pending(): number {
-    return (Atomics.load(this.avail16, 1) - this.lastAvail) & 0xffff;
+    return ((Atomics.load(this.avail16, 1) - this.lastAvail) & 0xffff) + this.resubmit.length;
   }
 
   /**
@@ -110,6 +126,12 @@ export class Virtqueue {
    * when the driver moved the available index by more than the queue size.
    */
   pop(c: Chain): boolean {
+    if (this.resubmit.length > 0) {
+      const h = this.resubmit.shift()!;
+      c.head = h;
+      this.walk(c, h);
+      return true;
+    }
     const availIdx = Atomics.load(this.avail16, 1);
     const n = (availIdx - this.lastAvail) & 0xffff;
     if (n === 0) return false;
@@ -119,6 +141,7 @@ export class Virtqueue {
     const head = this.avail16[2 + (this.lastAvail % this.size)]!; // ring[] follows flags and idx
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     c.head = head;
+    if (this.inflight && head < this.size) this.inflight.popped(head);
     this.walk(c, head);
     return true;
   }
@@ -129,11 +152,13 @@ export class Virtqueue {
     this.used32[slot] = head;
     this.used32[slot + 1] = len;
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.inflight?.completed(head);
   }
 
   /** Publishes the used index (release: elements are written before it). */
   publish(): void {
     Atomics.store(this.used16, 1, this.usedIdx);
+    this.inflight?.published(this.usedIdx);
   }
 
   /**

@@ -163,8 +163,8 @@ test('data survives a guest reboot and a restart of twindisk', async () => {
   assert.match(r2.output, /after-restart=BOOT2/);
 });
 
-test('twindisk killed and restarted under a running guest: QEMU reconnects and every synced write is there', async () => {
-  let s = await start('crash', [], 16 << 20);
+for (const aio of ['sync', 'io_uring']) test(`--aio ${aio}: twindisk killed and restarted under a running guest: QEMU reconnects and every synced write is there`, async () => {
+  let s = await start(`crash-${aio}`, ['--aio', aio], 16 << 20);
   const g = await Guest.launch({
     disks: [{ socket: s.socket, reconnect: 1 }],
     timeoutMs: 120_000,
@@ -179,7 +179,7 @@ test('twindisk killed and restarted under a running guest: QEMU reconnects and e
   await g.waitFor(/wrote 5\n/);
   await s.stop('SIGKILL');
   await new Promise((r) => setTimeout(r, 1000));
-  s = await start('crash');
+  s = await start(`crash-${aio}`, ['--aio', aio]);
   await s.waitLog(/front-end connected/, 30_000);
   const r = await g.wait();
   assert.equal(r.exitCode, 0, r.output);
