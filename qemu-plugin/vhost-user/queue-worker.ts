@@ -116,7 +116,14 @@ function reject(reason: string, head: number): void {
   }
 }
 
+/** Waits until the back-end has completed every request of `r` (their buffers are in guest memory). */
+function quiesce(r: Ring): void {
+  while (r.handler.busyCount() > 0 && backend.waitOne) backend.waitOne();
+}
+
 function mapRegions(regions: RegionMsg[]): void {
+  // Requests in flight hold addresses in the old mappings: finish them before anything moves.
+  for (const r of rings.values()) quiesce(r);
   const next: Mapping[] = [];
   const gr: GuestRegion[] = [];
   try {
@@ -175,7 +182,7 @@ function stopRing(index: number): number | undefined {
   const r = rings.get(index);
   if (!r) return undefined;
   // "stop the vring": requests handed to an asynchronous back-end complete first.
-  while (r.handler.busyCount() > 0 && backend.waitOne) backend.waitOne();
+  quiesce(r);
   rings.delete(index);
   rebuildPoll();
   return r.vq.lastAvail;
