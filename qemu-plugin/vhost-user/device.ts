@@ -220,12 +220,8 @@ export class VhostUserBlkDevice {
       close(r.fd);
       throw new RequestFailed(`ADD_MEM_REG: all ${MAX_MEM_SLOTS} memory slots are in use`);
     }
-    try {
-      this.checkOverlap([...this.regions, r]);
-    } catch (e) {
-      close(r.fd);
-      throw e;
-    }
+    // A ProtocolError closes the connection, and the server closes the message's fds.
+    this.checkOverlap([...this.regions, r]);
     this.regions = [...this.regions, r];
     try {
       await this.pushMemory();
@@ -291,13 +287,8 @@ export class VhostUserBlkDevice {
   }
 
   private async setVringFd(req: number, index: number, fd: number): Promise<null> {
-    let v: Vring;
-    try {
-      v = this.vring(index);
-    } catch (e) {
-      if (fd >= 0) close(fd);
-      throw e;
-    }
+    // An index out of range is a ProtocolError: the server closes the message's fds with the connection.
+    const v = this.vring(index);
     if (req === Req.SET_VRING_KICK) {
       await this.stopRing(index);
       if (v.kickFd >= 0) close(v.kickFd);
