@@ -190,6 +190,8 @@ function stopRing(index: number): number | undefined {
 
 function rebuildPoll(): void {
   order = [...rings.values()];
+  // Results of the last poll() belong to the old order: forget them (the next poll() sees them again).
+  pfd.u8.fill(0);
   pfd.dv.setInt32(0, data.ctlFd, true);
   pfd.dv.setInt16(4, POLLIN, true);
   pfd.dv.setInt32(8, backendFd, true);
