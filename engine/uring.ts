@@ -54,7 +54,6 @@ export class IoUring {
   private readonly cqes: number;
   private readonly cqDv: DataView;
   private tail = 0;
-  private submitted = 0;
 
   /** Throws when the kernel refuses io_uring (old kernel, seccomp): callers fall back to synchronous I/O. */
   constructor(entries: number) {
@@ -124,8 +123,8 @@ export class IoUring {
   /** Publishes prepared SQEs and enters the kernel; with `wait`, blocks until one completion exists. */
   submit(wait = false): number {
     Atomics.store(this.sq32, this.sqTail, this.tail);
-    const n = (this.tail - this.submitted) >>> 0;
-    this.submitted = this.tail;
+    // Everything the kernel has not consumed yet, including entries a failed enter left behind.
+    const n = (this.tail - Atomics.load(this.sq32, this.sqHead)) >>> 0;
     if (n === 0 && !wait) return 0;
     for (;;) {
       const r = Number(syscall3(SYS_io_uring_enter, 'int', this.fd, 'uint32', n, 'uint32', wait ? 1 : 0, 'uint32', wait ? IORING_ENTER_GETEVENTS : 0, 'uintptr_t', 0, 'size_t', 0));

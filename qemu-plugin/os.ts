@@ -3,6 +3,7 @@
 // Node cannot receive SCM_RIGHTS fds, map shared memory or wait on eventfds; koffi (FFI to libc,
 // prebuilt) can, from TypeScript. Blocking calls run either in worker threads (queue workers) or as
 // koffi async calls on libuv's thread pool (the control socket), never on the main loop.
+import fs from 'node:fs';
 import koffi from 'koffi';
 import { NativeBuffer, errno } from '../engine/os.js';
 
@@ -60,6 +61,10 @@ export interface Mapping {
 
 /** Maps `length` bytes of `fd` from offset 0, read-write and shared. Throws with errno on failure. */
 export function mapShared(fd: number, length: number): Mapping {
+  // Touching a mapping past the end of its file raises SIGBUS: refuse such mappings up front.
+  const st = fs.fstatSync(fd);
+  if (st.isFile() && st.size < length) throw new Error(`fd ${fd} holds ${st.size} bytes, ${length} were to be mapped`);
+  if (length > 2 ** 32) throw new Error(`a mapping of ${length} bytes exceeds 4 GiB, which twindisk cannot view yet`);
   const p = mmapPtr(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const addr = Number(koffi.address(p));
   if (addr === 0xffffffffffffffff || addr === 2 ** 64 - 1 || p === null || addr > 2 ** 62) {

@@ -144,12 +144,16 @@ function mapRegions(regions: RegionMsg[]): void {
   mappings = next;
   mem = new GuestMemory(gr);
   // Running rings keep their indices and move to the new mappings.
-  for (const [i, r] of rings) {
-    const ring = { ...r.msg, base: r.vq.lastAvail };
-    rings.delete(i);
-    startRing(ring);
+  // Iterate over a copy: startRing re-adds each ring to the map.
+  try {
+    for (const [i, r] of [...rings]) {
+      const ring = { ...r.msg, base: r.vq.lastAvail };
+      rings.delete(i);
+      startRing(ring);
+    }
+  } finally {
+    old.forEach(unmap);
   }
-  old.forEach(unmap);
 }
 
 function startRing(m: RingMsg): void {
