@@ -6,8 +6,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BackendError } from '../engine/backend.js';
 import { Logger } from '../engine/log.js';
-import { buildGuestImage } from '../bootimg/guest.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
+import { CommandError, RESOURCE_USAGE, runResourceCommand } from './resource-commands.js';
+import { runDemo } from './demo.js';
+import { qemuAttachArgs } from './qemu-args.js';
 
 const USAGE = `twindisk: replicated block storage for virtual machines
 
@@ -19,13 +21,18 @@ Usage:
       (for disks slower than the page cache); sync (default) reads and writes in the queue's thread.
       Prints the QEMU options that attach the disk.
   twindisk demo [--dir DIR]
-      Create DIR/disk.img (1 GiB, sparse; DIR defaults to ./demo), serve it on DIR/twindisk.sock and
-      print the QEMU command line that boots a guest with it. Stop with Ctrl-C.
+      Run a replicated resource of three nodes on loopback (alpha and beta with 1 GiB disks, gamma
+      diskless; data under DIR, default ./demo), wait until the replicas are in sync, and print the
+      QEMU command line that boots a guest on alpha's vhost-user socket. Stop with Ctrl-C.
+  twindisk bench replication [--json] [--quick]
+      Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume
+      unreplicated, and resync throughput after a full and a 1% divergence.
   twindisk bench vhost [--json] [--quick] [--seconds S]
       Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.
   twindisk bench kernels [--json] [--quick]
       Measure the WebAssembly kernels against their JS and native peers.
 
+${RESOURCE_USAGE.trimStart()}
 Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
 `;
 
@@ -43,16 +50,6 @@ export function parseSize(s: string): number {
 /** The disk's serial number: stable for an image path, at most 20 bytes. */
 function serialFor(image: string): string {
   return 'twindisk-' + createHash('sha1').update(path.resolve(image)).digest('hex').slice(0, 11);
-}
-
-/** The QEMU options that attach a vhost-user-blk disk served on `socket`. */
-export function qemuAttachArgs(socket: string, queues: number, memory = '1G'): string[] {
-  return [
-    '-object', `memory-backend-memfd,id=mem,size=${memory},share=on`,
-    '-machine', 'q35,memory-backend=mem',
-    '-chardev', `socket,id=twindisk0,path=${path.resolve(socket)}`,
-    '-device', `vhost-user-blk-pci,chardev=twindisk0,num-queues=${queues}`,
-  ];
 }
 
 interface ServeArgs {
@@ -142,32 +139,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'demo') {
     const { values } = parseArgs({ args: argv.slice(1), strict: true, options: { dir: { type: 'string' } } });
-    const dir = path.resolve(values.dir ?? 'demo');
-    const image = path.join(dir, 'disk.img');
-    const socket = path.join(dir, 'twindisk.sock');
-    // The small test guest (Debian kernel + busybox) boots in seconds even without KVM.
-    const guest = await buildGuestImage({ log: (l) => process.stderr.write(`demo: ${l}\n`) }).catch((e: Error) => {
-      process.stderr.write(`demo: cannot build the demo guest (${e.message}); printing the attach options only\n`);
-      return null;
-    });
-    await serve({ image, socket, queues: 2, readOnly: false, blockSize: 512, size: 2 ** 30 }, (server) => {
-      const qemu = [
-        'qemu-system-x86_64', '-accel', 'tcg', '-m', '1G', '-smp', '2', '-nographic',
-        ...qemuAttachArgs(socket, 2),
-        ...(guest ? ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', '"console=ttyS0 quiet twindisk.disks=1"'] : []),
-      ];
-      process.stdout.write([
-        '',
-        `twindisk demo: a ${server.info.size / 2 ** 30} GiB disk (${image}) is ready on ${socket}, 2 queues.`,
-        'Boot a guest on it in another terminal (a busybox shell on the serial console; the disk is /dev/vda;',
-        'try `dd if=/dev/vda bs=1M count=16 | md5sum`; leave with `poweroff -f`; use -accel kvm where KVM works):',
-        '',
-        `  ${qemu.join(' ')}`,
-        '',
-        'Press Ctrl-C to stop serving.',
-        '',
-      ].join('\n'));
-    });
+    await runDemo(path.resolve(values.dir ?? 'demo'));
     return 0;
   }
   if (cmd === 'bench') {
@@ -187,15 +159,22 @@ async function main(argv: string[]): Promise<number> {
       await mod.runKernelBench({ json: !!values.json, quick: !!values.quick });
       return 0;
     }
-    throw new UsageError(`unknown benchmark "${what ?? ''}": choose vhost or kernels`);
+    if (what === 'replication') {
+      const { runReplicationBench } = await import('../bench/replication.js');
+      await runReplicationBench({ json: !!values.json, quick: !!values.quick });
+      return 0;
+    }
+    throw new UsageError(`unknown benchmark "${what ?? ''}": choose vhost, kernels or replication`);
   }
+  const code = await runResourceCommand(cmd, argv.slice(1));
+  if (code !== null) return code;
   throw new UsageError(`unknown command "${cmd}"; run \`twindisk help\``);
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof UsageError || e instanceof BackendError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (e instanceof UsageError || e instanceof CommandError || e instanceof BackendError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`twindisk: ${(e as Error).message}\n`);
       process.exit(2);
     }

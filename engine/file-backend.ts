@@ -15,6 +15,8 @@ export interface FileBackendOptions {
   blockSize?: number;
   /** Largest number of segments one request may carry (sizes the iovec array). Default 1024. */
   maxSegments?: number;
+  /** Serve at most this many bytes from the start of the file (the rest holds metadata). */
+  limit?: number;
 }
 
 const ZERO_CHUNK = 1 << 20;
@@ -51,7 +53,7 @@ export class FileBackend implements Backend {
       fs.closeSync(this.fd);
       throw new BackendError(`${options.path} is neither a regular file nor a block device`);
     }
-    const size = Math.floor(st.size / blockSize) * blockSize;
+    const size = Math.floor(Math.min(st.size, options.limit ?? Infinity) / blockSize) * blockSize;
     if (size === 0) {
       fs.closeSync(this.fd);
       throw new BackendError(`image ${options.path} is smaller than one ${blockSize}-byte block: give it a size (truncate -s 1G ${options.path})`);

@@ -2,6 +2,7 @@
 import type { Backend } from './backend.js';
 import { FileBackend } from './file-backend.js';
 import { MemoryBackend } from './memory-backend.js';
+import { ReplicatedBackend, type ReplicatedSpec } from './replication/replicated-backend.js';
 import { UringFileBackend } from './uring-file-backend.js';
 
 /** Everything needed to open a back-end; survives postMessage to a worker. */
@@ -11,7 +12,8 @@ export type BackendSpec =
       /** How file I/O is issued: synchronous preadv/pwritev in the calling thread, or io_uring (many in flight). */
       aio?: 'sync' | 'io_uring';
     }
-  | { kind: 'memory'; memory: SharedArrayBuffer; readOnly?: boolean; blockSize?: number };
+  | { kind: 'memory'; memory: SharedArrayBuffer; readOnly?: boolean; blockSize?: number }
+  | ReplicatedSpec;
 
 /** Opens the back-end a spec describes. Throws BackendError with a user-facing message. */
 export function openBackend(spec: BackendSpec): Backend {
@@ -20,5 +22,7 @@ export function openBackend(spec: BackendSpec): Backend {
       return spec.aio === 'io_uring' ? new UringFileBackend(spec) : new FileBackend(spec);
     case 'memory':
       return new MemoryBackend(spec);
+    case 'replicated':
+      return new ReplicatedBackend(spec);
   }
 }

@@ -14,6 +14,15 @@ export const preadvRaw = libc.func('intptr_t preadv(int fd, uintptr_t iov, int i
 export const pwritevRaw = libc.func('intptr_t pwritev(int fd, uintptr_t iov, int iovcnt, int64_t offset)');
 export const fallocateRaw = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
 export const fdatasyncRaw = libc.func('int fdatasync(int fd)');
+// eventfds and poll: queue workers sleep on them; the replication channel wakes workers with them.
+export const read = libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)');
+export const write = libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)');
+export const close = libc.func('int close(int fd)');
+export const poll = libc.func('int poll(uintptr_t fds, uint64_t nfds, int timeout)');
+export const eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const POLLIN = 0x1;
 
 /** The calling thread's errno after the last failed koffi call. */
 export function errno(): number {

@@ -5,9 +5,9 @@
 // koffi async calls on libuv's thread pool (the control socket), never on the main loop.
 import fs from 'node:fs';
 import koffi from 'koffi';
-import { NativeBuffer, errno } from '../engine/os.js';
+import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, POLLIN, close, errno, eventfd, poll, read, write } from '../engine/os.js';
 
-export { NativeBuffer, errno };
+export { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, POLLIN, close, errno, eventfd, poll, read, write };
 
 const libc = koffi.load('libc.so.6');
 
@@ -19,11 +19,6 @@ export const connect = libc.func('int connect(int fd, uintptr_t addr, uint32_t l
 export const shutdown = libc.func('int shutdown(int fd, int how)');
 export const recvmsg = libc.func('intptr_t recvmsg(int fd, uintptr_t msg, int flags)');
 export const sendmsg = libc.func('intptr_t sendmsg(int fd, uintptr_t msg, int flags)');
-export const read = libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)');
-export const write = libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)');
-export const close = libc.func('int close(int fd)');
-export const poll = libc.func('int poll(uintptr_t fds, uint64_t nfds, int timeout)');
-export const eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 export const mmapPtr = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
 export const munmap = libc.func('int munmap(uintptr_t addr, size_t len)');
 export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
@@ -40,9 +35,6 @@ export const MSG_CTRUNC = 0x8;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const MSG_NOSIGNAL = 0x4000;
 export const SHUT_RDWR = 2;
-export const EFD_CLOEXEC = 0o2000000;
-export const EFD_NONBLOCK = 0o4000;
-export const POLLIN = 0x1;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;

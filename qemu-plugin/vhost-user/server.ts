@@ -14,13 +14,21 @@ import { QueueWorker } from './queue-pool.js';
 
 export interface ServerOptions {
   socketPath: string;
-  backend: BackendSpec;
+  /** The back-end every queue worker opens, or one per queue (a replicated volume gives each queue its own channel). */
+  backend: BackendSpec | ((queue: number) => BackendSpec);
   numQueues: number;
   /** The disk's serial number (VIRTIO_BLK_T_GET_ID), at most 20 bytes. */
   serial: string;
   /** Busy-poll window of the queue workers after work, in microseconds (0 disables). */
   pollUs?: number;
   log?: Logger;
+  /**
+   * Called when a front-end connects, before any message is read: throwing refuses it (the connection
+   * is closed and the message logged), as a replicated volume does when this node may not become
+   * Primary. `onClose` follows every accepted connection's end.
+   */
+  onOpen?: () => void;
+  onClose?: () => void;
 }
 
 /** How long queue workers poll after work. QEMU IOThreads poll up to 32 µs (poll-max-ns) and adapt; measured here, 32 µs gave 342 K and 100 µs 378 K random 4 KiB reads/s at depth 32 (8 µs: 230 K, none: 209 K). */
@@ -53,7 +61,8 @@ export class VhostUserServer {
     if (!(numQueues >= 1 && numQueues <= 64)) throw new Error(`--queues ${numQueues}: choose 1 to 64 queues`);
     try {
       for (let i = 0; i < numQueues; i++) {
-        this.workers.push(await QueueWorker.spawn(`queue ${i}`, this.opts.backend, this.opts.serial, true, this.opts.pollUs ?? DEFAULT_POLL_US, this.log));
+        const spec = typeof this.opts.backend === 'function' ? this.opts.backend(i) : this.opts.backend;
+        this.workers.push(await QueueWorker.spawn(`queue ${i}`, spec, this.opts.serial, true, this.opts.pollUs ?? DEFAULT_POLL_US, this.log));
       }
     } catch (e) {
       await Promise.all(this.workers.map((w) => w.exit()));
@@ -132,11 +141,21 @@ export class VhostUserServer {
           break;
         }
       }
+      if (this.opts.onOpen) {
+        try {
+          this.opts.onOpen();
+        } catch (e) {
+          this.log.error(`refused a front-end: ${(e as Error).message}`);
+          close(fd);
+          continue;
+        }
+      }
       this.connFd = fd;
       this.connections++;
       this.connection = this.serveConnection(fd).finally(() => {
         this.connFd = -1;
         this.connection = null;
+        this.opts.onClose?.();
       });
     }
   }

@@ -4,12 +4,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { HEADER_SIZE, Req } from '../../qemu-plugin/vhost-user/constants.js';
-import { VhostUserFrontend } from '../../qemu-plugin/vhost-user/frontend.js';
 import { encodeRequest, u64Payload } from '../../qemu-plugin/vhost-user/message.js';
-import { BlkDriver } from '../../qemu-plugin/virtio/blk-driver.js';
 import {
   VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 } from '../../qemu-plugin/virtio/constants.js';
+import { VhostUserFrontend } from '../../qemu-plugin/vhost-user/frontend.js';
+import { attach as attachSocket } from '../harness/blk-client.js';
 import { serve, tmpDir, type Served } from '../harness/serve.js';
 
 const dir = tmpDir();
@@ -27,23 +27,7 @@ async function start(name: string, args: string[] = [], size = 8 << 20): Promise
 }
 
 function attach(s: Served, queues = 1) {
-  const fe = VhostUserFrontend.connect(s.socket);
-  fe.setup({ numQueues: queues, queueSize: 64, memSize: 8 << 20 });
-  const blks = fe.queues.map((q, i) => new BlkDriver(q.driver, fe.dataBase + i * (2 << 20), 8, 128 * 1024));
-  /** Runs one request in slot 0 of queue `qi` and waits for it. */
-  const run = (qi: number, type: number, sector: number, len: number) => {
-    const q = fe.queues[qi]!;
-    blks[qi]!.submit(0, type, sector, len, 2);
-    if (q.driver.publishAndCheckKick()) fe.kick(q);
-    for (let i = 0; i < 100; i++) {
-      const c = blks[qi]!.reap();
-      if (c) return c;
-      fe.waitCall(q, 100);
-    }
-    throw new Error('request did not complete within 10 s');
-  };
-  const data = (qi: number, len: number) => fe.mem.subarray(blks[qi]!.dataGpa(0), blks[qi]!.dataGpa(0) + len);
-  return { fe, run, data, blks };
+  return attachSocket(s.socket, queues);
 }
 
 test('two queues: data written through one is in the file and reads back through the other', async () => {

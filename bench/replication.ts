@@ -1,0 +1,168 @@
+// `twindisk bench replication`: replicated writes (protocol C, 2 and 3 replicas) against the same volume unreplicated, and resync throughput.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
+import { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
+import { Cluster, sleep } from '../test/harness/cluster.js';
+import { cli } from '../test/harness/serve.js';
+import { runWorkload, type Workload } from './vhost.js';
+
+export interface ReplicationBenchOptions {
+  json: boolean;
+  quick?: boolean;
+  out?: (line: string) => void;
+}
+
+export interface ReplicationRow {
+  scenario: string;
+  replicas: number;
+  iops: number;
+  mbps: number;
+  bytesSent: number;
+  /** What served the volume: `serve` (plain vhost-user back-end) or `resource` (twindisk up). */
+  target: string;
+  seconds?: number;
+  changedBytes?: number;
+}
+
+const WRITES: Workload[] = [
+  { name: 'randwrite-4k-qd32', write: true, random: true, bs: 4096, depth: 32 },
+  { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
+];
+
+function frontend(socket: string): { fe: VhostUserFrontend; blk: BlkDriver } {
+  const fe = VhostUserFrontend.connect(socket);
+  const maxData = 1 << 20;
+  fe.setup({ numQueues: 1, queueSize: 128, memSize: 3 * (1 << 20) + 32 * (maxData + 4096) + (1 << 20) });
+  return { fe, blk: new BlkDriver(fe.queues[0]!.driver, fe.dataBase, 32, maxData) };
+}
+
+async function waitForFile(p: string, ms = 20000): Promise<void> {
+  const t0 = Date.now();
+  while (!fs.existsSync(p)) {
+    if (Date.now() - t0 > ms) throw new Error(`${p} did not appear within ${ms} ms`);
+    await sleep(20);
+  }
+}
+
+/** Writes a non-sparse pattern over the data area so reads and resync move real bytes. */
+function fill(file: string, size: number): void {
+  const fd = fs.openSync(file, 'r+');
+  const chunk = Buffer.alloc(1 << 20);
+  for (let off = 0; off < size; off += chunk.length) {
+    chunk.fill((off >>> 20) & 255);
+    fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+  }
+  fs.closeSync(fd);
+}
+
+/** Measures every write workload on one socket. */
+function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void): void {
+  const { fe, blk } = frontend(socket);
+  try {
+    for (const w of WRITES) {
+      const r = runWorkload(fe, blk, w, size, seconds);
+      emit({ scenario: w.name, replicas, iops: r.iops, mbps: r.mbps, bytesSent: 0, target });
+    }
+  } finally {
+    fe.close();
+  }
+}
+
+/** Runs the benchmark; prints JSON lines with `json`, else a table with ratios. */
+export async function runReplicationBench(o: ReplicationBenchOptions): Promise<ReplicationRow[]> {
+  const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
+  const seconds = o.quick ? 1 : 5;
+  const size = o.quick ? 128 << 20 : 1 << 30;
+  const rows: ReplicationRow[] = [];
+  const emit = (r: ReplicationRow) => {
+    rows.push(r);
+    if (o.json) out(JSON.stringify(r));
+    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}`);
+  };
+  process.env.TWINDISK_LOG_LEVEL ??= 'warn';
+
+  // Unreplicated: the same kind of image served by `twindisk serve`, and by a one-node resource.
+  {
+    const c = await Cluster.create({ nodes: { solo: { disk: true, socket: true } }, size });
+    fill(c.node('solo').image, size);
+    const serveSock = path.join(c.dir, 'serve.sock');
+    const child = spawn(process.execPath, [cli, 'serve', '--image', c.node('solo').image, '--socket', serveSock], { stdio: 'ignore' });
+    try {
+      await waitForFile(serveSock);
+      measure(serveSock, size, seconds, 1, 'serve', emit);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    await c.startAll();
+    await waitForFile(c.node('solo').socket);
+    measure(c.node('solo').socket, size, seconds, 1, 'resource', emit);
+    await c.stopAll('SIGTERM');
+  }
+
+  for (const replicas of [2, 3]) {
+    const names = ['alpha', 'beta', 'gamma'].slice(0, replicas);
+    const c = await Cluster.create({ nodes: Object.fromEntries(names.map((n, i) => [n, { disk: true, socket: i === 0 }])), size });
+    await c.startAll();
+    const alpha = c.node('alpha');
+    await alpha.waitStatus((s) => names.slice(1).every((n) => s.peers[n]?.replication === 'Established'), 'peers connected');
+    await waitForFile(alpha.socket);
+    measure(alpha.socket, size, seconds, replicas, 'resource', emit);
+    await c.stopAll('SIGTERM');
+  }
+
+  // Resync: a full initial sync of a filled volume, then a 1% divergence.
+  {
+    const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } }, size, assumeClean: false });
+    fill(c.node('alpha').image, size);
+    await c.startAll();
+    const alpha = c.node('alpha');
+    await alpha.waitStatus((s) => s.peers.beta?.connection === 'Connected', 'connected');
+    await alpha.call({ cmd: 'primary', force: true });
+    const full = await alpha.waitStatus((s) => s.peers.beta?.lastResync !== undefined, 'full resync', 600000);
+    const fr = full.peers.beta!.lastResync!;
+    emit({ scenario: 'resync-full', replicas: 2, iops: 0, mbps: Math.round(size / fr.seconds / 1e6), bytesSent: fr.bytesSent, target: 'resource', seconds: fr.seconds, changedBytes: size });
+    await alpha.call({ cmd: 'secondary' });
+    // 1% of the 4 KiB blocks change while beta is away.
+    await c.node('beta').stop('SIGTERM');
+    await alpha.waitStatus((s) => s.peers.beta?.connection !== 'Connected', 'beta gone');
+    const { fe, blk } = frontend(alpha.socket);
+    const blocks = size / 4096;
+    const changed = Math.floor(blocks / 100);
+    const seen = new Set<number>();
+    let rng = 12345;
+    for (let i = 0; seen.size < changed; i++) {
+      rng = (rng * 1103515245 + 12345) >>> 0;
+      const b = rng % blocks;
+      if (seen.has(b)) continue;
+      seen.add(b);
+      fe.mem.fill(i & 255, blk.dataGpa(0), blk.dataGpa(0) + 4096);
+      blk.submit(0, 2 /* OUT */, (b * 4096) / 512, 4096);
+      if (fe.queues[0]!.driver.publishAndCheckKick()) fe.kick(fe.queues[0]!);
+      while (!blk.reap()) fe.waitCall(fe.queues[0]!, 1000);
+    }
+    fe.close();
+    await alpha.waitStatus((s) => s.role === 'Secondary', 'demoted');
+    const before = (await alpha.status()).peers.beta!.outOfSyncBytes;
+    await c.node('beta').start();
+    const part = await alpha.waitStatus((s) => s.peers.beta?.replication === 'Established' && (s.peers.beta.lastResync?.bytesSent ?? size) < size, 'partial resync', 600000);
+    const pr = part.peers.beta!.lastResync!;
+    emit({ scenario: 'resync-1pct', replicas: 2, iops: 0, mbps: Math.round(pr.bytesSent / pr.seconds / 1e6), bytesSent: pr.bytesSent, target: 'resource', seconds: pr.seconds, changedBytes: changed * 4096 });
+    if (before !== changed * 4096) out(`note: ${before} bytes were out of sync for ${changed * 4096} changed`);
+    await c.stopAll('SIGTERM');
+  }
+
+  if (!o.json) {
+    const base = (s: string) => rows.find((r) => r.scenario === s && r.target === 'serve');
+    out('');
+    out('ratios against the unreplicated volume (twindisk serve, same image), IOPS:');
+    for (const w of WRITES) {
+      for (const r of rows.filter((x) => x.scenario === w.name && x.target === 'resource')) {
+        out(`  ${w.name.padEnd(20)} replicas ${r.replicas}: ${(r.iops / base(w.name)!.iops).toFixed(2)}x`);
+      }
+    }
+  }
+  return rows;
+}

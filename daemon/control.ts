@@ -1,0 +1,120 @@
+// The node's control socket: one JSON request per line from `twindisk status|primary|...`, one JSON answer per line.
+import fs from 'node:fs';
+import net from 'node:net';
+
+/** Requests the CLI sends to a running node. */
+export type ControlRequest =
+  | { cmd: 'status' }
+  | { cmd: 'primary'; force?: boolean }
+  | { cmd: 'secondary' }
+  | { cmd: 'connect'; peer?: string; discardMyData?: boolean }
+  | { cmd: 'disconnect'; peer?: string }
+  | { cmd: 'verify'; resync?: boolean }
+  | { cmd: 'fault'; kind: 'read' | 'write' | 'clear'; offset?: number; length?: number }
+  | { cmd: 'down' };
+
+export type ControlReply = { ok: true; result?: unknown } | { ok: false; error: string };
+
+/** Parses one request line; returns an error string for anything malformed (the socket is local but still checked). */
+export function parseControlRequest(line: string): ControlRequest | string {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return 'request is not JSON';
+  }
+  if (typeof v !== 'object' || v === null || typeof (v as { cmd?: unknown }).cmd !== 'string') return 'request has no "cmd"';
+  const cmds = ['status', 'primary', 'secondary', 'connect', 'disconnect', 'verify', 'fault', 'down'];
+  if (!cmds.includes((v as { cmd: string }).cmd)) return `unknown command "${(v as { cmd: string }).cmd}"`;
+  return v as ControlRequest;
+}
+
+/** Serves the control socket at `path`; each request line is answered by `handle`. */
+export class ControlServer {
+  private server: net.Server | null = null;
+
+  constructor(private readonly path: string, private readonly handle: (r: ControlRequest) => Promise<unknown>) {}
+
+  /** Listens; a stale socket from a crashed node is replaced, a live one refused. */
+  async start(): Promise<void> {
+    if (fs.existsSync(this.path)) {
+      const live = await new Promise<boolean>((resolve) => {
+        const c = net.connect(this.path, () => { c.destroy(); resolve(true); });
+        c.on('error', () => resolve(false));
+      });
+      if (live) throw new Error(`another node is running with control socket ${this.path}: stop it first (twindisk down)`);
+      fs.unlinkSync(this.path);
+    }
+    const server = net.createServer((sock) => {
+      let buf = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (d: string) => {
+        buf += d;
+        if (buf.length > 65536) {
+          sock.destroy();
+          return;
+        }
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          const req = parseControlRequest(line);
+          const answer = (r: ControlReply) => { if (!sock.destroyed) sock.write(JSON.stringify(r) + '\n'); };
+          if (typeof req === 'string') {
+            answer({ ok: false, error: req });
+            continue;
+          }
+          this.handle(req).then((result) => answer({ ok: true, result }), (e: Error) => answer({ ok: false, error: e.message }));
+        }
+      });
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot create control socket ${this.path}: ${e.message}`)));
+      server.listen(this.path, () => resolve());
+    });
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    await new Promise<void>((r) => s.close(() => r()));
+    try { fs.unlinkSync(this.path); } catch { /* gone */ }
+  }
+}
+
+/** Sends one request to a node's control socket and returns its result (throws with the node's error). */
+export function controlCall(path: string, req: ControlRequest, timeoutMs = 30000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(path);
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`the node did not answer on ${path} within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      sock.destroy();
+      let r: ControlReply;
+      try {
+        r = JSON.parse(buf.slice(0, nl)) as ControlReply;
+      } catch {
+        return reject(new Error('the node sent an unreadable answer'));
+      }
+      if (r.ok) resolve(r.result);
+      else reject(new Error(r.error));
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+        ? `the node is not running (no control socket at ${path}): start it with \`twindisk up\``
+        : `cannot reach the node at ${path}: ${e.message}`));
+    });
+  });
+}

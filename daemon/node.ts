@@ -1,0 +1,159 @@
+// `twindisk up`: one node of a replicated resource — its metadata, replication links, control socket and vhost-user front-end.
+import { createHash } from 'node:crypto';
+import { Logger } from '../engine/log.js';
+import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '../engine/os.js';
+import { ChannelHost } from '../engine/replication/channel.js';
+import { loadResource, nodeByName, type NodeConfig, type ResourceConfig } from '../engine/replication/config.js';
+import { Metadata } from '../engine/replication/metadata.js';
+import type { ReplicatedSpec } from '../engine/replication/replicated-backend.js';
+import { Resource, RoleError } from '../engine/replication/resource.js';
+import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
+import { WsTransport } from '../transport/ws-link.js';
+import { ControlServer, type ControlRequest } from './control.js';
+
+export interface NodeOptions {
+  config: string;
+  node: string;
+  log?: Logger;
+}
+
+/** The disk's serial number: stable for a resource and node name, at most 20 bytes. */
+function serialFor(cfg: ResourceConfig): string {
+  return 'td-' + createHash('sha1').update(cfg.resource).digest('hex').slice(0, 17);
+}
+
+/** Opens the node's metadata, or says how to create it. */
+export function openMetadata(me: NodeConfig): Metadata {
+  return Metadata.open({ backingFile: me.disk!, metaFile: me.metaDisk === 'internal' ? null : me.metaDisk });
+}
+
+/** A running node; `stopped` resolves after `stop()` (or `down`) finished. */
+export class Node {
+  readonly cfg: ResourceConfig;
+  readonly me: NodeConfig;
+  readonly resource: Resource;
+  private transport: WsTransport | null = null;
+  private control: ControlServer | null = null;
+  private vhost: VhostUserServer | null = null;
+  private channels: ChannelHost[] = [];
+  private eventFds: number[] = [];
+  private readonly one = new NativeBuffer(8);
+  private stopping: Promise<void> | null = null;
+  private resolveStopped!: () => void;
+  readonly stopped = new Promise<void>((r) => (this.resolveStopped = r));
+  readonly log: Logger;
+
+  constructor(opts: NodeOptions) {
+    this.cfg = loadResource(opts.config);
+    this.me = nodeByName(this.cfg, opts.node);
+    this.log = opts.log ?? new Logger(`${this.cfg.resource}/${this.me.name}`);
+    for (const w of this.cfg.warnings) this.log.warn(w);
+    this.resource = new Resource({ cfg: this.cfg, me: this.me, log: this.log });
+    this.one.u8[0] = 1;
+  }
+
+  /** Attaches the disk, starts the control socket and the links, and (once the size is known) the vhost-user socket. */
+  async start(): Promise<void> {
+    try {
+      if (this.me.disk) this.resource.attach(openMetadata(this.me));
+      this.control = new ControlServer(this.me.control, (r) => this.command(r));
+      await this.control.start();
+      this.transport = new WsTransport({
+        resource: this.cfg.resource, secret: this.cfg.secret, myId: this.me.id, myName: this.me.name,
+        listen: { host: this.me.host, port: this.me.port },
+        peers: this.cfg.nodes.filter((n) => n.id !== this.me.id).map((n) => ({ id: n.id, name: n.name, host: n.host, port: n.port })),
+        ...(this.cfg.tls ? { tls: this.cfg.tls } : {}),
+        handler: this.resource, log: this.log.child('link'),
+      });
+      this.resource.linkControl = this.transport;
+      await this.transport.start();
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    this.log.info('node up', { resource: this.cfg.resource, node: this.me.name, id: this.me.id, address: `${this.me.host}:${this.me.port}`, disk: this.me.disk ?? 'none (diskless)' });
+    if (this.me.socket) void this.startVhost();
+  }
+
+  private async startVhost(): Promise<void> {
+    if (this.resource.size === 0) this.log.info('diskless: the vhost-user socket opens once a peer with a disk has told the volume size');
+    await this.resource.whenSized();
+    if (this.stopping) return;
+    const queues = this.me.queues;
+    const wake = (fd: number) => { write(fd, this.one.addr, 8); };
+    for (let i = 0; i < queues; i++) {
+      const fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (fd < 0) throw new Error('eventfd() failed: out of file descriptors?');
+      this.eventFds.push(fd);
+      const ch = new ChannelHost(fd, wake);
+      this.channels.push(ch);
+      void this.resource.serveChannel(ch);
+    }
+    const spec = (q: number): ReplicatedSpec => ({
+      kind: 'replicated', channel: this.channels[q]!.spec, size: this.resource.size, blockSize: this.cfg.blockSize,
+      local: this.me.disk ? { path: this.me.disk } : null, name: `replicated:${this.cfg.resource}`,
+    });
+    const server = new VhostUserServer({
+      socketPath: this.me.socket!, backend: spec, numQueues: queues, serial: serialFor(this.cfg), pollUs: DEFAULT_POLL_US,
+      log: this.log.child('vhost-user'),
+      onOpen: () => this.resource.clientOpened(),
+      onClose: () => this.resource.clientClosed(),
+    });
+    try {
+      await server.start();
+      this.vhost = server;
+    } catch (e) {
+      this.log.error(`cannot serve the volume on ${this.me.socket}: ${(e as Error).message}`);
+    }
+  }
+
+  private async command(r: ControlRequest): Promise<unknown> {
+    const res = this.resource;
+    const peers = (name: string | undefined) => (name ? [res.peerByName(name)] : res.peers);
+    switch (r.cmd) {
+      case 'status':
+        return res.status();
+      case 'primary':
+        res.promote(!!r.force);
+        return res.status();
+      case 'secondary':
+        res.demote();
+        return res.status();
+      case 'connect':
+        for (const p of peers(r.peer)) {
+          if (r.discardMyData) res.discardMyData.add(p.id);
+          res.setEnabled(p, true);
+        }
+        return res.status();
+      case 'disconnect':
+        for (const p of peers(r.peer)) res.setEnabled(p, false);
+        return res.status();
+      case 'verify':
+        return { peers: res.startVerify(!!r.resync) };
+      case 'fault':
+        if (r.kind === 'clear') res.injectFault(null);
+        else if (Number.isInteger(r.offset) && Number.isInteger(r.length)) res.injectFault({ kind: r.kind, offset: r.offset!, length: r.length! });
+        else throw new RoleError('fault needs integer offset and length');
+        return res.status();
+      case 'down':
+        setImmediate(() => void this.stop());
+        return { stopping: true };
+    }
+  }
+
+  /** Stops the front-end, the links and the control socket, then closes the disk cleanly. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await this.vhost?.close().catch((e: Error) => this.log.error(`vhost-user shutdown: ${e.message}`));
+      for (const ch of this.channels) ch.stop();
+      await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));
+      await this.control?.close();
+      this.resource.close();
+      for (const fd of this.eventFds) close(fd);
+      this.eventFds = [];
+      this.log.info('node down');
+      this.resolveStopped();
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,236 @@
+// A shared-memory request channel between a queue worker (the guest's side) and the replication engine on the main thread.
+//
+// Queue workers run a synchronous poll() loop and cannot host network links, so a replicated volume is
+// served in two halves: the worker copies each write into a slot of a SharedArrayBuffer and posts the
+// slot's index on a submission ring; the main thread (which owns the peer links, the metadata and the
+// activity log) executes it and posts the index back on a completion ring. Wake-ups: the worker rings a
+// doorbell word the main thread waits on with Atomics.waitAsync (no system call), the main thread writes
+// the worker's eventfd once per batch (the worker sleeps in poll() on it). One copy per write is the
+// price of replication anyway: the bytes must leave guest memory for the network.
+
+/** Operations carried by the channel. */
+export const enum ChannelOp {
+  Read = 1,
+  Write = 2,
+  Flush = 3,
+  Discard = 4,
+  WriteZeroes = 5,
+}
+
+/** Flags of a slot's request. */
+export const CH_FUA = 1;
+export const CH_UNMAP = 2;
+
+/** Bytes of data one slot carries; larger requests are split over several slots. */
+export const CHUNK = 256 * 1024;
+/** Slots per channel (requests in flight per queue worker). */
+export const SLOTS = 64;
+
+// Int32 control words.
+const SQ_HEAD = 0; // next submission the main thread takes
+const SQ_TAIL = 1; // next submission the worker posts
+const CQ_HEAD = 2; // next completion the worker takes
+const CQ_TAIL = 3; // next completion the main thread posts
+const DOORBELL = 4; // bumped by the worker after posting submissions
+/** 1 when the worker may serve reads from its local disk itself (local disk UpToDate and no resync). */
+const LOCAL_READS = 5;
+const CTL_WORDS = 8;
+
+/** Layout of a channel's SharedArrayBuffer, shared by both ends. */
+class Layout {
+  readonly ctl: Int32Array;
+  readonly sq: Int32Array;
+  readonly cq: Int32Array;
+  /** Per slot: op, flags, status. */
+  readonly slotI32: Int32Array;
+  /** Per slot: offset, length. */
+  readonly slotF64: Float64Array;
+  readonly data: Uint8Array;
+
+  constructor(readonly sab: SharedArrayBuffer, readonly slots: number, readonly chunk: number) {
+    let off = 0;
+    this.ctl = new Int32Array(sab, off, CTL_WORDS); off += CTL_WORDS * 4;
+    this.sq = new Int32Array(sab, off, slots); off += slots * 4;
+    this.cq = new Int32Array(sab, off, slots); off += slots * 4;
+    this.slotI32 = new Int32Array(sab, off, slots * 4); off += slots * 16;
+    off = (off + 7) & ~7;
+    this.slotF64 = new Float64Array(sab, off, slots * 2); off += slots * 16;
+    this.data = new Uint8Array(sab, off, slots * chunk);
+  }
+
+  static bytes(slots: number, chunk: number): number {
+    return ((CTL_WORDS * 4 + slots * 24 + 7) & ~7) + slots * 16 + slots * chunk;
+  }
+}
+
+/** What a worker needs to reach its channel; survives postMessage. */
+export interface ChannelSpec {
+  sab: SharedArrayBuffer;
+  slots: number;
+  chunk: number;
+  /** eventfd the main thread writes when completions are posted (non-blocking, the worker's to poll). */
+  eventFd: number;
+}
+
+/** The worker's end: takes free slots, posts requests, collects completions. Single-threaded. */
+export class ChannelClient {
+  private readonly l: Layout;
+  private readonly free: number[];
+  readonly eventFd: number;
+
+  constructor(spec: ChannelSpec) {
+    this.l = new Layout(spec.sab, spec.slots, spec.chunk);
+    this.free = Array.from({ length: spec.slots }, (_, i) => spec.slots - 1 - i);
+    this.eventFd = spec.eventFd;
+  }
+
+  get chunk(): number { return this.l.chunk; }
+
+  /** Whether the worker may read from its local disk without asking the engine. */
+  localReads(): boolean {
+    return Atomics.load(this.l.ctl, LOCAL_READS) === 1;
+  }
+
+  /** A free slot's index, or -1 when every slot is in flight. */
+  take(): number {
+    return this.free.pop() ?? -1;
+  }
+
+  /** The slot's data area (CHUNK bytes). */
+  data(slot: number): Uint8Array {
+    return this.l.data.subarray(slot * this.l.chunk, (slot + 1) * this.l.chunk);
+  }
+
+  /** Posts a request in `slot`; the main thread sees it after `ring()`. */
+  post(slot: number, op: ChannelOp, offset: number, length: number, flags: number): void {
+    const l = this.l;
+    l.slotI32[slot * 4] = op;
+    l.slotI32[slot * 4 + 1] = flags;
+    l.slotI32[slot * 4 + 2] = 0;
+    l.slotF64[slot * 2] = offset;
+    l.slotF64[slot * 2 + 1] = length;
+    const tail = l.ctl[SQ_TAIL]!;
+    l.sq[tail % l.slots] = slot;
+    Atomics.store(l.ctl, SQ_TAIL, tail + 1); // publishes the slot's fields (Atomics are sequentially consistent)
+  }
+
+  /** Wakes the main thread for the requests posted since the last call. */
+  ring(): void {
+    Atomics.add(this.l.ctl, DOORBELL, 1);
+    Atomics.notify(this.l.ctl, DOORBELL);
+  }
+
+  /** Takes one completion: the slot index (its status via `status`), or -1 when none is ready. */
+  nextCompletion(): number {
+    const l = this.l;
+    const head = l.ctl[CQ_HEAD]!;
+    if (head === Atomics.load(l.ctl, CQ_TAIL)) return -1;
+    const slot = l.cq[head % l.slots]!;
+    Atomics.store(l.ctl, CQ_HEAD, head + 1);
+    return slot;
+  }
+
+  status(slot: number): number {
+    return this.l.slotI32[slot * 4 + 2]!;
+  }
+
+  /** Returns a slot whose completion was consumed. */
+  release(slot: number): void {
+    this.free.push(slot);
+  }
+
+  /** Blocks the worker until a completion is posted (for draining before memory is remapped). */
+  waitCompletion(timeoutMs = 1000): void {
+    const head = this.l.ctl[CQ_HEAD]!;
+    Atomics.wait(this.l.ctl, CQ_TAIL, head, timeoutMs);
+  }
+}
+
+/** A request as the engine sees it; `data` is a view of the slot (valid until `complete`). */
+export interface ChannelRequest {
+  readonly channel: ChannelHost;
+  readonly slot: number;
+  readonly op: ChannelOp;
+  readonly offset: number;
+  readonly length: number;
+  readonly flags: number;
+  readonly data: Buffer;
+}
+
+/** The main thread's end: receives requests (in posting order) and posts their completions. */
+export class ChannelHost {
+  private readonly l: Layout;
+  private stopped = false;
+  private signalPending = false;
+  private readonly views: Buffer[];
+  readonly spec: ChannelSpec;
+
+  /**
+   * `eventFd` is a non-blocking eventfd the worker polls; `wake(fd)` writes 1 to it (a system call
+   * the caller provides, so this module stays free of FFI).
+   */
+  constructor(eventFd: number, private readonly wake: (fd: number) => void, slots = SLOTS, chunk = CHUNK) {
+    const sab = new SharedArrayBuffer(Layout.bytes(slots, chunk));
+    this.l = new Layout(sab, slots, chunk);
+    this.spec = { sab, slots, chunk, eventFd };
+    this.views = Array.from({ length: slots }, (_, i) => Buffer.from(sab, this.l.data.byteOffset + i * chunk, chunk));
+  }
+
+  /** Lets (1) or stops (0) the worker serving reads from its local disk. */
+  setLocalReads(on: boolean): void {
+    Atomics.store(this.l.ctl, LOCAL_READS, on ? 1 : 0);
+  }
+
+  /** Delivers requests to `onRequest` until `stop()`; resolves when stopped. */
+  async serve(onRequest: (r: ChannelRequest) => void): Promise<void> {
+    const l = this.l;
+    let seen = Atomics.load(l.ctl, DOORBELL);
+    while (!this.stopped) {
+      this.drain(onRequest);
+      const w = Atomics.waitAsync(l.ctl, DOORBELL, seen);
+      if (w.async) await w.value;
+      seen = Atomics.load(l.ctl, DOORBELL);
+    }
+  }
+
+  private drain(onRequest: (r: ChannelRequest) => void): void {
+    const l = this.l;
+    for (;;) {
+      const head = l.ctl[SQ_HEAD]!;
+      if (head === Atomics.load(l.ctl, SQ_TAIL)) return;
+      const slot = l.sq[head % l.slots]!;
+      Atomics.store(l.ctl, SQ_HEAD, head + 1);
+      const length = l.slotF64[slot * 2 + 1]!;
+      const op = l.slotI32[slot * 4]! as ChannelOp;
+      const dataLen = op === ChannelOp.Read || op === ChannelOp.Write ? Math.min(length, l.chunk) : 0;
+      onRequest({
+        channel: this, slot, op, offset: l.slotF64[slot * 2]!, length, flags: l.slotI32[slot * 4 + 1]!,
+        data: this.views[slot]!.subarray(0, dataLen),
+      });
+    }
+  }
+
+  /** Posts a request's completion; the worker is woken once per batch (at the end of this turn). */
+  complete(slot: number, status: number): void {
+    const l = this.l;
+    l.slotI32[slot * 4 + 2] = status;
+    const tail = l.ctl[CQ_TAIL]!;
+    l.cq[tail % l.slots] = slot;
+    Atomics.store(l.ctl, CQ_TAIL, tail + 1);
+    if (!this.signalPending) {
+      this.signalPending = true;
+      queueMicrotask(() => {
+        this.signalPending = false;
+        Atomics.notify(l.ctl, CQ_TAIL);
+        this.wake(this.spec.eventFd);
+      });
+    }
+  }
+
+  /** Ends `serve` (the worker must not post more). */
+  stop(): void {
+    this.stopped = true;
+    Atomics.add(this.l.ctl, DOORBELL, 1);
+    Atomics.notify(this.l.ctl, DOORBELL);
+  }
+}

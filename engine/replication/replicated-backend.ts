@@ -1,0 +1,204 @@
+// The queue worker's half of a replicated volume: a Backend that hands requests to the replication engine through a channel.
+import type { Backend, BackendInfo, Completion } from '../backend.js';
+import { FileBackend } from '../file-backend.js';
+import type { IoVector } from '../iovec.js';
+import { EAGAIN, EINTR, NativeBuffer, errno, read } from '../os.js';
+import { CH_FUA, CH_UNMAP, ChannelClient, ChannelOp, type ChannelSpec } from './channel.js';
+
+/** What a queue worker needs to open its half of a replicated volume (survives postMessage). */
+export interface ReplicatedSpec {
+  kind: 'replicated';
+  channel: ChannelSpec;
+  /** The volume's usable size in bytes and the block size guests see. */
+  size: number;
+  blockSize: number;
+  /** The local backing file, for reads the engine allows the worker to serve itself; null when diskless. */
+  local: { path: string } | null;
+  name: string;
+}
+
+/** One guest request split over one or more channel slots. */
+class Request {
+  op: ChannelOp = ChannelOp.Read;
+  iov: IoVector | null = null;
+  offset = 0;
+  length = 0;
+  flags = 0;
+  done: Completion | null = null;
+  /** Bytes (or, without data, 1 unit) not yet handed to a slot. */
+  posted = 0;
+  outstanding = 0;
+  status = 0;
+}
+
+/**
+ * Serves a replicated volume from a queue worker. Writes, flushes, discards and write-zeroes go to
+ * the engine (which writes the local disk, replicates to peers and keeps the activity log); reads are
+ * served from the local disk in this thread while the engine says the local disk is UpToDate, and by
+ * the engine otherwise (diskless node, resync in progress). Completions arrive on `eventFd`.
+ */
+export class ReplicatedBackend implements Backend {
+  readonly info: BackendInfo;
+  readonly eventFd: number;
+  private readonly ch: ChannelClient;
+  private readonly local: FileBackend | null;
+  private readonly slotReq: (Request | null)[];
+  private readonly slotPos: Float64Array;
+  private readonly pool: Request[] = [];
+  private readonly waiting: Request[] = [];
+  private inflight = 0;
+  private postedSinceKick = false;
+  private readonly eight = new NativeBuffer(8);
+
+  constructor(spec: ReplicatedSpec) {
+    this.ch = new ChannelClient(spec.channel);
+    this.eventFd = spec.channel.eventFd;
+    this.local = spec.local ? new FileBackend({ path: spec.local.path, readOnly: true, blockSize: spec.blockSize, limit: spec.size }) : null;
+    this.slotReq = new Array<Request | null>(spec.channel.slots).fill(null);
+    this.slotPos = new Float64Array(spec.channel.slots);
+    this.info = {
+      size: spec.size, blockSize: spec.blockSize, readOnly: false, name: spec.name,
+      canFlush: true, canDiscard: true, canWriteZeroes: true,
+    };
+  }
+
+  read(iov: IoVector, offset: number, done: Completion): void {
+    if (this.local && this.ch.localReads()) return this.local.read(iov, offset, done);
+    this.submit(ChannelOp.Read, iov, offset, iov.bytes, 0, done);
+  }
+
+  write(iov: IoVector, offset: number, fua: boolean, done: Completion): void {
+    this.submit(ChannelOp.Write, iov, offset, iov.bytes, fua ? CH_FUA : 0, done);
+  }
+
+  flush(done: Completion): void {
+    this.submit(ChannelOp.Flush, null, 0, 0, 0, done);
+  }
+
+  discard(offset: number, length: number, done: Completion): void {
+    this.submit(ChannelOp.Discard, null, offset, length, 0, done);
+  }
+
+  writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void {
+    this.submit(ChannelOp.WriteZeroes, null, offset, length, mayUnmap ? CH_UNMAP : 0, done);
+  }
+
+  close(): void {
+    this.local?.close();
+    this.eight.free();
+  }
+
+  /** Rings the engine's doorbell for the requests posted since the last call. */
+  kick(): void {
+    if (!this.postedSinceKick) return;
+    this.postedSinceKick = false;
+    this.ch.ring();
+  }
+
+  inFlight(): number {
+    return this.inflight;
+  }
+
+  /** Delivers every completion the engine has posted. */
+  poll(): void {
+    const r = read(this.eventFd, this.eight.addr, 8); // clears the eventfd (non-blocking)
+    if (r < 0 && errno() !== EAGAIN && errno() !== EINTR) throw new Error(`reading the replication channel's eventfd failed: errno ${errno()}`);
+    for (let slot = this.ch.nextCompletion(); slot >= 0; slot = this.ch.nextCompletion()) this.finishSlot(slot);
+    if (this.waiting.length > 0) {
+      this.pump();
+      this.kick();
+    }
+  }
+
+  /** Blocks until at least one request completes. */
+  waitOne(): void {
+    if (this.inflight === 0) return;
+    const before = this.inflight;
+    while (this.inflight === before) {
+      this.ch.waitCompletion();
+      this.poll();
+    }
+  }
+
+  private submit(op: ChannelOp, iov: IoVector | null, offset: number, length: number, flags: number, done: Completion): void {
+    const q = this.pool.pop() ?? new Request();
+    q.op = op; q.iov = iov; q.offset = offset; q.length = length; q.flags = flags; q.done = done;
+    q.posted = 0; q.outstanding = 0; q.status = 0;
+    this.inflight++;
+    this.waiting.push(q);
+    if (this.waiting.length === 1) this.pump();
+  }
+
+  /** Posts waiting requests' pieces into free slots, oldest request first. */
+  private pump(): void {
+    while (this.waiting.length > 0) {
+      const q = this.waiting[0]!;
+      const hasData = q.op === ChannelOp.Read || q.op === ChannelOp.Write;
+      const total = hasData ? q.length : 1;
+      while (q.posted < total) {
+        const slot = this.ch.take();
+        if (slot < 0) return;
+        const pos = q.posted;
+        const len = hasData ? Math.min(this.ch.chunk, q.length - pos) : q.length;
+        if (q.op === ChannelOp.Write) copyFromVector(q.iov!, pos, this.ch.data(slot), len);
+        this.slotReq[slot] = q;
+        this.slotPos[slot] = pos;
+        this.ch.post(slot, q.op, q.offset + (hasData ? pos : 0), len, q.flags);
+        q.outstanding++;
+        q.posted += hasData ? len : 1;
+        this.postedSinceKick = true;
+      }
+      this.waiting.shift();
+    }
+  }
+
+  private finishSlot(slot: number): void {
+    const q = this.slotReq[slot]!;
+    this.slotReq[slot] = null;
+    const st = this.ch.status(slot);
+    if (st !== 0 && q.status === 0) q.status = st;
+    else if (st === 0 && q.op === ChannelOp.Read) {
+      const pos = this.slotPos[slot]!;
+      copyToVector(this.ch.data(slot), q.iov!, pos, Math.min(this.ch.chunk, q.length - pos));
+    }
+    this.ch.release(slot);
+    q.outstanding--;
+    const total = q.op === ChannelOp.Read || q.op === ChannelOp.Write ? q.length : 1;
+    if (q.outstanding === 0 && q.posted >= total) {
+      const done = q.done!;
+      const status = q.status;
+      q.done = null;
+      q.iov = null;
+      this.pool.push(q);
+      this.inflight--;
+      done.complete(status);
+    }
+  }
+}
+
+/** Copies `len` bytes starting `pos` bytes into the vector to `dst`. */
+export function copyFromVector(v: IoVector, pos: number, dst: Uint8Array, len: number): void {
+  let out = 0;
+  for (let i = 0; i < v.count && out < len; i++) {
+    const l = v.lens[i]!;
+    if (pos >= l) { pos -= l; continue; }
+    const take = Math.min(l - pos, len - out);
+    const o = v.offs[i]! + pos;
+    dst.set(v.bufs[i]!.subarray(o, o + take), out);
+    out += take;
+    pos = 0;
+  }
+}
+
+/** Copies `len` bytes of `src` into the vector, starting `pos` bytes into it. */
+export function copyToVector(src: Uint8Array, v: IoVector, pos: number, len: number): void {
+  let done = 0;
+  for (let i = 0; i < v.count && done < len; i++) {
+    const l = v.lens[i]!;
+    if (pos >= l) { pos -= l; continue; }
+    const take = Math.min(l - pos, len - done);
+    v.bufs[i]!.set(src.subarray(done, done + take), v.offs[i]! + pos);
+    done += take;
+    pos = 0;
+  }
+}

@@ -1,0 +1,160 @@
+// Runs the nodes of a replicated resource as `twindisk up` child processes on loopback, for integration tests.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { controlCall, type ControlRequest } from '../../daemon/control.js';
+import type { ResourceStatus } from '../../engine/replication/resource.js';
+import { cli, tmpDir } from './serve.js';
+
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface NodeSpec {
+  disk: boolean;
+  socket?: boolean;
+  queues?: number;
+}
+
+export interface ClusterOptions {
+  nodes: Record<string, NodeSpec>;
+  /** Extra top-level keys of the resource file (protocol, quorum, after-sb-0pri, csums-alg, ...). */
+  resource?: Record<string, unknown>;
+  /** Usable size of each disk. */
+  size?: number;
+  /** create-md --assume-clean (fresh zeroed disks start in sync). Default true. */
+  assumeClean?: boolean;
+}
+
+export class TestNode {
+  child: ChildProcess | null = null;
+  private out = '';
+  constructor(readonly cluster: Cluster, readonly name: string, readonly spec: NodeSpec) {}
+
+  get image(): string { return path.join(this.cluster.dir, `${this.name}.img`); }
+  get socket(): string { return path.join(this.cluster.dir, `${this.name}.sock`); }
+  log(): string { return this.out; }
+
+  /** Starts `twindisk up` and waits for its control socket. */
+  async start(): Promise<void> {
+    const c = spawn(process.execPath, [cli, 'up', '--config', this.cluster.file, '--node', this.name], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = c;
+    c.stdout!.on('data', (d) => (this.out += d));
+    c.stderr!.on('data', (d) => (this.out += d));
+    await this.waitLog(/is up \(control socket/, 15000);
+  }
+
+  async waitLog(re: RegExp, ms = 15000): Promise<void> {
+    const t0 = Date.now();
+    while (!re.test(this.out)) {
+      if (this.child && this.child.exitCode !== null) throw new Error(`${this.name} exited (${this.child.exitCode}) before logging ${re}:\n${this.out}`);
+      if (Date.now() - t0 > ms) throw new Error(`${this.name} did not log ${re} within ${ms} ms:\n${this.out}`);
+      await sleep(20);
+    }
+  }
+
+  /** Stops the node (SIGTERM: clean; SIGKILL: a crash). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill(signal);
+    await exited;
+  }
+
+  call(req: ControlRequest): Promise<unknown> {
+    return controlCall(path.join(this.cluster.dir, `.${this.cluster.resourceName}.${this.name}.ctl`), req);
+  }
+
+  status(): Promise<ResourceStatus> {
+    return this.call({ cmd: 'status' }) as Promise<ResourceStatus>;
+  }
+
+  /** Polls status until `cond` holds. */
+  async waitStatus(cond: (s: ResourceStatus) => boolean, what: string, ms = 30000): Promise<ResourceStatus> {
+    const t0 = Date.now();
+    let last: ResourceStatus | null = null;
+    for (;;) {
+      last = await this.status().catch(() => null);
+      if (last && cond(last)) return last;
+      if (Date.now() - t0 > ms) throw new Error(`${this.name}: ${what} not reached within ${ms} ms; last status ${JSON.stringify(last)}\nlog:\n${this.out}`);
+      await sleep(50);
+    }
+  }
+}
+
+/** A resource of several nodes in a temporary directory. */
+export class Cluster {
+  readonly dir = tmpDir('twindisk-cluster-');
+  readonly file = path.join(this.dir, 'r0.json');
+  readonly resourceName = 'r0';
+  readonly nodes = new Map<string, TestNode>();
+  readonly size: number;
+
+  private constructor(readonly opts: ClusterOptions) {
+    this.size = opts.size ?? 16 << 20;
+  }
+
+  /** Writes the resource file (free ports) and creates each disk node's backing file and metadata. */
+  static async create(opts: ClusterOptions): Promise<Cluster> {
+    const c = new Cluster(opts);
+    const nodes: Record<string, unknown> = {};
+    for (const [name, spec] of Object.entries(opts.nodes)) {
+      nodes[name] = {
+        address: `127.0.0.1:${await freePort()}`, disk: spec.disk ? `${name}.img` : null,
+        ...(spec.socket ? { socket: `${name}.sock` } : {}), ...(spec.queues ? { queues: spec.queues } : {}),
+      };
+      c.nodes.set(name, new TestNode(c, name, spec));
+    }
+    fs.writeFileSync(c.file, JSON.stringify({ resource: c.resourceName, protocol: 'C', secret: 'test-secret-0123', quorum: 'off', ...opts.resource, nodes }, null, 2));
+    for (const [name, spec] of Object.entries(opts.nodes)) {
+      if (!spec.disk) continue;
+      c.cli(['create-md', '--config', c.file, '--node', name, '--size', String(c.size), ...(opts.assumeClean === false ? [] : ['--assume-clean'])]);
+    }
+    return c;
+  }
+
+  node(name: string): TestNode {
+    return this.nodes.get(name)!;
+  }
+
+  /** Runs a twindisk CLI command synchronously; throws with its output when it fails. */
+  cli(args: string[]): string {
+    const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`twindisk ${args.join(' ')} failed (${r.status}):\n${r.stdout}${r.stderr}`);
+    return r.stdout;
+  }
+
+  async startAll(): Promise<void> {
+    for (const n of this.nodes.values()) await n.start();
+  }
+
+  async stopAll(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    for (const n of this.nodes.values()) await n.stop(signal);
+  }
+
+  /** The data area (usable bytes) of a node's backing file. */
+  data(name: string): Buffer {
+    const fd = fs.openSync(this.node(name).image, 'r');
+    try {
+      const b = Buffer.alloc(this.size);
+      fs.readSync(fd, b, 0, this.size, 0);
+      return b;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
