@@ -115,7 +115,8 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
 
   // Resync: a full initial sync of a filled volume, then a 1% divergence.
   {
-    const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } }, size, assumeClean: false });
+    // An expert lets resync run at link speed on a dedicated link: resync-rate 0 (unlimited).
+    const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } }, size, assumeClean: false, resource: { 'resync-rate': 0 } });
     fill(c.node('alpha').image, size);
     await c.startAll();
     const alpha = c.node('alpha');

@@ -56,9 +56,13 @@ export function decideResync(me: NodeView, peer: NodeView): Decision {
       return meInc ? { kind: 'target', full: false, why: `${me.name} is ${me.disk}` } : { kind: 'source', full: false, why: `${peer.name} is ${peer.disk}` };
     }
     if (me.outOfSyncBits === 0 && peer.outOfSyncBits === 0 && !meCrashed && !peerCrashed) return { kind: 'none' };
-    // Marked blocks (a crashed Primary's activity log, verify) are copied from the node most likely
-    // to hold the newest data: the one that crashed as Primary, else a Primary, else the lower id.
+    // Marked blocks (a crashed Primary's activity log, writes a dropped link missed, verify) are copied
+    // from the node most likely to hold the newest data: the one that crashed as Primary, else the one
+    // that marked changes, else a Primary, else the lower id.
+    const meHas = me.outOfSyncBits > 0;
+    const peerHas = peer.outOfSyncBits > 0;
     const meSource = meCrashed !== peerCrashed ? meCrashed
+      : meHas !== peerHas ? meHas // the side that recorded changes the other lacks
       : me.role !== peer.role ? me.role === 'Primary'
       : me.id < peer.id;
     const why = meCrashed || peerCrashed ? `${meSource ? me.name : peer.name} was a crashed Primary` : 'blocks are marked out of sync';

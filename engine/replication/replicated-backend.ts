@@ -121,6 +121,8 @@ export class ReplicatedBackend implements Backend {
   }
 
   private submit(op: ChannelOp, iov: IoVector | null, offset: number, length: number, flags: number, done: Completion): void {
+    // A request without data bytes (virtio-blk allows empty reads and writes) occupies no slot.
+    if ((op === ChannelOp.Read || op === ChannelOp.Write) && length === 0) return done.complete(0);
     const q = this.pool.pop() ?? new Request();
     q.op = op; q.iov = iov; q.offset = offset; q.length = length; q.flags = flags; q.done = done;
     q.posted = 0; q.outstanding = 0; q.status = 0;

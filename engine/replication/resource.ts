@@ -18,7 +18,7 @@ import {
 import { decideResync, resolveSplitBrain, type NodeView } from './handshake.js';
 import type { LinkControl, LinkHandler, PeerLink } from './link.js';
 import { DiskIoError, LocalDisk, type Fault } from './local-disk.js';
-import { Metadata, newGeneration } from './metadata.js';
+import { Metadata, MetadataError, newGeneration } from './metadata.js';
 
 export type Connection = 'StandAlone' | 'Connecting' | 'Connected';
 export type Replication = 'Off' | 'Handshake' | 'WFBitMap' | 'Established' | 'SyncSource' | 'SyncTarget' | 'SplitBrain';
@@ -38,7 +38,8 @@ interface Pending {
   req: ChannelRequest | null;
   /** Peers (bit = node id) whose acknowledgement is awaited. */
   mask: number;
-  status: number;
+  /** Copies known good so far (the local disk, peers that acknowledged with status 0). */
+  ok: number;
   /** Range to mark out of sync toward a peer that fails or drops it (writes and trims). */
   offset: number;
   length: number;
@@ -219,13 +220,17 @@ export class Resource implements LinkHandler {
     if (rep.badPages > 0) this.log.warn('bitmap pages failed their checksum and were set to all out-of-sync (a full resync of their range follows)', { pages: rep.badPages });
     // The primary flag stays set until this node is in sync with a peer again: until then every
     // start must still say it crashed as Primary (it decides the resync direction).
-    this.crashedPrimary = rep.crashedPrimary;
-    this.bitmapTimer = setInterval(() => this.md?.flushBitmaps(), 1000);
+    if (rep.crashedPrimary) for (const p of this.peers) if (p.hasDisk) this.crashPeers.add(p.id);
+    this.bitmapTimer = setInterval(() => this.safely(() => this.md?.flushBitmaps()), 1000);
     this.bitmapTimer.unref();
     this.log.info('disk attached', { disk: this.me.disk, size: this.size, state: this.diskState, generation: hex(md.gens.current) });
   }
 
-  private crashedPrimary = false;
+  /** Disk peers still owed the resync of a crashed Primary's activity log (empty: no crash pending). */
+  private readonly crashPeers = new Set<number>();
+  /** A diskless node's view of the generations (learnt from UpToDate peers; rotated while Primary). */
+  private vgens: Generations | null = null;
+  private rotatedAway = 0;
 
   /** Detaches the local disk after an I/O error (on-io-error detach): the node goes on diskless through its peers. */
   private detach(why: string): void {
@@ -236,6 +241,13 @@ export class Resource implements LinkHandler {
     this.disk = null;
     this.md = null;
     this.diskState = 'Diskless';
+    for (const p of this.peers) {
+      if (p.resync || p.pendingResync) {
+        p.resync = null;
+        p.pendingResync = null;
+        if (p.link) p.replication = 'Established';
+      }
+    }
     this.updateLocalReads();
     this.broadcastState();
     this.changed();
@@ -256,10 +268,24 @@ export class Resource implements LinkHandler {
   serveChannel(ch: ChannelHost): Promise<void> {
     this.channels.push(ch);
     this.updateLocalReads();
-    return ch.serve((r) => this.request(r)).finally(() => {
+    return ch.serve((r) => this.safely(() => this.request(r), () => r.channel.complete(r.slot, -EIO))).finally(() => {
       const i = this.channels.indexOf(ch);
       if (i >= 0) this.channels.splice(i, 1);
     });
+  }
+
+  /**
+   * Runs `fn`; an I/O error of the local disk or its metadata (thrown outside the paths that handle
+   * it) detaches the disk, anything else is logged; `fail` then answers whoever waits.
+   */
+  private safely(fn: () => void, fail: () => void = () => undefined): void {
+    try {
+      fn();
+    } catch (e) {
+      if (e instanceof DiskIoError || e instanceof MetadataError || (e as NodeJS.ErrnoException).code !== undefined) this.detach((e as Error).message);
+      else this.log.error(`internal error: ${(e as Error).stack ?? e}`);
+      fail();
+    }
   }
 
   /** Lets workers read the local disk themselves only when it holds the newest data everywhere. */
@@ -346,15 +372,14 @@ export class Resource implements LinkHandler {
 
   /** Writes locally and to every replicating peer; completes when the protocol's acknowledgements are in. */
   private replicateWrite(req: ChannelRequest | null, offset: number, length: number, data: Uint8Array, fua: boolean): void {
-    this.newGenerationIfNeeded();
-    let status = 0;
-    let copies = 0;
+    this.newGenerationIfNeeded(0);
+    let ok = 0;
     if (this.disk && this.md) {
       this.md.alActivate(offset, length);
       try {
         this.disk.write(data, length, offset);
         if (fua) this.disk.sync();
-        copies++;
+        ok++;
       } catch (e) {
         this.stats.localWriteErrors++;
         this.detach((e as Error).message);
@@ -362,31 +387,46 @@ export class Resource implements LinkHandler {
     }
     const seq = this.seq++;
     let mask = 0;
-    let sent = 0;
     for (const p of this.peers) {
       if (!p.hasDisk) continue;
       if (p.replicating) {
         p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
         p.stats.dataBytesSent += length;
-        copies++;
-        if (this.cfg.protocol !== 'A' || fua) mask |= 1 << p.id;
-        sent |= 1 << p.id;
+        mask |= 1 << p.id;
       } else {
         this.md?.setOutOfSync(p.id, offset, length);
       }
     }
     this.writeTouchesResync(offset, length);
-    if (this.disk) this.writeInSync(offset, length, sent);
-    if (copies === 0) status = -EIO;
-    if (mask === 0) return this.finish(req, status, null);
-    this.pending.set(seq, { req, mask, status, offset, length, marks: true, onDone: null });
+    if (this.disk) this.writeInSync(offset, length, mask);
+    this.track(req, seq, mask, ok, offset, length, fua);
+  }
+
+  /**
+   * Waits for the peers in `mask` to acknowledge operation `seq` (every peer acknowledges, whatever
+   * the protocol, so a dropped link always marks what it may have missed). Protocol A completes the
+   * guest's request at once when the local disk holds it (unless FUA); B and C when the peers answer.
+   * A request no copy of which survived fails with EIO.
+   */
+  private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean): void {
+    if (mask === 0) return this.finish(req, ok > 0 ? 0 : -EIO, null);
+    if (req && this.cfg.protocol === 'A' && !fua && ok > 0) {
+      this.finish(req, 0, null);
+      req = null;
+    }
+    this.pending.set(seq, { req, mask, ok, offset, length, marks: length > 0, onDone: null });
   }
 
   private guestFlush(r: ChannelRequest): void {
     this.stats.flushes++;
-    let status = 0;
+    let ok = 0;
     if (this.disk) {
-      try { this.disk.sync(); } catch (e) { this.detach((e as Error).message); }
+      try {
+        this.disk.sync();
+        ok++;
+      } catch (e) {
+        this.detach((e as Error).message);
+      }
     }
     const seq = this.seq++;
     let mask = 0;
@@ -395,44 +435,37 @@ export class Resource implements LinkHandler {
       p.link!.send({ type: FrameType.Flush, seq });
       mask |= 1 << p.id;
     }
-    if (!this.disk && mask === 0) status = -EIO;
-    if (mask === 0) return r.channel.complete(r.slot, status);
-    this.pending.set(seq, { req: r, mask, status, offset: 0, length: 0, marks: false, onDone: null });
+    this.track(r, seq, mask, ok, 0, 0, true);
   }
 
   private guestTrim(r: ChannelRequest): void {
     const unmap = r.op === ChannelOp.Discard || (r.flags & CH_UNMAP) !== 0;
     const mode = r.op === ChannelOp.Discard ? TRIM_DISCARD : unmap ? TRIM_ZEROES_UNMAP : TRIM_ZEROES;
-    this.newGenerationIfNeeded();
-    let copies = 0;
+    this.newGenerationIfNeeded(0);
+    let ok = 0;
     if (this.disk && this.md) {
       this.md.alActivate(r.offset, r.length);
       try {
         this.disk.trim(r.offset, r.length, unmap);
-        copies++;
+        ok++;
       } catch (e) {
         this.detach((e as Error).message);
       }
     }
     const seq = this.seq++;
     let mask = 0;
-    let sent = 0;
     for (const p of this.peers) {
       if (!p.hasDisk) continue;
       if (p.replicating) {
         p.link!.send({ type: FrameType.Trim, seq, offset: r.offset, length: r.length, mode });
-        copies++;
-        if (this.cfg.protocol !== 'A') mask |= 1 << p.id;
-        sent |= 1 << p.id;
+        mask |= 1 << p.id;
       } else {
         this.md?.setOutOfSync(p.id, r.offset, r.length);
       }
     }
     this.writeTouchesResync(r.offset, r.length);
-    if (this.disk) this.writeInSync(r.offset, r.length, sent);
-    const status = copies === 0 ? -EIO : 0;
-    if (mask === 0) return r.channel.complete(r.slot, status);
-    this.pending.set(seq, { req: r, mask, status, offset: r.offset, length: r.length, marks: true, onDone: null });
+    if (this.disk) this.writeInSync(r.offset, r.length, mask);
+    this.track(r, seq, mask, ok, r.offset, r.length, false);
   }
 
   private finish(req: ChannelRequest | null, status: number, onDone: ((s: number) => void) | null): void {
@@ -447,22 +480,28 @@ export class Resource implements LinkHandler {
     const bit = 1 << peer.id;
     if ((p.mask & bit) === 0) return;
     p.mask &= ~bit;
-    if (status !== 0 && p.marks) {
-      // The peer could not write it: its copy is now out of date there, the guest's is safe here.
+    if (status === 0) {
+      p.ok++;
+    } else if (p.marks) {
+      // The peer could not write it (or the link dropped): its copy is out of date there. The bits
+      // need a generation to be relative to, as for a peer that is away.
+      this.newGenerationIfNeeded(bit);
       this.md?.setOutOfSync(peer.id, p.offset, p.length);
     }
     if (p.mask === 0) {
       this.pending.delete(seq);
-      this.finish(p.req, p.status, p.onDone);
+      this.finish(p.req, p.ok > 0 ? 0 : -EIO, p.onDone);
     }
   }
 
   /** Starts a new data generation before the first write that some disk peer misses (DRBD's new current UUID). */
-  private newGenerationIfNeeded(): void {
+  private newGenerationIfNeeded(extra: number): void {
     const md = this.md;
-    if (!md) return;
+    if (!md) return this.newVolatileGeneration();
     let missing = 0;
-    for (const p of this.peers) if (p.hasDisk && !p.replicating && md.gens.bitmap[p.id] === 0n) missing |= 1 << p.id;
+    for (const p of this.peers) {
+      if (p.hasDisk && (!p.replicating || (extra & (1 << p.id)) !== 0) && md.gens.bitmap[p.id] === 0n) missing |= 1 << p.id;
+    }
     if (missing === 0) return;
     const old = md.gens.current;
     for (const p of this.peers) if (missing & (1 << p.id)) md.gens.bitmap[p.id] = old;
@@ -472,6 +511,23 @@ export class Resource implements LinkHandler {
     this.log.info('new data generation: writes are now tracked for peers that miss them', {
       generation: hex(md.gens.current), peers: this.peers.filter((p) => missing & (1 << p.id)).map((p) => p.name).join(','),
     });
+    this.broadcastState();
+  }
+
+  /**
+   * A diskless Primary has no bitmaps, but its Secondaries do: it starts a new generation for them
+   * (they adopt it, base their bitmaps toward the missing peers on the old one and mark the writes).
+   */
+  private newVolatileGeneration(): void {
+    const g = this.vgens;
+    if (!g || this.role !== 'Primary') return;
+    let missing = 0;
+    for (const p of this.peers) if (p.hasDisk && !p.replicating && (this.rotatedAway & (1 << p.id)) === 0) missing |= 1 << p.id;
+    if (missing === 0) return;
+    this.rotatedAway |= missing;
+    g.history = [g.current, ...g.history].slice(0, 4);
+    g.current = newGeneration();
+    this.log.info('new data generation (diskless Primary): peers with disks track the writes the missing ones lack', { generation: hex(g.current) });
     this.broadcastState();
   }
 
@@ -591,6 +647,10 @@ export class Resource implements LinkHandler {
     p.splitBrain = null;
     p.replication = 'Handshake';
     this.log.info(`connected to ${p.name}`);
+    // Writes wait while a peer is mid-handshake: one that never sends its state must not hold them.
+    setTimeout(() => {
+      if (p.link === link && p.replication === 'Handshake') link.close(ErrorCode.Protocol, `${p.name} sent no state within 10 s`);
+    }, 10_000).unref();
     this.sendState(p);
     this.quorumChanged();
     this.changed();
@@ -677,18 +737,19 @@ export class Resource implements LinkHandler {
   // ---------------------------------------------------------------------------------------------
   // States and handshake
 
-  private myState(flags = 0): StateFrame {
+  private myState(toward: Peer | null, flags = 0): StateFrame {
     const md = this.md;
+    const g = md?.gens ?? this.vgens;
     return {
       type: FrameType.State, role: this.role, disk: this.diskState, size: this.disk ? this.size : 0,
-      flags: flags | (this.crashedPrimary ? STATE_CRASHED_PRIMARY : 0),
-      gens: md ? { current: md.gens.current, bitmap: [...md.gens.bitmap], history: [...md.gens.history] } : emptyGens(),
+      flags: flags | (toward && this.crashPeers.has(toward.id) ? STATE_CRASHED_PRIMARY : 0),
+      gens: g ? { current: g.current, bitmap: [...g.bitmap], history: [...g.history] } : emptyGens(),
       promotedAt: md?.promotedAt ?? 0, outOfSyncBits: 0, quorum: this.hasQuorum(),
     };
   }
 
   private sendState(p: Peer, flags = 0): void {
-    const s = this.myState(flags | (this.discardMyData.has(p.id) ? STATE_DISCARD_MY_DATA : 0));
+    const s = this.myState(p, flags | (this.discardMyData.has(p.id) ? STATE_DISCARD_MY_DATA : 0));
     s.outOfSyncBits = this.md && p.hasDisk ? this.md.outOfSyncBits(p.id) : 0;
     p.link?.send(s);
   }
@@ -697,9 +758,9 @@ export class Resource implements LinkHandler {
     for (const p of this.peers) if (p.link) this.sendState(p, flags);
   }
 
-  private view(p: Peer | null): NodeView {
+  private view(p: Peer | null, toward: Peer | null = null): NodeView {
     if (!p) {
-      const s = this.myState();
+      const s = this.myState(toward);
       return { id: this.me.id, name: this.me.name, role: s.role, disk: s.disk, flags: s.flags, gens: s.gens, promotedAt: s.promotedAt, outOfSyncBits: 0 };
     }
     const s = p.state!;
@@ -714,6 +775,9 @@ export class Resource implements LinkHandler {
       this.size = s.size;
       this.log.info(`volume size learnt from ${p.name}`, { size: s.size });
       this.sizeWaiters.splice(0).forEach((w) => w());
+    }
+    if (!this.md && s.disk === 'UpToDate' && this.role !== 'Primary') {
+      this.vgens = { current: s.gens.current, bitmap: new Array<bigint>(32).fill(0n), history: [...s.gens.history] };
     }
     if (s.size > 0 && this.disk && s.size !== this.size) {
       p.link!.close(ErrorCode.SizeMismatch, `${p.name}'s disk has ${s.size} usable bytes and ${this.me.name}'s ${this.size}: give both backing files the same size (and the same metadata layout)`);
@@ -742,20 +806,44 @@ export class Resource implements LinkHandler {
     const md = this.md;
     if (!md || s.role !== 'Primary' || this.diskState !== 'UpToDate' || s.gens.current === md.gens.current) return;
     if (s.gens.history[0] !== md.gens.current) return;
+    this.baseAbsentPeers(md.gens.current);
     md.gens.history = [md.gens.current, ...md.gens.history].slice(0, 4);
     md.gens.current = s.gens.current;
     md.writeSuperblock();
+    this.broadcastState();
     this.log.debug(`following ${p.name}'s new data generation`, { generation: hex(s.gens.current) });
+  }
+
+  /**
+   * Before this node leaves generation `old`, peers with disks that are away get `old` as the base of
+   * this node's bitmap toward them (unless they have one): the writes this node receives from now on
+   * are marked for them (`markAbsent`).
+   */
+  private baseAbsentPeers(old: bigint): void {
+    const md = this.md;
+    if (!md || old === 0n) return;
+    for (const q of this.peers) if (q.hasDisk && !q.replicating && md.gens.bitmap[q.id] === 0n) md.gens.bitmap[q.id] = old;
+  }
+
+  /** A write that reached this node from `from` is marked toward every disk peer that is not replicating with it. */
+  private markAbsent(from: Peer, offset: number, length: number): void {
+    const md = this.md;
+    if (!md) return;
+    for (const q of this.peers) if (q !== from && q.hasDisk && !q.replicating) md.setOutOfSync(q.id, offset, length);
   }
 
   /** Decides the resync with a peer whose state we just got, and starts the bitmap exchange. */
   private handshake(p: Peer): void {
+    // A new decision replaces whatever exchange or resync was going on with this peer.
+    p.bitmapSent = p.bitmapReceived = false;
+    p.pendingResync = null;
+    p.resync = null;
     if (!p.state) {
       this.sendState(p, STATE_WANT_RESYNC);
       p.replication = 'Handshake';
       return;
     }
-    const me = this.view(null);
+    const me = this.view(null, p);
     me.outOfSyncBits = this.md && p.hasDisk ? this.md.outOfSyncBits(p.id) : 0;
     const peer = this.view(p);
     const d = decideResync(me, peer);
@@ -785,12 +873,21 @@ export class Resource implements LinkHandler {
     if (!res) {
       p.replication = 'Established';
       this.log.info(`${p.name} is in sync`, { peerDisk: p.state.disk, peerRole: p.state.role });
-      this.settledCrash();
+      this.rotatedAway &= ~(1 << p.id);
+      if (p.hasDisk && p.state.disk !== 'Diskless' && me.outOfSyncBits === 0) this.settledCrash(p);
       this.updateLocalReads();
       this.changed();
       return;
     }
     const asTarget = res.kind === 'target';
+    const sourceDisk = asTarget ? p.state.disk : this.diskState;
+    if (sourceDisk !== 'UpToDate') {
+      // Only UpToDate data may be copied: an Inconsistent source would make its target "UpToDate" with half a resync.
+      p.replication = 'Established';
+      this.log.warn(`${p.name} and ${this.me.name} differ (${res.why}) but the would-be SyncSource is ${sourceDisk}: waiting for UpToDate data (connect a node that has it, or primary --force on the authoritative one)`);
+      this.changed();
+      return;
+    }
     this.log.info(`resync with ${p.name}: this node is ${asTarget ? 'SyncTarget' : 'SyncSource'} (${res.why})`, { full: res.full });
     p.replication = 'WFBitMap';
     p.pendingResync = { asTarget, full: res.full };
@@ -817,7 +914,7 @@ export class Resource implements LinkHandler {
   }
 
   private onBitmap(p: Peer, offset: number, totalBits: number, last: boolean, bits: Uint8Array): void {
-    if (!this.md) return;
+    if (!this.md || p.replication !== 'WFBitMap' || !p.pendingResync) return; // only during a bitmap exchange
     if (totalBits !== this.md.bits) {
       p.link!.close(ErrorCode.SizeMismatch, `bitmap of ${totalBits} bits does not match ${this.md.bits}`);
       return;
@@ -865,6 +962,7 @@ export class Resource implements LinkHandler {
   private onData(p: Peer, seq: number, offset: number, flags: number, data: Uint8Array): void {
     this.lastAppWrite = Date.now();
     p.stats.dataBytesReceived += data.length;
+    // Every write is acknowledged (protocol B: on receipt; A and C: once written), so the sender knows what it may mark.
     const ack = this.cfg.protocol === 'B' ? AckKind.Received : AckKind.Written;
     let status = 0;
     if (!this.disk || offset < 0 || offset + data.length > this.size) {
@@ -875,12 +973,13 @@ export class Resource implements LinkHandler {
         this.disk.write(data, data.length, offset);
         if (flags & DATA_FUA) this.disk.sync();
         this.receivedInSync(p, offset, data.length);
+        this.markAbsent(p, offset, data.length);
       } catch (e) {
         this.detach((e as Error).message);
         status = -EIO;
       }
     }
-    if (this.cfg.protocol !== 'A' || (flags & DATA_FUA)) p.link!.send({ type: FrameType.Ack, seq, kind: ack, status });
+    p.link!.send({ type: FrameType.Ack, seq, kind: ack, status });
   }
 
   /**
@@ -906,12 +1005,13 @@ export class Resource implements LinkHandler {
         this.writeTouchesResync(offset, length);
         this.disk.trim(offset, length, mode !== TRIM_ZEROES);
         this.receivedInSync(p, offset, length);
+        this.markAbsent(p, offset, length);
       } catch (e) {
         this.detach((e as Error).message);
         status = -EIO;
       }
     }
-    if (this.cfg.protocol !== 'A') p.link!.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
+    p.link!.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
   }
 
   private onReadRequest(p: Peer, seq: number, offset: number, length: number): void {
@@ -978,7 +1078,7 @@ export class Resource implements LinkHandler {
       for (const p of this.peers) {
         if (p.resync?.asTarget) {
           active = true;
-          this.pumpResync(p);
+          this.safely(() => this.pumpResync(p));
         }
       }
       if (!active && this.resyncTimer) {
@@ -1045,6 +1145,10 @@ export class Resource implements LinkHandler {
   /** The SyncSource answers a request with the data, or "in sync" when the checksums match. */
   private onResyncRequest(p: Peer, seq: number, offset: number, length: number, hash: bigint | null): void {
     const rs = p.resync;
+    if (!rs || rs.asTarget || this.diskState !== 'UpToDate') {
+      p.link!.close(ErrorCode.Protocol, `resync request while ${this.me.name} is not ${p.name}'s SyncSource`);
+      return;
+    }
     if (!this.disk || offset < 0 || length <= 0 || length > MAX_PAYLOAD || offset + length > this.size) {
       p.link!.close(ErrorCode.Protocol, `resync request out of range (${offset}+${length})`);
       return;
@@ -1053,10 +1157,10 @@ export class Resource implements LinkHandler {
     const data = this.scratch.subarray(0, length);
     if (hash !== null && hash !== 0n && xxh3(data) === hash) {
       p.link!.send({ type: FrameType.ResyncInSync, seq, offset, length });
-      if (rs) rs.bytesSkipped += length;
+      rs.bytesSkipped += length;
     } else {
       p.link!.send({ type: FrameType.ResyncData, seq, offset, data });
-      if (rs) rs.bytesSent += length;
+      rs.bytesSent += length;
     }
     this.md?.clearInSync(p.id, offset, length);
   }
@@ -1065,8 +1169,9 @@ export class Resource implements LinkHandler {
     const rs = p.resync;
     if (!rs || !rs.asTarget) return;
     const r = rs.inflight.get(seq);
-    if (!r || r.offset !== offset || r.length !== length) {
-      p.link!.close(ErrorCode.Protocol, 'resync answer does not match a request');
+    if (!r) return; // an answer to a resync an earlier handshake abandoned
+    if (r.offset !== offset || r.length !== length) {
+      p.link!.close(ErrorCode.Protocol, 'resync answer does not match its request');
       return;
     }
     rs.inflight.delete(seq);
@@ -1074,6 +1179,7 @@ export class Resource implements LinkHandler {
       if (data) {
         this.disk!.write(data, length, offset);
         rs.bytesReceived += length;
+        this.markAbsent(p, offset, length);
       } else {
         rs.bytesSkipped += length;
       }
@@ -1088,6 +1194,12 @@ export class Resource implements LinkHandler {
     const src = p.state!.gens;
     md.flushBitmaps();
     try { this.disk!.sync(); } catch (e) { return this.detach((e as Error).message); }
+    if (p.state!.disk !== 'UpToDate') {
+      this.log.warn(`resync from ${p.name} ended but ${p.name} is ${p.state!.disk}: this node stays Inconsistent`);
+      this.endResync(p, rs);
+      return;
+    }
+    this.baseAbsentPeers(md.gens.current);
     md.gens.current = src.current;
     md.gens.history = [...src.history];
     md.gens.bitmap[p.id] = 0n;
@@ -1111,9 +1223,8 @@ export class Resource implements LinkHandler {
   }
 
   /** After a crash as Primary, the first peer in sync with this node settles it. */
-  private settledCrash(): void {
-    if (!this.crashedPrimary || !this.md || this.role === 'Primary') return;
-    this.crashedPrimary = false;
+  private settledCrash(p: Peer): void {
+    if (!p.hasDisk || !this.crashPeers.delete(p.id) || this.crashPeers.size > 0 || !this.md || this.role === 'Primary') return;
     this.md.primary = false;
     this.md.writeSuperblock();
   }
@@ -1123,7 +1234,7 @@ export class Resource implements LinkHandler {
     p.lastResync = { bytesSent: rs.bytesSent, bytesReceived: rs.bytesReceived, bytesSkipped: rs.bytesSkipped, seconds, full: rs.full, asTarget: rs.asTarget };
     p.resync = null;
     p.replication = 'Established';
-    this.settledCrash();
+    this.settledCrash(p);
     this.log.info(`resync with ${p.name} finished`, {
       as: rs.asTarget ? 'SyncTarget' : 'SyncSource', bytesSent: rs.bytesSent, bytesReceived: rs.bytesReceived, bytesSkipped: rs.bytesSkipped, seconds: seconds.toFixed(2),
     });

@@ -61,10 +61,13 @@ test('no shared generation: unrelated data', () => {
   assert.equal(decide(node(0, 40n, { history: [30n] }), node(1, 50n, { history: [60n] })).kind, 'unrelated');
 });
 
-test('equal generations with marked blocks: the crashed Primary is the source, else the Primary, else the lower id', () => {
-  assert.equal(decide(node(0, 10n), node(1, 10n, { flags: STATE_CRASHED_PRIMARY, bits: 4 })).kind, 'target');
-  assert.equal(decide(node(0, 10n, { bits: 2 }), node(1, 10n, { role: 'Primary' })).kind, 'target');
-  assert.equal(decide(node(0, 10n, { bits: 2 }), node(1, 10n)).kind, 'source');
+test('equal generations with marked blocks: the crashed Primary is the source, else the side that marked changes, else the Primary, else the lower id', () => {
+  assert.equal(decide(node(0, 10n, { bits: 7 }), node(1, 10n, { flags: STATE_CRASHED_PRIMARY, bits: 4 })).kind, 'target');
+  // A write the peer missed (its link dropped mid-write) is marked only on the side that has it.
+  assert.equal(decide(node(0, 10n), node(1, 10n, { bits: 2 })).kind, 'target');
+  assert.equal(decide(node(0, 10n, { bits: 2 }), node(1, 10n, { role: 'Primary' })).kind, 'source');
+  assert.equal(decide(node(0, 10n, { bits: 2 }), node(1, 10n, { role: 'Primary', bits: 1 })).kind, 'target');
+  assert.equal(decide(node(0, 10n, { bits: 2 }), node(1, 10n, { bits: 3 })).kind, 'source');
 });
 
 test('equal generations, one side Inconsistent (an interrupted resync): the UpToDate side is the source', () => {

@@ -1,0 +1,191 @@
+// Failure scenarios of the replication engine with in-memory links: no acknowledged write lost, no false "in sync".
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { EIO } from '../../../engine/os.js';
+import {
+  assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, sleep, write,
+} from './sim.js';
+
+test('protocol C: a write completes when both disks hold it; a Secondary is written, never promoted behind a Primary', async () => {
+  const cfg = makeConfig(2);
+  const [a, b] = makeNodes(cfg);
+  connect(a!, b!);
+  await sleep(30);
+  a!.promote(false);
+  await sleep(10);
+  assert.throws(() => b!.promote(false), /n0 is Primary/);
+  assert.equal(await write(a!, 4096, 8192, 3), 0);
+  assert.equal(byteAt(b!, 4096), 3);
+  assert.equal(byteAt(b!, 4096 + 8191), 3);
+  assertConverged([a!, b!]);
+});
+
+test('a write the peer missed while away is resynced from the bitmap; only those blocks travel', async () => {
+  const cfg = makeConfig(2);
+  const [a, b] = makeNodes(cfg);
+  connect(a!, b!);
+  await sleep(30);
+  a!.promote(false);
+  disconnect(a!, b!);
+  for (let i = 0; i < 5; i++) assert.equal(await write(a!, i * 65536, 4096, 10 + i), 0);
+  assert.equal(a!.status().peers.n1!.outOfSyncBytes, 5 * 4096);
+  connect(a!, b!);
+  await sleep(100);
+  const s = a!.status().peers.n1!;
+  assert.equal(s.replication, 'Established');
+  assert.equal(s.lastResync!.bytesSent, 5 * 4096);
+  for (let i = 0; i < 5; i++) assert.equal(byteAt(b!, i * 65536), 10 + i);
+  assertConverged([a!, b!]);
+});
+
+test('diskless Primary: writes a disk peer missed are tracked by the other disk peer; a write with no copy left fails', async () => {
+  const cfg = makeConfig(3, { diskless: [0] });
+  const [a, b, c] = makeNodes(cfg);
+  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  await sleep(50);
+  a!.promote(false);
+  await sleep(20);
+  disconnect(a!, c!); disconnect(b!, c!);
+  assert.equal(await write(a!, 0, 4096, 7), 0);
+  await sleep(20);
+  connect(b!, c!); connect(a!, c!);
+  await sleep(200);
+  assert.equal(byteAt(c!, 0), 7, 'c got the write it missed');
+  assertConverged([a!, b!, c!]);
+  assert.equal((await read(a!, 0, 4096)).data[0], 7);
+  // Every disk peer drops while a write is in flight: no copy survives, the guest is told.
+  const p = write(a!, 4096, 4096, 9);
+  disconnect(a!, b!); disconnect(a!, c!);
+  assert.equal(await p, -EIO);
+});
+
+test('three nodes: writes a Secondary receives are marked toward a peer it cannot reach', async () => {
+  const cfg = makeConfig(3);
+  const [a, b, c] = makeNodes(cfg);
+  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  await sleep(50);
+  a!.promote(false);
+  await sleep(20);
+  disconnect(a!, c!); disconnect(b!, c!);
+  assert.equal(await write(a!, 0, 4096, 1), 0);
+  await sleep(20);
+  a!.demote();
+  await sleep(20);
+  b!.promote(false);
+  assert.equal(await write(b!, 8192, 4096, 2), 0);
+  await sleep(20);
+  b!.demote();
+  await sleep(20);
+  disconnect(a!, b!);
+  connect(a!, c!);
+  await sleep(300);
+  assert.equal(byteAt(c!, 0), 1);
+  assert.equal(byteAt(c!, 8192), 2, 'the write made on b while c was away reached c through a');
+  assertConverged([a!, b!, c!]);
+});
+
+test('a link dropping mid-write: the write completes on the Primary, is marked, and wins over the peer\'s old data', async () => {
+  const cfg = makeConfig(2);
+  const [b, a] = makeNodes(cfg); // b has the lower id
+  connect(a!, b!);
+  await sleep(30);
+  a!.promote(false);
+  const p = write(a!, 0, 4096, 5);
+  disconnect(a!, b!);
+  assert.equal(await p, 0);
+  a!.demote();
+  connect(a!, b!);
+  await sleep(150);
+  assert.equal(byteAt(b!, 0), 5);
+  assertConverged([a!, b!]);
+});
+
+for (const protocol of ['A', 'B'] as const) {
+  test(`protocol ${protocol}: a write in flight when the link drops is marked and resynced`, async () => {
+    const cfg = makeConfig(2, { protocol });
+    const [a, b] = makeNodes(cfg);
+    connect(a!, b!);
+    await sleep(30);
+    a!.promote(false);
+    link(a!, b!).delay = 50;
+    const p = write(a!, 0, 4096, 5);
+    if (protocol === 'A') assert.equal(await p, 0, 'protocol A completes at once');
+    disconnect(a!, b!);
+    assert.equal(await p, 0);
+    assert.equal(await write(a!, 65536, 4096, 6), 0);
+    connect(a!, b!);
+    await sleep(150);
+    assert.equal(byteAt(b!, 0), 5);
+    assert.equal(byteAt(b!, 65536), 6);
+    assertConverged([a!, b!]);
+  });
+}
+
+test('a crashed Primary resyncs its activity log with every disk peer, not just the first to return', async () => {
+  const cfg = makeConfig(3);
+  const nodes = makeNodes(cfg); // n0 (c), n1 (b), n2 (a): a has the highest id
+  const [c, b] = [nodes[0]!, nodes[1]!];
+  let a = nodes[2]!;
+  connect(a, b); connect(a, c); connect(b, c);
+  await sleep(50);
+  a.promote(false);
+  await sleep(20);
+  link(a, c).delay = 10_000; // reaches b, not c; never acknowledged
+  void write(a, 0, 4096, 9);
+  await sleep(30);
+  a = restart(cfg, a);
+  connect(a, b);
+  await sleep(100);
+  connect(a, c);
+  await sleep(150);
+  assert.equal(byteAt(a, 0), byteAt(b, 0));
+  assert.equal(byteAt(a, 0), byteAt(c, 0));
+  assertConverged([a, b, c]);
+});
+
+test('an Inconsistent node (interrupted resync) is never a SyncSource', async () => {
+  const cfg = makeConfig(3);
+  const [a, b, c] = makeNodes(cfg);
+  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  await sleep(50);
+  a!.promote(false);
+  await sleep(20);
+  disconnect(a!, c!); disconnect(b!, c!);
+  await write(a!, 0, 4096, 1);
+  disconnect(a!, b!);
+  await write(a!, 8192, 4096, 2);
+  await write(a!, 16384, 4096, 3);
+  const l = connect(a!, b!);
+  l.delay = 5;
+  link(b!, a!).delay = 5;
+  for (let i = 0; i < 200 && b!.diskState !== 'Inconsistent'; i++) await sleep(1);
+  disconnect(a!, b!);
+  assert.equal(b!.diskState, 'Inconsistent');
+  connect(b!, c!);
+  await sleep(150);
+  assert.equal(c!.diskState, 'UpToDate', 'c keeps its older but consistent data');
+  assert.equal(byteAt(c!, 0), 0);
+  assert.equal(b!.diskState, 'Inconsistent');
+  assertConverged([a!, b!, c!]);
+});
+
+test('untrusted frames at the wrong time change nothing', async () => {
+  const cfg = makeConfig(2);
+  const [a, b] = makeNodes(cfg);
+  const l = connect(a!, b!);
+  await sleep(30);
+  const before = byteAt(a!, 0);
+  const { FrameType } = await import('../../../engine/replication/frames.js');
+  // Resync data without a request, a read reply nobody asked for, a bitmap outside a handshake.
+  l.send({ type: FrameType.ResyncData, seq: 99, offset: 0, data: Buffer.alloc(4096, 0xee) });
+  l.send({ type: FrameType.ReadReply, seq: 12345, status: 0, data: Buffer.alloc(512) });
+  l.send({ type: FrameType.Bitmap, offset: 0, totalBits: 256, last: true, bits: Buffer.alloc(32, 0xff) });
+  await sleep(30);
+  assert.equal(byteAt(a!, 0), before);
+  assert.equal(byteAt(b!, 0), before);
+  assert.equal(b!.status().peers.n0!.outOfSyncBytes, 0);
+  // An unsolicited resync request is refused with a closed link, not served.
+  l.send({ type: FrameType.ResyncRequest, seq: 1, offset: 0, length: 4096 });
+  await sleep(30);
+  assert.equal(a!.status().peers.n1!.connection, 'Connecting');
+});

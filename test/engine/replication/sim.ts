@@ -1,0 +1,167 @@
+// Resource instances wired by in-memory links (frames still go through the codec), for deterministic failure scenarios.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Logger } from '../../../engine/log.js';
+import { ChannelOp, type ChannelRequest } from '../../../engine/replication/channel.js';
+import type { ResourceConfig } from '../../../engine/replication/config.js';
+import type { ErrorCode, Frame } from '../../../engine/replication/frames.js';
+import type { PeerLink } from '../../../engine/replication/link.js';
+import { Metadata } from '../../../engine/replication/metadata.js';
+import { Resource } from '../../../engine/replication/resource.js';
+import { decodeFrame, encodeFrame } from '../../../engine/replication/wire.js';
+
+export const SIZE = 1 << 20;
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A resource of `n` nodes named n0..; `diskless` lists the ids without a disk. */
+export function makeConfig(n: number, o: Partial<ResourceConfig> & { diskless?: number[] } = {}): ResourceConfig {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-sim-'));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  const nodes = Array.from({ length: n }, (_, i) => ({
+    name: `n${i}`, id: i, host: '127.0.0.1', port: 1, address: '127.0.0.1:1',
+    disk: (o.diskless ?? []).includes(i) ? null : path.join(dir, `d${i}`), metaDisk: path.join(dir, `m${i}`),
+    socket: null, iscsi: null, control: path.join(dir, `c${i}`), queues: 1,
+  }));
+  const { diskless: _d, ...rest } = o;
+  void _d;
+  return {
+    file: path.join(dir, 'r.json'), dir, resource: 'r', protocol: 'C', secret: 'x', quorum: 'off', onNoQuorum: 'io-error', allowTwoPrimaries: false,
+    afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect', resyncRate: 0, cMinRate: 0, csumsAlg: null, verifyAlg: 'xxh3',
+    onIoError: 'detach', bitmapGranularity: 4096, alExtents: 64, blockSize: 512, tls: null, nodes, warnings: [], ...rest,
+  };
+}
+
+const quiet = new Logger('sim');
+
+/** Creates every node with fresh UpToDate metadata at one shared generation (as create-md --assume-clean). */
+export function makeNodes(cfg: ResourceConfig): Resource[] {
+  return cfg.nodes.map((me) => {
+    const r = new Resource({ cfg, me, log: process.env.SIM_LOG ? new Logger(me.name) : quiet.child(me.name) });
+    if (me.disk) {
+      fs.writeFileSync(me.disk, Buffer.alloc(SIZE));
+      const md = Metadata.create({
+        backingFile: me.disk, metaFile: me.metaDisk, nodeId: me.id,
+        peerIds: cfg.nodes.filter((x) => x.id !== me.id).map((x) => x.id), alExtentSize: 65536, alExtents: 8,
+      });
+      md.gens.current = 0x1234n;
+      md.disk = 'UpToDate';
+      md.writeSuperblock();
+      r.attach(md);
+    }
+    return r;
+  });
+}
+
+/** Reopens a node's disk after a simulated crash (its metadata abandoned, not closed). */
+export function restart(cfg: ResourceConfig, old: Resource): Resource {
+  const me = old.me;
+  const md = old.md!;
+  old.close = () => undefined;
+  (old as { md: Metadata | null }).md = null;
+  for (const l of [...links.values()]) if (l.from === old || l.to === old) disconnect(l.from, l.to, 'crash');
+  md.abandon();
+  const r = new Resource({ cfg, me, log: quiet.child(`${me.name}'`) });
+  r.attach(Metadata.open({ backingFile: me.disk!, metaFile: me.metaDisk }));
+  return r;
+}
+
+class SimLink implements PeerLink {
+  open = true;
+  buffered = 0;
+  delay = 0;
+  twin!: SimLink;
+  readonly peerId: number;
+  constructor(readonly from: Resource, readonly to: Resource) {
+    this.peerId = to.me.id;
+  }
+  send(f: Frame): void {
+    if (!this.open) return;
+    const bytes = Buffer.from(encodeFrame(f));
+    const deliver = () => { if (this.open && this.twin.open) this.to.frame(this.twin, decodeFrame(bytes)); };
+    if (this.delay) setTimeout(deliver, this.delay);
+    else setImmediate(deliver);
+  }
+  close(_code: ErrorCode, msg: string): void {
+    disconnect(this.from, this.to, `closed: ${msg}`);
+  }
+}
+
+const links = new Map<string, SimLink>();
+const key = (a: Resource, b: Resource) => `${a.me.id}-${b.me.id}`;
+
+export function connect(a: Resource, b: Resource): SimLink {
+  const la = new SimLink(a, b);
+  const lb = new SimLink(b, a);
+  la.twin = lb;
+  lb.twin = la;
+  links.set(key(a, b), la);
+  links.set(key(b, a), lb);
+  a.linkUp(la);
+  b.linkUp(lb);
+  return la;
+}
+
+export function link(a: Resource, b: Resource): SimLink {
+  return links.get(key(a, b))!;
+}
+
+export function disconnect(a: Resource, b: Resource, why = 'test'): void {
+  const la = links.get(key(a, b));
+  const lb = links.get(key(b, a));
+  if (!la || !lb || !la.open) return;
+  la.open = lb.open = false;
+  links.delete(key(a, b));
+  links.delete(key(b, a));
+  a.linkDown(la, why);
+  b.linkDown(lb, why);
+}
+
+/** A guest write through `r` (as its channel would deliver it); resolves with the status. */
+export function write(r: Resource, offset: number, length: number, fill: number): Promise<number> {
+  return new Promise((resolve) => {
+    const req = { channel: { complete: (_slot: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Write, offset, length, flags: 0, data: Buffer.alloc(length, fill) };
+    (r as unknown as { request(q: ChannelRequest): void }).request(req as unknown as ChannelRequest);
+  });
+}
+
+/** A guest read through `r`. */
+export function read(r: Resource, offset: number, length: number): Promise<{ status: number; data: Buffer }> {
+  return new Promise((resolve) => {
+    const data = Buffer.alloc(length);
+    const req = { channel: { complete: (_slot: number, status: number) => resolve({ status, data }) }, slot: 0, op: ChannelOp.Read, offset, length, flags: 0, data };
+    (r as unknown as { request(q: ChannelRequest): void }).request(req as unknown as ChannelRequest);
+  });
+}
+
+/** One byte of a node's local disk. */
+export function byteAt(r: Resource, offset: number): number {
+  const b = Buffer.alloc(1);
+  r.disk!.read(b, 1, offset);
+  return b[0]!;
+}
+
+/**
+ * The promise replication makes: any two linked nodes with disks that both call themselves UpToDate,
+ * Established and without out-of-sync blocks toward each other hold the same bytes.
+ */
+export function assertConverged(nodes: Resource[]): void {
+  for (const a of nodes) {
+    for (const b of nodes) {
+      if (a === b || !a.disk || !b.disk) continue;
+      const sa = a.status().peers[b.me.name]!;
+      const sb = b.status().peers[a.me.name]!;
+      if (sa.replication !== 'Established' || a.diskState !== 'UpToDate' || b.diskState !== 'UpToDate') continue;
+      if (sa.outOfSyncBytes !== 0 || sb.outOfSyncBytes !== 0) continue;
+      const da = Buffer.alloc(SIZE);
+      const db = Buffer.alloc(SIZE);
+      a.disk.read(da, SIZE, 0);
+      b.disk.read(db, SIZE, 0);
+      if (!da.equals(db)) {
+        let i = 0;
+        while (da[i] === db[i]) i++;
+        throw new Error(`${a.me.name} and ${b.me.name} report being in sync but differ first at byte ${i} (${da[i]} vs ${db[i]})`);
+      }
+    }
+  }
+}
