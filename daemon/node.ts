@@ -149,6 +149,9 @@ export class Node {
       await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));
       await this.control?.close();
       this.resource.close();
+      // The workers have exited (vhost.close) and unmapped their ends.
+      for (const ch of this.channels) ch.close();
+      this.channels = [];
       for (const fd of this.eventFds) close(fd);
       this.eventFds = [];
       this.log.info('node down');

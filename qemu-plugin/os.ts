@@ -3,11 +3,16 @@
 // Node cannot receive SCM_RIGHTS fds, map shared memory or wait on eventfds; koffi (FFI to libc,
 // prebuilt) can, from TypeScript. Blocking calls run either in worker threads (queue workers) or as
 // koffi async calls on libuv's thread pool (the control socket), never on the main loop.
-import fs from 'node:fs';
 import koffi from 'koffi';
-import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, POLLIN, close, errno, eventfd, poll, read, write } from '../engine/os.js';
+import {
+  EFD_CLOEXEC, EFD_NONBLOCK, MAP_SHARED, MFD_CLOEXEC, NativeBuffer, POLLIN, PROT_READ, PROT_WRITE, close, errno, eventfd, ftruncate,
+  mapShared, memfdCreate, mmapPtr, munmap, poll, read, unmap, write, type Mapping,
+} from '../engine/os.js';
 
-export { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, POLLIN, close, errno, eventfd, poll, read, write };
+export {
+  EFD_CLOEXEC, EFD_NONBLOCK, MAP_SHARED, MFD_CLOEXEC, NativeBuffer, POLLIN, PROT_READ, PROT_WRITE, close, errno, eventfd, ftruncate,
+  mapShared, memfdCreate, mmapPtr, munmap, poll, read, unmap, write, type Mapping,
+};
 
 const libc = koffi.load('libc.so.6');
 
@@ -19,10 +24,6 @@ export const connect = libc.func('int connect(int fd, uintptr_t addr, uint32_t l
 export const shutdown = libc.func('int shutdown(int fd, int how)');
 export const recvmsg = libc.func('intptr_t recvmsg(int fd, uintptr_t msg, int flags)');
 export const sendmsg = libc.func('intptr_t sendmsg(int fd, uintptr_t msg, int flags)');
-export const mmapPtr = libc.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
-export const munmap = libc.func('int munmap(uintptr_t addr, size_t len)');
-export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
-export const ftruncate = libc.func('int ftruncate(int fd, int64_t len)');
 export const fcntl = libc.func('int fcntl(int fd, int cmd, int arg)');
 export const dup = libc.func('int dup(int fd)');
 
@@ -38,37 +39,7 @@ export const SHUT_RDWR = 2;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;
-export const PROT_READ = 1;
-export const PROT_WRITE = 2;
-export const MAP_SHARED = 1;
-export const MFD_CLOEXEC = 1;
 export const F_GETFD = 1;
-
-/** A mapping of a shared-memory fd; `ab` is an ArrayBuffer over the mapped bytes. */
-export interface Mapping {
-  addr: number;
-  length: number;
-  ab: ArrayBuffer;
-}
-
-/** Maps `length` bytes of `fd` from offset 0, read-write and shared. Throws with errno on failure. */
-export function mapShared(fd: number, length: number): Mapping {
-  // Touching a mapping past the end of its file raises SIGBUS: refuse such mappings up front.
-  const st = fs.fstatSync(fd);
-  if (st.isFile() && st.size < length) throw new Error(`fd ${fd} holds ${st.size} bytes, ${length} were to be mapped`);
-  if (length > 2 ** 32) throw new Error(`a mapping of ${length} bytes exceeds 4 GiB, which twindisk cannot view yet`);
-  const p = mmapPtr(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const addr = Number(koffi.address(p));
-  if (addr === 0xffffffffffffffff || addr === 2 ** 64 - 1 || p === null || addr > 2 ** 62) {
-    throw new Error(`mmap of fd ${fd} (${length} bytes) failed: errno ${errno()}`);
-  }
-  return { addr, length, ab: koffi.view(p, length) as ArrayBuffer };
-}
-
-/** Unmaps a mapping made by mapShared. */
-export function unmap(m: Mapping): void {
-  munmap(m.addr, m.length);
-}
 
 /** Fills a sockaddr_un for `path` into `buf` at `off`; returns its length. */
 export function sockaddrUn(buf: NativeBuffer, off: number, path: string): number {

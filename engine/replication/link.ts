@@ -8,6 +8,11 @@ export interface PeerLink {
   readonly peerId: number;
   /** Encodes and sends a frame; a no-op once the link is closed. */
   send(frame: Frame): void;
+  /**
+   * Sends a frame encoded by the caller (a DATA frame built in place around its payload). The caller
+   * must not change the bytes until the peer has acknowledged the frame.
+   */
+  sendEncoded(bytes: Buffer): void;
   /** Bytes queued for sending and not yet written to the socket (for flow control). */
   readonly buffered: number;
   /** Sends an Error frame saying why, then closes. */

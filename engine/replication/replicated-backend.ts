@@ -85,6 +85,7 @@ export class ReplicatedBackend implements Backend {
 
   close(): void {
     this.local?.close();
+    this.ch.close();
     this.eight.free();
   }
 

@@ -8,7 +8,8 @@
 import { xxh3, findNextSet } from '../../wasm/index.js';
 import { Logger } from '../log.js';
 import { EIO, EINVAL } from '../os.js';
-import { ChannelOp, CH_FUA, CH_UNMAP, type ChannelHost, type ChannelRequest } from './channel.js';
+import { ChannelOp, CH_FUA, CH_UNMAP, HEADROOM, type ChannelHost, type ChannelRequest } from './channel.js';
+import { DATA_HEADER, writeDataHeader } from './wire.js';
 import { quorumVotes, type NodeConfig, type ResourceConfig } from './config.js';
 import {
   AckKind, DATA_FUA, ErrorCode, FrameType, MAX_PAYLOAD, STATE_CRASHED_PRIMARY, STATE_DISCARD_MY_DATA, STATE_WANT_RESYNC,
@@ -387,10 +388,15 @@ export class Resource implements LinkHandler {
     }
     const seq = this.seq++;
     let mask = 0;
+    // The frame is built around the payload in the channel slot (no copy), unless the request may
+    // complete before the peers answer (protocol A): then the slot is reused at once, so each send copies.
+    const inPlace = req !== null && (this.cfg.protocol !== 'A' || fua);
+    const frame = inPlace ? writeDataHeader(req.slotBuffer, HEADROOM - DATA_HEADER, seq, offset, fua ? DATA_FUA : 0, length) : null;
     for (const p of this.peers) {
       if (!p.hasDisk) continue;
       if (p.replicating) {
-        p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
+        if (frame) p.link!.sendEncoded(frame);
+        else p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
         p.stats.dataBytesSent += length;
         mask |= 1 << p.id;
       } else {

@@ -309,6 +309,23 @@ function decodeBitmap(b: Uint8Array): BitmapFrame {
 }
 
 // DATA: type | seq u64 | offset u64 | flags u32 | data (<= MAX_PAYLOAD bytes). The hot path: one allocation.
+/** Bytes of a DATA frame before its payload. */
+export const DATA_HEADER = 21;
+
+/**
+ * Writes a DATA frame's header into `buf` just before a payload of `length` bytes that already sits
+ * at `at + DATA_HEADER`, so a frame is sent without copying its payload. Returns the frame.
+ */
+export function writeDataHeader(buf: Buffer, at: number, seq: number, offset: number, flags: number, length: number): Buffer {
+  if (length > MAX_PAYLOAD) throw new RangeError(`DATA payload of ${length} bytes exceeds ${MAX_PAYLOAD}`);
+  checkOutRange('DATA', offset, length);
+  buf[at] = FrameType.Data;
+  putU53(buf, at + 1, seq, 'DATA seq');
+  putU53(buf, at + 9, offset, 'DATA offset');
+  putU32(buf, at + 17, flags, 'DATA flags');
+  return buf.subarray(at, at + DATA_HEADER + length);
+}
+
 function encodeData(f: DataFrame): Buffer {
   checkOutPayload('DATA payload', f.data);
   checkOutRange('DATA', f.offset, f.data.length);

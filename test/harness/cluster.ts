@@ -46,7 +46,9 @@ export class TestNode {
 
   /** Starts `twindisk up` and waits for its control socket. */
   async start(): Promise<void> {
-    const c = spawn(process.execPath, [cli, 'up', '--config', this.cluster.file, '--node', this.name], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // TWINDISK_NODE_FLAGS passes flags to the nodes' node processes (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+    const flags = (process.env.TWINDISK_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    const c = spawn(process.execPath, [...flags, cli, 'up', '--config', this.cluster.file, '--node', this.name], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = c;
     c.stdout!.on('data', (d) => (this.out += d));
     c.stderr!.on('data', (d) => (this.out += d));

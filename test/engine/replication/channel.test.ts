@@ -34,6 +34,7 @@ function setup(slots = 8) {
     host.stop();
     await serving;
     be.close();
+    host.close();
     close(fd);
   };
   return {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Logger } from '../../../engine/log.js';
-import { ChannelOp, type ChannelRequest } from '../../../engine/replication/channel.js';
+import { ChannelOp, HEADROOM, type ChannelRequest } from '../../../engine/replication/channel.js';
 import type { ResourceConfig } from '../../../engine/replication/config.js';
 import type { ErrorCode, Frame } from '../../../engine/replication/frames.js';
 import type { PeerLink } from '../../../engine/replication/link.js';
@@ -82,6 +82,9 @@ class SimLink implements PeerLink {
     if (this.delay) setTimeout(deliver, this.delay);
     else setImmediate(deliver);
   }
+  sendEncoded(bytes: Buffer): void {
+    this.send(decodeFrame(Buffer.from(bytes)));
+  }
   close(_code: ErrorCode, msg: string): void {
     disconnect(this.from, this.to, `closed: ${msg}`);
   }
@@ -120,7 +123,8 @@ export function disconnect(a: Resource, b: Resource, why = 'test'): void {
 /** A guest write through `r` (as its channel would deliver it); resolves with the status. */
 export function write(r: Resource, offset: number, length: number, fill: number): Promise<number> {
   return new Promise((resolve) => {
-    const req = { channel: { complete: (_slot: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Write, offset, length, flags: 0, data: Buffer.alloc(length, fill) };
+    const slotBuffer = Buffer.alloc(HEADROOM + length, fill);
+    const req = { channel: { complete: (_slot: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Write, offset, length, flags: 0, data: slotBuffer.subarray(HEADROOM), slotBuffer };
     (r as unknown as { request(q: ChannelRequest): void }).request(req as unknown as ChannelRequest);
   });
 }
