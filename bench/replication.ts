@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
 import { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
+import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
 import { Cluster, sleep } from '../test/harness/cluster.js';
 import { cli } from '../test/harness/serve.js';
 import { runWorkload, type Workload } from './vhost.js';
@@ -12,6 +13,8 @@ export interface ReplicationBenchOptions {
   json: boolean;
   quick?: boolean;
   out?: (line: string) => void;
+  /** Run only the write or only the resync part. */
+  only?: 'writes' | 'resync';
 }
 
 export interface ReplicationRow {
@@ -54,7 +57,26 @@ function fill(file: string, size: number): void {
     chunk.fill((off >>> 20) & 255);
     fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
   }
+  // Settled on disk, so no target pays for write-back of the setup's dirty pages.
+  fs.fdatasyncSync(fd);
   fs.closeSync(fd);
+}
+
+/**
+ * The resync's ceiling on this machine: a fresh file of `size` bytes written in 1 MiB pieces and
+ * made durable with fdatasync, as a resync target must before it calls its data UpToDate.
+ */
+function diskBaseline(dir: string, size: number): { mbps: number; seconds: number } {
+  const file = path.join(dir, 'baseline.img');
+  const fd = fs.openSync(file, 'w');
+  const chunk = Buffer.alloc(1 << 20, 0x5a);
+  const t0 = performance.now();
+  for (let off = 0; off < size; off += chunk.length) fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+  fs.fdatasyncSync(fd);
+  const seconds = (performance.now() - t0) / 1000;
+  fs.closeSync(fd);
+  fs.rmSync(file);
+  return { mbps: Math.round(size / seconds / 1e6), seconds };
 }
 
 /** Measures every write workload on one socket. */
@@ -84,7 +106,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   process.env.TWINDISK_LOG_LEVEL ??= 'warn';
 
   // Unreplicated: the same kind of image served by `twindisk serve`, and by a one-node resource.
-  {
+  if (o.only !== 'resync') {
     const c = await Cluster.create({ nodes: { solo: { disk: true, socket: true } }, size });
     fill(c.node('solo').image, size);
     const serveSock = path.join(c.dir, 'serve.sock');
@@ -102,7 +124,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     await c.stopAll('SIGTERM');
   }
 
-  for (const replicas of [2, 3]) {
+  for (const replicas of o.only === 'resync' ? [] : [2, 3]) {
     const names = ['alpha', 'beta', 'gamma'].slice(0, replicas);
     const c = await Cluster.create({ nodes: Object.fromEntries(names.map((n, i) => [n, { disk: true, socket: i === 0 }])), size });
     await c.startAll();
@@ -114,7 +136,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   }
 
   // Resync: a full initial sync of a filled volume, then a 1% divergence.
-  {
+  if (o.only !== 'writes') {
     // An expert lets resync run at link speed on a dedicated link: resync-rate 0 (unlimited).
     const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } }, size, assumeClean: false, resource: { 'resync-rate': 0 } });
     fill(c.node('alpha').image, size);
@@ -124,6 +146,8 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     await alpha.call({ cmd: 'primary', force: true });
     const full = await alpha.waitStatus((s) => s.peers.beta?.lastResync !== undefined, 'full resync', 600000);
     const fr = full.peers.beta!.lastResync!;
+    const disk = diskBaseline(c.dir, size);
+    emit({ scenario: 'disk-write-fdatasync', replicas: 1, iops: 0, mbps: disk.mbps, bytesSent: 0, target: 'file', seconds: disk.seconds, changedBytes: size });
     emit({ scenario: 'resync-full', replicas: 2, iops: 0, mbps: Math.round(size / fr.seconds / 1e6), bytesSent: fr.bytesSent, target: 'resource', seconds: fr.seconds, changedBytes: size });
     await alpha.call({ cmd: 'secondary' });
     // 1% of the 4 KiB blocks change while beta is away.
@@ -135,20 +159,28 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const seen = new Set<number>();
     let rng = 12345;
     for (let i = 0; seen.size < changed; i++) {
-      rng = (rng * 1103515245 + 12345) >>> 0;
+      rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;
       const b = rng % blocks;
       if (seen.has(b)) continue;
       seen.add(b);
       fe.mem.fill(i & 255, blk.dataGpa(0), blk.dataGpa(0) + 4096);
-      blk.submit(0, 2 /* OUT */, (b * 4096) / 512, 4096);
+      blk.submit(0, VIRTIO_BLK_T_OUT, (b * 4096) / 512, 4096);
       if (fe.queues[0]!.driver.publishAndCheckKick()) fe.kick(fe.queues[0]!);
-      while (!blk.reap()) fe.waitCall(fe.queues[0]!, 1000);
+      for (let t = 0; ; t++) {
+        const done = blk.reap();
+        if (done) {
+          if (done.status !== VIRTIO_BLK_S_OK) throw new Error(`a write on alpha failed with status ${done.status}`);
+          break;
+        }
+        if (t === 10) throw new Error(`a write on alpha did not complete within 10 s; alpha's log:\n${alpha.log()}`);
+        fe.waitCall(fe.queues[0]!, 1000);
+      }
     }
     fe.close();
     await alpha.waitStatus((s) => s.role === 'Secondary', 'demoted');
     const before = (await alpha.status()).peers.beta!.outOfSyncBytes;
     await c.node('beta').start();
-    const part = await alpha.waitStatus((s) => s.peers.beta?.replication === 'Established' && (s.peers.beta.lastResync?.bytesSent ?? size) < size, 'partial resync', 600000);
+    const part = await alpha.waitStatus((s) => s.peers.beta?.replication === 'Established' && (s.peers.beta.lastResync?.bytesSent ?? size) < size, 'partial resync', 120000);
     const pr = part.peers.beta!.lastResync!;
     emit({ scenario: 'resync-1pct', replicas: 2, iops: 0, mbps: Math.round(pr.bytesSent / pr.seconds / 1e6), bytesSent: pr.bytesSent, target: 'resource', seconds: pr.seconds, changedBytes: changed * 4096 });
     if (before !== changed * 4096) out(`note: ${before} bytes were out of sync for ${changed * 4096} changed`);

@@ -941,8 +941,12 @@ export class Metadata {
     if (fromBit < endBit) this.markDirty(i, fromBit, endBit);
   }
 
-  /** Writes every page changed since the last flush (each with seq and CRC), then fdatasync. */
-  flushBitmaps(): void {
+  /**
+   * Writes every page changed since the last flush (each with seq and CRC), then fdatasync unless
+   * `sync` is false (the periodic write-back: bits a crash loses there are covered by the activity
+   * log, whose evictions flush with sync, or only make a later resync larger).
+   */
+  flushBitmaps(sync = true): void {
     this.checkOpen();
     if (!this.dirty.some((d) => d.includes(1))) return;
     this.markInUse();
@@ -964,7 +968,7 @@ export class Metadata {
         page = dirt.indexOf(1, page + n);
       }
     }
-    this.sync();
+    if (sync) this.sync();
   }
 
   private encodePage(i: number, page: number, u: Uint8Array): void {

@@ -25,8 +25,8 @@ export type Connection = 'StandAlone' | 'Connecting' | 'Connected';
 export type Replication = 'Off' | 'Handshake' | 'WFBitMap' | 'Established' | 'SyncSource' | 'SyncTarget' | 'SplitBrain';
 
 /** Requests a resync target keeps in flight, and the largest one. */
-const RESYNC_DEPTH = 16;
-const RESYNC_MAX_REQUEST = 256 * 1024;
+const RESYNC_DEPTH = 8;
+const RESYNC_MAX_REQUEST = 1024 * 1024;
 /** Guest writes within this window make the resync controller fall back to c-min-rate. */
 const APP_ACTIVE_MS = 100;
 const VERIFY_CHUNK = 1 << 20;
@@ -222,7 +222,9 @@ export class Resource implements LinkHandler {
     // The primary flag stays set until this node is in sync with a peer again: until then every
     // start must still say it crashed as Primary (it decides the resync direction).
     if (rep.crashedPrimary) for (const p of this.peers) if (p.hasDisk) this.crashPeers.add(p.id);
-    this.bitmapTimer = setInterval(() => this.safely(() => this.md?.flushBitmaps()), 1000);
+    // Periodic write-back without fdatasync: with internal metadata an fdatasync also flushes every
+    // dirty data page of the file, which would stall resync and guest writes once a second.
+    this.bitmapTimer = setInterval(() => this.safely(() => this.md?.flushBitmaps(false)), 1000);
     this.bitmapTimer.unref();
     this.log.info('disk attached', { disk: this.me.disk, size: this.size, state: this.diskState, generation: hex(md.gens.current) });
   }
