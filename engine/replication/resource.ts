@@ -188,6 +188,7 @@ export class Resource implements LinkHandler {
   private bitmapTimer: NodeJS.Timeout | null = null;
   private readonly sizeWaiters: (() => void)[] = [];
   private readonly scratch = Buffer.alloc(MAX_PAYLOAD);
+  /** `localWriteErrors` counts failed local writes, trims and flushes (each detaches the disk). */
   readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0 };
   /** The transport's administrative side (set by the daemon). */
   linkControl: LinkControl | null = null;
@@ -376,30 +377,47 @@ export class Resource implements LinkHandler {
   /** Writes locally and to every replicating peer; completes when the protocol's acknowledgements are in. */
   private replicateWrite(req: ChannelRequest | null, offset: number, length: number, data: Uint8Array, fua: boolean): void {
     this.newGenerationIfNeeded(0);
-    let ok = 0;
-    if (this.disk && this.md) {
-      this.md.alActivate(offset, length);
-      try {
-        this.disk.write(data, length, offset);
-        if (fua) this.disk.sync();
-        ok++;
-      } catch (e) {
-        this.stats.localWriteErrors++;
-        this.detach((e as Error).message);
-      }
-    }
+    this.md?.alActivate(offset, length);
+    const ok = this.localCopy((d) => {
+      d.write(data, length, offset);
+      if (fua) d.sync();
+    });
     const seq = this.seq++;
-    let mask = 0;
     // The frame is built around the payload in the channel slot (no copy), unless the request may
     // complete before the peers answer (protocol A): then the slot is reused at once, so each send copies.
     const inPlace = req !== null && (this.cfg.protocol !== 'A' || fua);
     const frame = inPlace ? writeDataHeader(req.slotBuffer, HEADROOM - DATA_HEADER, seq, offset, fua ? DATA_FUA : 0, length) : null;
+    const mask = this.toDiskPeers(offset, length, (p) => {
+      if (frame) p.link!.sendEncoded(frame);
+      else p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
+      p.stats.dataBytesSent += length;
+    });
+    this.track(req, seq, mask, ok, offset, length, fua);
+  }
+
+  /** Runs an operation on the local disk: 1 (a good copy) when it succeeded, 0 when there is no disk or it failed (then detached). */
+  private localCopy(op: (disk: LocalDisk) => void): number {
+    if (!this.disk) return 0;
+    try {
+      op(this.disk);
+      return 1;
+    } catch (e) {
+      this.stats.localWriteErrors++;
+      this.detach((e as Error).message);
+      return 0;
+    }
+  }
+
+  /**
+   * Sends a change of [offset, offset + length) to every replicating disk peer (`send`), marks it out
+   * of sync toward the others, and keeps resyncs consistent with it. Returns the peers it went to.
+   */
+  private toDiskPeers(offset: number, length: number, send: (p: Peer) => void): number {
+    let mask = 0;
     for (const p of this.peers) {
       if (!p.hasDisk) continue;
       if (p.replicating) {
-        if (frame) p.link!.sendEncoded(frame);
-        else p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
-        p.stats.dataBytesSent += length;
+        send(p);
         mask |= 1 << p.id;
       } else {
         this.md?.setOutOfSync(p.id, offset, length);
@@ -407,7 +425,7 @@ export class Resource implements LinkHandler {
     }
     this.writeTouchesResync(offset, length);
     if (this.disk) this.writeInSync(offset, length, mask);
-    this.track(req, seq, mask, ok, offset, length, fua);
+    return mask;
   }
 
   /**
@@ -427,15 +445,7 @@ export class Resource implements LinkHandler {
 
   private guestFlush(r: ChannelRequest): void {
     this.stats.flushes++;
-    let ok = 0;
-    if (this.disk) {
-      try {
-        this.disk.sync();
-        ok++;
-      } catch (e) {
-        this.detach((e as Error).message);
-      }
-    }
+    const ok = this.localCopy((d) => d.sync());
     const seq = this.seq++;
     let mask = 0;
     for (const p of this.peers) {
@@ -450,29 +460,10 @@ export class Resource implements LinkHandler {
     const unmap = r.op === ChannelOp.Discard || (r.flags & CH_UNMAP) !== 0;
     const mode = r.op === ChannelOp.Discard ? TRIM_DISCARD : unmap ? TRIM_ZEROES_UNMAP : TRIM_ZEROES;
     this.newGenerationIfNeeded(0);
-    let ok = 0;
-    if (this.disk && this.md) {
-      this.md.alActivate(r.offset, r.length);
-      try {
-        this.disk.trim(r.offset, r.length, unmap);
-        ok++;
-      } catch (e) {
-        this.detach((e as Error).message);
-      }
-    }
+    this.md?.alActivate(r.offset, r.length);
+    const ok = this.localCopy((d) => d.trim(r.offset, r.length, unmap));
     const seq = this.seq++;
-    let mask = 0;
-    for (const p of this.peers) {
-      if (!p.hasDisk) continue;
-      if (p.replicating) {
-        p.link!.send({ type: FrameType.Trim, seq, offset: r.offset, length: r.length, mode });
-        mask |= 1 << p.id;
-      } else {
-        this.md?.setOutOfSync(p.id, r.offset, r.length);
-      }
-    }
-    this.writeTouchesResync(r.offset, r.length);
-    if (this.disk) this.writeInSync(r.offset, r.length, mask);
+    const mask = this.toDiskPeers(r.offset, r.length, (p) => p.link!.send({ type: FrameType.Trim, seq, offset: r.offset, length: r.length, mode }));
     this.track(r, seq, mask, ok, r.offset, r.length, false);
   }
 

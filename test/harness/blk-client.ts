@@ -1,5 +1,8 @@
 // A virtio-blk "guest" for tests: the TypeScript vhost-user front-end attached to a back-end's socket, one request at a time.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { VhostUserFrontend } from '../../qemu-plugin/vhost-user/frontend.js';
+import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
 import { BlkDriver } from '../../qemu-plugin/virtio/blk-driver.js';
 
 export type BlkClient = ReturnType<typeof attach>;
@@ -26,4 +29,18 @@ export function attach(socket: string, queues = 1, maxData = 128 * 1024) {
   };
   const data = (qi: number, len: number) => fe.mem.subarray(blks[qi]!.dataGpa(0), blks[qi]!.dataGpa(0) + len);
   return { fe, run, data, blks };
+}
+
+/** Writes `len` random bytes at byte `offset` (asserting success) and returns them. */
+export function writeRandom(g: BlkClient, offset: number, len: number): Buffer {
+  const bytes = randomBytes(len);
+  g.data(0, len).set(bytes);
+  assert.equal(g.run(0, VIRTIO_BLK_T_OUT, offset / 512, len).status, VIRTIO_BLK_S_OK, `write at ${offset}`);
+  return bytes;
+}
+
+/** Reads `len` bytes at byte `offset` (asserting success). */
+export function readBack(g: BlkClient, offset: number, len: number): Buffer {
+  assert.equal(g.run(0, VIRTIO_BLK_T_IN, offset / 512, len).status, VIRTIO_BLK_S_OK, `read at ${offset}`);
+  return Buffer.from(g.data(0, len));
 }

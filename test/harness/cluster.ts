@@ -160,3 +160,19 @@ export class Cluster {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * A `Cluster.create` whose clusters are all killed when the test file ends (registers node:test's
+ * `after` hook once per file).
+ */
+export function clusterFactory(after: (fn: () => Promise<void>) => void): (opts: ClusterOptions) => Promise<Cluster> {
+  const made: Cluster[] = [];
+  after(async () => {
+    for (const c of made) await c.stopAll('SIGKILL');
+  });
+  return async (opts) => {
+    const c = await Cluster.create(opts);
+    made.push(c);
+    return c;
+  };
+}

@@ -6,32 +6,13 @@ import WebSocket from 'ws';
 import { encodeFrame } from '../../engine/replication/wire.js';
 import { FrameType, WIRE_VERSION } from '../../engine/replication/frames.js';
 import type { ResourceStatus } from '../../engine/replication/resource.js';
-import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
-import { attach, type BlkClient } from '../harness/blk-client.js';
-import { Cluster } from '../harness/cluster.js';
+import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
+import { attach, readBack, writeRandom } from '../harness/blk-client.js';
+import { clusterFactory, type Cluster } from '../harness/cluster.js';
 
-const clusters: Cluster[] = [];
-after(async () => {
-  for (const c of clusters) await c.stopAll('SIGKILL');
-});
-
-async function cluster(opts: Parameters<typeof Cluster.create>[0]): Promise<Cluster> {
-  const c = await Cluster.create(opts);
-  clusters.push(c);
-  return c;
-}
-
-function write(g: BlkClient, offset: number, len: number): Buffer {
-  const bytes = randomBytes(len);
-  g.data(0, len).set(bytes);
-  assert.equal(g.run(0, VIRTIO_BLK_T_OUT, offset / 512, len).status, VIRTIO_BLK_S_OK, `write at ${offset}`);
-  return bytes;
-}
-
-function read(g: BlkClient, offset: number, len: number): Buffer {
-  assert.equal(g.run(0, VIRTIO_BLK_T_IN, offset / 512, len).status, VIRTIO_BLK_S_OK, `read at ${offset}`);
-  return Buffer.from(g.data(0, len));
-}
+const cluster = clusterFactory(after);
+const write = writeRandom;
+const read = readBack;
 
 const established = (s: ResourceStatus, ...peers: string[]) => peers.every((p) => s.peers[p]?.replication === 'Established');
 

@@ -1,39 +1,16 @@
 // Replicated resources on loopback: `twindisk up` nodes as processes, a vhost-user front-end writing through the Primary.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
-import { attach, type BlkClient } from '../harness/blk-client.js';
+import { attach, readBack, writeRandom } from '../harness/blk-client.js';
 import type { ResourceStatus } from '../../engine/replication/resource.js';
-import { Cluster } from '../harness/cluster.js';
+import { clusterFactory } from '../harness/cluster.js';
 
-const clusters: Cluster[] = [];
-after(async () => {
-  for (const c of clusters) await c.stopAll('SIGKILL');
-});
-
-async function cluster(opts: Parameters<typeof Cluster.create>[0]): Promise<Cluster> {
-  const c = await Cluster.create(opts);
-  clusters.push(c);
-  return c;
-}
-
-/** Writes `len` random bytes at byte `offset` through the client and returns them. */
-function write(g: BlkClient, offset: number, len: number): Buffer {
-  const bytes = randomBytes(len);
-  g.data(0, len).set(bytes);
-  const r = g.run(0, VIRTIO_BLK_T_OUT, offset / 512, len);
-  assert.equal(r.status, VIRTIO_BLK_S_OK, `write at ${offset}`);
-  return bytes;
-}
-
-function read(g: BlkClient, offset: number, len: number): Buffer {
-  const r = g.run(0, VIRTIO_BLK_T_IN, offset / 512, len);
-  assert.equal(r.status, VIRTIO_BLK_S_OK, `read at ${offset}`);
-  return Buffer.from(g.data(0, len));
-}
+const cluster = clusterFactory(after);
+const write = writeRandom;
+const read = readBack;
 
 const connected = (s: ResourceStatus, ...peers: string[]) =>
   peers.every((p) => s.peers[p]?.connection === 'Connected' && s.peers[p]?.replication === 'Established');
