@@ -229,3 +229,24 @@ test('online verify finds blocks that differ behind the engine\'s back and marks
   for (let i = 0; i < 100 && (a!.status().peers.n1!.verify?.running ?? true); i++) await sleep(10);
   assert.equal(a!.status().peers.n1!.verify!.outOfSyncBlocks, 0);
 });
+
+test('a node resyncing from a Secondary while the Primary writes partial blocks to it ends with the Primary\'s data', async () => {
+  const cfg = makeConfig(3, { resyncRate: 1 << 20, cMinRate: 1 << 20 });
+  const [p, s, t] = makeNodes(cfg);
+  connect(p!, s!); connect(p!, t!); connect(s!, t!);
+  await sleep(50);
+  p!.promote(false);
+  await sleep(20);
+  disconnect(p!, t!); disconnect(s!, t!);
+  assert.equal(await write(p!, 0, 4096, 1), 0); // t misses it; s follows the new generation
+  await sleep(20);
+  connect(p!, t!); connect(s!, t!);
+  await sleep(50);
+  link(p!, s!).delay = 2500; // s receives the Primary's writes late
+  const OFF = 900 * 1024;
+  assert.equal(await write(p!, OFF, 512, 0xab), 0); // a partial 4 KiB block
+  await sleep(3500);
+  assert.equal(byteAt(p!, OFF), 0xab);
+  assert.equal(byteAt(t!, OFF), 0xab, 't holds the Primary\'s write');
+  assertConverged([p!, s!, t!]);
+});
