@@ -189,7 +189,7 @@ export class Resource implements LinkHandler {
   private readonly sizeWaiters: (() => void)[] = [];
   private readonly scratch = Buffer.alloc(MAX_PAYLOAD);
   /** `localWriteErrors` counts failed local writes, trims and flushes (each detaches the disk). */
-  readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0 };
+  readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0, writeConflicts: 0 };
   /** The transport's administrative side (set by the daemon). */
   linkControl: LinkControl | null = null;
   /** Called when role, disk, connection or sync state change (the daemon logs status and wakes waiters). */
@@ -964,7 +964,12 @@ export class Resource implements LinkHandler {
     // Every write is acknowledged (protocol B: on receipt; A and C: once written), so the sender knows what it may mark.
     const ack = this.cfg.protocol === 'B' ? AckKind.Received : AckKind.Written;
     let status = 0;
-    if (!this.disk || offset < 0 || offset + data.length > this.size) {
+    if (this.concurrentWrite(p, offset, data.length)) {
+      // Both Primaries wrote this range at once: the lower node id's write wins on both nodes. Ours
+      // is on our disk and on its way to the peer, which applies it over its own; the peer's is dropped.
+      this.stats.writeConflicts++;
+      this.log.warn(`concurrent writes from ${this.me.name} and ${p.name} to the same blocks: keeping ${this.me.name}'s (lower node id)`, { offset, length: data.length });
+    } else if (!this.disk || offset < 0 || offset + data.length > this.size) {
       status = -EIO;
     } else {
       try {
@@ -979,6 +984,20 @@ export class Resource implements LinkHandler {
       }
     }
     p.link!.send({ type: FrameType.Ack, seq, kind: ack, status });
+  }
+
+  /**
+   * Dual-primary (allow-two-primaries): a write from peer `p` that overlaps one of this node's own
+   * writes still waiting for `p`'s acknowledgement was made concurrently (each side wrote before
+   * seeing the other's). DRBD resolves such conflicts deterministically; here the lower node id wins.
+   */
+  private concurrentWrite(p: Peer, offset: number, length: number): boolean {
+    if (this.role !== 'Primary' || !this.cfg.allowTwoPrimaries || this.me.id > p.id) return false;
+    const bit = 1 << p.id;
+    for (const w of this.pending.values()) {
+      if (w.marks && (w.mask & bit) !== 0 && offset < w.offset + w.length && w.offset < offset + length) return true;
+    }
+    return false;
   }
 
   /**

@@ -250,3 +250,29 @@ test('a node resyncing from a Secondary while the Primary writes partial blocks 
   assert.equal(byteAt(t!, OFF), 0xab, 't holds the Primary\'s write');
   assertConverged([p!, s!, t!]);
 });
+
+test('allow-two-primaries: concurrent writes to one block from both Primaries end identical on both (lower node id wins)', async () => {
+  const cfg = makeConfig(2, { allowTwoPrimaries: true });
+  const [a, b] = makeNodes(cfg);
+  connect(a!, b!);
+  await sleep(30);
+  a!.promote(false);
+  await sleep(10);
+  b!.promote(false);
+  assert.equal(a!.role, 'Primary');
+  assert.equal(b!.role, 'Primary');
+  // Sequential writes from either side simply replicate.
+  assert.equal(await write(a!, 0, 4096, 1), 0);
+  assert.equal(await write(b!, 4096, 4096, 2), 0);
+  assert.equal(byteAt(b!, 0), 1);
+  assert.equal(byteAt(a!, 4096), 2);
+  // Both write block 8 before seeing the other's write.
+  const [wa, wb] = await Promise.all([write(a!, 8 * 4096, 4096, 0xa), write(b!, 8 * 4096, 4096, 0xb)]);
+  assert.equal(wa, 0);
+  assert.equal(wb, 0);
+  await sleep(20);
+  assert.equal(byteAt(a!, 8 * 4096), 0xa);
+  assert.equal(byteAt(b!, 8 * 4096), 0xa, 'n0 (lower id) wins on both nodes');
+  assert.equal(a!.status().stats.writeConflicts, 1);
+  assertConverged([a!, b!]);
+});
