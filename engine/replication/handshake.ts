@@ -70,6 +70,15 @@ export function decideResync(me: NodeView, peer: NodeView): Decision {
   }
   const myBase = me.gens.bitmap[peer.id] ?? 0n;
   const peerBase = peer.gens.bitmap[me.id] ?? 0n;
+  const meOut = me.disk === 'Outdated';
+  const peerOut = peer.disk === 'Outdated';
+  if (meOut !== peerOut && (meOut ? peer : me).disk === 'UpToDate') {
+    // Outdated data (a minority that lost its quorum mid-write) yields to UpToDate data whatever it
+    // wrote since; the bitmaps cover the difference when both are based on a common generation.
+    const bitmapOk = (myBase !== 0n && (myBase === pc || myBase === peerBase)) || (peerBase !== 0n && peerBase === mc);
+    const why = `${meOut ? me.name : peer.name} is Outdated`;
+    return meOut ? { kind: 'target', full: !bitmapOk, why } : { kind: 'source', full: !bitmapOk, why };
+  }
   if (myBase !== 0n && myBase === pc) return { kind: 'source', full: false, why: `${peer.name} is at generation ${hex(pc)}, the base of ${me.name}'s bitmap` };
   if (peerBase !== 0n && peerBase === mc) return { kind: 'target', full: false, why: `${me.name} is at generation ${hex(mc)}, the base of ${peer.name}'s bitmap` };
   const related = (g: bigint, v: NodeView) => g !== 0n && (v.gens.current === g || v.gens.history.includes(g) || v.gens.bitmap.includes(g));

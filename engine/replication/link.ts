@@ -15,6 +15,11 @@ export interface PeerLink {
   sendEncoded(bytes: Buffer): void;
   /** Bytes queued for sending and not yet written to the socket (for flow control). */
   readonly buffered: number;
+  /**
+   * Resolves when the connection's socket is closed and no byte of a frame handed to `sendEncoded`
+   * can be read by the transport any more (absent: at once).
+   */
+  readonly closed?: Promise<void>;
   /** Sends an Error frame saying why, then closes. */
   close(code: ErrorCode, message: string): void;
 }

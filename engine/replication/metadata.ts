@@ -948,7 +948,14 @@ export class Metadata {
    */
   flushBitmaps(sync = true): void {
     this.checkOpen();
-    if (!this.dirty.some((d) => d.includes(1))) return;
+    if (!this.dirty.some((d) => d.includes(1))) {
+      // Pages written by an earlier flush without sync still need one before anything relies on them.
+      if (sync && this.unsyncedPages) {
+        this.sync();
+        this.unsyncedPages = false;
+      }
+      return;
+    }
     this.markInUse();
     this.bmSeq++;
     const ppp = this.layout.pagesPerPeer;
@@ -969,7 +976,11 @@ export class Metadata {
       }
     }
     if (sync) this.sync();
+    this.unsyncedPages = !sync;
   }
+
+  /** Bitmap pages were written by a flush without fdatasync and are not known to be durable yet. */
+  private unsyncedPages = false;
 
   private encodePage(i: number, page: number, u: Uint8Array): void {
     const map = this.maps[i]!;

@@ -41,6 +41,8 @@ interface Pending {
   mask: number;
   /** Copies known good so far (the local disk, peers that acknowledged with status 0). */
   ok: number;
+  /** The DATA frame was sent from the channel slot itself (its bytes must outlive the sockets that carry them). */
+  inPlace: boolean;
   /** Range to mark out of sync toward a peer that fails or drops it (writes and trims). */
   offset: number;
   length: number;
@@ -182,6 +184,8 @@ export class Resource implements LinkHandler {
   private readonly channels: ChannelHost[] = [];
   private suspended: ChannelRequest[] = [];
   private held: ChannelRequest[] = [];
+  /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
+  private heldCompletions: { p: Pending; st: number }[] = [];
   private clients = 0;
   private lastAppWrite = 0;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -225,7 +229,12 @@ export class Resource implements LinkHandler {
     if (rep.crashedPrimary) for (const p of this.peers) if (p.hasDisk) this.crashPeers.add(p.id);
     // Periodic write-back without fdatasync: with internal metadata an fdatasync also flushes every
     // dirty data page of the file, which would stall resync and guest writes once a second.
-    this.bitmapTimer = setInterval(() => this.safely(() => this.md?.flushBitmaps(false)), 1000);
+    // A Secondary's marks toward absent peers have no activity log behind them: those are synced.
+    this.bitmapTimer = setInterval(() => this.safely(() => {
+      const sync = this.role === 'Secondary' && this.absentMarks;
+      this.absentMarks = false;
+      this.md?.flushBitmaps(sync);
+    }), 1000);
     this.bitmapTimer.unref();
     this.log.info('disk attached', { disk: this.me.disk, size: this.size, state: this.diskState, generation: hex(md.gens.current) });
   }
@@ -392,7 +401,7 @@ export class Resource implements LinkHandler {
       else p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
       p.stats.dataBytesSent += length;
     });
-    this.track(req, seq, mask, ok, offset, length, fua);
+    this.track(req, seq, mask, ok, offset, length, fua, frame !== null);
   }
 
   /** Runs an operation on the local disk: 1 (a good copy) when it succeeded, 0 when there is no disk or it failed (then detached). */
@@ -434,13 +443,13 @@ export class Resource implements LinkHandler {
    * guest's request at once when the local disk holds it (unless FUA); B and C when the peers answer.
    * A request no copy of which survived fails with EIO.
    */
-  private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean): void {
+  private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean, inPlace = false): void {
     if (mask === 0) return this.finish(req, ok > 0 ? 0 : -EIO, null);
     if (req && this.cfg.protocol === 'A' && !fua && ok > 0) {
       this.finish(req, 0, null);
       req = null;
     }
-    this.pending.set(seq, { req, mask, ok, offset, length, marks: length > 0, onDone: null });
+    this.pending.set(seq, { req, mask, ok, inPlace, offset, length, marks: length > 0, onDone: null });
   }
 
   private guestFlush(r: ChannelRequest): void {
@@ -489,7 +498,21 @@ export class Resource implements LinkHandler {
     }
     if (p.mask === 0) {
       this.pending.delete(seq);
-      this.finish(p.req, p.ok > 0 ? 0 : -EIO, p.onDone);
+      const st = p.ok > 0 ? 0 : -EIO;
+      if (p.marks && !this.hasQuorum()) {
+        // The write lost its peers together with the quorum: like a new write it fails (io-error),
+        // or waits for the quorum to return (suspend-io); DRBD treats in-flight requests alike.
+        if (this.cfg.onNoQuorum === 'suspend-io') {
+          this.heldCompletions.push({ p, st });
+        } else {
+          // The local disk holds a write nobody was told about and the majority may move on: this
+          // copy is Outdated, and resyncs from the majority when it returns.
+          this.outdate('a write failed when the quorum was lost');
+          this.finish(p.req, -EIO, p.onDone);
+        }
+        return;
+      }
+      this.finish(p.req, st, p.onDone);
     }
   }
 
@@ -554,9 +577,18 @@ export class Resource implements LinkHandler {
     if (otherPrimary && !this.cfg.allowTwoPrimaries) {
       throw new RoleError(`${otherPrimary.name} is Primary: demote it first (twindisk secondary --node ${otherPrimary.name}), or set "allow-two-primaries": true for live migration`);
     }
+    if (otherPrimary && this.cfg.nodes.filter((n) => n.disk !== null).length > 2) {
+      // Conflicting writes are resolved between the two Primaries; a third copy could end either way.
+      throw new RoleError(`${otherPrimary.name} is Primary and two Primaries are supported with at most two nodes that have disks (this resource has more)`);
+    }
     if (!force && !this.hasQuorum()) {
       const v = this.votes();
       throw new RoleError(`no quorum (${v.have} of ${v.needed} votes needed): connect more nodes, or use \`twindisk primary --force\` on the last survivor`);
+    }
+    const mine = this.md?.gens.current ?? 0n;
+    const newer = mine === 0n ? undefined : this.peers.find((p) => p.link && p.state && p.state.gens.current !== mine && p.state.gens.history.includes(mine));
+    if (newer && !force) {
+      throw new RoleError(`${newer.name} knows a newer data generation than this node's: resync from a node that has it first (or use primary --force to discard the newer data)`);
     }
     const localGood = this.disk !== null && this.diskState === 'UpToDate';
     const peerGood = this.peers.some((p) => p.upToDate);
@@ -614,6 +646,17 @@ export class Resource implements LinkHandler {
     return v.needed === 0 || v.have >= v.needed;
   }
 
+  /** Marks the local data Outdated (persisted): it may not be promoted and it resyncs from UpToDate peers. */
+  private outdate(why: string): void {
+    if (!this.md || this.diskState !== 'UpToDate') return;
+    this.diskState = 'Outdated';
+    this.md.disk = 'Outdated';
+    this.md.writeSuperblock();
+    this.log.warn(`local data marked Outdated: ${why}`);
+    this.updateLocalReads();
+    this.broadcastState();
+  }
+
   /** Replays writes held during a handshake once no peer is mid-handshake. */
   private releaseHeld(): void {
     if (this.held.length === 0 || this.peers.some((p) => p.link && p.hasDisk && p.replication === 'Handshake')) return;
@@ -623,6 +666,11 @@ export class Resource implements LinkHandler {
   }
 
   private quorumChanged(): void {
+    if (this.hasQuorum() && this.heldCompletions.length > 0) {
+      const list = this.heldCompletions;
+      this.heldCompletions = [];
+      for (const { p, st } of list) this.finish(p.req, st, p.onDone);
+    }
     if (this.hasQuorum() && this.suspended.length > 0) {
       const list = this.suspended;
       this.suspended = [];
@@ -667,7 +715,21 @@ export class Resource implements LinkHandler {
     p.pendingResync = null;
     this.log.warn(`lost connection to ${p.name}: ${reason}`, wasResync ? { resyncLeftBytes: this.outOfSyncBytes(p) } : {});
     // Writes waiting for it complete without it; their blocks are out of sync toward it.
-    for (const [seq] of [...this.pending]) this.settle(p, seq, -EIO);
+    const bit = 1 << p.id;
+    for (const [seq, w] of [...this.pending]) {
+      if ((w.mask & bit) === 0) continue;
+      if (w.inPlace && link.closed) {
+        // The frame may still sit in the closing socket's queue, pointing into the channel slot: the
+        // blocks are marked now, but the request (and its slot) completes only once the socket is gone.
+        if (w.marks) {
+          this.newGenerationIfNeeded(bit);
+          this.md?.setOutOfSync(p.id, w.offset, w.length);
+        }
+        void link.closed.then(() => this.settle(p, seq, -EIO));
+      } else {
+        this.settle(p, seq, -EIO);
+      }
+    }
     for (const [seq, rd] of [...this.reads]) {
       if (rd.peerId !== p.id) continue;
       this.reads.delete(seq);
@@ -775,7 +837,10 @@ export class Resource implements LinkHandler {
       this.log.info(`volume size learnt from ${p.name}`, { size: s.size });
       this.sizeWaiters.splice(0).forEach((w) => w());
     }
-    if (!this.md && s.disk === 'UpToDate' && this.role !== 'Primary') {
+    if (!this.md && s.disk === 'UpToDate' && this.role !== 'Primary' && s.gens.current !== 0n
+      && (!this.vgens || s.gens.history.includes(this.vgens.current))) {
+      // A diskless node remembers the newest data generation it has seen (it only moves forward), so
+      // a node with older data cannot be promoted behind its back (see promote).
       this.vgens = { current: s.gens.current, bitmap: new Array<bigint>(32).fill(0n), history: [...s.gens.history] };
     }
     if (s.size > 0 && this.disk && s.size !== this.size) {
@@ -828,8 +893,16 @@ export class Resource implements LinkHandler {
   private markAbsent(from: Peer, offset: number, length: number): void {
     const md = this.md;
     if (!md) return;
-    for (const q of this.peers) if (q !== from && q.hasDisk && !q.replicating) md.setOutOfSync(q.id, offset, length);
+    for (const q of this.peers) {
+      if (q !== from && q.hasDisk && !q.replicating) {
+        md.setOutOfSync(q.id, offset, length);
+        this.absentMarks = true;
+      }
+    }
   }
+
+  /** markAbsent set bits since the last periodic bitmap flush. */
+  private absentMarks = false;
 
   /** Decides the resync with a peer whose state we just got, and starts the bitmap exchange. */
   private handshake(p: Peer): void {
@@ -964,17 +1037,21 @@ export class Resource implements LinkHandler {
     // Every write is acknowledged (protocol B: on receipt; A and C: once written), so the sender knows what it may mark.
     const ack = this.cfg.protocol === 'B' ? AckKind.Received : AckKind.Written;
     let status = 0;
-    if (this.concurrentWrite(p, offset, data.length)) {
-      // Both Primaries wrote this range at once: the lower node id's write wins on both nodes. Ours
-      // is on our disk and on its way to the peer, which applies it over its own; the peer's is dropped.
+    const keep = this.concurrentWrites(p, offset, data.length);
+    if (keep.length > 0) {
+      // Both Primaries wrote these bytes at once: the lower node id's write wins on both nodes. Ours
+      // is on our disk and on its way to the peer, which applies it over its own; of the peer's write
+      // only the bytes outside ours are applied here.
       this.stats.writeConflicts++;
       this.log.warn(`concurrent writes from ${this.me.name} and ${p.name} to the same blocks: keeping ${this.me.name}'s (lower node id)`, { offset, length: data.length });
-    } else if (!this.disk || offset < 0 || offset + data.length > this.size) {
+    }
+    if (!this.disk || offset < 0 || offset + data.length > this.size) {
       status = -EIO;
     } else {
       try {
         this.writeTouchesResync(offset, data.length);
-        this.disk.write(data, data.length, offset);
+        if (keep.length === 0) this.disk.write(data, data.length, offset);
+        else for (const [a, b] of outside(offset, offset + data.length, keep)) this.disk.write(data.subarray(a - offset, b - offset), b - a, a);
         if (flags & DATA_FUA) this.disk.sync();
         this.receivedInSync(p, offset, data.length);
         this.markAbsent(p, offset, data.length);
@@ -991,13 +1068,14 @@ export class Resource implements LinkHandler {
    * writes still waiting for `p`'s acknowledgement was made concurrently (each side wrote before
    * seeing the other's). DRBD resolves such conflicts deterministically; here the lower node id wins.
    */
-  private concurrentWrite(p: Peer, offset: number, length: number): boolean {
-    if (this.role !== 'Primary' || !this.cfg.allowTwoPrimaries || this.me.id > p.id) return false;
+  private concurrentWrites(p: Peer, offset: number, length: number): [number, number][] {
+    if (this.role !== 'Primary' || !this.cfg.allowTwoPrimaries || this.me.id > p.id) return [];
     const bit = 1 << p.id;
+    const ranges: [number, number][] = [];
     for (const w of this.pending.values()) {
-      if (w.marks && (w.mask & bit) !== 0 && offset < w.offset + w.length && w.offset < offset + length) return true;
+      if (w.marks && (w.mask & bit) !== 0 && offset < w.offset + w.length && w.offset < offset + length) ranges.push([w.offset, w.offset + w.length]);
     }
-    return false;
+    return ranges;
   }
 
   /**
@@ -1021,7 +1099,9 @@ export class Resource implements LinkHandler {
     else {
       try {
         this.writeTouchesResync(offset, length);
-        this.disk.trim(offset, length, mode !== TRIM_ZEROES);
+        const keep = this.concurrentWrites(p, offset, length);
+        if (keep.length > 0) this.stats.writeConflicts++;
+        for (const [a, b] of outside(offset, offset + length, keep)) this.disk.trim(a, b - a, mode !== TRIM_ZEROES);
         this.receivedInSync(p, offset, length);
         this.markAbsent(p, offset, length);
       } catch (e) {
@@ -1429,6 +1509,21 @@ export class Resource implements LinkHandler {
     this.md = null;
     this.disk = null;
   }
+}
+
+/** The parts of [start, end) outside every range in `ranges` (sorted, merged). */
+export function outside(start: number, end: number, ranges: [number, number][]): [number, number][] {
+  const sorted = [...ranges].sort((x, y) => x[0] - y[0]);
+  const out: [number, number][] = [];
+  let pos = start;
+  for (const [a, b] of sorted) {
+    if (b <= pos) continue;
+    if (a >= end) break;
+    if (a > pos) out.push([pos, a]);
+    pos = Math.max(pos, b);
+  }
+  if (pos < end) out.push([pos, end]);
+  return out;
 }
 
 function hex(g: bigint): string {

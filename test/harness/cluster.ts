@@ -5,6 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { controlCall, type ControlRequest } from '../../daemon/control.js';
 import type { ResourceStatus } from '../../engine/replication/resource.js';
+import type { TestNetwork } from './netns.js';
 import { cli, tmpDir } from './serve.js';
 
 /** A free TCP port on 127.0.0.1 (bound and released). */
@@ -33,12 +34,14 @@ export interface ClusterOptions {
   size?: number;
   /** create-md --assume-clean (fresh zeroed disks start in sync). Default true. */
   assumeClean?: boolean;
+  /** Run each node in its own network namespace of this network (node i = i-th node listed). */
+  network?: TestNetwork;
 }
 
 export class TestNode {
   child: ChildProcess | null = null;
   private out = '';
-  constructor(readonly cluster: Cluster, readonly name: string, readonly spec: NodeSpec) {}
+  constructor(readonly cluster: Cluster, readonly name: string, readonly spec: NodeSpec, readonly index: number) {}
 
   get image(): string { return path.join(this.cluster.dir, `${this.name}.img`); }
   get socket(): string { return path.join(this.cluster.dir, `${this.name}.sock`); }
@@ -48,7 +51,10 @@ export class TestNode {
   async start(): Promise<void> {
     // TWINDISK_NODE_FLAGS passes flags to the nodes' node processes (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
     const flags = (process.env.TWINDISK_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-    const c = spawn(process.execPath, [...flags, cli, 'up', '--config', this.cluster.file, '--node', this.name], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [process.execPath, ...flags, cli, 'up', '--config', this.cluster.file, '--node', this.name];
+    const net = this.cluster.opts.network;
+    if (net) argv.unshift(...net.exec(this.index)); // `ip netns exec` execs node in place: same pid
+    const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = c;
     c.stdout!.on('data', (d) => (this.out += d));
     c.stderr!.on('data', (d) => (this.out += d));
@@ -110,12 +116,14 @@ export class Cluster {
   static async create(opts: ClusterOptions): Promise<Cluster> {
     const c = new Cluster(opts);
     const nodes: Record<string, unknown> = {};
+    let i = 0;
     for (const [name, spec] of Object.entries(opts.nodes)) {
+      const address = opts.network ? `${opts.network.address(i)}:7789` : `127.0.0.1:${await freePort()}`;
       nodes[name] = {
-        address: `127.0.0.1:${await freePort()}`, disk: spec.disk ? `${name}.img` : null,
+        address, disk: spec.disk ? `${name}.img` : null,
         ...(spec.socket ? { socket: `${name}.sock` } : {}), ...(spec.queues ? { queues: spec.queues } : {}),
       };
-      c.nodes.set(name, new TestNode(c, name, spec));
+      c.nodes.set(name, new TestNode(c, name, spec, i++));
     }
     fs.writeFileSync(c.file, JSON.stringify({ resource: c.resourceName, protocol: 'C', secret: 'test-secret-0123', quorum: 'off', ...opts.resource, nodes }, null, 2));
     for (const [name, spec] of Object.entries(opts.nodes)) {

@@ -94,3 +94,18 @@ test('split-brain policies resolve from both sides consistently', () => {
   // Two Primaries are never resolved automatically.
   assert.deepEqual(both(policy('discard-zero-changes'), ap, { ...b, role: 'Primary' }), [null, null]);
 });
+
+test('Outdated data (a minority that lost its quorum mid-write) yields to UpToDate data, by bitmap when both share a base', () => {
+  // alpha wrote without quorum after the split (base 10); beta went on as Primary (base 10 as well).
+  const a = node(0, 20n, { bitmap: { 1: 10n }, history: [10n], disk: 'Outdated', bits: 1 });
+  const b = node(1, 30n, { bitmap: { 0: 10n }, history: [10n], bits: 5 });
+  const d = decide(a, b);
+  assert.equal(d.kind, 'target');
+  assert.ok('full' in d && !d.full);
+  // No shared base: a full sync, still from the UpToDate side.
+  const d2 = decide(node(0, 20n, { disk: 'Outdated' }), node(1, 30n));
+  assert.equal(d2.kind, 'target');
+  assert.ok('full' in d2 && d2.full);
+  // Inconsistent data is never overwritten this way: it may hold writes nobody else has.
+  assert.equal(decide(node(0, 20n, { disk: 'Inconsistent' }), node(1, 30n)).kind, 'unrelated');
+});

@@ -276,3 +276,80 @@ test('allow-two-primaries: concurrent writes to one block from both Primaries en
   assert.equal(a!.status().stats.writeConflicts, 1);
   assertConverged([a!, b!]);
 });
+
+test('quorum: a write in flight when the Primary loses its majority fails (io-error) instead of completing on the minority', async () => {
+  const cfg = makeConfig(3, { quorum: 'majority' });
+  const [a, b, c] = makeNodes(cfg);
+  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  await sleep(50);
+  a!.promote(false);
+  link(a!, b!).delay = 50;
+  link(a!, c!).delay = 50;
+  const w = write(a!, 0, 4096, 7);
+  disconnect(a!, b!); disconnect(a!, c!);
+  assert.equal(await w, -EIO);
+  assert.equal(a!.hasQuorum(), false);
+  assert.equal(await write(a!, 4096, 4096, 8), -EIO, 'new writes fail too');
+  // The majority side goes on; when the minority returns it takes the majority's data.
+  a!.demote();
+  b!.promote(false);
+  assert.equal(await write(b!, 0, 4096, 9), 0);
+  b!.demote();
+  connect(a!, b!); connect(a!, c!);
+  await sleep(200);
+  assert.equal(byteAt(a!, 0), 9);
+  assertConverged([a!, b!, c!]);
+});
+
+test('quorum with a diskless tie-breaker: a write acknowledged with its vote is never lost to a node promoted later', async () => {
+  const cfg = makeConfig(3, { quorum: 'majority', diskless: [2] });
+  const [a, b, c] = makeNodes(cfg);
+  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  await sleep(50);
+  a!.promote(false);
+  // b drops first: a keeps the quorum with c's vote, and the write completes on a alone.
+  disconnect(a!, b!); disconnect(b!, c!);
+  assert.equal(await write(a!, 0, 4096, 0x42), 0);
+  await sleep(20);
+  // Then a goes too; b comes back next to c: together a majority, but c knows b's data is older.
+  disconnect(a!, c!);
+  connect(b!, c!);
+  await sleep(30);
+  assert.throws(() => b!.promote(false), /c|n2 knows a newer data generation/);
+  // With a back, b resyncs and may then be promoted.
+  a!.demote();
+  connect(a!, b!);
+  await sleep(150);
+  assert.equal(byteAt(b!, 0), 0x42);
+  b!.promote(false);
+  assert.equal(b!.role, 'Primary');
+  assertConverged([a!, b!, c!]);
+});
+
+test('allow-two-primaries: partially overlapping concurrent writes and a concurrent discard converge too', async () => {
+  const cfg = makeConfig(2, { allowTwoPrimaries: true });
+  const [a, b] = makeNodes(cfg);
+  connect(a!, b!);
+  await sleep(30);
+  a!.promote(false);
+  await sleep(10);
+  b!.promote(false);
+  // a (n0, wins) writes [4K, 12K); b writes [0, 8K) at the same time.
+  await Promise.all([write(a!, 4096, 8192, 0xa), write(b!, 0, 8192, 0xb)]);
+  await sleep(20);
+  for (const n of [a!, b!]) {
+    assert.equal(byteAt(n, 0), 0xb, `${n.me.name}: b's bytes outside the overlap`);
+    assert.equal(byteAt(n, 4096), 0xa, `${n.me.name}: a's bytes where they overlap`);
+    assert.equal(byteAt(n, 8192), 0xa);
+  }
+  assertConverged([a!, b!]);
+});
+
+test('outside(): the parts of a range not covered by others', async () => {
+  const { outside } = await import('../../../engine/replication/resource.js');
+  assert.deepEqual(outside(0, 100, []), [[0, 100]]);
+  assert.deepEqual(outside(0, 100, [[10, 20], [50, 60]]), [[0, 10], [20, 50], [60, 100]]);
+  assert.deepEqual(outside(0, 100, [[50, 60], [-5, 20], [55, 70]]), [[20, 50], [70, 100]]);
+  assert.deepEqual(outside(0, 100, [[0, 100]]), []);
+  assert.deepEqual(outside(10, 20, [[20, 30], [0, 10]]), [[10, 20]]);
+});

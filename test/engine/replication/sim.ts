@@ -82,8 +82,12 @@ class SimLink implements PeerLink {
     if (this.delay) setTimeout(deliver, this.delay);
     else setImmediate(deliver);
   }
+  /** Like a socket, reads the caller's bytes only when it delivers them (a reused slot shows). */
   sendEncoded(bytes: Buffer): void {
-    this.send(decodeFrame(Buffer.from(bytes)));
+    if (!this.open) return;
+    const deliver = () => { if (this.open && this.twin.open) this.to.frame(this.twin, decodeFrame(Buffer.from(bytes))); };
+    if (this.delay) setTimeout(deliver, this.delay);
+    else setImmediate(deliver);
   }
   close(_code: ErrorCode, msg: string): void {
     disconnect(this.from, this.to, `closed: ${msg}`);
