@@ -408,9 +408,7 @@ test('TLS: peers with certificates from the CA link up; a certificate from anoth
   const dir = mkdtempSync(join(tmpdir(), 'twindisk-tls-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   if (!makeCerts(dir, 'ca', ['a', 'b']) || !makeCerts(dir, 'other', ['x'])) {
-    console.error('*** the openssl command is missing: the TLS test of ws-link did not run ***');
-    t.skip('openssl not found');
-    return;
+    throw new Error('the openssl command is missing, so the TLS test cannot make its certificates: apt-get install openssl (npm test\'s setup installs it)');
   }
   const tlsOf = (n: string, ca = 'ca') => ({ cert: join(dir, `${n}.pem`), key: join(dir, `${n}.key`), ca: join(dir, `${ca}.pem`) });
   const { a, b, pa, pb } = await pair(t, { tls: tlsOf('a') }, { tls: tlsOf('b') });
