@@ -25,6 +25,8 @@ Replicated resources (DRBD-style; FILE is the resource file, NAME this node's na
   twindisk secondary --config FILE --node NAME
   twindisk connect --config FILE --node NAME [--peer PEER] [--discard-my-data]
   twindisk disconnect --config FILE --node NAME [--peer PEER]
+  twindisk attach --config FILE --node NAME
+      Take the node's disk back after an I/O error detached it; it resyncs fully from a peer.
   twindisk verify --config FILE --node NAME [--resync] [--wait]
       Compare every block with the connected peers by hash; --resync then resyncs what differs.
   twindisk wait-sync --config FILE --node NAME [--timeout S]
@@ -55,6 +57,7 @@ export async function runResourceCommand(cmd: string, args: string[]): Promise<n
         return await call(target(values, 'primary'), { cmd: 'primary', force: !!values.force });
       }
       case 'secondary': return await simple(args, 'secondary', { cmd: 'secondary' });
+      case 'attach': return await simple(args, 'attach', { cmd: 'attach' });
       case 'connect': {
         const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' }, 'discard-my-data': { type: 'boolean' } } });
         return await call(target(values, 'connect'), { cmd: 'connect', ...(values.peer ? { peer: values.peer } : {}), discardMyData: !!values['discard-my-data'] });

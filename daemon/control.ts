@@ -11,6 +11,7 @@ export type ControlRequest =
   | { cmd: 'disconnect'; peer?: string }
   | { cmd: 'verify'; resync?: boolean }
   | { cmd: 'fault'; kind: 'read' | 'write' | 'clear'; offset?: number; length?: number }
+  | { cmd: 'attach' }
   | { cmd: 'down' };
 
 export type ControlReply = { ok: true; result?: unknown } | { ok: false; error: string };
@@ -24,7 +25,7 @@ export function parseControlRequest(line: string): ControlRequest | string {
     return 'request is not JSON';
   }
   if (typeof v !== 'object' || v === null || typeof (v as { cmd?: unknown }).cmd !== 'string') return 'request has no "cmd"';
-  const cmds = ['status', 'primary', 'secondary', 'connect', 'disconnect', 'verify', 'fault', 'down'];
+  const cmds = ['status', 'primary', 'secondary', 'connect', 'disconnect', 'verify', 'fault', 'attach', 'down'];
   if (!cmds.includes((v as { cmd: string }).cmd)) return `unknown command "${(v as { cmd: string }).cmd}"`;
   return v as ControlRequest;
 }

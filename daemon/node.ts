@@ -135,6 +135,10 @@ export class Node {
         else if (Number.isInteger(r.offset) && Number.isInteger(r.length)) res.injectFault({ kind: r.kind, offset: r.offset!, length: r.length! });
         else throw new RoleError('fault needs integer offset and length');
         return res.status();
+      case 'attach':
+        if (!this.me.disk) throw new RoleError(`${this.me.name} is diskless in ${this.cfg.resource}: it has no disk to attach`);
+        res.reattach(openMetadata(this.me));
+        return res.status();
       case 'down':
         setImmediate(() => void this.stop());
         return { stopping: true };

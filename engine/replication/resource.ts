@@ -230,6 +230,7 @@ export class Resource implements LinkHandler {
     // Periodic write-back without fdatasync: with internal metadata an fdatasync also flushes every
     // dirty data page of the file, which would stall resync and guest writes once a second.
     // A Secondary's marks toward absent peers have no activity log behind them: those are synced.
+    if (this.bitmapTimer) clearInterval(this.bitmapTimer);
     this.bitmapTimer = setInterval(() => this.safely(() => {
       const sync = this.role === 'Secondary' && this.absentMarks;
       this.absentMarks = false;
@@ -248,8 +249,14 @@ export class Resource implements LinkHandler {
   /** Detaches the local disk after an I/O error (on-io-error detach): the node goes on diskless through its peers. */
   private detach(why: string): void {
     if (!this.disk) return;
-    this.log.error(`local disk failed (${why}): detaching it; this node now serves I/O through its peers (replace the disk, then run \`twindisk attach\` after a resync)`);
-    try { this.md?.close(); } catch { /* the disk is failing */ }
+    this.log.error(`local disk failed (${why}): detaching it; this node now serves I/O through its peers (fix or replace the disk, then run \`twindisk attach\`: it resyncs fully from a peer)`);
+    try {
+      // Whatever this disk holds from now on is stale: never trust it as UpToDate again.
+      if (this.md) {
+        this.md.disk = 'Inconsistent';
+        this.md.close();
+      }
+    } catch { /* the disk is failing */ }
     this.disk.close();
     this.disk = null;
     this.md = null;
@@ -263,6 +270,26 @@ export class Resource implements LinkHandler {
     }
     this.updateLocalReads();
     this.broadcastState();
+    this.changed();
+  }
+
+  /**
+   * `twindisk attach`: takes the local disk back after a detach (a repaired or replaced disk with
+   * metadata, see create-md). Its data is not trusted: it is Inconsistent and every block is resynced
+   * from an UpToDate peer.
+   */
+  reattach(md: Metadata): void {
+    if (this.disk) throw new RoleError('the local disk is attached already');
+    if (md.dataSize !== this.size) {
+      md.close();
+      throw new RoleError(`the disk has ${md.dataSize} usable bytes and the volume ${this.size}: give it the same size (create-md --size)`);
+    }
+    md.disk = 'Inconsistent';
+    for (const p of this.peers) if (p.hasDisk) md.setAll(p.id);
+    md.writeSuperblock();
+    this.attach(md);
+    this.broadcastState(STATE_WANT_RESYNC);
+    for (const p of this.peers) if (p.link && p.state) this.handshake(p);
     this.changed();
   }
 

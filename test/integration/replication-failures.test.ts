@@ -108,7 +108,7 @@ test('split brain resolved automatically by after-sb-0pri discard-younger-primar
   assert.ok(a.subarray(0, 4096).equals(fromAlpha));
 });
 
-test('disk errors: a failed local read is served from the peer and rewritten; a failed local write detaches the disk and the guest sees no error', async () => {
+test('disk errors: a failed local read is served from the peer and rewritten; a failed local write detaches the disk and the guest sees no error; attach resyncs the repaired disk', async () => {
   const c = await cluster({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } } });
   await c.startAll();
   const alpha = c.node('alpha');
@@ -129,10 +129,19 @@ test('disk errors: a failed local read is served from the peer and rewritten; a 
   assert.equal(s.disk, 'Diskless');
   assert.ok(read(g, 20 * 4096, 4096).equals(w), 'reads go through beta after the detach');
   const more = write(g, 30 * 4096, 4096);
-  g.fe.close();
   const b = c.data('beta');
   assert.ok(b.subarray(20 * 4096, 21 * 4096).equals(w));
   assert.ok(b.subarray(30 * 4096, 31 * 4096).equals(more));
+  // The disk is repaired: attach takes it back and resyncs every block from beta, under the guest.
+  await alpha.call({ cmd: 'fault', kind: 'clear' }).catch(() => undefined);
+  c.cli(['attach', '--config', c.file, '--node', 'alpha']);
+  s = await alpha.waitStatus((x) => x.disk === 'UpToDate' && established(x, 'beta') && x.peers.beta!.outOfSyncBytes === 0, 'alpha resynced after attach', 30000);
+  assert.equal(s.peers.beta!.lastResync!.full, false);
+  assert.equal(s.peers.beta!.lastResync!.bytesReceived, c.size, 'every block came from beta');
+  const last = write(g, 40 * 4096, 4096);
+  g.fe.close();
+  assert.ok(c.data('alpha').equals(c.data('beta')));
+  assert.ok(c.data('alpha').subarray(40 * 4096, 41 * 4096).equals(last));
 });
 
 test('a peer speaking garbage after a correct handshake is dropped and the data is untouched', async () => {
