@@ -2,9 +2,27 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EIO } from '../../../engine/os.js';
+import type { Resource } from '../../../engine/replication/resource.js';
 import {
   assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, sleep, write,
 } from './sim.js';
+
+/** Connects every pair of `nodes`. */
+function mesh(...nodes: Resource[]): void {
+  for (let i = 0; i < nodes.length; i++) for (let j = i + 1; j < nodes.length; j++) connect(nodes[i]!, nodes[j]!);
+}
+
+/** Two connected nodes of a resource with allow-two-primaries, both promoted. */
+async function twoPrimaries(): Promise<Resource[]> {
+  const cfg = makeConfig(2, { allowTwoPrimaries: true });
+  const nodes = makeNodes(cfg);
+  connect(nodes[0]!, nodes[1]!);
+  await sleep(30);
+  nodes[0]!.promote(false);
+  await sleep(10);
+  nodes[1]!.promote(false);
+  return nodes;
+}
 
 test('protocol C: a write completes when both disks hold it; a Secondary is written, never promoted behind a Primary', async () => {
   const cfg = makeConfig(2);
@@ -41,7 +59,7 @@ test('a write the peer missed while away is resynced from the bitmap; only those
 test('diskless Primary: writes a disk peer missed are tracked by the other disk peer; a write with no copy left fails', async () => {
   const cfg = makeConfig(3, { diskless: [0] });
   const [a, b, c] = makeNodes(cfg);
-  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  mesh(a!, b!, c!);
   await sleep(50);
   a!.promote(false);
   await sleep(20);
@@ -62,7 +80,7 @@ test('diskless Primary: writes a disk peer missed are tracked by the other disk 
 test('three nodes: writes a Secondary receives are marked toward a peer it cannot reach', async () => {
   const cfg = makeConfig(3);
   const [a, b, c] = makeNodes(cfg);
-  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  mesh(a!, b!, c!);
   await sleep(50);
   a!.promote(false);
   await sleep(20);
@@ -126,7 +144,7 @@ test('a crashed Primary resyncs its activity log with every disk peer, not just 
   const nodes = makeNodes(cfg); // n0 (c), n1 (b), n2 (a): a has the highest id
   const [c, b] = [nodes[0]!, nodes[1]!];
   let a = nodes[2]!;
-  connect(a, b); connect(a, c); connect(b, c);
+  mesh(a, b, c);
   await sleep(50);
   a.promote(false);
   await sleep(20);
@@ -146,7 +164,7 @@ test('a crashed Primary resyncs its activity log with every disk peer, not just 
 test('an Inconsistent node (interrupted resync) is never a SyncSource', async () => {
   const cfg = makeConfig(3);
   const [a, b, c] = makeNodes(cfg);
-  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  mesh(a!, b!, c!);
   await sleep(50);
   a!.promote(false);
   await sleep(20);
@@ -233,7 +251,7 @@ test('online verify finds blocks that differ behind the engine\'s back and marks
 test('a node resyncing from a Secondary while the Primary writes partial blocks to it ends with the Primary\'s data', async () => {
   const cfg = makeConfig(3, { resyncRate: 1 << 20, cMinRate: 1 << 20 });
   const [p, s, t] = makeNodes(cfg);
-  connect(p!, s!); connect(p!, t!); connect(s!, t!);
+  mesh(p!, s!, t!);
   await sleep(50);
   p!.promote(false);
   await sleep(20);
@@ -252,13 +270,7 @@ test('a node resyncing from a Secondary while the Primary writes partial blocks 
 });
 
 test('allow-two-primaries: concurrent writes to one block from both Primaries end identical on both (lower node id wins)', async () => {
-  const cfg = makeConfig(2, { allowTwoPrimaries: true });
-  const [a, b] = makeNodes(cfg);
-  connect(a!, b!);
-  await sleep(30);
-  a!.promote(false);
-  await sleep(10);
-  b!.promote(false);
+  const [a, b] = await twoPrimaries();
   assert.equal(a!.role, 'Primary');
   assert.equal(b!.role, 'Primary');
   // Sequential writes from either side simply replicate.
@@ -280,7 +292,7 @@ test('allow-two-primaries: concurrent writes to one block from both Primaries en
 test('quorum: a write in flight when the Primary loses its majority fails (io-error) instead of completing on the minority', async () => {
   const cfg = makeConfig(3, { quorum: 'majority' });
   const [a, b, c] = makeNodes(cfg);
-  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  mesh(a!, b!, c!);
   await sleep(50);
   a!.promote(false);
   link(a!, b!).delay = 50;
@@ -304,7 +316,7 @@ test('quorum: a write in flight when the Primary loses its majority fails (io-er
 test('quorum with a diskless tie-breaker: a write acknowledged with its vote is never lost to a node promoted later', async () => {
   const cfg = makeConfig(3, { quorum: 'majority', diskless: [2] });
   const [a, b, c] = makeNodes(cfg);
-  connect(a!, b!); connect(a!, c!); connect(b!, c!);
+  mesh(a!, b!, c!);
   await sleep(50);
   a!.promote(false);
   // b drops first: a keeps the quorum with c's vote, and the write completes on a alone.
@@ -327,13 +339,7 @@ test('quorum with a diskless tie-breaker: a write acknowledged with its vote is 
 });
 
 test('allow-two-primaries: partially overlapping concurrent writes and a concurrent discard converge too', async () => {
-  const cfg = makeConfig(2, { allowTwoPrimaries: true });
-  const [a, b] = makeNodes(cfg);
-  connect(a!, b!);
-  await sleep(30);
-  a!.promote(false);
-  await sleep(10);
-  b!.promote(false);
+  const [a, b] = await twoPrimaries();
   // a (n0, wins) writes [4K, 12K); b writes [0, 8K) at the same time.
   await Promise.all([write(a!, 4096, 8192, 0xa), write(b!, 0, 8192, 0xb)]);
   await sleep(20);
