@@ -35,6 +35,7 @@ export class Node {
   private transport: WsTransport | null = null;
   private control: ControlServer | null = null;
   private vhost: VhostUserServer | null = null;
+  private vhostStarting: Promise<void> | null = null;
   private channels: ChannelHost[] = [];
   private eventFds: number[] = [];
   private readonly one = new NativeBuffer(8);
@@ -99,12 +100,12 @@ export class Node {
       onOpen: () => this.resource.clientOpened(),
       onClose: () => this.resource.clientClosed(),
     });
-    try {
-      await server.start();
-      this.vhost = server;
-    } catch (e) {
-      this.log.error(`cannot serve the volume on ${this.me.socket}: ${(e as Error).message}`);
-    }
+    // stop() waits for this: a server half started would leave queue workers running.
+    this.vhostStarting = server.start().then(
+      () => { this.vhost = server; },
+      (e: Error) => { this.log.error(`cannot serve the volume on ${this.me.socket}: ${e.message}`); },
+    );
+    await this.vhostStarting;
   }
 
   private async command(r: ControlRequest): Promise<unknown> {
@@ -148,6 +149,7 @@ export class Node {
   /** Stops the front-end, the links and the control socket, then closes the disk cleanly. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      await this.vhostStarting;
       await this.vhost?.close().catch((e: Error) => this.log.error(`vhost-user shutdown: ${e.message}`));
       for (const ch of this.channels) ch.stop();
       await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));

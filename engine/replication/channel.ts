@@ -194,7 +194,14 @@ export class ChannelHost {
   constructor(eventFd: number, private readonly wake: (fd: number) => void, slots = SLOTS, chunk = CHUNK) {
     const sab = new SharedArrayBuffer(Layout.controlBytes(slots));
     const dataFd = memfd('twindisk-channel', slots * (HEADROOM + chunk));
-    this.l = new Layout(sab, slots, chunk, mapShared(dataFd, slots * (HEADROOM + chunk)));
+    let map: Mapping;
+    try {
+      map = mapShared(dataFd, slots * (HEADROOM + chunk));
+    } catch (e) {
+      close(dataFd);
+      throw e;
+    }
+    this.l = new Layout(sab, slots, chunk, map);
     this.spec = { sab, slots, chunk, eventFd, dataFd };
     this.views = Array.from({ length: slots }, (_, i) => this.l.data.subarray(i * this.l.stride, (i + 1) * this.l.stride));
   }
