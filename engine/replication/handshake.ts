@@ -72,7 +72,12 @@ export function decideResync(me: NodeView, peer: NodeView): Decision {
   const peerBase = peer.gens.bitmap[me.id] ?? 0n;
   const meOut = me.disk === 'Outdated';
   const peerOut = peer.disk === 'Outdated';
-  if (meOut !== peerOut && (meOut ? peer : me).disk === 'UpToDate') {
+  const outdated = meOut ? me : peer;
+  const upToDate = meOut ? peer : me;
+  // ...unless the UpToDate side is an ancestor of the Outdated one (it missed writes the Outdated
+  // side acknowledged before losing its quorum): then the generations below decide.
+  const upToDateOlder = outdated.gens.history.includes(upToDate.gens.current) || (outdated.gens.bitmap[upToDate.id] ?? 0n) === upToDate.gens.current;
+  if (meOut !== peerOut && upToDate.disk === 'UpToDate' && !upToDateOlder) {
     // Outdated data (a minority that lost its quorum mid-write) yields to UpToDate data whatever it
     // wrote since; the bitmaps cover the difference when both are based on a common generation.
     const bitmapOk = (myBase !== 0n && (myBase === pc || myBase === peerBase)) || (peerBase !== 0n && peerBase === mc);

@@ -664,8 +664,9 @@ export class Resource implements LinkHandler {
   // ---------------------------------------------------------------------------------------------
   // Quorum
 
+  /** Votes: this node and every peer linked and past its handshake (a peer mid-handshake may yet be refused). */
   votes(): { have: number; needed: number } {
-    return { have: 1 + this.peers.filter((p) => p.link !== null).length, needed: quorumVotes(this.cfg) };
+    return { have: 1 + this.peers.filter((p) => p.link !== null && p.replication !== 'Handshake' && p.replication !== 'Off').length, needed: quorumVotes(this.cfg) };
   }
 
   hasQuorum(): boolean {
@@ -694,9 +695,11 @@ export class Resource implements LinkHandler {
 
   private quorumChanged(): void {
     if (this.hasQuorum() && this.heldCompletions.length > 0) {
+      // Held writes succeed only if this copy was kept; when a peer's data replaces it, they fail.
+      const replaced = this.diskState !== 'UpToDate' || this.peers.some((q) => q.replication === 'SyncTarget' || q.pendingResync?.asTarget);
       const list = this.heldCompletions;
       this.heldCompletions = [];
-      for (const { p, st } of list) this.finish(p.req, st, p.onDone);
+      for (const { p, st } of list) this.finish(p.req, replaced ? -EIO : st, p.onDone);
     }
     if (this.hasQuorum() && this.suspended.length > 0) {
       const list = this.suspended;
@@ -980,8 +983,9 @@ export class Resource implements LinkHandler {
     }
     const asTarget = res.kind === 'target';
     const sourceDisk = asTarget ? p.state.disk : this.diskState;
-    if (sourceDisk !== 'UpToDate') {
-      // Only UpToDate data may be copied: an Inconsistent source would make its target "UpToDate" with half a resync.
+    if (sourceDisk !== 'UpToDate' && sourceDisk !== 'Outdated') {
+      // Only whole data may be copied: an Inconsistent source would make its target "UpToDate" with
+      // half a resync. (Outdated data is whole; the generations chose it as the newer copy.)
       p.replication = 'Established';
       this.log.warn(`${p.name} and ${this.me.name} differ (${res.why}) but the would-be SyncSource is ${sourceDisk}: waiting for UpToDate data (connect a node that has it, or primary --force on the authoritative one)`);
       this.changed();
@@ -1270,7 +1274,7 @@ export class Resource implements LinkHandler {
   /** The SyncSource answers a request with the data, or "in sync" when the checksums match. */
   private onResyncRequest(p: Peer, seq: number, offset: number, length: number, hash: bigint | null): void {
     const rs = p.resync;
-    if (!rs || rs.asTarget || this.diskState !== 'UpToDate') {
+    if (!rs || rs.asTarget || (this.diskState !== 'UpToDate' && this.diskState !== 'Outdated')) {
       p.link!.close(ErrorCode.Protocol, `resync request while ${this.me.name} is not ${p.name}'s SyncSource`);
       return;
     }

@@ -359,3 +359,28 @@ test('outside(): the parts of a range not covered by others', async () => {
   assert.deepEqual(outside(0, 100, [[0, 100]]), []);
   assert.deepEqual(outside(10, 20, [[20, 30], [0, 10]]), [[10, 20]]);
 });
+
+test('an Outdated minority that holds acknowledged writes does not yield to a peer that missed them', async () => {
+  const cfg = makeConfig(3, { quorum: 'majority' });
+  const [a, b, c] = makeNodes(cfg);
+  mesh(a!, b!, c!);
+  await sleep(50);
+  a!.promote(false);
+  disconnect(a!, c!); disconnect(b!, c!); // c stays UpToDate at the old generation
+  assert.equal(await write(a!, 0, 4096, 0x42), 0, 'acknowledged with a and b as the quorum');
+  await sleep(20);
+  link(a!, b!).delay = 50;
+  const w = write(a!, 4096, 4096, 0x43);
+  disconnect(a!, b!);
+  assert.equal(await w, -EIO);
+  assert.equal(a!.diskState, 'Outdated');
+  a!.demote();
+  connect(a!, c!);
+  await sleep(200);
+  assert.equal(byteAt(a!, 0), 0x42, 'a keeps the acknowledged write');
+  assert.equal(byteAt(c!, 0), 0x42, 'c, which missed it, receives it');
+  connect(b!, c!); connect(a!, b!);
+  await sleep(300);
+  for (const n of [a!, b!, c!]) assert.equal(byteAt(n, 0), 0x42, `${n.me.name} holds the acknowledged write`);
+  assertConverged([a!, b!, c!]);
+});
