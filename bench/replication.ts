@@ -3,11 +3,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
-import { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
+import type { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
 import { Cluster, sleep } from '../test/harness/cluster.js';
 import { cli } from '../test/harness/serve.js';
-import { runWorkload, type Workload } from './vhost.js';
+import { runWorkload, setupDriver, type Workload } from './vhost.js';
 
 export interface ReplicationBenchOptions {
   json: boolean;
@@ -36,9 +36,7 @@ const WRITES: Workload[] = [
 
 function frontend(socket: string): { fe: VhostUserFrontend; blk: BlkDriver } {
   const fe = VhostUserFrontend.connect(socket);
-  const maxData = 1 << 20;
-  fe.setup({ numQueues: 1, queueSize: 128, memSize: 3 * (1 << 20) + 32 * (maxData + 4096) + (1 << 20) });
-  return { fe, blk: new BlkDriver(fe.queues[0]!.driver, fe.dataBase, 32, maxData) };
+  return { fe, blk: setupDriver(fe, 1) };
 }
 
 async function waitForFile(p: string, ms = 20000): Promise<void> {

@@ -88,6 +88,13 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
 
+/** Sets the front-end up with `queues` queues and returns a driver of 32 slots of up to 1 MiB on queue 0. */
+export function setupDriver(fe: VhostUserFrontend, queues: number): BlkDriver {
+  const maxData = 1 << 20;
+  fe.setup({ numQueues: queues, queueSize: 128, memSize: (queues + 2) * (1 << 20) + 32 * (maxData + 4096) + (1 << 20) });
+  return new BlkDriver(fe.queues[0]!.driver, fe.dataBase, 32, maxData);
+}
+
 /** Runs one workload on queue 0 for `seconds`; returns throughput and latency. */
 export function runWorkload(fe: VhostUserFrontend, blk: BlkDriver, w: Workload, size: number, seconds: number): Omit<Row, 'target'> {
   const q = fe.queues[0]!;
@@ -164,9 +171,7 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
         await waitForSocket(socket, child);
         const fe = VhostUserFrontend.connect(socket);
         try {
-          const maxData = 1 << 20;
-          fe.setup({ numQueues: queues, queueSize: 128, memSize: (queues + 2) * (1 << 20) + 32 * (maxData + 4096) + (1 << 20) });
-          const blk = new BlkDriver(fe.queues[0]!.driver, fe.dataBase, 32, maxData);
+          const blk = setupDriver(fe, queues);
           for (const w of WORKLOADS) {
             const r = { target, ...runWorkload(fe, blk, w, size, seconds) };
             rows.push(r);

@@ -206,25 +206,37 @@ async function poll(t: Target): Promise<ResourceStatus> {
   return (await controlCall(t.node.control, { cmd: 'status' })) as ResourceStatus;
 }
 
-async function waitSync(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, strict: true, options: { ...common, timeout: { type: 'string' } } });
-  const t = target(values, 'wait-sync');
-  const deadline = Date.now() + Number(values.timeout ?? 3600) * 1000;
+/**
+ * Polls the node's status and shows `progress(status)` (one line, redrawn on a terminal) until it
+ * returns null; then prints `done(status)`. Throws after `timeoutMs` with the last line.
+ */
+async function follow(t: Target, progress: (s: ResourceStatus) => string | null, done: (s: ResourceStatus) => string, timeoutMs = Infinity): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   const tty = process.stdout.isTTY;
   for (;;) {
     const s = await poll(t).catch((e: Error) => { throw new CommandError(`${t.node.name}: ${e.message}`); });
-    const busy = Object.entries(s.peers).filter(([, p]) => p.connection === 'Connected' && p.replication !== 'Established');
-    const line = busy.map(([n, p]) => `${n} ${p.replication}${p.resync ? ' ' + progressBar(p.resync.percent) + ` ${humanBytes(p.resync.rateBytesPerSec)}/s` : ''}`).join('  ');
-    if (busy.length === 0) {
+    const line = progress(s);
+    if (line === null) {
       if (tty) process.stdout.write('\r\x1b[K');
-      process.stdout.write(formatStatus(s));
-      return 0;
+      process.stdout.write(done(s));
+      return;
     }
     if (tty) process.stdout.write(`\r\x1b[K${line}`);
     else process.stdout.write(line + '\n');
-    if (Date.now() > deadline) throw new CommandError(`${t.node.name}: peers still syncing after --timeout: ${line}`);
+    if (Date.now() > deadline) throw new CommandError(`${t.node.name}: still busy after --timeout: ${line}`);
     await new Promise((r) => setTimeout(r, tty ? 250 : 2000));
   }
+}
+
+async function waitSync(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, strict: true, options: { ...common, timeout: { type: 'string' } } });
+  const t = target(values, 'wait-sync');
+  await follow(t, (s) => {
+    const busy = Object.entries(s.peers).filter(([, p]) => p.connection === 'Connected' && p.replication !== 'Established');
+    if (busy.length === 0) return null;
+    return busy.map(([n, p]) => `${n} ${p.replication}${p.resync ? ' ' + progressBar(p.resync.percent) + ` ${humanBytes(p.resync.rateBytesPerSec)}/s` : ''}`).join('  ');
+  }, formatStatus, Number(values.timeout ?? 3600) * 1000);
+  return 0;
 }
 
 async function verify(args: string[]): Promise<number> {
@@ -238,21 +250,12 @@ async function verify(args: string[]): Promise<number> {
   }
   process.stdout.write(`${t.node.name}: verifying against ${started.peers.join(', ')}\n`);
   if (!values.wait) return 0;
-  const tty = process.stdout.isTTY;
-  for (;;) {
-    const s = await poll(t);
+  await follow(t, (s) => {
     const running = started.peers.filter((n) => s.peers[n]?.verify?.running);
-    if (running.length === 0) {
-      if (tty) process.stdout.write('\r\x1b[K');
-      for (const n of started.peers) {
-        const v = s.peers[n]?.verify;
-        process.stdout.write(`${n}: ${v ? `${v.outOfSyncBlocks} blocks (${humanBytes(v.outOfSyncBytes)}) out of sync` : 'verify did not finish (link lost?)'}\n`);
-      }
-      return 0;
-    }
-    const line = running.map((n) => `${n} ${progressBar(s.peers[n]!.verify!.percent)}`).join('  ');
-    if (tty) process.stdout.write(`\r\x1b[K${line}`);
-    else process.stdout.write(line + '\n');
-    await new Promise((r) => setTimeout(r, tty ? 250 : 2000));
-  }
+    return running.length === 0 ? null : running.map((n) => `${n} ${progressBar(s.peers[n]!.verify!.percent)}`).join('  ');
+  }, (s) => started.peers.map((n) => {
+    const v = s.peers[n]?.verify;
+    return `${n}: ${v ? `${v.outOfSyncBlocks} blocks (${humanBytes(v.outOfSyncBytes)}) out of sync` : 'verify did not finish (link lost?)'}\n`;
+  }).join(''));
+  return 0;
 }

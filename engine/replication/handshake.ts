@@ -30,7 +30,8 @@ export interface SplitBrainPolicy {
   afterSb2pri: string;
 }
 
-const hex = (g: bigint): string => g.toString(16).padStart(16, '0');
+/** A generation identifier as logs and `status` show it: 16 hex digits. */
+export const hex = (g: bigint): string => g.toString(16).padStart(16, '0');
 
 /**
  * Decides the resync between `me` and `peer` from their generations (DRBD's UUID comparison):

@@ -16,7 +16,7 @@ import {
   TRIM_DISCARD, TRIM_ZEROES, TRIM_ZEROES_UNMAP,
   type DiskState, type Frame, type Generations, type Role, type StateFrame,
 } from './frames.js';
-import { decideResync, resolveSplitBrain, type NodeView } from './handshake.js';
+import { decideResync, hex, resolveSplitBrain, type NodeView } from './handshake.js';
 import type { LinkControl, LinkHandler, PeerLink } from './link.js';
 import { DiskIoError, LocalDisk, type Fault } from './local-disk.js';
 import { Metadata, MetadataError, newGeneration } from './metadata.js';
@@ -47,17 +47,15 @@ interface Pending {
   offset: number;
   length: number;
   marks: boolean;
-  onDone: ((status: number) => void) | null;
 }
 
 interface PendingRead {
-  req: ChannelRequest | null;
+  req: ChannelRequest;
   peerId: number;
   offset: number;
   length: number;
   /** For a local read error: rewrite the good data locally once it arrives. */
   repair: boolean;
-  onData: ((status: number, data: Uint8Array) => void) | null;
 }
 
 interface ResyncRequest {
@@ -101,7 +99,6 @@ export class Peer {
   verify: VerifyRun | null = null;
   lastVerify: VerifyRun | null = null;
   splitBrain: string | null = null;
-  decision = '';
   /** Handshake progress: our bitmap sent, theirs fully received. */
   bitmapSent = false;
   bitmapReceived = false;
@@ -384,23 +381,22 @@ export class Resource implements LinkHandler {
       } catch (e) {
         this.stats.localReadErrors++;
         this.log.warn(`local read failed (${(e as Error).message}): reading from a peer and rewriting the block`, { offset: r.offset, length: r.length });
-        return this.remoteRead(r, r.offset, r.length, true, null);
+        return this.remoteRead(r, r.offset, r.length, true);
       }
     }
-    this.remoteRead(r, r.offset, r.length, false, null);
+    this.remoteRead(r, r.offset, r.length, false);
   }
 
-  /** Reads from an UpToDate peer (the SyncSource first); completes the request or calls onData. */
-  private remoteRead(req: ChannelRequest | null, offset: number, length: number, repair: boolean, onData: PendingRead['onData']): void {
+  /** Reads from an UpToDate peer (the SyncSource first) and completes the request. */
+  private remoteRead(req: ChannelRequest, offset: number, length: number, repair: boolean): void {
     const peer = this.peers.find((p) => p.replication === 'SyncTarget' && p.link && p.state?.disk === 'UpToDate') ?? this.peers.find((p) => p.upToDate);
     if (!peer) {
       this.log.warn('a read found no UpToDate copy of the data (local disk not UpToDate and no UpToDate peer connected)', { offset, length });
-      if (req) req.channel.complete(req.slot, -EIO);
-      onData?.(-EIO, this.scratch.subarray(0, 0));
+      req.channel.complete(req.slot, -EIO);
       return;
     }
     const seq = this.seq++;
-    this.reads.set(seq, { req, peerId: peer.id, offset, length, repair, onData });
+    this.reads.set(seq, { req, peerId: peer.id, offset, length, repair });
     peer.link!.send({ type: FrameType.ReadRequest, seq, offset, length });
   }
 
@@ -411,7 +407,7 @@ export class Resource implements LinkHandler {
   }
 
   /** Writes locally and to every replicating peer; completes when the protocol's acknowledgements are in. */
-  private replicateWrite(req: ChannelRequest | null, offset: number, length: number, data: Uint8Array, fua: boolean): void {
+  private replicateWrite(req: ChannelRequest, offset: number, length: number, data: Uint8Array, fua: boolean): void {
     this.newGenerationIfNeeded(0);
     this.md?.alActivate(offset, length);
     const ok = this.localCopy((d) => {
@@ -421,7 +417,7 @@ export class Resource implements LinkHandler {
     const seq = this.seq++;
     // The frame is built around the payload in the channel slot (no copy), unless the request may
     // complete before the peers answer (protocol A): then the slot is reused at once, so each send copies.
-    const inPlace = req !== null && (this.cfg.protocol !== 'A' || fua);
+    const inPlace = this.cfg.protocol !== 'A' || fua;
     const frame = inPlace ? writeDataHeader(req.slotBuffer, HEADROOM - DATA_HEADER, seq, offset, fua ? DATA_FUA : 0, length) : null;
     const mask = this.toDiskPeers(offset, length, (p) => {
       if (frame) p.link!.sendEncoded(frame);
@@ -471,12 +467,12 @@ export class Resource implements LinkHandler {
    * A request no copy of which survived fails with EIO.
    */
   private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean, inPlace = false): void {
-    if (mask === 0) return this.finish(req, ok > 0 ? 0 : -EIO, null);
+    if (mask === 0) return this.finish(req, ok > 0 ? 0 : -EIO);
     if (req && this.cfg.protocol === 'A' && !fua && ok > 0) {
-      this.finish(req, 0, null);
+      this.finish(req, 0);
       req = null;
     }
-    this.pending.set(seq, { req, mask, ok, inPlace, offset, length, marks: length > 0, onDone: null });
+    this.pending.set(seq, { req, mask, ok, inPlace, offset, length, marks: length > 0 });
   }
 
   private guestFlush(r: ChannelRequest): void {
@@ -503,9 +499,8 @@ export class Resource implements LinkHandler {
     this.track(r, seq, mask, ok, r.offset, r.length, false);
   }
 
-  private finish(req: ChannelRequest | null, status: number, onDone: ((s: number) => void) | null): void {
+  private finish(req: ChannelRequest | null, status: number): void {
     if (req) req.channel.complete(req.slot, status);
-    onDone?.(status);
   }
 
   /** A peer acknowledged (or failed, or dropped) operation `seq`. */
@@ -535,11 +530,11 @@ export class Resource implements LinkHandler {
           // The local disk holds a write nobody was told about and the majority may move on: this
           // copy is Outdated, and resyncs from the majority when it returns.
           this.outdate('a write failed when the quorum was lost');
-          this.finish(p.req, -EIO, p.onDone);
+          this.finish(p.req, -EIO);
         }
         return;
       }
-      this.finish(p.req, st, p.onDone);
+      this.finish(p.req, st);
     }
   }
 
@@ -699,7 +694,7 @@ export class Resource implements LinkHandler {
       const replaced = this.diskState !== 'UpToDate' || this.peers.some((q) => q.replication === 'SyncTarget' || q.pendingResync?.asTarget);
       const list = this.heldCompletions;
       this.heldCompletions = [];
-      for (const { p, st } of list) this.finish(p.req, replaced ? -EIO : st, p.onDone);
+      for (const { p, st } of list) this.finish(p.req, replaced ? -EIO : st);
     }
     if (this.hasQuorum() && this.suspended.length > 0) {
       const list = this.suspended;
@@ -763,7 +758,7 @@ export class Resource implements LinkHandler {
     for (const [seq, rd] of [...this.reads]) {
       if (rd.peerId !== p.id) continue;
       this.reads.delete(seq);
-      this.remoteRead(rd.req, rd.offset, rd.length, rd.repair, rd.onData);
+      this.remoteRead(rd.req, rd.offset, rd.length, rd.repair);
     }
     this.md?.flushBitmaps();
     this.updateLocalReads();
@@ -971,7 +966,6 @@ export class Resource implements LinkHandler {
       return;
     }
     this.discardMyData.delete(p.id);
-    p.decision = res ? `${res.kind}${res.full ? ' (full)' : ''}: ${res.why}` : 'in sync';
     if (!res) {
       p.replication = 'Established';
       this.log.info(`${p.name} is in sync`, { peerDisk: p.state.disk, peerRole: p.state.role });
@@ -1173,11 +1167,8 @@ export class Resource implements LinkHandler {
         this.detach((e as Error).message);
       }
     }
-    if (rd.req) {
-      if (status === 0) rd.req.data.set(data.subarray(0, rd.length));
-      rd.req.channel.complete(rd.req.slot, status);
-    }
-    rd.onData?.(status, data);
+    if (status === 0) rd.req.data.set(data.subarray(0, rd.length));
+    rd.req.channel.complete(rd.req.slot, status);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1555,10 +1546,6 @@ export function outside(start: number, end: number, ranges: [number, number][]):
   }
   if (pos < end) out.push([pos, end]);
   return out;
-}
-
-function hex(g: bigint): string {
-  return g.toString(16).padStart(16, '0');
 }
 
 function emptyGens(): Generations {

@@ -328,14 +328,9 @@ export function writeDataHeader(buf: Buffer, at: number, seq: number, offset: nu
 
 function encodeData(f: DataFrame): Buffer {
   checkOutPayload('DATA payload', f.data);
-  checkOutRange('DATA', f.offset, f.data.length);
-  const out = Buffer.allocUnsafe(21 + f.data.length);
-  out[0] = FrameType.Data;
-  putU53(out, 1, f.seq, 'DATA seq');
-  putU53(out, 9, f.offset, 'DATA offset');
-  putU32(out, 17, f.flags, 'DATA flags');
-  out.set(f.data, 21);
-  return out;
+  const out = Buffer.allocUnsafe(DATA_HEADER + f.data.length);
+  out.set(f.data, DATA_HEADER);
+  return writeDataHeader(out, 0, f.seq, f.offset, f.flags, f.data.length);
 }
 
 function decodeData(b: Uint8Array): DataFrame {

@@ -12,12 +12,17 @@ function mesh(...nodes: Resource[]): void {
   for (let i = 0; i < nodes.length; i++) for (let j = i + 1; j < nodes.length; j++) connect(nodes[i]!, nodes[j]!);
 }
 
-/** Two connected nodes of a resource with allow-two-primaries, both promoted. */
-async function twoPrimaries(): Promise<Resource[]> {
-  const cfg = makeConfig(2, { allowTwoPrimaries: true });
-  const nodes = makeNodes(cfg);
+/** Two nodes of a resource (n0, n1), connected and past their handshake. */
+async function connectedPair(o: Parameters<typeof makeConfig>[1] = {}): Promise<Resource[]> {
+  const nodes = makeNodes(makeConfig(2, o));
   connect(nodes[0]!, nodes[1]!);
   await sleep(30);
+  return nodes;
+}
+
+/** Two connected nodes of a resource with allow-two-primaries, both promoted. */
+async function twoPrimaries(): Promise<Resource[]> {
+  const nodes = await connectedPair({ allowTwoPrimaries: true });
   nodes[0]!.promote(false);
   await sleep(10);
   nodes[1]!.promote(false);
@@ -25,10 +30,7 @@ async function twoPrimaries(): Promise<Resource[]> {
 }
 
 test('protocol C: a write completes when both disks hold it; a Secondary is written, never promoted behind a Primary', async () => {
-  const cfg = makeConfig(2);
-  const [a, b] = makeNodes(cfg);
-  connect(a!, b!);
-  await sleep(30);
+  const [a, b] = await connectedPair();
   a!.promote(false);
   await sleep(10);
   assert.throws(() => b!.promote(false), /n0 is Primary/);
@@ -39,10 +41,7 @@ test('protocol C: a write completes when both disks hold it; a Secondary is writ
 });
 
 test('a write the peer missed while away is resynced from the bitmap; only those blocks travel', async () => {
-  const cfg = makeConfig(2);
-  const [a, b] = makeNodes(cfg);
-  connect(a!, b!);
-  await sleep(30);
+  const [a, b] = await connectedPair();
   a!.promote(false);
   disconnect(a!, b!);
   for (let i = 0; i < 5; i++) assert.equal(await write(a!, i * 65536, 4096, 10 + i), 0);
@@ -103,10 +102,7 @@ test('three nodes: writes a Secondary receives are marked toward a peer it canno
 });
 
 test('a link dropping mid-write: the write completes on the Primary, is marked, and wins over the peer\'s old data', async () => {
-  const cfg = makeConfig(2);
-  const [b, a] = makeNodes(cfg); // b has the lower id
-  connect(a!, b!);
-  await sleep(30);
+  const [b, a] = await connectedPair(); // b has the lower id
   a!.promote(false);
   const p = write(a!, 0, 4096, 5);
   disconnect(a!, b!);
@@ -120,10 +116,7 @@ test('a link dropping mid-write: the write completes on the Primary, is marked, 
 
 for (const protocol of ['A', 'B'] as const) {
   test(`protocol ${protocol}: a write in flight when the link drops is marked and resynced`, async () => {
-    const cfg = makeConfig(2, { protocol });
-    const [a, b] = makeNodes(cfg);
-    connect(a!, b!);
-    await sleep(30);
+    const [a, b] = await connectedPair({ protocol });
     a!.promote(false);
     link(a!, b!).delay = 50;
     const p = write(a!, 0, 4096, 5);
@@ -209,10 +202,7 @@ test('untrusted frames at the wrong time change nothing', async () => {
 });
 
 test('checksum-based resync (csums-alg xxh3) sends only blocks whose content differs', async () => {
-  const cfg = makeConfig(2, { csumsAlg: 'xxh3' });
-  const [a, b] = makeNodes(cfg);
-  connect(a!, b!);
-  await sleep(30);
+  const [a, b] = await connectedPair({ csumsAlg: 'xxh3' });
   a!.promote(false);
   disconnect(a!, b!);
   // Four blocks rewritten with the bytes they already held (zeroes), three really changed.
@@ -229,10 +219,7 @@ test('checksum-based resync (csums-alg xxh3) sends only blocks whose content dif
 });
 
 test('online verify finds blocks that differ behind the engine\'s back and marks them; a resync repairs them', async () => {
-  const cfg = makeConfig(2);
-  const [a, b] = makeNodes(cfg);
-  connect(a!, b!);
-  await sleep(30);
+  const [a, b] = await connectedPair();
   // Corrupt two blocks on b directly (a bit rot the engine did not see).
   b!.disk!.write(Buffer.alloc(4096, 0x33), 4096, 5 * 4096);
   b!.disk!.write(Buffer.alloc(512, 0x44), 512, 9 * 4096 + 512);

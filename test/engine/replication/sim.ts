@@ -32,12 +32,12 @@ export function makeConfig(n: number, o: Partial<ResourceConfig> & { diskless?: 
   };
 }
 
-const quiet = new Logger('sim');
+const simLog = new Logger('sim');
 
 /** Creates every node with fresh UpToDate metadata at one shared generation (as create-md --assume-clean). */
 export function makeNodes(cfg: ResourceConfig): Resource[] {
   return cfg.nodes.map((me) => {
-    const r = new Resource({ cfg, me, log: process.env.SIM_LOG ? new Logger(me.name) : quiet.child(me.name) });
+    const r = new Resource({ cfg, me, log: process.env.SIM_LOG ? new Logger(me.name) : simLog.child(me.name) });
     if (me.disk) {
       fs.writeFileSync(me.disk, Buffer.alloc(SIZE));
       const md = Metadata.create({
@@ -61,7 +61,7 @@ export function restart(cfg: ResourceConfig, old: Resource): Resource {
   (old as { md: Metadata | null }).md = null;
   for (const l of [...links.values()]) if (l.from === old || l.to === old) disconnect(l.from, l.to, 'crash');
   md.abandon();
-  const r = new Resource({ cfg, me, log: quiet.child(`${me.name}'`) });
+  const r = new Resource({ cfg, me, log: simLog.child(`${me.name}'`) });
   r.attach(Metadata.open({ backingFile: me.disk!, metaFile: me.metaDisk }));
   return r;
 }
