@@ -1,12 +1,14 @@
 // `twindisk bench replication`: replicated writes (protocol C, 2 and 3 replicas) against the same volume unreplicated, and resync throughput.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
 import type { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
 import { Cluster, sleep } from '../test/harness/cluster.js';
 import { cli } from '../test/harness/serve.js';
+import { measureLinkCeiling } from './link-ceiling.js';
 import { runWorkload, setupDriver, type Workload } from './vhost.js';
 
 export interface ReplicationBenchOptions {
@@ -122,9 +124,26 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     await c.stopAll('SIGTERM');
   }
 
+  // The link's ceiling: the same writes as one round trip each to a second process that writes them
+  // to a page-cached file, with no twindisk code on either side (bench/link-ceiling.ts).
+  if (o.only !== 'resync') {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-link-'));
+    try {
+      for (const w of WRITES) {
+        const r = await measureLinkCeiling(dir, w.bs, w.depth, size, seconds);
+        emit({ scenario: w.name, replicas: 2, iops: r.iops, mbps: r.mbps, bytesSent: 0, target: 'ws-peer' });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
   for (const replicas of o.only === 'resync' ? [] : [2, 3]) {
     const names = ['alpha', 'beta', 'gamma'].slice(0, replicas);
     const c = await Cluster.create({ nodes: Object.fromEntries(names.map((n, i) => [n, { disk: true, socket: i === 0 }])), size });
+    // Every replica starts from the same state as the unreplicated image: written and in the page
+    // cache, so no target pays for allocating blocks and pages that the others had allocated already.
+    for (const n of names) fill(c.node(n).image, size);
     await c.startAll();
     const alpha = c.node('alpha');
     await alpha.waitStatus((s) => names.slice(1).every((n) => s.peers[n]?.replication === 'Established'), 'peers connected');
@@ -190,9 +209,15 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     out('');
     out('ratios against the unreplicated volume (twindisk serve, same image), IOPS:');
     for (const w of WRITES) {
-      for (const r of rows.filter((x) => x.scenario === w.name && x.target === 'resource')) {
-        out(`  ${w.name.padEnd(20)} replicas ${r.replicas}: ${(r.iops / base(w.name)!.iops).toFixed(2)}x`);
+      for (const r of rows.filter((x) => x.scenario === w.name && (x.target === 'resource' || x.target === 'ws-peer'))) {
+        out(`  ${w.name.padEnd(20)} replicas ${r.replicas} ${r.target.padEnd(8)}: ${(r.iops / base(w.name)!.iops).toFixed(2)}x`);
       }
+    }
+    out('ratios of 2 replicas against the link ceiling (ws round trip to a writing peer process, no twindisk code), IOPS:');
+    for (const w of WRITES) {
+      const link = rows.find((x) => x.scenario === w.name && x.target === 'ws-peer');
+      const r = rows.find((x) => x.scenario === w.name && x.target === 'resource' && x.replicas === 2);
+      if (link && r) out(`  ${w.name.padEnd(20)}: ${(r.iops / link.iops).toFixed(2)}x`);
     }
   }
   return rows;

@@ -140,14 +140,23 @@ class Connection implements PeerLink {
    */
   private cork(): void {
     if (this.corked) return;
-    const sock = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed: boolean } })._socket;
+    const sock = this.socket();
     if (!sock) return;
     this.corked = true;
     sock.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      if (!sock.destroyed) sock.uncork();
-    });
+    process.nextTick(() => this.flush());
+  }
+
+  /** Ends the cork: the frames queued this turn leave now, in one writev. */
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    const sock = this.socket();
+    if (sock && !sock.destroyed) sock.uncork();
+  }
+
+  private socket(): { cork(): void; uncork(): void; destroyed: boolean } | undefined {
+    return (this.ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed: boolean } })._socket;
   }
 
   /** The engine closes the link: an ERROR frame says why, then the socket closes and `linkDown` follows. */

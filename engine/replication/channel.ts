@@ -140,6 +140,11 @@ export class ChannelClient {
     Atomics.notify(this.l.ctl, DOORBELL);
   }
 
+  /** Whether a completion is ready (no system call: the busy-polling worker asks this on every spin). */
+  hasCompletion(): boolean {
+    return this.l.ctl[CQ_HEAD]! !== Atomics.load(this.l.ctl, CQ_TAIL);
+  }
+
   /** Takes one completion: the slot index (its status via `status`), or -1 when none is ready. */
   nextCompletion(): number {
     const l = this.l;

@@ -13,6 +13,8 @@ export interface PeerLink {
    * must not change the bytes until the peer has acknowledged the frame.
    */
   sendEncoded(bytes: Buffer): void;
+  /** Writes the frames held back for this turn's batch to the socket now (absent: frames leave at once). */
+  flush?(): void;
   /** Bytes queued for sending and not yet written to the socket (for flow control). */
   readonly buffered: number;
   /**

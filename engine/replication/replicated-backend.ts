@@ -102,6 +102,9 @@ export class ReplicatedBackend implements Backend {
 
   /** Delivers every completion the engine has posted. */
   poll(): void {
+    // Nothing posted: leave the eventfd alone (reading it is a system call, and this runs on every
+    // spin of the worker's busy-poll). One left set by completions taken here only wakes poll() once more.
+    if (!this.ch.hasCompletion()) return;
     const r = read(this.eventFd, this.eight.addr, 8); // clears the eventfd (non-blocking)
     if (r < 0 && errno() !== EAGAIN && errno() !== EINTR) throw new Error(`reading the replication channel's eventfd failed: errno ${errno()}`);
     for (let slot = this.ch.nextCompletion(); slot >= 0; slot = this.ch.nextCompletion()) this.finishSlot(slot);

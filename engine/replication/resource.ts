@@ -47,6 +47,18 @@ interface Pending {
   offset: number;
   length: number;
   marks: boolean;
+  /** The local copy is still to be written (see `deferLocal`): the request waits for it too. */
+  localPending: boolean;
+  fua: boolean;
+}
+
+/** A local write deferred to the end of the batch, after its DATA frames have left. */
+interface DeferredWrite {
+  seq: number;
+  data: Uint8Array;
+  offset: number;
+  length: number;
+  fua: boolean;
 }
 
 interface PendingRead {
@@ -181,6 +193,8 @@ export class Resource implements LinkHandler {
   private readonly channels: ChannelHost[] = [];
   private suspended: ChannelRequest[] = [];
   private held: ChannelRequest[] = [];
+  /** Local copies of this turn's writes, written once their frames have left (writeDeferred). */
+  private deferred: DeferredWrite[] = [];
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
   private heldCompletions: { p: Pending; st: number }[] = [];
   private clients = 0;
@@ -343,6 +357,8 @@ export class Resource implements LinkHandler {
       this.log.warn('refused a request past the end of the volume', { offset: r.offset, length: r.length, size: this.size });
       return r.channel.complete(r.slot, -EINVAL);
     }
+    // A read, flush or trim sees the writes before it on the local disk.
+    if (r.op !== ChannelOp.Write) this.writeDeferred();
     if (r.op === ChannelOp.Read) return this.guestRead(r);
     if (this.role !== 'Primary') return r.channel.complete(r.slot, -EIO);
     // While a peer with a disk is mid-handshake, whether it needs a write is not decided yet: hold
@@ -410,10 +426,6 @@ export class Resource implements LinkHandler {
   private replicateWrite(req: ChannelRequest, offset: number, length: number, data: Uint8Array, fua: boolean): void {
     this.newGenerationIfNeeded(0);
     this.md?.alActivate(offset, length);
-    const ok = this.localCopy((d) => {
-      d.write(data, length, offset);
-      if (fua) d.sync();
-    });
     const seq = this.seq++;
     // The frame is built around the payload in the channel slot (no copy), unless the request may
     // complete before the peers answer (protocol A): then the slot is reused at once, so each send copies.
@@ -424,7 +436,50 @@ export class Resource implements LinkHandler {
       else p.link!.send({ type: FrameType.Data, seq, offset, flags: fua ? DATA_FUA : 0, data: data.subarray(0, length) });
       p.stats.dataBytesSent += length;
     });
-    this.track(req, seq, mask, ok, offset, length, fua, frame !== null);
+    if (mask === 0 || !this.disk) {
+      const ok = this.localCopy((d) => {
+        d.write(data, length, offset);
+        if (fua) d.sync();
+      });
+      return this.track(req, seq, mask, ok, offset, length, fua, frame !== null);
+    }
+    // The local copy is written after this batch's frames have left (writeDeferred), so the peers'
+    // disks and this one work at the same time instead of one after the other (DRBD submits both at once).
+    this.track(req, seq, mask, 0, offset, length, fua, frame !== null, true);
+    this.deferred.push({ seq, data, offset, length, fua });
+    if (this.deferred.length === 1) queueMicrotask(() => this.writeDeferred());
+  }
+
+  /**
+   * Sends the frames queued on the links this turn, then writes the deferred local copies. Runs at the
+   * end of a batch of requests, and before anything that must see earlier writes on the local disk
+   * (a flush, a trim, a read). No frame can be received in between: it all happens in one turn.
+   */
+  private writeDeferred(): void {
+    if (this.deferred.length === 0) return;
+    for (const p of this.peers) p.link?.flush?.();
+    const batch = this.deferred;
+    this.deferred = [];
+    for (const w of batch) {
+      const ok = this.localCopy((d) => {
+        d.write(w.data, w.length, w.offset);
+        if (w.fua) d.sync();
+      });
+      this.localDone(w.seq, ok);
+    }
+  }
+
+  /** The deferred local copy of operation `seq` was written (ok 1) or failed (0, the disk detached). */
+  private localDone(seq: number, ok: number): void {
+    const p = this.pending.get(seq);
+    if (!p || !p.localPending) return;
+    p.localPending = false;
+    p.ok += ok;
+    if (p.req && this.cfg.protocol === 'A' && !p.fua && ok > 0) {
+      this.finish(p.req, 0);
+      p.req = null;
+    }
+    this.maybeDone(seq, p);
   }
 
   /** Runs an operation on the local disk: 1 (a good copy) when it succeeded, 0 when there is no disk or it failed (then detached). */
@@ -466,13 +521,13 @@ export class Resource implements LinkHandler {
    * guest's request at once when the local disk holds it (unless FUA); B and C when the peers answer.
    * A request no copy of which survived fails with EIO.
    */
-  private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean, inPlace = false): void {
-    if (mask === 0) return this.finish(req, ok > 0 ? 0 : -EIO);
+  private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean, inPlace = false, localPending = false): void {
+    if (mask === 0 && !localPending) return this.finish(req, ok > 0 ? 0 : -EIO);
     if (req && this.cfg.protocol === 'A' && !fua && ok > 0) {
       this.finish(req, 0);
       req = null;
     }
-    this.pending.set(seq, { req, mask, ok, inPlace, offset, length, marks: length > 0 });
+    this.pending.set(seq, { req, mask, ok, inPlace, offset, length, marks: length > 0, localPending, fua });
   }
 
   private guestFlush(r: ChannelRequest): void {
@@ -518,24 +573,28 @@ export class Resource implements LinkHandler {
       this.newGenerationIfNeeded(bit);
       this.md?.setOutOfSync(peer.id, p.offset, p.length);
     }
-    if (p.mask === 0) {
-      this.pending.delete(seq);
-      const st = p.ok > 0 ? 0 : -EIO;
-      if (p.marks && !this.hasQuorum()) {
-        // The write lost its peers together with the quorum: like a new write it fails (io-error),
-        // or waits for the quorum to return (suspend-io); DRBD treats in-flight requests alike.
-        if (this.cfg.onNoQuorum === 'suspend-io') {
-          this.heldCompletions.push({ p, st });
-        } else {
-          // The local disk holds a write nobody was told about and the majority may move on: this
-          // copy is Outdated, and resyncs from the majority when it returns.
-          this.outdate('a write failed when the quorum was lost');
-          this.finish(p.req, -EIO);
-        }
-        return;
+    this.maybeDone(seq, p);
+  }
+
+  /** Completes operation `seq` once every peer answered and the local copy (if deferred) is written. */
+  private maybeDone(seq: number, p: Pending): void {
+    if (p.mask !== 0 || p.localPending) return;
+    this.pending.delete(seq);
+    const st = p.ok > 0 ? 0 : -EIO;
+    if (p.marks && !this.hasQuorum()) {
+      // The write lost its peers together with the quorum: like a new write it fails (io-error),
+      // or waits for the quorum to return (suspend-io); DRBD treats in-flight requests alike.
+      if (this.cfg.onNoQuorum === 'suspend-io') {
+        this.heldCompletions.push({ p, st });
+      } else {
+        // The local disk holds a write nobody was told about and the majority may move on: this
+        // copy is Outdated, and resyncs from the majority when it returns.
+        this.outdate('a write failed when the quorum was lost');
+        this.finish(p.req, -EIO);
       }
-      this.finish(p.req, st);
+      return;
     }
+    this.finish(p.req, st);
   }
 
   /** Starts a new data generation before the first write that some disk peer misses (DRBD's new current UUID). */
@@ -1518,6 +1577,7 @@ export class Resource implements LinkHandler {
 
   /** Clean shutdown: demotes (if no client), flushes metadata and closes the disk. */
   close(): void {
+    this.writeDeferred();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     if (this.bitmapTimer) clearInterval(this.bitmapTimer);
     this.resyncTimer = this.bitmapTimer = null;

@@ -8,16 +8,24 @@ import type { ResourceStatus } from '../../engine/replication/resource.js';
 import type { TestNetwork } from './netns.js';
 import { cli, tmpDir } from './serve.js';
 
-/** A free TCP port on 127.0.0.1 (bound and released). */
+/** Ports this process handed out already: the kernel may offer a released port again at once. */
+const givenPorts = new Set<number>();
+
+/** A free TCP port on 127.0.0.1 (bound and released), never one this process handed out before. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(p));
+      });
     });
-  });
+    if (givenPorts.has(port)) continue;
+    givenPorts.add(port);
+    return port;
+  }
 }
 
 export interface NodeSpec {

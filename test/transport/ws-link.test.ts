@@ -13,6 +13,7 @@ import { AckKind, ErrorCode, FrameType, MAX_FRAME, MAX_PAYLOAD, WIRE_VERSION, ty
 import type { LinkHandler, PeerLink } from '../../engine/replication/link.js';
 import { authMac, decodeFrame, encodeFrame, verifyAuth } from '../../engine/replication/wire.js';
 import { WsTransport, type TransportOptions, type TransportPeer } from '../../transport/ws-link.js';
+import { freePort } from '../harness/cluster.js';
 
 // ---- log collection ----
 
@@ -45,15 +46,6 @@ async function waitFor(what: string, cond: () => boolean, ms = 5000): Promise<vo
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(5);
   }
-}
-
-/** A port that was free a moment ago (peers need each other's ports before anything listens). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 // ---- nodes ----

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EIO } from '../../../engine/os.js';
+import { ChannelOp } from '../../../engine/replication/channel.js';
 import type { Resource } from '../../../engine/replication/resource.js';
 import {
   assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, sleep, write,
@@ -370,4 +371,51 @@ test('an Outdated minority that holds acknowledged writes does not yield to a pe
   await sleep(300);
   for (const n of [a!, b!, c!]) assert.equal(byteAt(n, 0), 0x42, `${n.me.name} holds the acknowledged write`);
   assertConverged([a!, b!, c!]);
+});
+
+test('a batch of writes: frames leave first, then the local copies are written, all before a flush or read of the same batch', async () => {
+  const [a, b] = await connectedPair();
+  a!.promote(false);
+  await sleep(10);
+  const events: string[] = [];
+  const l = link(a!, b!) as unknown as { sendEncoded(x: Buffer): void; flush?(): void };
+  const send = l.sendEncoded.bind(l);
+  l.sendEncoded = (x) => { events.push('send'); send(x); };
+  l.flush = () => { events.push('flush-link'); };
+  const disk = a!.disk!;
+  const dw = disk.write.bind(disk);
+  disk.write = (buf, len, off) => { events.push(`write@${off}`); dw(buf, len, off); };
+  const ds = disk.sync.bind(disk);
+  disk.sync = () => { events.push('sync'); ds(); };
+  // One channel batch: two writes, a read of the first and a flush, delivered in the same turn.
+  const w1 = write(a!, 0, 4096, 1);
+  const w2 = write(a!, 8192, 4096, 2);
+  const r = read(a!, 0, 4096);
+  const f = new Promise<number>((resolve) => {
+    const req = { channel: { complete: (_s: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Flush, offset: 0, length: 0, flags: 0, data: Buffer.alloc(0) };
+    (a as unknown as { request(q: unknown): void }).request(req);
+  });
+  assert.deepEqual(events, ['send', 'send', 'flush-link', 'write@0', 'write@8192', 'sync']);
+  assert.deepEqual([await w1, await w2, await f], [0, 0, 0]);
+  const got = await r;
+  assert.equal(got.status, 0);
+  assert.equal(got.data[0], 1, 'the read in the batch sees the write before it');
+  assert.equal(byteAt(b!, 8192), 2);
+  assertConverged([a!, b!]);
+});
+
+test('a deferred local write that fails detaches the disk; the write completes from the peer\'s copy', async () => {
+  const [a, b] = await connectedPair();
+  a!.promote(false);
+  await sleep(10);
+  a!.injectFault({ kind: 'write', offset: 4096, length: 4096 });
+  const [s1, s2] = await Promise.all([write(a!, 0, 4096, 7), write(a!, 4096, 4096, 8)]);
+  assert.deepEqual([s1, s2], [0, 0]);
+  assert.equal(a!.diskState, 'Diskless');
+  assert.equal(a!.stats.localWriteErrors, 1);
+  assert.equal(byteAt(b!, 0), 7);
+  assert.equal(byteAt(b!, 4096), 8);
+  const back = await read(a!, 4096, 4096);
+  assert.equal(back.status, 0);
+  assert.equal(back.data[0], 8, 'read through the peer after the detach');
 });
