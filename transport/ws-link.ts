@@ -128,10 +128,14 @@ class Connection implements PeerLink {
   }
 
   /** Sends an encoded frame as is (the caller keeps the bytes unchanged until the peer answered). */
-  sendEncoded(bytes: Buffer): void {
-    if (this.phase !== 'up') return;
+  sendEncoded(bytes: Buffer, onSent?: () => void): void {
+    if (this.phase !== 'up') {
+      onSent?.();
+      return;
+    }
     this.cork();
-    this.ws.send(bytes);
+    // ws calls back once the socket took the bytes, or with an error when it closed before that.
+    this.ws.send(bytes, onSent ? () => onSent() : undefined);
   }
 
   /**

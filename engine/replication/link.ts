@@ -10,9 +10,11 @@ export interface PeerLink {
   send(frame: Frame): void;
   /**
    * Sends a frame encoded by the caller (a DATA frame built in place around its payload). The caller
-   * must not change the bytes until the peer has acknowledged the frame.
+   * must not change the bytes until the peer has acknowledged the frame, or until `onSent` is called:
+   * once the transport reads them no more (written to the socket, or the link closed; at once on a
+   * closed link).
    */
-  sendEncoded(bytes: Buffer): void;
+  sendEncoded(bytes: Buffer, onSent?: () => void): void;
   /** Writes the frames held back for this turn's batch to the socket now (absent: frames leave at once). */
   flush?(): void;
   /** Bytes queued for sending and not yet written to the socket (for flow control). */

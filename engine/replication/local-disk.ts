@@ -67,6 +67,11 @@ export class LocalDisk {
     this.io(() => fs.fdatasyncSync(this.fd), 'flush', 0, 0);
   }
 
+  /** `sync()` on libuv's thread pool: `done` gets null once the writes completed before the call are durable. */
+  syncAsync(done: (err: Error | null) => void): void {
+    fs.fdatasync(this.fd, (err) => done(err ? new DiskIoError('flush', err.errno ? -err.errno : 5, 0, 0) : null));
+  }
+
   /** Deallocates (`unmap`) or zeroes a range; both read back as zeroes. */
   trim(offset: number, length: number, unmap: boolean): void {
     this.check('write', offset, length);

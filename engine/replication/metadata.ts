@@ -28,6 +28,20 @@ import { DISK_CODES, MAX_NODES, type DiskState, type Generations } from './frame
 
 /** Every metadata structure is made of 4 KiB units, each written with one pwrite. */
 export const MD_UNIT = 4096;
+
+/** A bitmap page encoded by captureBitmaps(). */
+interface CapturedPage {
+  i: number;
+  page: number;
+  bytes: Uint8Array;
+  changedAt: number;
+  writtenAt: number;
+}
+
+/** Bitmap pages captured at one moment (Metadata.captureBitmaps). */
+export interface CapturedBitmaps {
+  readonly pages: readonly CapturedPage[];
+}
 /** Bytes of header at the start of every unit. */
 const HDR = 64;
 /** 'TWMD' read as a little-endian u32. */
@@ -513,6 +527,10 @@ export class Metadata {
     this.onDiskClean = (sb.flags & FLAG_CLEAN) !== 0;
     this.maps = init.bitmaps;
     this.dirty = init.dirty;
+    for (const d of this.dirty) {
+      this.changedAt.push(new Uint32Array(d.length));
+      this.writtenAt.push(new Uint32Array(d.length));
+    }
     this.openReport = init.report;
     const ppp = pagesPerPeer(sb.dataSize, sb.granularity);
     const bmBase = sb.areaOffset + sb.alSlots * MD_UNIT;
@@ -919,14 +937,14 @@ export class Metadata {
   setAll(peerId: number): void {
     const i = this.indexOf(peerId);
     setRange(this.maps[i]!, 0, this.bits);
-    this.dirty[i]!.fill(1);
+    this.markDirty(i, 0, this.bits);
   }
 
   /** Marks the whole volume in sync toward `peerId`. */
   clearAll(peerId: number): void {
     const i = this.indexOf(peerId);
     this.maps[i]!.fill(0);
-    this.dirty[i]!.fill(1);
+    this.markDirty(i, 0, this.bits);
   }
 
   /**
@@ -971,6 +989,7 @@ export class Metadata {
         }
         pwriteAll(this.fd, this.io.subarray(0, n * MD_UNIT), this.layout.bitmapOffsets[i]! + page * MD_UNIT);
         dirt.fill(0, page, page + n);
+        this.writtenAt[i]!.fill((this.epoch = (this.epoch + 1) >>> 0), page, page + n);
         this.stats.bitmapPageWrites += n;
         page = dirt.indexOf(1, page + n);
       }
@@ -981,6 +1000,51 @@ export class Metadata {
 
   /** Bitmap pages were written by a flush without fdatasync and are not known to be durable yet. */
   private unsyncedPages = false;
+  /** A counter that orders page changes and page writes (wraps; only compared for equality). */
+  private epoch = 0;
+  /** Per peer and page: the epoch of its last change in memory, and of its last write to disk. */
+  private readonly changedAt: Uint32Array[] = [];
+  private readonly writtenAt: Uint32Array[] = [];
+
+  /**
+   * Encodes the dirty bitmap pages as they are now, to be written by `writeCaptured` once the data
+   * they describe is durable: how a SyncTarget persists resync progress without an fdatasync on the
+   * event loop (it captures, syncs its data asynchronously, then writes the capture). The pages stay
+   * dirty until then, so every flushBitmaps() in between (activity-log evictions) still writes them.
+   */
+  captureBitmaps(): CapturedBitmaps {
+    this.checkOpen();
+    this.bmSeq++;
+    const pages: CapturedPage[] = [];
+    for (let i = 0; i < this.maps.length; i++) {
+      const dirt = this.dirty[i]!;
+      for (let page = dirt.indexOf(1); page !== -1; page = dirt.indexOf(1, page + 1)) {
+        const bytes = new Uint8Array(MD_UNIT);
+        this.encodePage(i, page, bytes);
+        pages.push({ i, page, bytes, changedAt: this.changedAt[i]![page]!, writtenAt: this.writtenAt[i]![page]! });
+      }
+    }
+    return { pages };
+  }
+
+  /**
+   * Writes captured pages (without fdatasync): each unless a newer copy was written since the
+   * capture; a page unchanged since its capture is clean afterwards.
+   */
+  writeCaptured(c: CapturedBitmaps): void {
+    this.checkOpen();
+    let first = true;
+    for (const p of c.pages) {
+      if (this.writtenAt[p.i]![p.page] !== p.writtenAt) continue;
+      if (first) this.markInUse();
+      first = false;
+      pwriteAll(this.fd, p.bytes, this.layout.bitmapOffsets[p.i]! + p.page * MD_UNIT);
+      this.writtenAt[p.i]![p.page] = this.epoch = (this.epoch + 1) >>> 0;
+      this.stats.bitmapPageWrites++;
+      this.unsyncedPages = true;
+      if (this.changedAt[p.i]![p.page] === p.changedAt) this.dirty[p.i]![p.page] = 0;
+    }
+  }
 
   private encodePage(i: number, page: number, u: Uint8Array): void {
     const map = this.maps[i]!;
@@ -992,7 +1056,11 @@ export class Metadata {
   }
 
   private markDirty(i: number, fromBit: number, endBit: number): void {
-    this.dirty[i]!.fill(1, Math.floor(fromBit / BITMAP_PAGE_BITS), Math.floor((endBit - 1) / BITMAP_PAGE_BITS) + 1);
+    const from = Math.floor(fromBit / BITMAP_PAGE_BITS);
+    const end = Math.floor((endBit - 1) / BITMAP_PAGE_BITS) + 1;
+    this.dirty[i]!.fill(1, from, end);
+    const e = (this.epoch = (this.epoch + 1) >>> 0);
+    this.changedAt[i]!.fill(e, from, end);
   }
 
   private indexOf(peerId: number): number {

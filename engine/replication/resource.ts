@@ -9,7 +9,7 @@ import { xxh3, findNextSet } from '../../wasm/index.js';
 import { Logger } from '../log.js';
 import { EIO, EINVAL } from '../os.js';
 import { ChannelOp, CH_FUA, CH_UNMAP, HEADROOM, type ChannelHost, type ChannelRequest } from './channel.js';
-import { DATA_HEADER, writeDataHeader } from './wire.js';
+import { DATA_HEADER, RESYNC_DATA_HEADER, writeDataHeader, writeResyncDataHeader } from './wire.js';
 import { quorumVotes, type NodeConfig, type ResourceConfig } from './config.js';
 import {
   AckKind, DATA_FUA, ErrorCode, FrameType, MAX_PAYLOAD, STATE_CRASHED_PRIMARY, STATE_DISCARD_MY_DATA, STATE_WANT_RESYNC,
@@ -24,8 +24,16 @@ import { Metadata, MetadataError, newGeneration } from './metadata.js';
 export type Connection = 'StandAlone' | 'Connecting' | 'Connected';
 export type Replication = 'Off' | 'Handshake' | 'WFBitMap' | 'Established' | 'SyncSource' | 'SyncTarget' | 'SplitBrain';
 
-/** Requests a resync target keeps in flight, and the largest one. */
-const RESYNC_DEPTH = 8;
+/**
+ * Requests a resync target keeps in flight (many, for scattered blocks: each is a round trip), the
+ * bytes they may ask for together, and the largest one.
+ */
+const RESYNC_DEPTH = 64;
+const RESYNC_INFLIGHT_BYTES = 8 << 20;
+/** Answers up to this size get a buffer of their own; larger ones reuse a pooled buffer. */
+const RESYNC_SMALL_ANSWER = 64 << 10;
+/** Large resync answer buffers a SyncSource keeps for reuse (8 MiB in flight, and spares). */
+const RESYNC_FRAME_POOL = 16;
 const RESYNC_MAX_REQUEST = 1024 * 1024;
 /** Guest writes within this window make the resync controller fall back to c-min-rate. */
 const APP_ACTIVE_MS = 100;
@@ -81,6 +89,7 @@ interface ResyncRequest {
 class Resync {
   cursor = 0;
   readonly inflight = new Map<number, ResyncRequest>();
+  inflightBytes = 0;
   startedAt = Date.now();
   totalBits = 0;
   bytesSent = 0;
@@ -201,8 +210,12 @@ export class Resource implements LinkHandler {
   private lastAppWrite = 0;
   private resyncTimer: NodeJS.Timeout | null = null;
   private bitmapTimer: NodeJS.Timeout | null = null;
+  /** A SyncTarget's data sync for its bitmap write-back is running (persistResyncProgress). */
+  private progressSyncing = false;
   private readonly sizeWaiters: (() => void)[] = [];
   private readonly scratch = Buffer.alloc(MAX_PAYLOAD);
+  /** Frame buffers for resync answers (see onResyncRequest). */
+  private readonly resyncFrames: Buffer[] = [];
   /** `localWriteErrors` counts failed local writes, trims and flushes (each detaches the disk). */
   readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0, writeConflicts: 0 };
   /** The transport's administrative side (set by the daemon). */
@@ -245,10 +258,39 @@ export class Resource implements LinkHandler {
     this.bitmapTimer = setInterval(() => this.safely(() => {
       const sync = this.role === 'Secondary' && this.absentMarks;
       this.absentMarks = false;
+      if (this.disk && this.md && this.peers.some((p) => p.resync?.asTarget)) return this.persistResyncProgress(sync);
       this.md?.flushBitmaps(sync);
     }), 1000);
     this.bitmapTimer.unref();
     this.log.info('disk attached', { disk: this.me.disk, size: this.size, state: this.diskState, generation: hex(md.gens.current) });
+  }
+
+  /**
+   * The periodic bitmap write-back of a SyncTarget. It clears bits as resynced blocks arrive, and
+   * those blocks must be durable before the cleared bits reach the disk: otherwise, after a power
+   * loss, a stale block would count as in sync. So the dirty pages are captured, the data is synced
+   * on libuv's pool (an fdatasync on the event loop would stall guest I/O while it runs), and the
+   * capture is written afterwards.
+   */
+  private persistResyncProgress(sync: boolean): void {
+    const md = this.md!;
+    const disk = this.disk!;
+    if (sync) {
+      // Marks toward an absent peer that no activity log covers: written now, after the data.
+      disk.sync();
+      md.flushBitmaps(true);
+      return;
+    }
+    if (this.progressSyncing) return;
+    const captured = md.captureBitmaps();
+    if (captured.pages.length === 0) return;
+    this.progressSyncing = true;
+    disk.syncAsync((err) => {
+      this.progressSyncing = false;
+      if (this.md !== md || this.disk !== disk) return; // detached or closed meanwhile
+      if (err) return this.detach(err.message);
+      this.safely(() => md.writeCaptured(captured));
+    });
   }
 
   /** Disk peers still owed the resync of a crashed Primary's activity log (empty: no crash pending). */
@@ -1287,7 +1329,7 @@ export class Resource implements LinkHandler {
     const gran = md.granularity;
     const maxBits = Math.max(1, Math.floor(RESYNC_MAX_REQUEST / gran));
     let wrapped = false;
-    while (rs.inflight.size < RESYNC_DEPTH && (rate === 0 || rs.tokens > 0) && p.link.buffered < 8 * RESYNC_MAX_REQUEST) {
+    while (rs.inflight.size < RESYNC_DEPTH && rs.inflightBytes < RESYNC_INFLIGHT_BYTES && (rate === 0 || rs.tokens > 0) && p.link.buffered < 8 * RESYNC_MAX_REQUEST) {
       let bit = findNextSet(bm, rs.cursor, md.bits);
       if (bit < 0 && !wrapped) {
         wrapped = true; // once per call: bits left behind by stale answers, or still in flight
@@ -1306,6 +1348,7 @@ export class Resource implements LinkHandler {
       if (busy) continue;
       const seq = this.seq++;
       rs.inflight.set(seq, { offset, length, stale: false });
+      rs.inflightBytes += length;
       if (rs.checksums && this.disk) {
         let hash = 0n;
         try {
@@ -1332,13 +1375,24 @@ export class Resource implements LinkHandler {
       p.link!.close(ErrorCode.Protocol, `resync request out of range (${offset}+${length})`);
       return;
     }
-    this.disk.read(this.scratch, length, offset);
-    const data = this.scratch.subarray(0, length);
+    // The block is read straight into a frame buffer behind its header, which goes back to the pool
+    // once the socket has taken it: no copy, and no fresh megabyte (page faults) per answer.
+    const pooled = length > RESYNC_SMALL_ANSWER;
+    const buf = pooled ? this.resyncFrames.pop() ?? Buffer.allocUnsafe(RESYNC_DATA_HEADER + MAX_PAYLOAD) : Buffer.allocUnsafe(RESYNC_DATA_HEADER + length);
+    const release = () => { if (pooled && this.resyncFrames.length < RESYNC_FRAME_POOL) this.resyncFrames.push(buf); };
+    const data = buf.subarray(RESYNC_DATA_HEADER, RESYNC_DATA_HEADER + length);
+    try {
+      this.disk.read(data, length, offset);
+    } catch (e) {
+      release();
+      throw e;
+    }
     if (hash !== null && hash !== 0n && xxh3(data) === hash) {
+      release();
       p.link!.send({ type: FrameType.ResyncInSync, seq, offset, length });
       rs.bytesSkipped += length;
     } else {
-      p.link!.send({ type: FrameType.ResyncData, seq, offset, data });
+      p.link!.sendEncoded(writeResyncDataHeader(buf, seq, offset, length), release);
       rs.bytesSent += length;
     }
     this.md?.clearInSync(p.id, offset, length);
@@ -1354,6 +1408,7 @@ export class Resource implements LinkHandler {
       return;
     }
     rs.inflight.delete(seq);
+    rs.inflightBytes -= r.length;
     if (!r.stale) {
       if (data) {
         this.disk!.write(data, length, offset);
@@ -1371,8 +1426,9 @@ export class Resource implements LinkHandler {
     const md = this.md!;
     const rs = p.resync!;
     const src = p.state!.gens;
-    md.flushBitmaps();
+    // The data first, then the bitmap that calls it in sync.
     try { this.disk!.sync(); } catch (e) { return this.detach((e as Error).message); }
+    md.flushBitmaps();
     if (p.state!.disk !== 'UpToDate') {
       this.log.warn(`resync from ${p.name} ended but ${p.name} is ${p.state!.disk}: this node stays Inconsistent`);
       this.endResync(p, rs);

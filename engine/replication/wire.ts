@@ -443,15 +443,26 @@ function decodeChecksumRequest(b: Uint8Array): ChecksumRequestFrame {
 }
 
 // RS_DATA: type | seq u64 | offset u64 | data (<= MAX_PAYLOAD bytes)
+export const RESYNC_DATA_HEADER = 17;
+
+/**
+ * Writes an RS_DATA header at the start of `buf`, whose payload the caller put at
+ * `buf[RESYNC_DATA_HEADER, RESYNC_DATA_HEADER + length)`; returns the frame (a view of `buf`).
+ */
+export function writeResyncDataHeader(buf: Buffer, seq: number, offset: number, length: number): Buffer {
+  if (length > MAX_PAYLOAD) throw new RangeError(`RS_DATA payload of ${length} bytes exceeds ${MAX_PAYLOAD}`);
+  checkOutRange('RS_DATA', offset, length);
+  buf[0] = FrameType.ResyncData;
+  putU53(buf, 1, seq, 'RS_DATA seq');
+  putU53(buf, 9, offset, 'RS_DATA offset');
+  return buf.subarray(0, RESYNC_DATA_HEADER + length);
+}
+
 function encodeResyncData(f: ResyncDataFrame): Buffer {
   checkOutPayload('RS_DATA payload', f.data);
-  checkOutRange('RS_DATA', f.offset, f.data.length);
-  const out = Buffer.allocUnsafe(17 + f.data.length);
-  out[0] = FrameType.ResyncData;
-  putU53(out, 1, f.seq, 'RS_DATA seq');
-  putU53(out, 9, f.offset, 'RS_DATA offset');
-  out.set(f.data, 17);
-  return out;
+  const out = Buffer.allocUnsafe(RESYNC_DATA_HEADER + f.data.length);
+  out.set(f.data, RESYNC_DATA_HEADER);
+  return writeResyncDataHeader(out, f.seq, f.offset, f.data.length);
 }
 
 function decodeResyncData(b: Uint8Array): ResyncDataFrame {

@@ -620,3 +620,56 @@ test('newGeneration: random nonzero u64 with the lowest bit clear', () => {
   }
   assert.equal(seen.size, 200);
 });
+
+test('bitmap capture: written later as captured, never over a newer copy; pages stay dirty for flushes in between', () => {
+  withDir((dir) => {
+    const opts = external(dir, 256 * MiB);
+    const md = Metadata.create(opts);
+    const g = md.granularity;
+    md.setOutOfSync(1, 0, 4 * g); // page 0 of peer 1
+    md.setOutOfSync(1, PAGE_BITS * g, g); // page 1
+    md.flushBitmaps();
+    // A SyncTarget clears bits of resynced blocks, captures, ...
+    md.clearInSync(1, 0, 2 * g);
+    md.clearInSync(1, PAGE_BITS * g, g);
+    const cap = md.captureBitmaps();
+    assert.equal(cap.pages.length, 2);
+    // ... meanwhile a write marks page 1 again and an activity-log eviction flushes (sync) ...
+    md.setOutOfSync(1, PAGE_BITS * g + g, g);
+    const before = md.stats.bitmapPageWrites;
+    md.flushBitmaps();
+    assert.equal(md.stats.bitmapPageWrites - before, 2, 'captured pages are still dirty: the flush writes them');
+    // ... and the data sync completes: the capture must not put the older page 1 back.
+    md.writeCaptured(cap);
+    assert.equal(md.stats.bitmapPageWrites - before, 2, 'both pages were written after the capture: nothing older goes over them');
+    md.abandon();
+    const back = Metadata.open(opts);
+    assert.equal(back.outOfSyncBits(1), 3, 'page 0: bits 2 and 3; page 1: the newer mark');
+    back.abandon();
+  });
+});
+
+test('bitmap capture: a page unchanged since its capture is clean once written; a changed one stays dirty', () => {
+  withDir((dir) => {
+    const opts = external(dir, 256 * MiB);
+    const md = Metadata.create(opts);
+    const g = md.granularity;
+    md.setOutOfSync(1, 0, 8 * g);
+    md.setOutOfSync(2, 0, 8 * g);
+    md.flushBitmaps();
+    md.clearInSync(1, 0, 8 * g);
+    md.clearInSync(2, 0, 4 * g);
+    const cap = md.captureBitmaps();
+    md.setOutOfSync(2, 0, g); // changes peer 2's page after the capture
+    const before = md.stats.bitmapPageWrites;
+    md.writeCaptured(cap);
+    assert.equal(md.stats.bitmapPageWrites - before, 2);
+    md.flushBitmaps();
+    assert.equal(md.stats.bitmapPageWrites - before, 3, 'only the page changed since the capture is written again');
+    md.abandon();
+    const back = Metadata.open(opts);
+    assert.equal(back.outOfSyncBits(1), 0);
+    assert.equal(back.outOfSyncBits(2), 5);
+    back.abandon();
+  });
+});

@@ -83,9 +83,13 @@ class SimLink implements PeerLink {
     else setImmediate(deliver);
   }
   /** Like a socket, reads the caller's bytes only when it delivers them (a reused slot shows). */
-  sendEncoded(bytes: Buffer): void {
-    if (!this.open) return;
-    const deliver = () => { if (this.open && this.twin.open) this.to.frame(this.twin, decodeFrame(Buffer.from(bytes))); };
+  sendEncoded(bytes: Buffer, onSent?: () => void): void {
+    if (!this.open) return onSent?.();
+    const deliver = () => {
+      const copy = Buffer.from(bytes);
+      onSent?.();
+      if (this.open && this.twin.open) this.to.frame(this.twin, decodeFrame(copy));
+    };
     if (this.delay) setTimeout(deliver, this.delay);
     else setImmediate(deliver);
   }
