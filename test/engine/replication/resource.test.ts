@@ -13,6 +13,14 @@ function mesh(...nodes: Resource[]): void {
   for (let i = 0; i < nodes.length; i++) for (let j = i + 1; j < nodes.length; j++) connect(nodes[i]!, nodes[j]!);
 }
 
+/** A resource of `n` nodes (n0..), every pair connected and past its handshake. */
+async function meshed(n: number, o: Parameters<typeof makeConfig>[1] = {}): Promise<Resource[]> {
+  const nodes = makeNodes(makeConfig(n, o));
+  mesh(...nodes);
+  await sleep(50);
+  return nodes;
+}
+
 /** Two nodes of a resource (n0, n1), connected and past their handshake. */
 async function connectedPair(o: Parameters<typeof makeConfig>[1] = {}): Promise<Resource[]> {
   const nodes = makeNodes(makeConfig(2, o));
@@ -57,10 +65,7 @@ test('a write the peer missed while away is resynced from the bitmap; only those
 });
 
 test('diskless Primary: writes a disk peer missed are tracked by the other disk peer; a write with no copy left fails', async () => {
-  const cfg = makeConfig(3, { diskless: [0] });
-  const [a, b, c] = makeNodes(cfg);
-  mesh(a!, b!, c!);
-  await sleep(50);
+  const [a, b, c] = await meshed(3, { diskless: [0] });
   a!.promote(false);
   await sleep(20);
   disconnect(a!, c!); disconnect(b!, c!);
@@ -78,10 +83,7 @@ test('diskless Primary: writes a disk peer missed are tracked by the other disk 
 });
 
 test('three nodes: writes a Secondary receives are marked toward a peer it cannot reach', async () => {
-  const cfg = makeConfig(3);
-  const [a, b, c] = makeNodes(cfg);
-  mesh(a!, b!, c!);
-  await sleep(50);
+  const [a, b, c] = await meshed(3);
   a!.promote(false);
   await sleep(20);
   disconnect(a!, c!); disconnect(b!, c!);
@@ -156,10 +158,7 @@ test('a crashed Primary resyncs its activity log with every disk peer, not just 
 });
 
 test('an Inconsistent node (interrupted resync) is never a SyncSource', async () => {
-  const cfg = makeConfig(3);
-  const [a, b, c] = makeNodes(cfg);
-  mesh(a!, b!, c!);
-  await sleep(50);
+  const [a, b, c] = await meshed(3);
   a!.promote(false);
   await sleep(20);
   disconnect(a!, c!); disconnect(b!, c!);
@@ -237,10 +236,7 @@ test('online verify finds blocks that differ behind the engine\'s back and marks
 });
 
 test('a node resyncing from a Secondary while the Primary writes partial blocks to it ends with the Primary\'s data', async () => {
-  const cfg = makeConfig(3, { resyncRate: 1 << 20, cMinRate: 1 << 20 });
-  const [p, s, t] = makeNodes(cfg);
-  mesh(p!, s!, t!);
-  await sleep(50);
+  const [p, s, t] = await meshed(3, { resyncRate: 1 << 20, cMinRate: 1 << 20 });
   p!.promote(false);
   await sleep(20);
   disconnect(p!, t!); disconnect(s!, t!);
@@ -278,10 +274,7 @@ test('allow-two-primaries: concurrent writes to one block from both Primaries en
 });
 
 test('quorum: a write in flight when the Primary loses its majority fails (io-error) instead of completing on the minority', async () => {
-  const cfg = makeConfig(3, { quorum: 'majority' });
-  const [a, b, c] = makeNodes(cfg);
-  mesh(a!, b!, c!);
-  await sleep(50);
+  const [a, b, c] = await meshed(3, { quorum: 'majority' });
   a!.promote(false);
   link(a!, b!).delay = 50;
   link(a!, c!).delay = 50;
@@ -302,10 +295,7 @@ test('quorum: a write in flight when the Primary loses its majority fails (io-er
 });
 
 test('quorum with a diskless tie-breaker: a write acknowledged with its vote is never lost to a node promoted later', async () => {
-  const cfg = makeConfig(3, { quorum: 'majority', diskless: [2] });
-  const [a, b, c] = makeNodes(cfg);
-  mesh(a!, b!, c!);
-  await sleep(50);
+  const [a, b, c] = await meshed(3, { quorum: 'majority', diskless: [2] });
   a!.promote(false);
   // b drops first: a keeps the quorum with c's vote, and the write completes on a alone.
   disconnect(a!, b!); disconnect(b!, c!);
@@ -349,10 +339,7 @@ test('outside(): the parts of a range not covered by others', async () => {
 });
 
 test('an Outdated minority that holds acknowledged writes does not yield to a peer that missed them', async () => {
-  const cfg = makeConfig(3, { quorum: 'majority' });
-  const [a, b, c] = makeNodes(cfg);
-  mesh(a!, b!, c!);
-  await sleep(50);
+  const [a, b, c] = await meshed(3, { quorum: 'majority' });
   a!.promote(false);
   disconnect(a!, c!); disconnect(b!, c!); // c stays UpToDate at the old generation
   assert.equal(await write(a!, 0, 4096, 0x42), 0, 'acknowledged with a and b as the quorum');
