@@ -61,6 +61,9 @@ const ERROR_NAMES: Record<number, string> = {
 /** Why a HELLO is refused: the code sent to the peer, the reason logged (and sent), and whether to log quietly. */
 interface Refusal { code: ErrorCode; why: string; quiet?: boolean }
 
+/** The part of ws's net.Socket that corking uses (ws keeps it in a private field). */
+interface CorkableSocket { cork(): void; uncork(): void; destroyed: boolean }
+
 /** What a Connection needs from its transport. */
 interface Owner {
   readonly resource: string;
@@ -159,8 +162,8 @@ class Connection implements PeerLink {
     if (sock && !sock.destroyed) sock.uncork();
   }
 
-  private socket(): { cork(): void; uncork(): void; destroyed: boolean } | undefined {
-    return (this.ws as unknown as { _socket?: { cork(): void; uncork(): void; destroyed: boolean } })._socket;
+  private socket(): CorkableSocket | undefined {
+    return (this.ws as unknown as { _socket?: CorkableSocket })._socket;
   }
 
   /** The engine closes the link: an ERROR frame says why, then the socket closes and `linkDown` follows. */

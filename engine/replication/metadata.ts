@@ -989,7 +989,7 @@ export class Metadata {
         }
         pwriteAll(this.fd, this.io.subarray(0, n * MD_UNIT), this.layout.bitmapOffsets[i]! + page * MD_UNIT);
         dirt.fill(0, page, page + n);
-        this.writtenAt[i]!.fill((this.epoch = (this.epoch + 1) >>> 0), page, page + n);
+        this.writtenAt[i]!.fill(this.nextEpoch(), page, page + n);
         this.stats.bitmapPageWrites += n;
         page = dirt.indexOf(1, page + n);
       }
@@ -1005,6 +1005,11 @@ export class Metadata {
   /** Per peer and page: the epoch of its last change in memory, and of its last write to disk. */
   private readonly changedAt: Uint32Array[] = [];
   private readonly writtenAt: Uint32Array[] = [];
+
+  private nextEpoch(): number {
+    this.epoch = (this.epoch + 1) >>> 0;
+    return this.epoch;
+  }
 
   /**
    * Encodes the dirty bitmap pages as they are now, to be written by `writeCaptured` once the data
@@ -1039,7 +1044,7 @@ export class Metadata {
       if (first) this.markInUse();
       first = false;
       pwriteAll(this.fd, p.bytes, this.layout.bitmapOffsets[p.i]! + p.page * MD_UNIT);
-      this.writtenAt[p.i]![p.page] = this.epoch = (this.epoch + 1) >>> 0;
+      this.writtenAt[p.i]![p.page] = this.nextEpoch();
       this.stats.bitmapPageWrites++;
       this.unsyncedPages = true;
       if (this.changedAt[p.i]![p.page] === p.changedAt) this.dirty[p.i]![p.page] = 0;
@@ -1059,8 +1064,7 @@ export class Metadata {
     const from = Math.floor(fromBit / BITMAP_PAGE_BITS);
     const end = Math.floor((endBit - 1) / BITMAP_PAGE_BITS) + 1;
     this.dirty[i]!.fill(1, from, end);
-    const e = (this.epoch = (this.epoch + 1) >>> 0);
-    this.changedAt[i]!.fill(e, from, end);
+    this.changedAt[i]!.fill(this.nextEpoch(), from, end);
   }
 
   private indexOf(peerId: number): number {

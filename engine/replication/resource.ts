@@ -55,7 +55,7 @@ interface Pending {
   offset: number;
   length: number;
   marks: boolean;
-  /** The local copy is still to be written (see `deferLocal`): the request waits for it too. */
+  /** The local copy is still to be written (see `writeDeferred`): the request waits for it too. */
   localPending: boolean;
   fua: boolean;
 }
@@ -479,11 +479,7 @@ export class Resource implements LinkHandler {
       p.stats.dataBytesSent += length;
     });
     if (mask === 0 || !this.disk) {
-      const ok = this.localCopy((d) => {
-        d.write(data, length, offset);
-        if (fua) d.sync();
-      });
-      return this.track(req, seq, mask, ok, offset, length, fua, frame !== null);
+      return this.track(req, seq, mask, this.writeLocal(data, length, offset, fua), offset, length, fua, frame !== null);
     }
     // The local copy is written after this batch's frames have left (writeDeferred), so the peers'
     // disks and this one work at the same time instead of one after the other (DRBD submits both at once).
@@ -502,13 +498,15 @@ export class Resource implements LinkHandler {
     for (const p of this.peers) p.link?.flush?.();
     const batch = this.deferred;
     this.deferred = [];
-    for (const w of batch) {
-      const ok = this.localCopy((d) => {
-        d.write(w.data, w.length, w.offset);
-        if (w.fua) d.sync();
-      });
-      this.localDone(w.seq, ok);
-    }
+    for (const w of batch) this.localDone(w.seq, this.writeLocal(w.data, w.length, w.offset, w.fua));
+  }
+
+  /** A guest write's local copy (fdatasync'ed for FUA): 1 when written, 0 without a disk or when it failed. */
+  private writeLocal(data: Uint8Array, length: number, offset: number, fua: boolean): number {
+    return this.localCopy((d) => {
+      d.write(data, length, offset);
+      if (fua) d.sync();
+    });
   }
 
   /** The deferred local copy of operation `seq` was written (ok 1) or failed (0, the disk detached). */
@@ -517,10 +515,7 @@ export class Resource implements LinkHandler {
     if (!p || !p.localPending) return;
     p.localPending = false;
     p.ok += ok;
-    if (p.req && this.cfg.protocol === 'A' && !p.fua && ok > 0) {
-      this.finish(p.req, 0);
-      p.req = null;
-    }
+    this.completeOnLocalCopy(p, ok);
     this.maybeDone(seq, p);
   }
 
@@ -565,11 +560,17 @@ export class Resource implements LinkHandler {
    */
   private track(req: ChannelRequest | null, seq: number, mask: number, ok: number, offset: number, length: number, fua: boolean, inPlace = false, localPending = false): void {
     if (mask === 0 && !localPending) return this.finish(req, ok > 0 ? 0 : -EIO);
-    if (req && this.cfg.protocol === 'A' && !fua && ok > 0) {
-      this.finish(req, 0);
-      req = null;
+    const p: Pending = { req, mask, ok, inPlace, offset, length, marks: length > 0, localPending, fua };
+    this.completeOnLocalCopy(p, ok);
+    this.pending.set(seq, p);
+  }
+
+  /** Protocol A completes the guest's request once the local disk holds it (`ok` 1), unless FUA. */
+  private completeOnLocalCopy(p: Pending, ok: number): void {
+    if (p.req && this.cfg.protocol === 'A' && !p.fua && ok > 0) {
+      this.finish(p.req, 0);
+      p.req = null;
     }
-    this.pending.set(seq, { req, mask, ok, inPlace, offset, length, marks: length > 0, localPending, fua });
   }
 
   private guestFlush(r: ChannelRequest): void {
