@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
+import { blockPicker, writePattern } from './pattern.js';
+import type { Workload } from './vhost.js';
 
 export interface LinkCeiling {
   iops: number;
@@ -17,8 +19,7 @@ export interface LinkCeiling {
 function peer(file: string, size: number): void {
   const fd = fs.openSync(file, 'w+');
   // Written once and in the page cache, as the replicas' images are when the benchmark runs.
-  const chunk = Buffer.alloc(1 << 20, 0x33);
-  for (let off = 0; off < size; off += chunk.length) fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+  writePattern(fd, size);
   fs.fdatasyncSync(fd);
   const ack = Buffer.alloc(8);
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 4 << 20 });
@@ -34,10 +35,11 @@ function peer(file: string, size: number): void {
 }
 
 /**
- * Writes of `bs` bytes at queue depth `depth` for `seconds` through the link to a peer process that
- * writes them to a `size`-byte file in `dir` (random offsets for small blocks, sequential for large).
+ * The writes of workload `w` for `seconds` through the link to a peer process that writes them to a
+ * `size`-byte file in `dir`, at the blocks the same workload visits on a volume.
  */
-export async function measureLinkCeiling(dir: string, bs: number, depth: number, size: number, seconds: number): Promise<LinkCeiling> {
+export async function measureLinkCeiling(dir: string, w: Workload, size: number, seconds: number): Promise<LinkCeiling> {
+  const { bs, depth } = w;
   const file = path.join(dir, `link-ceiling-${bs}.img`);
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--peer', file, String(size)], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
@@ -48,21 +50,13 @@ export async function measureLinkCeiling(dir: string, bs: number, depth: number,
     // A zero mask key, as twindisk's transport uses: no masking pass over the payload.
     const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, generateMask: (m: Buffer) => { m.fill(0); } });
     await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
-    const blocks = Math.floor(size / bs);
+    const nextBlock = blockPicker(w.random, Math.floor(size / bs));
     const bufs = Array.from({ length: depth }, () => Buffer.alloc(8 + bs, 0x5a));
-    let rng = 0x9e3779b9;
-    let seq = 0;
     let done = 0;
     let next = 0;
     const send = (): void => {
       const b = bufs[next++ % depth]!;
-      let block: number;
-      if (bs >= 65536) block = seq++ % blocks;
-      else {
-        rng ^= rng << 13; rng >>>= 0; rng ^= rng >>> 17; rng ^= rng << 5; rng >>>= 0;
-        block = rng % blocks;
-      }
-      b.writeBigUInt64LE(BigInt(block * bs), 0);
+      b.writeBigUInt64LE(BigInt(nextBlock() * bs), 0);
       ws.send(b);
     };
     const t0 = performance.now();

@@ -9,6 +9,7 @@ import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constan
 import { Cluster, sleep } from '../test/harness/cluster.js';
 import { cli } from '../test/harness/serve.js';
 import { measureLinkCeiling } from './link-ceiling.js';
+import { writePattern } from './pattern.js';
 import { runWorkload, setupDriver, type Workload } from './vhost.js';
 
 export interface ReplicationBenchOptions {
@@ -52,11 +53,7 @@ async function waitForFile(p: string, ms = 20000): Promise<void> {
 /** Writes a non-sparse pattern over the data area so reads and resync move real bytes. */
 function fill(file: string, size: number): void {
   const fd = fs.openSync(file, 'r+');
-  const chunk = Buffer.alloc(1 << 20);
-  for (let off = 0; off < size; off += chunk.length) {
-    chunk.fill((off >>> 20) & 255);
-    fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
-  }
+  writePattern(fd, size);
   // Settled on disk, so no target pays for write-back of the setup's dirty pages.
   fs.fdatasyncSync(fd);
   fs.closeSync(fd);
@@ -130,7 +127,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-link-'));
     try {
       for (const w of WRITES) {
-        const r = await measureLinkCeiling(dir, w.bs, w.depth, size, seconds);
+        const r = await measureLinkCeiling(dir, w, size, seconds);
         emit({ scenario: w.name, replicas: 2, iops: r.iops, mbps: r.mbps, bytesSent: 0, target: 'ws-peer' });
       }
     } finally {

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
 import { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
+import { blockPicker, writePattern } from './pattern.js';
 
 export interface VhostBenchOptions {
   json: boolean;
@@ -98,14 +99,7 @@ export function setupDriver(fe: VhostUserFrontend, queues: number): BlkDriver {
 /** Runs one workload on queue 0 for `seconds`; returns throughput and latency. */
 export function runWorkload(fe: VhostUserFrontend, blk: BlkDriver, w: Workload, size: number, seconds: number): Omit<Row, 'target'> {
   const q = fe.queues[0]!;
-  const blocks = Math.floor(size / w.bs);
-  let seq = 0;
-  let rng = 0x9e3779b9;
-  const nextBlock = (): number => {
-    if (!w.random) return seq++ % blocks;
-    rng ^= rng << 13; rng >>>= 0; rng ^= rng >>> 17; rng ^= rng << 5; rng >>>= 0;
-    return rng % blocks;
-  };
+  const nextBlock = blockPicker(w.random, Math.floor(size / w.bs));
   const type = w.write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;
   const lat = new Float64Array(4_000_000);
   let n = 0;
@@ -156,11 +150,7 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
   const image = path.join(dir, 'bench.img');
   // A written (not sparse) image, read once so both targets start from a warm page cache.
   const fd = fs.openSync(image, 'w');
-  const chunk = Buffer.alloc(1 << 20);
-  for (let off = 0; off < size; off += chunk.length) {
-    chunk.fill(off >>> 20);
-    fs.writeSync(fd, chunk, 0, chunk.length, off);
-  }
+  writePattern(fd, size);
   fs.closeSync(fd);
   const rows: Row[] = [];
   try {
