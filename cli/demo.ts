@@ -1,8 +1,9 @@
 // `twindisk demo`: a three-node replicated resource on loopback (two disks, one diskless), ready for a QEMU guest.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { buildGuestImage } from '../bootimg/guest.js';
-import { Node } from '../daemon/node.js';
+import { Node, lockNodeDisks } from '../daemon/node.js';
 import { metadataSize, Metadata } from '../engine/replication/metadata.js';
 import { loadResource } from '../engine/replication/config.js';
 import { formatStatus } from './resource-commands.js';
@@ -10,10 +11,14 @@ import { qemuAttachArgs } from './qemu-args.js';
 
 const DEMO_SIZE = 2 ** 30;
 
+/** The secret of demo directories made before secrets had to be strong; replaced by a random one when found. */
+const OLD_DEMO_SECRET = 'twindisk-demo-secret';
+
 /** The demo's resource file: alpha and beta hold the data, gamma is a diskless tie-breaker. */
 function demoResource(): object {
   return {
-    resource: 'r0', protocol: 'C', secret: 'twindisk-demo-secret', quorum: 'majority',
+    // A fresh random secret, as `twindisk gen-secret` prints.
+    resource: 'r0', protocol: 'C', secret: randomBytes(32).toString('base64url'), quorum: 'majority',
     nodes: {
       alpha: { address: '127.0.0.1:7789', disk: 'alpha.img', socket: 'alpha.sock', queues: 2 },
       beta: { address: '127.0.0.1:7790', disk: 'beta.img', socket: 'beta.sock', queues: 2 },
@@ -27,15 +32,23 @@ function prepare(dir: string): string {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'r0.json');
   if (!fs.existsSync(file)) fs.writeFileSync(file, JSON.stringify(demoResource(), null, 2) + '\n');
+  const text = fs.readFileSync(file, 'utf8');
+  if (text.includes(`"${OLD_DEMO_SECRET}"`)) {
+    fs.writeFileSync(file, text.replace(`"${OLD_DEMO_SECRET}"`, `"${randomBytes(32).toString('base64url')}"`));
+    process.stderr.write(`demo: ${file} had a weak secret; it now has a random one\n`);
+  }
   const cfg = loadResource(file);
   for (const n of cfg.nodes) {
     if (!n.disk || fs.existsSync(n.disk)) continue;
     const peers = cfg.nodes.filter((x) => x.id !== n.id).map((x) => x.id);
-    const fd = fs.openSync(n.disk, 'wx');
-    fs.ftruncateSync(fd, DEMO_SIZE + metadataSize(DEMO_SIZE, peers.length, cfg.bitmapGranularity));
-    fs.closeSync(fd);
-    const md = Metadata.create({ backingFile: n.disk, metaFile: null, nodeId: n.id, peerIds: peers, granularity: cfg.bitmapGranularity });
-    md.close();
+    const locks = lockNodeDisks(cfg, n, `create the demo's disk for ${n.name}`, { disk: true });
+    try {
+      fs.truncateSync(n.disk, DEMO_SIZE + metadataSize(DEMO_SIZE, peers.length, cfg.bitmapGranularity));
+      const md = Metadata.create({ backingFile: n.disk, metaFile: null, nodeId: n.id, peerIds: peers, granularity: cfg.bitmapGranularity });
+      md.close();
+    } finally {
+      for (const l of locks) l.release();
+    }
   }
   return file;
 }

@@ -1,14 +1,16 @@
 // The replicated-resource commands of the CLI: create-md, up, down, status, primary, secondary, connect, disconnect, verify.
 import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { controlCall, type ControlRequest } from '../daemon/control.js';
-import { Node } from '../daemon/node.js';
-import { ConfigError, loadResource, nodeByName, parseSize, type NodeConfig } from '../engine/replication/config.js';
-import { Metadata, MetadataError, metadataSize } from '../engine/replication/metadata.js';
+import { Node, lockNodeDisks } from '../daemon/node.js';
+import { loadResource, nodeByName, parseSize, type NodeConfig } from '../engine/replication/config.js';
+import { Metadata, metadataSize } from '../engine/replication/metadata.js';
 import type { PeerStatus, ResourceStatus } from '../engine/replication/resource.js';
+import { CommandError, UsageError } from './errors.js';
 
-/** A user-facing error: printed without a stack trace, exit code 2. */
-export class CommandError extends Error {}
+// Errors: UsageError (and the ConfigError of a bad resource file) exit 2; CommandError, MetadataError
+// and DiskLockError (run-time failures) exit 1; see cli/errors.ts.
 
 export const RESOURCE_USAGE = `
 Replicated resources (DRBD-style; FILE is the resource file, NAME this node's name in it):
@@ -36,8 +38,8 @@ Replicated resources (DRBD-style; FILE is the resource file, NAME this node's na
 interface Target { file: string; node: NodeConfig }
 
 function target(values: { config?: string | undefined; node?: string | undefined }, cmd: string): Target {
-  if (!values.config) throw new CommandError(`${cmd} needs --config FILE (the resource file)`);
-  if (!values.node) throw new CommandError(`${cmd} needs --node NAME (this node's name in ${values.config})`);
+  if (!values.config) throw new UsageError(`${cmd} needs --config FILE (the resource file)`);
+  if (!values.node) throw new UsageError(`${cmd} needs --node NAME (this node's name in ${values.config})`);
   const cfg = loadResource(values.config);
   return { file: values.config, node: nodeByName(cfg, values.node) };
 }
@@ -46,33 +48,28 @@ const common = { config: { type: 'string' }, node: { type: 'string' } } as const
 
 /** Runs a resource command; returns the exit code, or null when `cmd` is not one of them. */
 export async function runResourceCommand(cmd: string, args: string[]): Promise<number | null> {
-  try {
-    switch (cmd) {
-      case 'create-md': return createMd(args);
-      case 'up': return await up(args);
-      case 'down': return await simple(args, 'down', { cmd: 'down' });
-      case 'status': return await status(args);
-      case 'primary': {
-        const { values } = parseArgs({ args, strict: true, options: { ...common, force: { type: 'boolean' } } });
-        return await call(target(values, 'primary'), { cmd: 'primary', force: !!values.force });
-      }
-      case 'secondary': return await simple(args, 'secondary', { cmd: 'secondary' });
-      case 'attach': return await simple(args, 'attach', { cmd: 'attach' });
-      case 'connect': {
-        const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' }, 'discard-my-data': { type: 'boolean' } } });
-        return await call(target(values, 'connect'), { cmd: 'connect', ...(values.peer ? { peer: values.peer } : {}), discardMyData: !!values['discard-my-data'] });
-      }
-      case 'disconnect': {
-        const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' } } });
-        return await call(target(values, 'disconnect'), { cmd: 'disconnect', ...(values.peer ? { peer: values.peer } : {}) });
-      }
-      case 'verify': return await verify(args);
-      case 'wait-sync': return await waitSync(args);
-      default: return null;
+  switch (cmd) {
+    case 'create-md': return createMd(args);
+    case 'up': return await up(args);
+    case 'down': return await simple(args, 'down', { cmd: 'down' });
+    case 'status': return await status(args);
+    case 'primary': {
+      const { values } = parseArgs({ args, strict: true, options: { ...common, force: { type: 'boolean' } } });
+      return await call(target(values, 'primary'), { cmd: 'primary', force: !!values.force });
     }
-  } catch (e) {
-    if (e instanceof ConfigError || e instanceof MetadataError) throw new CommandError(e.message);
-    throw e;
+    case 'secondary': return await simple(args, 'secondary', { cmd: 'secondary' });
+    case 'attach': return await simple(args, 'attach', { cmd: 'attach' });
+    case 'connect': {
+      const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' }, 'discard-my-data': { type: 'boolean' } } });
+      return await call(target(values, 'connect'), { cmd: 'connect', ...(values.peer ? { peer: values.peer } : {}), discardMyData: !!values['discard-my-data'] });
+    }
+    case 'disconnect': {
+      const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' } } });
+      return await call(target(values, 'disconnect'), { cmd: 'disconnect', ...(values.peer ? { peer: values.peer } : {}) });
+    }
+    case 'verify': return await verify(args);
+    case 'wait-sync': return await waitSync(args);
+    default: return null;
   }
 }
 
@@ -98,30 +95,49 @@ function createMd(args: string[]): number {
   const t = target(values, 'create-md');
   const cfg = loadResource(t.file);
   const me = t.node;
-  if (!me.disk) throw new CommandError(`${me.name} is diskless ("disk": null): it has no metadata to create`);
+  if (!me.disk) throw new UsageError(`${me.name} is diskless ("disk": null): it has no metadata to create`);
   const peerIds = cfg.nodes.filter((n) => n.id !== me.id).map((n) => n.id);
   const external = me.metaDisk !== 'internal';
-  if (values.size && !fs.existsSync(me.disk)) {
-    const size = parseSize(values.size);
-    if (size % 4096 !== 0) throw new CommandError(`--size ${values.size} is not a multiple of 4096`);
-    const total = external ? size : size + metadataSize(size, peerIds.length, cfg.bitmapGranularity);
-    const fd = fs.openSync(me.disk, 'wx');
-    fs.ftruncateSync(fd, total);
-    fs.closeSync(fd);
+  // Everything that can be checked without touching a file first, so that a mistake changes nothing.
+  const size = values.size ? parseSize(values.size) : null;
+  if (size !== null && size % 4096 !== 0) throw new UsageError(`--size ${values.size} is not a multiple of 4096`);
+  const existed = fs.existsSync(me.disk);
+  if (!existed && size === null) throw new CommandError(`backing file ${me.disk} does not exist: create it (truncate -s 1G ${me.disk}) or pass --size`);
+  for (const file of [me.disk, ...(external ? [me.metaDisk] : [])]) {
+    const dir = path.dirname(file);
+    if (!fs.existsSync(file) && !fs.existsSync(dir)) throw new CommandError(`cannot create ${file}: the directory ${dir} does not exist (create it first: mkdir -p ${dir})`);
   }
-  if (!fs.existsSync(me.disk)) throw new CommandError(`backing file ${me.disk} does not exist: create it (truncate -s 1G ${me.disk}) or pass --size`);
-  const md = Metadata.create({
-    backingFile: me.disk, metaFile: external ? me.metaDisk : null, nodeId: me.id, peerIds,
-    granularity: cfg.bitmapGranularity, alExtents: cfg.alExtents, force: !!values.force,
-  });
-  if (values['assume-clean']) {
-    // Every node derives the same first generation from the resource and the size, so they start in sync.
-    md.gens.current = cleanGeneration(cfg.resource, md.dataSize);
-    md.disk = 'UpToDate';
-    md.writeSuperblock();
+  // The disk has one owner: refused while a node (or another create-md) holds it, before anything is written.
+  const metaExisted = external && fs.existsSync(me.metaDisk);
+  const locks = lockNodeDisks(cfg, me, `create-md for ${cfg.resource}/${me.name}`, { disk: !existed, meta: true });
+  try {
+    if (!existed && fs.statSync(me.disk).size === 0) {
+      fs.truncateSync(me.disk, external ? size! : size! + metadataSize(size!, peerIds.length, cfg.bitmapGranularity));
+    }
+    let md: Metadata;
+    try {
+      md = Metadata.create({
+        backingFile: me.disk, metaFile: external ? me.metaDisk : null, nodeId: me.id, peerIds,
+        granularity: cfg.bitmapGranularity, alExtents: cfg.alExtents, force: !!values.force,
+      });
+    } catch (e) {
+      if (external && !metaExisted) fs.rmSync(me.metaDisk, { force: true }); // the empty file the lock created
+      throw e;
+    }
+    try {
+      if (values['assume-clean']) {
+        // Every node derives the same first generation from the resource and the size, so they start in sync.
+        md.gens.current = cleanGeneration(cfg.resource, md.dataSize);
+        md.disk = 'UpToDate';
+        md.writeSuperblock();
+      }
+      process.stdout.write(`${me.name}: metadata created on ${external ? me.metaDisk : `${me.disk} (internal)`}; ${md.dataSize} usable bytes, ${md.disk}\n`);
+    } finally {
+      md.close();
+    }
+  } finally {
+    for (const l of locks) l.release();
   }
-  process.stdout.write(`${me.name}: metadata created on ${external ? me.metaDisk : `${me.disk} (internal)`}; ${md.dataSize} usable bytes, ${md.disk}\n`);
-  md.close();
   return 0;
 }
 
@@ -199,6 +215,11 @@ function peerLine(name: string, p: PeerStatus): string {
 export function formatStatus(s: ResourceStatus): string {
   let out = `${s.resource} node:${s.node} role:${s.role} disk:${s.disk} size:${humanBytes(s.size)} quorum:${s.quorum ? 'yes' : 'no'} (${s.votes.have}/${s.votes.needed || 'off'})\n`;
   for (const [name, p] of Object.entries(s.peers)) out += peerLine(name, p);
+  const l = s.links;
+  if (l && (l.handshakesFailed || l.handshakesTimedOut || l.handshakesAbandoned || l.connectionsRefused)) {
+    out += `  strangers: ${l.handshakesFailed ?? 0} handshakes refused (${l.authFailed ?? 0} failed authentication), ${l.handshakesTimedOut ?? 0} timed out, ${l.handshakesAbandoned ?? 0} abandoned, ${l.connectionsRefused ?? 0} connections refused\n`;
+  }
+  if (s.stats.framesRefused > 0) out += `  protocol violations: ${s.stats.framesRefused} frames refused (links closed; see the log)\n`;
   return out;
 }
 
@@ -231,11 +252,13 @@ async function follow(t: Target, progress: (s: ResourceStatus) => string | null,
 async function waitSync(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, strict: true, options: { ...common, timeout: { type: 'string' } } });
   const t = target(values, 'wait-sync');
+  const timeout = Number(values.timeout ?? 3600);
+  if (!(timeout > 0)) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds above 0`);
   await follow(t, (s) => {
     const busy = Object.entries(s.peers).filter(([, p]) => p.connection === 'Connected' && p.replication !== 'Established');
     if (busy.length === 0) return null;
     return busy.map(([n, p]) => `${n} ${p.replication}${p.resync ? ' ' + progressBar(p.resync.percent) + ` ${humanBytes(p.resync.rateBytesPerSec)}/s` : ''}`).join('  ');
-  }, formatStatus, Number(values.timeout ?? 3600) * 1000);
+  }, formatStatus, timeout * 1000);
   return 0;
 }
 

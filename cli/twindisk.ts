@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // twindisk's command line: serve a disk to QEMU over vhost-user, run the demo, run the benchmarks.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BackendError } from '../engine/backend.js';
+import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { Logger } from '../engine/log.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
-import { CommandError, RESOURCE_USAGE, runResourceCommand } from './resource-commands.js';
+import { CommandError, EXIT_CODES_HELP, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
+import { RESOURCE_USAGE, runResourceCommand } from './resource-commands.js';
 import { runDemo } from './demo.js';
 import { qemuAttachArgs } from './qemu-args.js';
 
@@ -33,11 +34,12 @@ Usage:
       Measure the WebAssembly kernels against their JS and native peers.
 
 ${RESOURCE_USAGE.trimStart()}
-Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
-`;
+  twindisk gen-secret
+      Print a new random secret for a resource file (32 random bytes, base64url).
 
-/** A user-facing error: printed without a stack trace, exit code 2. */
-class UsageError extends Error {}
+Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
+${EXIT_CODES_HELP}
+`;
 
 /** Parses sizes like 4096, 512K, 64M, 1G, 2T (binary units). */
 export function parseSize(s: string): number {
@@ -70,14 +72,34 @@ function parseAio(v: string | undefined): 'sync' | 'io_uring' {
 
 async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): Promise<void> {
   const log = new Logger('twindisk');
-  if (a.size !== undefined && !fs.existsSync(a.image)) {
-    if (a.size % a.blockSize !== 0) throw new UsageError(`--size ${a.size} is not a multiple of the ${a.blockSize}-byte block size`);
+  const create = a.size !== undefined && !fs.existsSync(a.image);
+  if (create) {
+    if (a.size! % a.blockSize !== 0) throw new UsageError(`--size ${a.size} is not a multiple of the ${a.blockSize}-byte block size`);
     fs.mkdirSync(path.dirname(path.resolve(a.image)), { recursive: true });
-    const fd = fs.openSync(a.image, 'wx');
-    fs.ftruncateSync(fd, a.size);
-    fs.closeSync(fd);
-    log.info('created image', { image: a.image, size: a.size });
   }
+  // The image has one owner: refused (before it is opened) while a node or another serve holds it.
+  // --read-only shares the image with other read-only serves.
+  let lock: DiskLock;
+  try {
+    lock = lockDisk(path.resolve(a.image), `serve ${a.image}`, { shared: a.readOnly, create });
+  } catch (e) {
+    if (e instanceof DiskLockError && e.code === 'missing' && !create) {
+      throw new CommandError(`${e.message} (create it first, e.g. \`truncate -s 1G ${a.image}\`, or pass --size)`);
+    }
+    throw e;
+  }
+  try {
+    if (create && fs.statSync(a.image).size === 0) {
+      fs.truncateSync(a.image, a.size!);
+      log.info('created image', { image: a.image, size: a.size });
+    }
+    await serveLocked(a, log, banner);
+  } finally {
+    lock.release();
+  }
+}
+
+async function serveLocked(a: ServeArgs, log: Logger, banner: (server: VhostUserServer) => void): Promise<void> {
   const server = new VhostUserServer({
     socketPath: a.socket,
     backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize, aio: a.aio ?? 'sync' },
@@ -111,7 +133,12 @@ async function main(argv: string[]): Promise<number> {
   const cmd = argv[0];
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(USAGE);
-    return cmd ? 0 : 2;
+    return cmd ? 0 : EXIT_USAGE;
+  }
+  if (cmd === 'gen-secret') {
+    parseArgs({ args: argv.slice(1), strict: true, options: {} });
+    process.stdout.write(randomBytes(32).toString('base64url') + '\n');
+    return 0;
   }
   if (cmd === 'serve') {
     const { values } = parseArgs({
@@ -127,9 +154,12 @@ async function main(argv: string[]): Promise<number> {
     const blockSize = num(values['block-size'], '--block-size', 512);
     if (blockSize !== 512 && blockSize !== 4096) throw new UsageError(`--block-size ${blockSize}: use 512 or 4096`);
     const queues = num(values.queues, '--queues', 1);
+    if (queues > 64) throw new UsageError(`--queues ${queues}: choose 1 to 64 queues`);
+    const pollUs = values['poll-us'] === undefined ? DEFAULT_POLL_US : Number(values['poll-us']);
+    if (!Number.isInteger(pollUs) || pollUs < 0) throw new UsageError(`--poll-us ${values['poll-us']}: expected a whole number of microseconds, 0 or more`);
     await serve({
       image: values.image, socket: values.socket, queues, readOnly: !!values['read-only'], blockSize,
-      pollUs: values['poll-us'] === undefined ? DEFAULT_POLL_US : Number(values['poll-us']),
+      pollUs,
       aio: parseAio(values.aio),
       ...(values.size ? { size: parseSize(values.size) } : {}),
     }, () => {
@@ -155,7 +185,7 @@ async function main(argv: string[]): Promise<number> {
     }
     if (what === 'kernels') {
       const mod = await import('../bench/kernels.js' as string).catch(() => null);
-      if (!mod) throw new UsageError('the kernel benchmark is not built: run `npm run build` first');
+      if (!mod) throw new CommandError('the kernel benchmark is not built: run `npm run build` first');
       await mod.runKernelBench({ json: !!values.json, quick: !!values.quick });
       return 0;
     }
@@ -171,15 +201,13 @@ async function main(argv: string[]): Promise<number> {
   throw new UsageError(`unknown command "${cmd}"; run \`twindisk help\``);
 }
 
+// Exit codes (cli/errors.ts): 0 success, 1 a run-time failure, 2 a wrong command line or resource file.
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof UsageError || e instanceof CommandError || e instanceof BackendError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`twindisk: ${(e as Error).message}\n`);
-      process.exit(2);
-    }
+    const { code, plain } = exitCodeFor(e);
     process.stderr.write(`twindisk: ${(e as Error).message ?? e}\n`);
-    if (process.env.TWINDISK_LOG_LEVEL === 'debug') process.stderr.write(`${(e as Error).stack}\n`);
-    process.exit(1);
+    if (!plain && process.env.TWINDISK_LOG_LEVEL === 'debug') process.stderr.write(`${(e as Error).stack}\n`);
+    process.exit(code);
   },
 );

@@ -1,5 +1,6 @@
 // `twindisk up`: one node of a replicated resource — its metadata, replication links, control socket and vhost-user front-end.
 import { createHash } from 'node:crypto';
+import { DiskLockError, lockDisk, type DiskLock, type LockOptions } from '../engine/disk-lock.js';
 import { Logger } from '../engine/log.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '../engine/os.js';
 import { ChannelHost } from '../engine/replication/channel.js';
@@ -22,9 +23,45 @@ function serialFor(cfg: ResourceConfig): string {
   return 'td-' + createHash('sha1').update(cfg.resource).digest('hex').slice(0, 17);
 }
 
-/** Opens the node's metadata, or says how to create it. */
+/** Opens the node's metadata, or says how to create it. The caller holds the node's disk locks (lockNodeDisks). */
 export function openMetadata(me: NodeConfig): Metadata {
   return Metadata.open({ backingFile: me.disk!, metaFile: me.metaDisk === 'internal' ? null : me.metaDisk });
+}
+
+/**
+ * Locks the node's backing file and, with `meta-disk` a file, its metadata file (in that order), before
+ * anything reads or writes them: a disk has one owner. `purpose` completes "cannot ...". Throws
+ * DiskLockError (and holds nothing) when either is held elsewhere; `create` creates missing files empty.
+ */
+export function lockNodeDisks(cfg: ResourceConfig, me: NodeConfig, purpose: string, create: { disk?: boolean; meta?: boolean } = {}): DiskLock[] {
+  const files: [string, string, LockOptions][] = [['backing file', me.disk!, { create: !!create.disk }]];
+  if (me.metaDisk !== 'internal') files.push(['metadata file', me.metaDisk, { create: !!create.meta }]);
+  const locks: DiskLock[] = [];
+  try {
+    for (const [what, file, opts] of files) {
+      try {
+        locks.push(lockDisk(file, purpose, opts));
+      } catch (e) {
+        if (e instanceof DiskLockError && e.code === 'missing' && !opts.create) {
+          throw new DiskLockError(`cannot ${purpose}: ${what} ${file} does not exist: create it with its metadata`
+            + ` (twindisk create-md --config ${cfg.file} --node ${me.name} --size SIZE)`, 'missing');
+        }
+        throw e;
+      }
+    }
+  } catch (e) {
+    for (const l of locks) l.release();
+    throw e;
+  }
+  return locks;
+}
+
+/** Logs what opening the metadata found that Resource.attach() does not report itself. */
+export function logOpenReport(log: Logger, md: Metadata): void {
+  const bad = md.openReport.badSuperblock;
+  if (bad) {
+    log.warn(`metadata superblock slot ${bad.slot} on ${md.layout.file} is damaged (${bad.reason}): using slot ${bad.used} (seq ${bad.usedSeq}); the next metadata update rewrites slot ${bad.slot}`);
+  }
 }
 
 /** A running node; `stopped` resolves after `stop()` (or `down`) finished. */
@@ -39,6 +76,8 @@ export class Node {
   private channels: ChannelHost[] = [];
   private eventFds: number[] = [];
   private readonly one = new NativeBuffer(8);
+  /** The disk locks (lockNodeDisks), held from start() until stop() has closed the disk, attached or not. */
+  private locks: DiskLock[] = [];
   private stopping: Promise<void> | null = null;
   private resolveStopped!: () => void;
   readonly stopped = new Promise<void>((r) => (this.resolveStopped = r));
@@ -55,8 +94,22 @@ export class Node {
 
   /** Attaches the disk, starts the control socket and the links, and (once the size is known) the vhost-user socket. */
   async start(): Promise<void> {
+    // Nothing is opened before the lock: a refused start has nothing to undo, and writes nothing.
+    if (this.me.disk) {
+      try {
+        this.locks = lockNodeDisks(this.cfg, this.me, `start ${this.cfg.resource}/${this.me.name}`);
+      } catch (e) {
+        this.stopping = Promise.resolve(); // stop() has nothing to do
+        this.resolveStopped();
+        throw e;
+      }
+    }
     try {
-      if (this.me.disk) this.resource.attach(openMetadata(this.me));
+      if (this.me.disk) {
+        const md = openMetadata(this.me);
+        logOpenReport(this.log, md);
+        this.resource.attach(md);
+      }
       this.control = new ControlServer(this.me.control, (r) => this.command(r));
       await this.control.start();
       this.transport = new WsTransport({
@@ -69,7 +122,7 @@ export class Node {
       this.resource.linkControl = this.transport;
       await this.transport.start();
     } catch (e) {
-      await this.stop();
+      await this.abortStart();
       throw e;
     }
     this.log.info('node up', { resource: this.cfg.resource, node: this.me.name, id: this.me.id, address: `${this.me.host}:${this.me.port}`, disk: this.me.disk ?? 'none (diskless)' });
@@ -113,7 +166,7 @@ export class Node {
     const peers = (name: string | undefined) => (name ? [res.peerByName(name)] : res.peers);
     switch (r.cmd) {
       case 'status':
-        return res.status();
+        return { ...res.status(), ...(this.transport ? { links: { ...this.transport.stats } } : {}) };
       case 'primary':
         res.promote(!!r.force);
         return res.status();
@@ -138,12 +191,65 @@ export class Node {
         return res.status();
       case 'attach':
         if (!this.me.disk) throw new RoleError(`${this.me.name} is diskless in ${this.cfg.resource}: it has no disk to attach`);
-        res.reattach(openMetadata(this.me));
+        if (res.disk) throw new RoleError('the local disk is attached already');
+        this.relockReplaced();
+        {
+          // Under the node's own lock, held since start (a detached disk stays locked).
+          const md = openMetadata(this.me);
+          logOpenReport(this.log, md);
+          res.reattach(md);
+        }
         return res.status();
       case 'down':
         setImmediate(() => void this.stop());
         return { stopping: true };
     }
+  }
+
+  /**
+   * Before `attach`: a disk file replaced since start (a new file at the same path, prepared with
+   * create-md) is locked anew, refused when someone else holds it; then the old file's lock is dropped.
+   */
+  private relockReplaced(): void {
+    const stale = this.locks.filter((l) => !l.stillNames());
+    if (stale.length === 0) return;
+    const fresh: DiskLock[] = [];
+    try {
+      for (const l of stale) fresh.push(lockDisk(l.path, `attach ${this.cfg.resource}/${this.me.name}`));
+    } catch (e) {
+      for (const l of fresh) l.release();
+      throw e;
+    }
+    for (const l of stale) l.release();
+    this.locks = this.locks.map((l) => fresh[stale.indexOf(l)] ?? l);
+  }
+
+  /**
+   * Undoes a start that failed part way (the port was taken, the metadata is missing, ...): closes what
+   * was opened without writing anything (the node never served: its metadata stays exactly as found,
+   * with no clean-shutdown superblock), releases the locks. No "node down": it never was up.
+   */
+  private abortStart(): Promise<void> {
+    this.stopping ??= (async () => {
+      try {
+        await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));
+        await this.control?.close().catch((e: Error) => this.log.error(`control socket shutdown: ${e.message}`));
+        try {
+          this.resource.abandon(); // timers and the data fd; the metadata is left exactly as found
+        } catch (e) {
+          this.log.debug(`closing the disk after a failed start: ${(e as Error).message}`);
+        }
+      } finally {
+        this.releaseLocks();
+        this.resolveStopped();
+      }
+    })();
+    return this.stopping;
+  }
+
+  private releaseLocks(): void {
+    for (const l of this.locks) l.release();
+    this.locks = [];
   }
 
   /** Stops the front-end, the links and the control socket, then closes the disk cleanly. */
@@ -154,7 +260,12 @@ export class Node {
       for (const ch of this.channels) ch.stop();
       await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));
       await this.control?.close();
-      this.resource.close();
+      try {
+        this.resource.close();
+      } finally {
+        // Only once the metadata is written and closed: until then the disk is this node's.
+        this.releaseLocks();
+      }
       // The workers have exited (vhost.close) and unmapped their ends.
       for (const ch of this.channels) ch.close();
       this.channels = [];

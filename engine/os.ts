@@ -29,6 +29,12 @@ export const mmapPtr = libc.func('void *mmap(void *addr, size_t len, int prot, i
 export const munmap = libc.func('int munmap(uintptr_t addr, size_t len)');
 export const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
 export const ftruncate = libc.func('int ftruncate(int fd, int64_t len)');
+// Advisory whole-file locks: one owner per disk (engine/disk-lock.ts).
+export const flock = libc.func('int flock(int fd, int operation)');
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
@@ -80,6 +86,8 @@ export function errno(): number {
 export const EINTR = 4;
 export const EIO = 5;
 export const EAGAIN = 11;
+/** flock's "held by someone else" (EWOULDBLOCK is EAGAIN on Linux). */
+export const EWOULDBLOCK = EAGAIN;
 export const EINVAL = 22;
 export const ENOSPC = 28;
 export const EROFS = 30;

@@ -1,20 +1,26 @@
 // Replication links over WebSockets: one authenticated ws (or wss) connection per peer node, one frame per binary message.
 //
-// The node with the lower id dials, the higher one accepts. Each new connection runs the handshake:
-// both sides send HELLO (version, node id, resource, nonce), check the other's, then send AUTH (an HMAC of the
-// other's nonce under the shared secret, see wire.ts) and check the other's. Only then does the engine see the
-// link (`LinkHandler.linkUp`). Up links are kept alive with PING/PONG; dropped links are re-dialled with backoff.
+// The node with the lower id dials, the higher one accepts. Each new connection runs the handshake, whose decisions
+// are engine/replication/session.ts's (a socket-free state machine; this file moves its frames and runs its timeout):
+// the dialler sends HELLO, the acceptor answers with a HELLO carrying only a nonce, the dialler proves the secret
+// (AUTH), and only then does the acceptor prove it back. Only then does the engine see the link (`LinkHandler.linkUp`).
+// Up links are kept alive with PING/PONG; dropped links are re-dialled with backoff.
+//
+// Anyone can connect to the listener: every caller that does not finish the handshake (refused, wrong secret, silent,
+// gone halfway, garbage, failed TLS, plain HTTP) is logged, rate-limited per source address, and counted (`stats`).
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Logger, RateLimit } from '../engine/log.js';
-import { ErrorCode, FrameType, MAX_FRAME, MAX_NODES, WIRE_VERSION, type Frame, type HelloFrame } from '../engine/replication/frames.js';
+import { ErrorCode, FrameType, MAX_FRAME, MAX_NODES, type Frame } from '../engine/replication/frames.js';
 import type { LinkHandler, PeerLink } from '../engine/replication/link.js';
-import { MAX_RESOURCE_NAME, NONCE_SIZE, WireError, authMac, decodeFrame, encodeFrame, frameName, verifyAuth } from '../engine/replication/wire.js';
+import { HandshakeSession, type Refusal, type Step } from '../engine/replication/session.js';
+import { MAX_RESOURCE_NAME, NONCE_SIZE, WireError, decodeFrame, encodeFrame, frameName } from '../engine/replication/wire.js';
 
 export interface TransportPeer { id: number; name: string; host: string; port: number }
 
@@ -34,8 +40,40 @@ export interface TransportOptions {
   backoffMs?: { min: number; max: number };
   /** PING interval; a link with no frame at all for 3 intervals is closed as timed out. Default 2000 ms. */
   pingMs?: number;
-  /** Time a new connection has to complete HELLO and AUTH. Default 5000 ms. */
+  /**
+   * Time a new connection has to complete HELLO and AUTH (and, for a caller, the TLS handshake and the WebSocket
+   * upgrade before that). Default 5000 ms.
+   */
   handshakeMs?: number;
+  /**
+   * Warnings about callers that do not finish the handshake: at most `perWindow` per source address per `windowMs`
+   * (the rest at debug, counted in the next warning's `suppressed`), and at most `overall` per window for all
+   * addresses together. Default 1 per address and 20 overall per 60 s.
+   */
+  refusalLog?: { perWindow: number; windowMs: number; overall?: number };
+}
+
+/** Counters of the transport's connections since it started, for `status` and metrics. */
+export interface TransportStats {
+  /** WebSocket connections accepted from callers (each then runs the handshake). */
+  accepted: number;
+  /** Connections this node dialled, and those that never reached the peer's WebSocket (unreachable, refused, TLS or HTTP failure). */
+  dials: number;
+  dialsFailed: number;
+  /** Handshakes that brought a link up (either direction). */
+  linksUp: number;
+  /** Handshakes refused by either side: another version, wrong resource, unknown node, garbage, failed authentication. */
+  handshakesFailed: number;
+  /** Of handshakesFailed: a proof of the secret that did not verify (a caller's, here, or ours, at the peer). */
+  authFailed: number;
+  /** Handshakes refused for an administrative reason (disconnected, shutting down). */
+  handshakesDeclined: number;
+  /** Handshakes not finished within handshakeMs. */
+  handshakesTimedOut: number;
+  /** Handshakes the other side gave up halfway (closed the connection, or it broke). */
+  handshakesAbandoned: number;
+  /** Callers refused before a WebSocket: failed TLS handshake or certificate, plain HTTP, a bad upgrade, silence, a close without a request. */
+  connectionsRefused: number;
 }
 
 const DEFAULT_BACKOFF = { min: 200, max: 5000 };
@@ -58,8 +96,14 @@ const ERROR_NAMES: Record<number, string> = {
   [ErrorCode.TwoPrimaries]: 'two primaries', [ErrorCode.Disconnect]: 'disconnect',
 };
 
-/** Why a HELLO is refused: the code sent to the peer, the reason logged (and sent), and whether to log quietly. */
-interface Refusal { code: ErrorCode; why: string; quiet?: boolean }
+/** An ERROR frame's code and message as logs show them ("authentication failed (wrong secret?)", "shutdown: node 0 is shutting down"). */
+function errorText(code: number, message: string): string {
+  const name = ERROR_NAMES[code] ?? `error ${code}`;
+  return message.startsWith(name) ? message : `${name}: ${message}`;
+}
+
+/** How a handshake ended without a link, for the counters. */
+type HandshakeEnd = 'failed' | 'auth' | 'declined' | 'timeout' | 'abandoned';
 
 /** The part of ws's net.Socket that corking uses (ws keeps it in a private field). */
 interface CorkableSocket { cork(): void; uncork(): void; destroyed: boolean }
@@ -72,7 +116,8 @@ interface Owner {
   readonly pingMs: number;
   readonly handshakeMs: number;
   peerLabel(id: number): string;
-  checkHello(c: Connection, hello: HelloFrame): Refusal | null;
+  /** The node's policy on the peer's id, before (`proven` false) and after its proof of the secret (see SessionOptions.admit). */
+  admit(peerId: number, proven: boolean): Refusal | null;
   authenticated(c: Connection): void;
   frame(c: Connection, f: Frame): void;
   /** Logs a refused handshake or a broken link (rate-limited or de-duplicated by the transport). */
@@ -88,16 +133,19 @@ function hostPort(host: string | undefined, port: number | undefined): string {
 
 /** One WebSocket to a (would-be) peer: runs the handshake, then carries frames; the engine's PeerLink once up. */
 class Connection implements PeerLink {
-  /** The peer's node id, known once its HELLO passed (-1 before). */
-  peerId = -1;
-  phase: 'hello' | 'auth' | 'up' | 'closed' = 'hello';
+  phase: 'handshake' | 'up' | 'closed' = 'handshake';
   /** The problem that ended the connection was logged already. */
   reported = false;
   /** When the link went up (Date.now()). */
   upAt = 0;
+  /** The WebSocket opened (a dial that never got this far is a failed dial, not a failed handshake). */
+  opened = false;
+  /** How the handshake ended without a link, when it did. */
+  handshakeEnd: HandshakeEnd | null = null;
   /** Resolves when the socket is closed. */
   readonly closed: Promise<void>;
-  private readonly nonce = randomBytes(NONCE_SIZE);
+  /** The handshake's decisions. */
+  private readonly session: HandshakeSession;
   /** The handshake timeout, then the PING interval. */
   private timer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
@@ -109,14 +157,27 @@ class Connection implements PeerLink {
   private socketError: string | null = null;
   private peerError: string | null = null;
 
-  constructor(private readonly owner: Owner, private readonly ws: WebSocket, readonly remote: string, readonly dialed: TransportPeer | null) {
+  /**
+   * `remote` is the peer's host:port for logs, `address` its IP address (the key of the per-address log limit);
+   * `dialed` is the peer this node dialled, null for a caller.
+   */
+  constructor(private readonly owner: Owner, private readonly ws: WebSocket, readonly remote: string, readonly address: string, readonly dialed: TransportPeer | null) {
+    this.session = new HandshakeSession({
+      role: dialed ? 'dialler' : 'acceptor', secret: owner.secret, resource: owner.resource, myId: owner.myId,
+      nonce: randomBytes(NONCE_SIZE), peerId: dialed?.id, admit: (id, proven) => owner.admit(id, proven),
+    });
     this.closed = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
     ws.on('error', (err: Error & { code?: string }) => this.socketFailed(err));
     ws.on('close', (code) => this.socketClosed(code));
-    if (ws.readyState === WebSocket.OPEN) this.sendHello();
-    else ws.once('open', () => this.sendHello());
+    if (ws.readyState === WebSocket.OPEN) this.start();
+    else ws.once('open', () => this.start());
     this.timer = setTimeout(() => this.handshakeTimedOut(), owner.handshakeMs);
+  }
+
+  /** The peer's node id: the dialled one, or the one a caller's HELLO claimed once admitted (-1 before); proven once up. */
+  get peerId(): number {
+    return this.session.peerId;
   }
 
   get buffered(): number {
@@ -171,10 +232,11 @@ class Connection implements PeerLink {
     this.end(`closed locally: ${message}`, code, message);
   }
 
-  /** Who is at the other end, for logs. */
+  /** Who is at the other end, for logs: a caller's claim of a node id is only a claim until the link is up. */
   who(): string {
     if (this.dialed) return `peer ${this.owner.peerLabel(this.dialed.id)} at ${this.remote}`;
     if (this.phase === 'up') return `peer ${this.owner.peerLabel(this.peerId)} from ${this.remote}`;
+    if (this.peerId >= 0) return `a peer from ${this.remote} claiming to be node ${this.owner.peerLabel(this.peerId)}`;
     return `a peer from ${this.remote}`;
   }
 
@@ -208,28 +270,53 @@ class Connection implements PeerLink {
     this.owner.ended(this, reason, wasUp);
   }
 
-  private sendHello(): void {
-    if (this.phase !== 'hello') return;
-    const o = this.owner;
-    this.ws.send(encodeFrame({ type: FrameType.Hello, version: WIRE_VERSION, nodeId: o.myId, resource: o.resource, nonce: this.nonce }));
+  /** The WebSocket is open: the handshake starts (the dialler sends its HELLO). */
+  private start(): void {
+    if (this.phase !== 'handshake') return;
+    this.opened = true;
+    this.apply(this.session.start());
+  }
+
+  /** Sends what the handshake says to send, then acts on its outcome. */
+  private apply(step: Step): void {
+    for (const f of step.send) this.ws.send(encodeFrame(f));
+    const o = step.outcome;
+    switch (o.kind) {
+      case 'continue': return;
+      case 'up': return this.owner.authenticated(this);
+      case 'refuse': return this.refuse(o.refusal);
+      case 'refused': {
+        const why = errorText(o.code, o.message);
+        const quiet = o.code === ErrorCode.Disconnect || o.code === ErrorCode.Shutdown;
+        this.handshakeEnd = o.code === ErrorCode.AuthFailed ? 'auth' : quiet ? 'declined' : 'failed';
+        this.owner.problem(this, `${this.who()} refused the connection: ${why}`, quiet);
+        return this.end(`refused by the peer: ${why}`);
+      }
+    }
   }
 
   private receive(data: Buffer, isBinary: boolean): void {
     if (this.phase === 'closed') return;
+    if (this.phase === 'handshake') {
+      if (!isBinary) return this.apply(this.session.malformed('a text message (frames are binary)'));
+      let f: Frame;
+      try {
+        f = decodeFrame(data);
+      } catch (e) {
+        if (!(e instanceof WireError)) throw e;
+        return this.apply(this.session.malformed(e.message, data));
+      }
+      return this.apply(this.session.receive(f));
+    }
     if (!isBinary) return this.protocolError('a text message (frames are binary)');
     let f: Frame;
     try {
       f = decodeFrame(data);
     } catch (e) {
       if (!(e instanceof WireError)) throw e;
-      // A HELLO of another protocol version may not even decode: answer with BadVersion, not a protocol error.
-      if (this.phase === 'hello' && data[0] === FrameType.Hello && data.length >= 3 && data.readUInt16LE(1) !== WIRE_VERSION) {
-        return this.refuse({ code: ErrorCode.BadVersion, why: `protocol version ${data.readUInt16LE(1)}, this node speaks ${WIRE_VERSION}` });
-      }
       return this.protocolError(e.message);
     }
     this.rx = true;
-    if (this.phase !== 'up') return this.handshake(f);
     switch (f.type) {
       case FrameType.Ping:
         this.ws.send(encodeFrame({ type: FrameType.Pong, seq: f.seq }));
@@ -240,50 +327,35 @@ class Connection implements PeerLink {
       case FrameType.Auth:
         return this.protocolError(`${frameName(f.type)} after the handshake`);
       case FrameType.Error:
-        this.peerError = `${ERROR_NAMES[f.code] ?? `error ${f.code}`}: ${f.message}`;
+        this.peerError = errorText(f.code, f.message);
         break;
     }
     this.owner.frame(this, f);
   }
 
-  private handshake(f: Frame): void {
-    const o = this.owner;
-    if (f.type === FrameType.Error) {
-      const why = `${ERROR_NAMES[f.code] ?? `error ${f.code}`}: ${f.message}`;
-      o.problem(this, `${this.who()} refused the connection: ${why}`, f.code === ErrorCode.Disconnect || f.code === ErrorCode.Shutdown);
-      return this.end(`refused by the peer: ${why}`);
-    }
-    if (this.phase === 'hello') {
-      if (f.type !== FrameType.Hello) return this.protocolError(`expected HELLO, got ${frameName(f.type)}`);
-      const refusal = o.checkHello(this, f);
-      if (refusal) return this.refuse(refusal);
-      this.peerId = f.nodeId;
-      this.phase = 'auth';
-      this.ws.send(encodeFrame({ type: FrameType.Auth, mac: authMac(o.secret, f.nonce, o.myId, o.resource) }));
-      return;
-    }
-    if (f.type !== FrameType.Auth) return this.protocolError(`expected AUTH, got ${frameName(f.type)}`);
-    if (!verifyAuth(o.secret, this.nonce, this.peerId, o.resource, f.mac)) {
-      return this.refuse({ code: ErrorCode.AuthFailed, why: 'authentication failed (wrong secret?)' });
-    }
-    o.authenticated(this);
-  }
-
+  /** Refuses the peer during the handshake: logs, counts, sends an ERROR frame saying why and closes. */
   private refuse(r: Refusal): void {
-    this.owner.problem(this, `refused ${this.who()}: ${r.why}`, r.quiet);
-    this.end(`refused: ${r.why}`, r.code, r.why, WS_POLICY_VIOLATION);
+    this.handshakeEnd = r.code === ErrorCode.AuthFailed ? 'auth' : r.quiet ? 'declined' : 'failed';
+    const protocol = r.code === ErrorCode.Protocol;
+    const why = protocol ? `protocol error: ${r.why}` : r.why;
+    this.owner.problem(this, `refused ${this.who()}: ${why}`, r.quiet);
+    this.end(protocol ? why : `refused: ${why}`, r.code, r.why, protocol ? WS_PROTOCOL_ERROR : WS_POLICY_VIOLATION);
   }
 
   private protocolError(why: string): void {
-    const what = this.phase === 'up' ? `closed the link to ${this.who()}` : `refused ${this.who()}`;
-    this.owner.problem(this, `${what}: protocol error: ${why}`);
+    if (this.phase === 'handshake') {
+      const p = this.session.phase;
+      return p === 'hello' || p === 'auth' ? this.apply(this.session.malformed(why)) : this.refuse({ code: ErrorCode.Protocol, why });
+    }
+    this.owner.problem(this, `closed the link to ${this.who()}: protocol error: ${why}`);
     this.end(`protocol error: ${why}`, ErrorCode.Protocol, why, WS_PROTOCOL_ERROR);
   }
 
   private handshakeTimedOut(): void {
     this.timer = null;
-    if (this.phase !== 'hello' && this.phase !== 'auth') return;
-    const why = `no handshake within ${this.owner.handshakeMs} ms`;
+    if (this.phase !== 'handshake') return;
+    const why = `no handshake within ${this.owner.handshakeMs} ms (${this.session.progress()})`;
+    this.handshakeEnd = 'timeout';
     // A dialled peer's silence is a dial failure (logged by the transport); a silent caller is refused.
     if (!this.dialed) this.owner.problem(this, `refused ${this.who()}: ${why}`);
     this.end(why, ErrorCode.Protocol, why, WS_POLICY_VIOLATION);
@@ -314,7 +386,41 @@ class Connection implements PeerLink {
     if (this.phase === 'closed') return;
     let reason = this.socketError ?? `closed by the peer (code ${code})`;
     if (this.peerError) reason = `closed by the peer: ${this.peerError}`;
+    if (this.phase === 'handshake' && this.opened) {
+      // Gone halfway: a caller is logged here (a dialled peer's is a dial failure, logged by the transport).
+      this.handshakeEnd = 'abandoned';
+      const how = this.socketError ? `: ${this.socketError}` : '';
+      if (!this.dialed) this.owner.problem(this, `${this.who()} went away during the handshake (${this.session.progress()})${how}`);
+    }
     this.end(reason);
+  }
+}
+
+/**
+ * A log limit per source address (the least recently seen forgotten first, beyond `maxAddresses`), under an
+ * overall limit for all addresses together: a stranger cannot fill the log, nor hide another's lines for long.
+ */
+class PerAddressLimit {
+  private readonly byAddress = new Map<string, RateLimit>();
+  private readonly overall: RateLimit;
+
+  constructor(private readonly perWindow: number, private readonly windowMs: number, overall: number, private readonly maxAddresses = 1024) {
+    this.overall = new RateLimit(overall, windowMs);
+  }
+
+  /** Whether an event from `address` may be logged now; if so, how many from it were held back since its last one. */
+  allow(address: string, now = Date.now()): { suppressed: number } | null {
+    let rl = this.byAddress.get(address);
+    if (rl) this.byAddress.delete(address); // re-inserted below: most recently seen last
+    else rl = new RateLimit(this.perWindow, this.windowMs);
+    this.byAddress.set(address, rl);
+    if (this.byAddress.size > this.maxAddresses) this.byAddress.delete(this.byAddress.keys().next().value!);
+    if (!rl.allow(now)) return null;
+    if (!this.overall.allow(now)) {
+      rl.suppressed++;
+      return null;
+    }
+    return { suppressed: rl.takeSuppressed() };
   }
 }
 
@@ -345,8 +451,18 @@ export class WsTransport {
   private readonly slots = new Map<number, PeerSlot>();
   private readonly conns = new Set<Connection>();
   private readonly owner: Owner;
-  /** Warnings about callers (anyone can connect) are rate-limited. */
-  private readonly acceptWarnings = new RateLimit(10, 60_000);
+  /** Warnings about callers (anyone can connect) are rate-limited per source address. */
+  private readonly acceptWarnings: PerAddressLimit;
+  private readonly counters: TransportStats = {
+    accepted: 0, dials: 0, dialsFailed: 0, linksUp: 0, handshakesFailed: 0, authFailed: 0, handshakesDeclined: 0,
+    handshakesTimedOut: 0, handshakesAbandoned: 0, connectionsRefused: 0,
+  };
+  /** Sockets of callers that reached a request, an upgrade or an error (the others are logged when they close). */
+  private readonly seenSockets = new WeakSet<object>();
+  /** Sockets of callers refused before a WebSocket (logged and counted once). */
+  private readonly refusedSockets = new WeakSet<object>();
+  /** With tls: sockets whose TLS handshake completed (errors before that are tlsClientError's). */
+  private readonly securedSockets = new WeakSet<object>();
   private state: 'new' | 'starting' | 'started' | 'closing' | 'closed' = 'new';
   private server: http.Server | https.Server | null = null;
   private wss: WebSocketServer | null = null;
@@ -372,6 +488,8 @@ export class WsTransport {
     this.handler = opts.handler;
     this.backoff = opts.backoffMs ?? DEFAULT_BACKOFF;
     for (const s of this.slots.values()) s.backoff = this.backoff.min;
+    const rl = opts.refusalLog ?? { perWindow: 1, windowMs: 60_000 };
+    this.acceptWarnings = new PerAddressLimit(rl.perWindow, rl.windowMs, rl.overall ?? 20);
     this.owner = {
       resource: opts.resource,
       secret: opts.secret,
@@ -379,12 +497,17 @@ export class WsTransport {
       pingMs: opts.pingMs ?? DEFAULT_PING_MS,
       handshakeMs: opts.handshakeMs ?? DEFAULT_HANDSHAKE_MS,
       peerLabel: (id) => this.peerLabel(id),
-      checkHello: (c, h) => this.checkHello(c, h),
+      admit: (id, proven) => this.admit(id, proven),
       authenticated: (c) => this.authenticated(c),
       frame: (c, f) => this.handler.frame(c, f),
       problem: (c, msg, quiet) => this.problem(c, msg, quiet),
       ended: (c, reason, wasUp) => this.ended(c, reason, wasUp),
     };
+  }
+
+  /** Counters of connections and handshakes since the transport was made (a copy). */
+  get stats(): TransportStats {
+    return { ...this.counters };
   }
 
   /** Listens for peers and starts dialling the ones with higher ids. Rejects if the address cannot be bound. */
@@ -412,6 +535,7 @@ export class WsTransport {
     server.on('error', (err) => this.log.error(`replication listener on ${hostPort(host, port)}: ${err.message}`));
     this.server = server;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME, perMessageDeflate: false, clientTracking: false });
+    this.wss.on('wsClientError', (err: Error, socket: Duplex) => this.refusedCaller(socket, `not a WebSocket upgrade: ${err.message}`, 400));
     if (this.state !== 'starting') { // close() was called meanwhile
       await new Promise((resolve) => server.close(resolve));
       throw new Error('the transport was closed while starting');
@@ -493,6 +617,9 @@ export class WsTransport {
   private async createServer(): Promise<http.Server | https.Server> {
     let server: http.Server | https.Server;
     const t = this.opts.tls;
+    // A caller has handshakeMs for each step before the handshake too: TLS, then the HTTP upgrade request.
+    const hs = this.owner.handshakeMs;
+    const timeouts = { headersTimeout: hs, requestTimeout: hs, connectionsCheckingInterval: Math.min(hs, 1000) };
     if (t) {
       const read = async (what: string, path: string) => {
         try {
@@ -504,29 +631,52 @@ export class WsTransport {
       const [cert, key, ca] = await Promise.all([read('certificate', t.cert), read('key', t.key), t.ca ? read('CA certificate', t.ca) : undefined]);
       // Both ends present certificates and both verify them against the CA (mutual TLS). The server checks
       // the caller's certificate itself, in the upgrade handler, to log the refusal with the caller's address.
-      server = https.createServer({ cert, key, ca, requestCert: true, rejectUnauthorized: false });
-      server.on('tlsClientError', (err: Error & { reason?: string; code?: string }, socket) => {
-        const from = socket.remoteAddress ? `from ${hostPort(socket.remoteAddress, socket.remotePort)}` : '(address unknown)';
-        this.acceptWarning(`refused a peer ${from}: TLS handshake failed: ${err.reason ? `${err.reason} (${err.code})` : err.message}`);
+      server = https.createServer({ cert, key, ca, requestCert: true, rejectUnauthorized: false, handshakeTimeout: hs, ...timeouts });
+      server.on('tlsClientError', (err: Error & { reason?: string; code?: string }, socket: tls.TLSSocket) => {
+        const why = err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? `no TLS handshake within ${hs} ms`
+          : `TLS handshake failed: ${err.reason ? `${err.reason} (${err.code})` : err.message}`;
+        this.refusedCaller(socket, why);
+        socket.destroy();
       });
       this.clientTls = { cert, key, ca, rejectUnauthorized: true };
     } else {
-      server = http.createServer();
+      server = http.createServer(timeouts);
     }
-    server.on('request', (_req, res) => {
+    // A caller that connects and goes away without a request (after TLS, with tls) is logged when its socket closes.
+    server.on(t ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+      if (t) this.securedSockets.add(socket);
+      const { remoteAddress, remotePort } = socket; // gone once the socket is closed
+      socket.once('close', () => {
+        if (!this.seenSockets.has(socket) && this.state === 'started') {
+          this.refusedCaller(socket, 'closed the connection without a request', undefined, { remoteAddress, remotePort });
+        }
+      });
+    });
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      if (t && !this.securedSockets.has(socket)) { // before TLS is up: tlsClientError (which follows) logs it
+        setImmediate(() => socket.destroy());
+        return;
+      }
+      const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      const why = timeout ? `no WebSocket upgrade within ${hs} ms`
+        : err.code === 'ECONNRESET' ? 'connection reset before a WebSocket upgrade'
+          : `not HTTP: ${err.message}${err.code ? ` (${err.code})` : ''}`;
+      this.refusedCaller(socket, why, timeout ? 408 : 400);
+    });
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      this.refusedCaller(req.socket, `an HTTP request, not a WebSocket upgrade (${String(req.method).slice(0, 16)} ${String(req.url).slice(0, 64)})`);
       res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' });
       res.end('twindisk replication endpoint: WebSocket connections only\n');
     });
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.seenSockets.add(socket);
       if (this.state !== 'started' || !this.wss) {
         socket.destroy();
         return;
       }
       if (socket instanceof tls.TLSSocket && !socket.authorized) {
         const why = socket.authorizationError ? String(socket.authorizationError) : 'no certificate';
-        this.acceptWarning(`refused a peer from ${hostPort(socket.remoteAddress, socket.remotePort)}: TLS client certificate not accepted (${why})`);
-        socket.once('finish', () => socket.destroy());
-        socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        this.refusedCaller(socket, `TLS client certificate not accepted (${why})`, 403);
         return;
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => this.accepted(ws, req));
@@ -534,12 +684,36 @@ export class WsTransport {
     return server;
   }
 
+  /**
+   * Logs (rate-limited per address) and counts a caller refused before any frame; answers with an HTTP `status`
+   * (when the socket can still take it) and closes the socket.
+   */
+  private refusedCaller(socket: Duplex & { remoteAddress?: string; remotePort?: number }, why: string, status?: number,
+    from: { remoteAddress?: string; remotePort?: number } = socket): void {
+    this.seenSockets.add(socket);
+    if (!this.refusedSockets.has(socket)) { // e.g. a reset after the answer to a plain request: the same caller
+      this.refusedSockets.add(socket);
+      this.counters.connectionsRefused++;
+      this.acceptWarning(from.remoteAddress ?? '?', `refused a peer from ${hostPort(from.remoteAddress, from.remotePort)}: ${why}`);
+    }
+    if (status === undefined || socket.destroyed) return;
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.once('finish', () => socket.destroy());
+    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref(); // a caller that does not read
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  }
+
   private accepted(ws: WebSocket, req: http.IncomingMessage): void {
     if (this.state !== 'started') {
       ws.terminate();
       return;
     }
-    this.conns.add(new Connection(this.owner, ws, hostPort(req.socket.remoteAddress, req.socket.remotePort), null));
+    this.counters.accepted++;
+    const { remoteAddress, remotePort } = req.socket;
+    this.conns.add(new Connection(this.owner, ws, hostPort(remoteAddress, remotePort), remoteAddress ?? '?', null));
   }
 
   private dial(s: PeerSlot): void {
@@ -565,7 +739,8 @@ export class WsTransport {
       this.log.error(`cannot dial peer ${this.peerLabel(peer.id)} at ${url}: ${(e as Error).message}`);
       return;
     }
-    const c = new Connection(this.owner, ws, hostPort(peer.host, peer.port), peer);
+    this.counters.dials++;
+    const c = new Connection(this.owner, ws, hostPort(peer.host, peer.port), peer.host, peer);
     s.dialing = c;
     this.conns.add(c);
   }
@@ -581,16 +756,16 @@ export class WsTransport {
     }, wait);
   }
 
-  private checkHello(c: Connection, h: HelloFrame): Refusal | null {
+  /**
+   * Whether a peer id may link now (version, resource and dial direction are the session's checks). Before its
+   * proof of the secret only an unknown node is refused: whether a peer is disconnected is nothing a stranger hears.
+   */
+  private admit(id: number, proven: boolean): Refusal | null {
     const { myId, resource } = this.opts;
-    if (h.version !== WIRE_VERSION) return { code: ErrorCode.BadVersion, why: `protocol version ${h.version}, this node speaks ${WIRE_VERSION}` };
-    if (h.resource !== resource) return { code: ErrorCode.WrongResource, why: `wrong resource "${h.resource}", this node serves "${resource}"` };
-    if (c.dialed && h.nodeId !== c.dialed.id) return { code: ErrorCode.UnknownNode, why: `it says it is node ${h.nodeId}, expected node ${c.dialed.id}` };
-    if (h.nodeId === myId) return { code: ErrorCode.UnknownNode, why: `node ${h.nodeId} is this node's own id` };
-    const s = this.slots.get(h.nodeId);
-    if (!s) return { code: ErrorCode.UnknownNode, why: `unknown node ${h.nodeId}: not a peer of resource "${resource}"` };
-    if (!c.dialed && s.dials) return { code: ErrorCode.UnknownNode, why: `node ${h.nodeId} has the higher id: node ${myId} dials it, not the other way round` };
-    if (!s.enabled) return { code: ErrorCode.Disconnect, why: `node ${myId} is disconnected from node ${h.nodeId}`, quiet: true };
+    const s = this.slots.get(id);
+    if (!s) return { code: ErrorCode.UnknownNode, why: `unknown node ${id}: not a peer of resource "${resource}"` };
+    if (!proven) return null;
+    if (!s.enabled) return { code: ErrorCode.Disconnect, why: `node ${myId} is disconnected from node ${id}`, quiet: true };
     if (this.state !== 'started') return { code: ErrorCode.Shutdown, why: `node ${myId} is shutting down`, quiet: true };
     return null;
   }
@@ -605,8 +780,9 @@ export class WsTransport {
     if (s.dialing === c) s.dialing = null;
     // The peer restarted and reconnected before its old link timed out: the newer connection wins.
     s.link?.end('replaced by a newer connection from the same peer', ErrorCode.Disconnect, 'replaced by a newer connection');
-    if (c.phase !== 'auth') return; // the handler closed it from linkDown of the old link
+    if (c.phase !== 'handshake') return; // the handler closed it from linkDown of the old link
     s.link = c;
+    this.counters.linksUp++;
     s.failures = 0;
     s.lastProblem = '';
     c.up();
@@ -616,6 +792,7 @@ export class WsTransport {
 
   private ended(c: Connection, reason: string, wasUp: boolean): void {
     this.conns.delete(c);
+    if (!wasUp) this.count(c);
     if (wasUp) {
       const s = this.slot(c.peerId);
       if (s.link === c) s.link = null;
@@ -636,7 +813,24 @@ export class WsTransport {
     this.redial(s);
   }
 
-  /** Logs a refused handshake or a broken link: repeats toward a dialled peer at debug, callers rate-limited. */
+  /** Counts how a connection that never came up ended. */
+  private count(c: Connection): void {
+    const n = this.counters;
+    if (c.dialed && !c.opened) {
+      n.dialsFailed++;
+      return;
+    }
+    switch (c.handshakeEnd) {
+      case 'auth': n.authFailed++; n.handshakesFailed++; break;
+      case 'failed': n.handshakesFailed++; break;
+      case 'declined': n.handshakesDeclined++; break;
+      case 'timeout': n.handshakesTimedOut++; break;
+      case 'abandoned': n.handshakesAbandoned++; break;
+      case null: break; // closed here (shutdown, disconnect) before it finished
+    }
+  }
+
+  /** Logs a refused handshake or a broken link: repeats toward a dialled peer at debug, callers rate-limited per address. */
   private problem(c: Connection, msg: string, quiet = false): void {
     c.reported = true;
     if (quiet) {
@@ -653,16 +847,17 @@ export class WsTransport {
       else this.log.warn(msg, { peer: s.peer.id });
       s.lastProblem = msg;
     } else {
-      this.acceptWarning(msg);
+      this.acceptWarning(c.address, msg);
     }
   }
 
-  private acceptWarning(msg: string): void {
-    if (!this.acceptWarnings.allow()) {
+  /** A warning about a caller: at most so many per source address (and overall) per window, the rest at debug. */
+  private acceptWarning(address: string, msg: string): void {
+    const ok = this.acceptWarnings.allow(address);
+    if (!ok) {
       this.log.debug(msg);
       return;
     }
-    const suppressed = this.acceptWarnings.takeSuppressed();
-    this.log.warn(msg, suppressed ? { suppressed } : {});
+    this.log.warn(msg, ok.suppressed ? { suppressed: ok.suppressed } : {});
   }
 }

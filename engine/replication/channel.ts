@@ -41,7 +41,11 @@ const SQ_TAIL = 1; // next submission the worker posts
 const CQ_HEAD = 2; // next completion the worker takes
 const CQ_TAIL = 3; // next completion the main thread posts
 const DOORBELL = 4; // bumped by the worker after posting submissions
-/** 1 when the worker may serve reads from its local disk itself (local disk UpToDate and no resync). */
+/**
+ * Nonzero when the worker may serve reads from its local disk itself (local disk UpToDate and no
+ * resync): the number of the disk attachment, which changes when `twindisk attach` takes a (maybe
+ * replaced) disk back, so the worker reopens the file instead of reading a detached one.
+ */
 const LOCAL_READS = 5;
 const CTL_WORDS = 8;
 
@@ -100,9 +104,9 @@ export class ChannelClient {
 
   get chunk(): number { return this.l.chunk; }
 
-  /** Whether the worker may read from its local disk without asking the engine. */
-  localReads(): boolean {
-    return Atomics.load(this.l.ctl, LOCAL_READS) === 1;
+  /** Nonzero (the disk attachment's number) when the worker may read from its local disk without asking the engine. */
+  localReads(): number {
+    return Atomics.load(this.l.ctl, LOCAL_READS);
   }
 
   /** A free slot's index, or -1 when every slot is in flight. */
@@ -211,9 +215,9 @@ export class ChannelHost {
     this.views = Array.from({ length: slots }, (_, i) => this.l.data.subarray(i * this.l.stride, (i + 1) * this.l.stride));
   }
 
-  /** Lets (1) or stops (0) the worker serving reads from its local disk. */
-  setLocalReads(on: boolean): void {
-    Atomics.store(this.l.ctl, LOCAL_READS, on ? 1 : 0);
+  /** Lets the worker serve reads from local disk attachment `attachment` (> 0), or stops it (0). */
+  setLocalReads(attachment: number): void {
+    Atomics.store(this.l.ctl, LOCAL_READS, attachment);
   }
 
   /** Delivers requests to `onRequest` until `stop()`; resolves when stopped. */

@@ -68,8 +68,8 @@ export interface ResourceConfig {
 const FIRST_PORT = 7789;
 /** The well-known iSCSI port, used when an iscsi portal gives none. */
 const ISCSI_PORT = 3260;
-/** A shorter secret is accepted with a warning. */
-const MIN_SECRET = 8;
+/** The least estimated strength of a secret, in bits (see secretProblem). */
+export const MIN_SECRET_BITS = 128;
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
 /** Plain resync rates below this are probably DRBD-style KiB/s numbers: warn. */
@@ -736,6 +736,41 @@ function parseHostPort(s: string, suggestPort: number, defaultPort: number | nul
   return { host, port };
 }
 
+/**
+ * Why `secret` is too weak to authenticate nodes, or null. The handshake proves the secret with an
+ * HMAC over nonces both sides see, so anyone who records one handshake can test guesses offline, as
+ * fast as they can compute HMACs: the secret must not be guessable at all. The rule, an estimate of the
+ * most a string of its kind can carry (it cannot tell a random string from a chosen one):
+ * bits = length x log2(alphabet), where the alphabet is 16 when every character is a hex digit, and
+ * otherwise the sum over the kinds of characters used (a-z 26, A-Z 26, 0-9 10, anything else 33); it
+ * needs MIN_SECRET_BITS (128), and no character may make up more than a third of the secret. So: 32
+ * hex digits, or 22 to 28 characters mixing letters, digits and symbols; `twindisk gen-secret` prints
+ * 32 random bytes in base64url (256 bits).
+ */
+export function secretProblem(secret: string): string | null {
+  const chars = [...secret];
+  let alphabet: number;
+  if (/^[0-9a-fA-F]+$/.test(secret)) alphabet = 16;
+  else {
+    alphabet = 0;
+    if (/[a-z]/.test(secret)) alphabet += 26;
+    if (/[A-Z]/.test(secret)) alphabet += 26;
+    if (/[0-9]/.test(secret)) alphabet += 10;
+    if (/[^a-zA-Z0-9]/.test(secret)) alphabet += 33;
+  }
+  const bits = Math.floor(chars.length * Math.log2(alphabet));
+  const how = 'make one with `twindisk gen-secret` (32 random bytes; or `openssl rand -base64 32`)';
+  if (bits < MIN_SECRET_BITS) {
+    return `too weak: ${chars.length} characters of ${alphabet === 16 ? 'hex digits' : `an alphabet of ${alphabet}`} carry at most ${bits} bits,`
+      + ` and a secret needs ${MIN_SECRET_BITS} (anyone who records a handshake can test guesses offline): ${how}`;
+  }
+  const counts = new Map<string, number>();
+  for (const c of chars) counts.set(c, (counts.get(c) ?? 0) + 1);
+  const [most, n] = [...counts].reduce((a, b) => (b[1] > a[1] ? b : a));
+  if (n * 3 > chars.length) return `too weak: ${quote(most)} makes up ${n} of its ${chars.length} characters: ${how}`;
+  return null;
+}
+
 function isUnspecified(host: string): boolean {
   return host === '0.0.0.0' || (isIPv6(host) && /^[0:]+$/.test(host));
 }
@@ -757,6 +792,43 @@ interface Draft {
   iscsi: HostPort | null;
   control: string;
   queues: number;
+}
+
+/** The canonical form of an IP literal (IPv4-mapped IPv6 as IPv4, IPv6 compressed and lower case), or null for a host name. */
+function canonicalIp(host: string): string | null {
+  if (isIPv4(host)) return host;
+  if (!isIPv6(host)) return null;
+  let h: string;
+  try {
+    h = new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  } catch {
+    return host.toLowerCase(); // a zone index (fe80::1%eth0): compared as written
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+  if (mapped) {
+    const a = parseInt(mapped[1]!, 16);
+    const b = parseInt(mapped[2]!, 16);
+    return `${a >> 8}.${a & 255}.${b >> 8}.${b & 255}`;
+  }
+  return h;
+}
+
+/**
+ * The sockets an endpoint can bind, as "ip|port" keys: two endpoints sharing a key collide (two nodes
+ * on one machine cannot both listen there). Host names are NOT resolved (no DNS, no /etc/hosts):
+ * loading a resource file is synchronous and pure, and must give the same verdict on every machine
+ * whatever the resolver's state (a peer's name may resolve only on its own network, and a blocking
+ * lookup would stall every command while DNS is down). What is certain without a resolver is used:
+ * IP literals compare in canonical form (::0:1 is ::1, ::ffff:127.0.0.1 is 127.0.0.1); `localhost`
+ * and `*.localhost` (RFC 6761) are loopback, and Node binds whichever of 127.0.0.1 and ::1 the OS
+ * resolver returns first, so they collide with both; other names compare by name, ignoring case. 0.0.0.0 and :: are refused as node addresses (peers cannot dial them).
+ */
+function endpointKeys(hp: HostPort): string[] {
+  const ip = canonicalIp(hp.host);
+  if (ip !== null) return [`${ip}|${hp.port}`];
+  const name = hp.host.toLowerCase();
+  if (name === 'localhost' || name.endsWith('.localhost')) return [`127.0.0.1|${hp.port}`, `::1|${hp.port}`];
+  return [`${name}|${hp.port}`];
 }
 
 /** Two nodes whose files may collide: same host, both loopback, or a host that did not parse. */
@@ -832,21 +904,23 @@ function crossCheck(rep: Report, drafts: Draft[]): void {
     else ids.set(d.id, d.name);
   }
 
-  const endpoints = new Map<string, string>();
-  const key = (hp: HostPort): string => `${hp.host.toLowerCase()}|${hp.port}`;
+  // Endpoints by every socket they may bind (endpointKeys): `localhost:P` and `127.0.0.1:P` collide.
+  const endpoints = new Map<string, { hp: HostPort; what: string }>();
   const show = (hp: HostPort): string => (hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`);
-  for (const d of drafts) {
-    if (d.hp === null) continue;
-    const other = endpoints.get(key(d.hp));
-    if (other !== undefined) rep.error([...d.at, 'address'], `${show(d.hp)} is already ${other}`);
-    else endpoints.set(key(d.hp), `the address of node ${d.name}`);
-  }
-  for (const d of drafts) {
-    if (d.iscsi === null) continue;
-    const other = endpoints.get(key(d.iscsi));
-    if (other !== undefined) rep.error([...d.at, 'iscsi'], `${show(d.iscsi)} is already ${other}`);
-    else endpoints.set(key(d.iscsi), `the iscsi portal of node ${d.name}`);
-  }
+  const claim = (d: Draft, hp: HostPort, key: 'address' | 'iscsi', what: string): void => {
+    const keys = endpointKeys(hp);
+    const other = keys.map((k) => endpoints.get(k)).find((o) => o !== undefined);
+    if (other === undefined) {
+      for (const k of keys) endpoints.set(k, { hp, what });
+    } else if (show(other.hp).toLowerCase() === show(hp).toLowerCase()) {
+      rep.error([...d.at, key], `${show(hp)} is already ${other.what}`);
+    } else {
+      rep.error([...d.at, key], `${show(hp)} is the same endpoint as ${show(other.hp)}, already ${other.what}`
+        + ' (both would listen on one address and port: give each its own port)');
+    }
+  };
+  for (const d of drafts) if (d.hp !== null) claim(d, d.hp, 'address', `the address of node ${d.name}`);
+  for (const d of drafts) if (d.iscsi !== null) claim(d, d.iscsi, 'iscsi', `the iscsi portal of node ${d.name}`);
 
   // Identical paths on different machines are normal (drbd.conf usually names the same device on every
   // host); on one machine two nodes would share a file.
@@ -884,12 +958,13 @@ function build(raw: unknown, file: string, rep: Report): ResourceConfig | null {
   const protocol = oneOf<Protocol>(rep, raw, [], 'protocol', ['A', 'B', 'C'], 'C');
 
   let secret = '';
-  if (!has(raw, 'secret')) rep.error(['secret'], `missing; nodes authenticate each other with a shared secret, e.g. ${rep.eg('secret', '"a-long-random-string"')}`);
+  if (!has(raw, 'secret')) rep.error(['secret'], `missing; nodes authenticate each other with a shared secret: make one with \`twindisk gen-secret\` and write it as ${rep.eg('secret', '"..."')}`);
   else if (typeof raw.secret !== 'string') rep.error(['secret'], `expected a string, got ${describe(raw.secret)}`);
   else if (raw.secret === '') rep.error(['secret'], 'is empty; nodes authenticate each other with it');
   else {
-    secret = raw.secret;
-    if (secret.length < MIN_SECRET) rep.warn(['secret'], `only ${secret.length} characters; a secret of at least ${MIN_SECRET} characters is advisable`);
+    const weak = secretProblem(raw.secret);
+    if (weak !== null) rep.error(['secret'], weak);
+    else secret = raw.secret;
   }
 
   const onNoQuorum = oneOf(rep, raw, [], 'on-no-quorum', ['io-error', 'suspend-io'] as const, 'io-error');

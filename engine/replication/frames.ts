@@ -1,8 +1,11 @@
 // The replication protocol's messages as typed values: what nodes of one resource say to each other.
 // The byte layout lives in wire.ts (a pure codec); the transport (ws) only moves whole frames.
 
-/** Protocol version spoken by this build; a peer with another version is refused at HELLO. */
-export const WIRE_VERSION = 1;
+/**
+ * Protocol version spoken by this build; a peer with another version is refused at HELLO.
+ * 2: the acceptor answers HELLO with a bare nonce and proves the secret only after the dialler has (session.ts).
+ */
+export const WIRE_VERSION = 2;
 /** Largest frame accepted from the network: a 1 MiB payload plus headers. */
 export const MAX_FRAME = (1 << 20) + 4096;
 /** Largest payload in DATA, RS_DATA and READ_REPLY frames (requests are split to fit). */
@@ -71,9 +74,12 @@ export interface Generations {
   history: bigint[]; // at most 4
 }
 
-/** First frame on a new connection, from both sides: who I am and a nonce to prove the secret against. */
+/**
+ * First frame from each side of a new connection, the dialler's first: who I am and a fresh nonce the other's
+ * AUTH must cover. Nothing in it is keyed with the secret (see session.ts for the handshake's order).
+ */
 export interface HelloFrame { type: FrameType.Hello; version: number; nodeId: number; resource: string; nonce: Uint8Array /* 32 bytes */ }
-/** HMAC-SHA256(secret, "twindisk-auth-v1" | peer's nonce | my node id byte | resource name). */
+/** Proof of the secret: an HMAC over both nonces, both node ids, the resource and the sender's direction (wire.ts authMac). */
 export interface AuthFrame { type: FrameType.Auth; mac: Uint8Array /* 32 bytes */ }
 /** The sender's role, disk, size and generations; sent after auth and whenever any of them change. */
 export interface StateFrame {
@@ -90,6 +96,12 @@ export interface StateFrame {
   outOfSyncBits: number;
   /** Set when the sender has quorum. */
   quorum: boolean;
+  /**
+   * While the sender is (or was, before a crash) a SyncTarget: the data generation it is resyncing to
+   * (its SyncSource's current one when the resync started); 0 otherwise. An interrupted resync resumes
+   * from its persisted bitmap while a peer still holds that generation (see handshake.ts).
+   */
+  resyncFrom: bigint;
 }
 /** A piece of the sender's out-of-sync bitmap toward the receiver, `bits` starting at bit `offset` (multiple of 8). */
 export interface BitmapFrame { type: FrameType.Bitmap; offset: number; totalBits: number; last: boolean; bits: Uint8Array }

@@ -13,6 +13,8 @@ export interface NodeView {
   promotedAt: number;
   /** Bits set in this node's bitmap toward the other node (its changes the other lacks). */
   outOfSyncBits: number;
+  /** The generation this node's unfinished resync (as SyncTarget) copies; 0n: none. */
+  resyncFrom: bigint;
 }
 
 export type Decision =
@@ -45,6 +47,11 @@ export function decideResync(me: NodeView, peer: NodeView): Decision {
   if (me.disk === 'Diskless' || peer.disk === 'Diskless' || me.disk === 'Failed' || peer.disk === 'Failed') return { kind: 'none' };
   const mc = me.gens.current;
   const pc = peer.gens.current;
+  // An interrupted resync resumes where its SyncTarget's persisted bitmap says it stopped, while the
+  // other side still holds the generation being copied (or moved on from it and tracked its changes
+  // since in a bitmap based on it): the bitmap exchange adds those, so only what is left travels.
+  if (resumes(me, peer)) return { kind: 'target', full: false, why: `resuming ${me.name}'s interrupted resync from generation ${hex(me.resyncFrom)}` };
+  if (resumes(peer, me)) return { kind: 'source', full: false, why: `resuming ${peer.name}'s interrupted resync from generation ${hex(peer.resyncFrom)}` };
   if (mc === 0n && pc === 0n) return { kind: 'none' };
   if (mc === 0n) return { kind: 'target', full: true, why: `${me.name} has fresh metadata` };
   if (pc === 0n) return { kind: 'source', full: true, why: `${peer.name} has fresh metadata` };
@@ -94,6 +101,13 @@ export function decideResync(me: NodeView, peer: NodeView): Decision {
   if (me.gens.history.includes(pc)) return { kind: 'source', full: true, why: `${peer.name}'s generation ${hex(pc)} is in ${me.name}'s history` };
   if (peer.gens.history.includes(mc)) return { kind: 'target', full: true, why: `${me.name}'s generation ${hex(mc)} is in ${peer.name}'s history` };
   return { kind: 'unrelated', why: `${me.name} (${hex(mc)}) and ${peer.name} (${hex(pc)}) share no generation` };
+}
+
+/** `target` was resyncing from the data `source` still holds (see decideResync). */
+function resumes(target: NodeView, source: NodeView): boolean {
+  const g = target.resyncFrom;
+  return target.disk === 'Inconsistent' && g !== 0n && source.disk !== 'Inconsistent'
+    && (source.gens.current === g || (source.gens.bitmap[target.id] ?? 0n) === g);
 }
 
 /**

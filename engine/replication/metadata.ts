@@ -62,6 +62,9 @@ const H_A = 28;
 const H_B = 32;
 const H_C = 36;
 
+/** Generation history entries kept in the superblock. */
+const MAX_HISTORY = 4;
+
 /** Superblock body (after the header). */
 const SB_NODE = 64;
 const SB_FLAGS = 68;
@@ -80,14 +83,14 @@ const SB_GEN_CURRENT = 160;
 const SB_GEN_BITMAP = 168; // MAX_NODES u64
 const SB_HISTORY_COUNT = SB_GEN_BITMAP + MAX_NODES * 8; // 424
 const SB_GEN_HISTORY = SB_HISTORY_COUNT + 8; // 432, MAX_HISTORY u64
+const SB_RESYNC_FROM = SB_GEN_HISTORY + 8 * MAX_HISTORY; // 464: u64, 0 when no resync is owed (older superblocks have 0 here)
+const SB_RESYNC_TOTAL = SB_RESYNC_FROM + 8; // 472: u64 bits
 
 /** Superblock flag: the node is Primary; still set on open means it crashed as Primary. */
 const FLAG_PRIMARY = 1;
 /** Superblock flag: the metadata was closed cleanly (close()). */
 const FLAG_CLEAN = 2;
 
-/** Generation history entries kept in the superblock. */
-const MAX_HISTORY = 4;
 /** Bitmap bytes carried by one page (the rest of the unit is the header). */
 export const BITMAP_PAGE_BYTES = MD_UNIT - HDR;
 const BITMAP_PAGE_BITS = BITMAP_PAGE_BYTES * 8;
@@ -157,6 +160,21 @@ export interface OpenReport {
   cleanShutdown: boolean;
   /** No activity-log transaction was valid: applyAlToBitmaps() marks everything out of sync. */
   alLost: boolean;
+  /**
+   * A superblock slot that holds something but failed its check (a torn or corrupted write), while the
+   * other slot was used; null when both are valid or the other was never written. The caller logs it.
+   */
+  badSuperblock: BadSuperblock | null;
+}
+
+/** See OpenReport.badSuperblock. */
+export interface BadSuperblock {
+  slot: 0 | 1;
+  /** "checksum mismatch", "no superblock header", "holds slot N's superblock". */
+  reason: string;
+  /** The slot used instead, and its sequence number. */
+  used: 0 | 1;
+  usedSeq: number;
 }
 
 /** Where each structure sits (byte offsets in `file`); for tools and tests. */
@@ -196,6 +214,8 @@ interface Superblock {
   areaOffset: number;
   areaSize: number;
   gens: Generations;
+  resyncFrom: bigint;
+  resyncTotal: number;
 }
 
 interface Init {
@@ -358,6 +378,8 @@ function encodeSuperblock(u: Uint8Array, dv: DataView, sb: Superblock, slot: 0 |
   for (let i = 0; i < MAX_NODES; i++) dv.setBigUint64(SB_GEN_BITMAP + 8 * i, sb.gens.bitmap[i]!, true);
   dv.setUint32(SB_HISTORY_COUNT, sb.gens.history.length, true);
   sb.gens.history.forEach((h, i) => dv.setBigUint64(SB_GEN_HISTORY + 8 * i, h, true));
+  dv.setBigUint64(SB_RESYNC_FROM, sb.resyncFrom, true);
+  dv.setBigUint64(SB_RESYNC_TOTAL, BigInt(sb.resyncTotal), true);
   sealUnit(u, dv, KIND_SUPER, sb.seq, sb.mdId, slot, 0, 0);
 }
 
@@ -391,22 +413,43 @@ function decodeSuperblock(u: Uint8Array, slot: 0 | 1): Superblock | 'version' | 
     areaOffset: getU64(dv, SB_AREA_OFFSET),
     areaSize: getU64(dv, SB_AREA_SIZE),
     gens: { current: dv.getBigUint64(SB_GEN_CURRENT, true), bitmap, history },
+    resyncFrom: dv.getBigUint64(SB_RESYNC_FROM, true),
+    resyncTotal: getU64(dv, SB_RESYNC_TOTAL),
   };
 }
 
-/** Reads both superblock slots at the end of `fd`'s file; the valid one with the highest seq wins. */
-function readSuperblock(fd: number, end: number): { sb: Superblock; slot: 0 | 1 } | 'version' | null {
+/** Why a superblock slot that decodeSuperblock refused is damaged, or null when it was never written (all zero). */
+function superblockDamage(u: Uint8Array, slot: 0 | 1): string | null {
+  if (u.every((b) => b === 0)) return null;
+  const dv = view(u);
+  if (dv.getUint32(H_MAGIC, true) !== MAGIC || dv.getUint16(H_KIND, true) !== KIND_SUPER) return 'no superblock header';
+  if (dv.getUint32(H_CRC, true) !== unitCrc(u)) return 'checksum mismatch';
+  if (dv.getUint32(H_A, true) !== slot) return `holds slot ${dv.getUint32(H_A, true)}'s superblock`;
+  return 'unreadable';
+}
+
+/**
+ * Reads both superblock slots at the end of `fd`'s file; the valid one with the highest seq wins.
+ * `bad` is the other slot when it holds something that failed its check (see OpenReport.badSuperblock).
+ */
+function readSuperblock(fd: number, end: number): { sb: Superblock; slot: 0 | 1; bad: BadSuperblock | null } | 'version' | null {
   if (end < 2 * MD_UNIT) return null;
   const u = new Uint8Array(MD_UNIT);
   let best: { sb: Superblock; slot: 0 | 1 } | null = null;
   let otherVersion = false;
+  const damage: (string | null)[] = [null, null];
   for (const slot of [0, 1] as const) {
     preadAll(fd, u, end - (2 - slot) * MD_UNIT);
     const sb = decodeSuperblock(u, slot);
     if (sb === 'version') otherVersion = true;
-    else if (sb && (!best || sb.seq > best.sb.seq)) best = { sb, slot };
+    else if (sb === null) damage[slot] = superblockDamage(u, slot);
+    else if (!best || sb.seq > best.sb.seq) best = { sb, slot };
   }
-  return best ?? (otherVersion ? 'version' : null);
+  if (!best) return otherVersion ? 'version' : null;
+  const other: 0 | 1 = best.slot === 0 ? 1 : 0;
+  const reason = damage[other];
+  const bad = reason ? { slot: other, reason, used: best.slot, usedSeq: best.sb.seq } : null;
+  return { ...best, bad };
 }
 
 /** Why `sb` cannot describe metadata ending at `end` of a file, or null when it is consistent. */
@@ -422,6 +465,7 @@ function superblockProblem(sb: Superblock, end: number): string | null {
     || sb.peerIds.some((p) => p >= MAX_NODES || p === sb.nodeId)) return 'bad peer list';
   if (!Number.isSafeInteger(sb.dataSize) || sb.dataSize <= 0 || sb.dataSize % MD_UNIT !== 0) return `bad data size ${sb.dataSize}`;
   if (!Number.isSafeInteger(sb.promotedAt)) return 'bad promotion time';
+  if (!Number.isSafeInteger(sb.resyncTotal)) return 'bad resync total';
   const size = metadataSize(sb.dataSize, sb.peerIds.length, sb.granularity, sb.alSlots);
   if (sb.areaSize !== size) return `metadata area of ${sb.areaSize} bytes, expected ${size}`;
   if (sb.areaOffset !== end - size) return `metadata area recorded at ${sb.areaOffset}, found ending at ${end}`;
@@ -442,7 +486,7 @@ function checkPeers(nodeId: number, peerIds: readonly number[]): void {
 }
 
 function emptyReport(): OpenReport {
-  return { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false };
+  return { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false, badSuperblock: null };
 }
 
 // ------------------------------------------------------------------------------------------- Metadata
@@ -477,6 +521,13 @@ export class Metadata {
   primary: boolean;
   /** When the node last became Primary, ms since the epoch (0: never). */
   promotedAt: number;
+  /**
+   * While this node is a SyncTarget: the generation it resyncs to (its SyncSource's current one), and
+   * the bits that were out of sync when the resync first started (for its progress). Persisted by
+   * writeSuperblock() after the bitmaps, so a resync interrupted by a crash resumes from them. 0: none.
+   */
+  resyncFrom: bigint;
+  resyncTotal: number;
 
   private readonly fd: number;
   private closed = false;
@@ -521,6 +572,8 @@ export class Metadata {
     this.gens = sb.gens;
     this.disk = sb.disk;
     this.promotedAt = sb.promotedAt;
+    this.resyncFrom = sb.resyncFrom;
+    this.resyncTotal = sb.resyncTotal;
     this.primary = (sb.flags & FLAG_PRIMARY) !== 0;
     this.sbSlot = init.sbSlot;
     this.sbSeq = sb.seq;
@@ -634,6 +687,8 @@ export class Metadata {
         areaOffset,
         areaSize,
         gens: { current: 0n, bitmap: new Array<bigint>(MAX_NODES).fill(0n), history: [] },
+        resyncFrom: 0n,
+        resyncTotal: 0,
       };
       Metadata.writeFresh(fd, sb);
       const bytes = Math.ceil(Math.ceil(dataSize / granularity) / 8);
@@ -747,7 +802,7 @@ export class Metadata {
     if (found === null) {
       throw new MetadataError(`no valid twindisk metadata on ${file}${hint}: run \`twindisk create-md ...\``);
     }
-    const { sb, slot } = found;
+    const { sb, slot, bad } = found;
     const problem = superblockProblem(sb, end);
     if (problem !== null) {
       throw new MetadataError(`twindisk metadata on ${file} is inconsistent (${problem})${hint}: run \`twindisk create-md ...\``);
@@ -769,6 +824,7 @@ export class Metadata {
       alExtentsRecovered: [],
       cleanShutdown: (sb.flags & FLAG_CLEAN) !== 0,
       alLost: false,
+      badSuperblock: bad,
     };
 
     // Activity log: the newest transaction whose units are all intact.
@@ -849,7 +905,7 @@ export class Metadata {
 
   // -------------------------------------------------------------------------------------- superblock
 
-  /** Persists gens, disk, primary and promotedAt: to the slot not holding the newest copy, seq + 1, fdatasync'ed. */
+  /** Persists gens, disk, primary, promotedAt and resync progress: to the slot not holding the newest copy, seq + 1, fdatasync'ed. */
   writeSuperblock(): void {
     this.checkOpen();
     this.writeSb(false);
@@ -873,6 +929,9 @@ export class Metadata {
     if (!Number.isSafeInteger(this.promotedAt) || this.promotedAt < 0) {
       throw new MetadataError(`promotedAt ${this.promotedAt} is not a time in ms`);
     }
+    if (!inRange(this.resyncFrom) || !Number.isSafeInteger(this.resyncTotal) || this.resyncTotal < 0) {
+      throw new MetadataError('resync progress is malformed: a u64 generation and a bit count');
+    }
     const slot: 0 | 1 = this.sbSlot === 0 ? 1 : 0;
     const seq = this.sbSeq + 1;
     encodeSuperblock(this.unit, this.unitView, {
@@ -881,6 +940,7 @@ export class Metadata {
       dataSize: this.dataSize, granularity: this.granularity, alExtentSize: this.alExtentSize,
       alExtents: this.alExtents, alSlots: this.alSlots, disk: this.disk, peerIds: [...this.peerIds],
       promotedAt: this.promotedAt, areaOffset: this.layout.areaOffset, areaSize: this.layout.areaSize, gens: g,
+      resyncFrom: this.resyncFrom, resyncTotal: this.resyncTotal,
     }, slot);
     pwriteAll(this.fd, this.unit, this.layout.superblocks[slot]);
     this.sync();
@@ -1195,6 +1255,18 @@ export class Metadata {
     const n = this.alNext[s]!;
     if (p !== -1) this.alNext[p] = n; else this.alHead = n;
     if (n !== -1) this.alPrev[n] = p; else this.alTail = p;
+  }
+
+  /**
+   * Empties the activity log once no write is in flight (a clean demotion), in close()'s crash-safe
+   * order: the bitmaps first, then a transaction with no extents. The caller has synced the data.
+   */
+  clearActivityLog(): void {
+    this.checkOpen();
+    this.flushBitmaps();
+    if (this.alHead === -1) return;
+    while (this.alHead !== -1) this.alEvict();
+    this.writeTransaction();
   }
 
   // ------------------------------------------------------------------------------------------- close

@@ -41,7 +41,10 @@ export class ReplicatedBackend implements Backend {
   readonly info: BackendInfo;
   readonly eventFd: number;
   private readonly ch: ChannelClient;
-  private readonly local: FileBackend | null;
+  private local: FileBackend | null;
+  /** The disk attachment `local` was opened for (see ChannelClient.localReads). */
+  private localAttachment = 0;
+  private readonly localPath: string | null;
   private readonly slotReq: (Request | null)[];
   private readonly slotPos: Float64Array;
   private readonly pool: Request[] = [];
@@ -53,7 +56,8 @@ export class ReplicatedBackend implements Backend {
   constructor(spec: ReplicatedSpec) {
     this.ch = new ChannelClient(spec.channel);
     this.eventFd = spec.channel.eventFd;
-    this.local = spec.local ? new FileBackend({ path: spec.local.path, readOnly: true, blockSize: spec.blockSize, limit: spec.size }) : null;
+    this.localPath = spec.local?.path ?? null;
+    this.local = null;
     this.slotReq = new Array<Request | null>(spec.channel.slots).fill(null);
     this.slotPos = new Float64Array(spec.channel.slots);
     this.info = {
@@ -63,7 +67,8 @@ export class ReplicatedBackend implements Backend {
   }
 
   read(iov: IoVector, offset: number, done: Completion): void {
-    if (this.local && this.ch.localReads()) return this.local.read(iov, offset, done);
+    const attachment = this.localPath !== null ? this.ch.localReads() : 0;
+    if (attachment !== 0) return this.localDisk(attachment).read(iov, offset, done);
     this.submit(ChannelOp.Read, iov, offset, iov.bytes, 0, done);
   }
 
@@ -81,6 +86,16 @@ export class ReplicatedBackend implements Backend {
 
   writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void {
     this.submit(ChannelOp.WriteZeroes, null, offset, length, mayUnmap ? CH_UNMAP : 0, done);
+  }
+
+  /** The local disk as attached now: opened at the first read, reopened after `twindisk attach` (a replaced file). */
+  private localDisk(attachment: number): FileBackend {
+    if (this.local === null || this.localAttachment !== attachment) {
+      this.local?.close();
+      this.local = new FileBackend({ path: this.localPath!, readOnly: true, blockSize: this.info.blockSize, limit: this.info.size });
+      this.localAttachment = attachment;
+    }
+    return this.local;
   }
 
   close(): void {

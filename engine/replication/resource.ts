@@ -16,13 +16,14 @@ import {
   TRIM_DISCARD, TRIM_ZEROES, TRIM_ZEROES_UNMAP,
   type DiskState, type Frame, type Generations, type Role, type StateFrame,
 } from './frames.js';
+import { refuseFrame, type Replication } from './frame-rules.js';
 import { decideResync, hex, resolveSplitBrain, type NodeView } from './handshake.js';
 import type { LinkControl, LinkHandler, PeerLink } from './link.js';
 import { DiskIoError, LocalDisk, type Fault } from './local-disk.js';
 import { Metadata, MetadataError, newGeneration } from './metadata.js';
 
 export type Connection = 'StandAlone' | 'Connecting' | 'Connected';
-export type Replication = 'Off' | 'Handshake' | 'WFBitMap' | 'Established' | 'SyncSource' | 'SyncTarget' | 'SplitBrain';
+export type { Replication } from './frame-rules.js';
 
 /**
  * Requests a resync target keeps in flight (many, for scattered blocks: each is a round trip), the
@@ -95,6 +96,8 @@ class Resync {
   bytesSent = 0;
   bytesReceived = 0;
   bytesSkipped = 0;
+  /** Bits already done when this run started (a resumed resync). */
+  doneAtStart = 0;
   tokens = 0;
   lastRefill = Date.now();
   constructor(readonly asTarget: boolean, readonly full: boolean, readonly checksums: boolean) {}
@@ -124,6 +127,8 @@ export class Peer {
   bitmapSent = false;
   bitmapReceived = false;
   pendingResync: { asTarget: boolean; full: boolean } | null = null;
+  /** Resync requests of ours that a new handshake abandoned: their answers may still arrive, and are dropped. */
+  readonly abandonedResync = new Set<number>();
   /** Resync traffic of the last finished resync, for status and tests. */
   lastResync: { bytesSent: number; bytesReceived: number; bytesSkipped: number; seconds: number; full: boolean; asTarget: boolean } | null = null;
   stats = { dataBytesSent: 0, dataBytesReceived: 0, readsServed: 0 };
@@ -178,6 +183,8 @@ export interface ResourceStatus {
   generation: string;
   stats: Resource['stats'];
   peers: Record<string, PeerStatus>;
+  /** The transport's counters (connections, handshakes refused, timed out...), added by the daemon. */
+  links?: Record<string, number>;
 }
 
 /**
@@ -207,6 +214,8 @@ export class Resource implements LinkHandler {
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
   private heldCompletions: { p: Pending; st: number }[] = [];
   private clients = 0;
+  /** Disks attached so far: names the current one for the workers' local reads (updateLocalReads). */
+  private attachments = 0;
   private lastAppWrite = 0;
   private resyncTimer: NodeJS.Timeout | null = null;
   private bitmapTimer: NodeJS.Timeout | null = null;
@@ -216,8 +225,11 @@ export class Resource implements LinkHandler {
   private readonly scratch = Buffer.alloc(MAX_PAYLOAD);
   /** Frame buffers for resync answers (see onResyncRequest). */
   private readonly resyncFrames: Buffer[] = [];
-  /** `localWriteErrors` counts failed local writes, trims and flushes (each detaches the disk). */
-  readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0, writeConflicts: 0 };
+  /**
+   * Local I/O errors: `localReadErrors` counts failed reads (served by a peer instead), `localWriteErrors`
+   * failed writes, trims, flushes and metadata updates (each detaches the disk).
+   */
+  readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0, writeConflicts: 0, framesRefused: 0 };
   /** The transport's administrative side (set by the daemon). */
   linkControl: LinkControl | null = null;
   /** Called when role, disk, connection or sync state change (the daemon logs status and wakes waiters). */
@@ -236,6 +248,7 @@ export class Resource implements LinkHandler {
 
   /** Opens the local disk and its metadata; applies a crashed Primary's activity log. */
   attach(md: Metadata): void {
+    this.attachments++;
     this.md = md;
     this.size = md.dataSize;
     this.disk = new LocalDisk(this.me.disk!, md.dataSize);
@@ -243,8 +256,10 @@ export class Resource implements LinkHandler {
     const rep = md.openReport;
     if (rep.crashedPrimary || rep.alExtentsRecovered.length > 0 || rep.alLost) {
       md.applyAlToBitmaps();
-      this.log.warn('this node crashed while Primary: the extents of its activity log are marked out of sync toward every peer', {
-        extents: rep.alExtentsRecovered.length,
+      const what = rep.crashedPrimary ? 'this node crashed while Primary'
+        : rep.alLost ? 'the activity log is unreadable' : 'this node stopped with writes in its activity log';
+      this.log.warn(`${what}: the extents of its activity log are marked out of sync toward every peer`, {
+        extents: rep.alLost ? 'all' : rep.alExtentsRecovered.length,
       });
     }
     if (rep.badPages > 0) this.log.warn('bitmap pages failed their checksum and were set to all out-of-sync (a full resync of their range follows)', { pages: rep.badPages });
@@ -288,7 +303,7 @@ export class Resource implements LinkHandler {
     disk.syncAsync((err) => {
       this.progressSyncing = false;
       if (this.md !== md || this.disk !== disk) return; // detached or closed meanwhile
-      if (err) return this.detach(err.message);
+      if (err) return this.detach(err);
       this.safely(() => md.writeCaptured(captured));
     });
   }
@@ -299,9 +314,16 @@ export class Resource implements LinkHandler {
   private vgens: Generations | null = null;
   private rotatedAway = 0;
 
-  /** Detaches the local disk after an I/O error (on-io-error detach): the node goes on diskless through its peers. */
-  private detach(why: string): void {
+  /**
+   * Detaches the local disk after an I/O error (on-io-error detach): the node goes on diskless through
+   * its peers. Every such error is counted, as a read or a write error (metadata, flush and trim errors
+   * count as writes).
+   */
+  private detach(err: Error | string): void {
     if (!this.disk) return;
+    if (err instanceof DiskIoError && err.op === 'read') this.stats.localReadErrors++;
+    else this.stats.localWriteErrors++;
+    const why = typeof err === 'string' ? err : err.message;
     this.log.error(`local disk failed (${why}): detaching it; this node now serves I/O through its peers (fix or replace the disk, then run \`twindisk attach\`: it resyncs fully from a peer)`);
     try {
       // Whatever this disk holds from now on is stale: never trust it as UpToDate again.
@@ -338,6 +360,8 @@ export class Resource implements LinkHandler {
       throw new RoleError(`the disk has ${md.dataSize} usable bytes and the volume ${this.size}: give it the same size (create-md --size)`);
     }
     md.disk = 'Inconsistent';
+    md.resyncFrom = 0n; // no resync of this disk's to resume: it is copied whole
+    md.resyncTotal = 0;
     for (const p of this.peers) if (p.hasDisk) md.setAll(p.id);
     md.writeSuperblock();
     this.attach(md);
@@ -375,7 +399,7 @@ export class Resource implements LinkHandler {
     try {
       fn();
     } catch (e) {
-      if (e instanceof DiskIoError || e instanceof MetadataError || (e as NodeJS.ErrnoException).code !== undefined) this.detach((e as Error).message);
+      if (e instanceof DiskIoError || e instanceof MetadataError || (e as NodeJS.ErrnoException).code !== undefined) this.detach(e as Error);
       else this.log.error(`internal error: ${(e as Error).stack ?? e}`);
       fail();
     }
@@ -385,7 +409,7 @@ export class Resource implements LinkHandler {
   private updateLocalReads(): void {
     const on = this.disk !== null && this.diskState === 'UpToDate' && !this.disk.hasFaults
       && !this.peers.some((p) => p.replication === 'SyncTarget');
-    for (const ch of this.channels) ch.setLocalReads(on);
+    for (const ch of this.channels) ch.setLocalReads(on ? this.attachments : 0);
   }
 
   /** Resolves once the volume's size is known (at once with a disk; diskless: when a peer with a disk connects). */
@@ -526,8 +550,7 @@ export class Resource implements LinkHandler {
       op(this.disk);
       return 1;
     } catch (e) {
-      this.stats.localWriteErrors++;
-      this.detach((e as Error).message);
+      this.detach(e as Error);
       return 0;
     }
   }
@@ -746,11 +769,14 @@ export class Resource implements LinkHandler {
     if (this.role === 'Secondary') return;
     if (this.clients > 0) throw new RoleError(`${this.clients} client(s) still have the volume open: stop the guest (or detach its disk) first`);
     if (this.pending.size > 0) this.log.warn('demoting with writes still waiting for peers', { pending: this.pending.size });
-    try { this.disk?.sync(); } catch (e) { this.detach((e as Error).message); }
+    try { this.disk?.sync(); } catch (e) { this.detach(e as Error); }
     this.role = 'Secondary';
     if (this.md) {
+      // Nothing is in flight any more: a later crash of this Secondary owes no activity-log resync,
+      // and must not be reported as a crash while Primary.
+      if (this.pending.size === 0) this.md.clearActivityLog();
+      else this.md.flushBitmaps();
       this.md.primary = false;
-      this.md.flushBitmaps();
       this.md.writeSuperblock();
     }
     this.log.info('demoted to Secondary');
@@ -840,6 +866,7 @@ export class Resource implements LinkHandler {
     p.replication = 'Off';
     p.bitmapSent = p.bitmapReceived = false;
     p.pendingResync = null;
+    p.abandonedResync.clear();
     this.log.warn(`lost connection to ${p.name}: ${reason}`, wasResync ? { resyncLeftBytes: this.outOfSyncBytes(p) } : {});
     // Writes waiting for it complete without it; their blocks are out of sync toward it.
     const bit = 1 << p.id;
@@ -885,11 +912,21 @@ export class Resource implements LinkHandler {
   frame(link: PeerLink, f: Frame): void {
     const p = this.byId.get(link.peerId);
     if (!p || p.link !== link) return;
+    const refused = refuseFrame(f.type, {
+      peerState: p.state !== null, replication: p.replication, peerRole: p.state?.role ?? null, myRole: this.role,
+      myDisk: this.me.disk !== null, allowTwoPrimaries: this.cfg.allowTwoPrimaries, staleResyncAnswers: p.abandonedResync.size > 0,
+    });
+    if (refused !== null) {
+      this.stats.framesRefused++;
+      this.log.error(`protocol violation by ${p.name}: ${refused}; closing the link`);
+      link.close(ErrorCode.Protocol, refused);
+      return;
+    }
     try {
       this.dispatch(p, f);
     } catch (e) {
       if (e instanceof DiskIoError) {
-        this.detach(e.message);
+        this.detach(e);
         return;
       }
       this.log.error(`frame from ${p.name} could not be handled: ${(e as Error).stack ?? e}`);
@@ -933,6 +970,7 @@ export class Resource implements LinkHandler {
       flags: flags | (toward && this.crashPeers.has(toward.id) ? STATE_CRASHED_PRIMARY : 0),
       gens: g ? { current: g.current, bitmap: [...g.bitmap], history: [...g.history] } : emptyGens(),
       promotedAt: md?.promotedAt ?? 0, outOfSyncBits: 0, quorum: this.hasQuorum(),
+      resyncFrom: md && this.diskState === 'Inconsistent' ? md.resyncFrom : 0n,
     };
   }
 
@@ -949,10 +987,10 @@ export class Resource implements LinkHandler {
   private view(p: Peer | null, toward: Peer | null = null): NodeView {
     if (!p) {
       const s = this.myState(toward);
-      return { id: this.me.id, name: this.me.name, role: s.role, disk: s.disk, flags: s.flags, gens: s.gens, promotedAt: s.promotedAt, outOfSyncBits: 0 };
+      return { id: this.me.id, name: this.me.name, role: s.role, disk: s.disk, flags: s.flags, gens: s.gens, promotedAt: s.promotedAt, outOfSyncBits: 0, resyncFrom: s.resyncFrom };
     }
     const s = p.state!;
-    return { id: p.id, name: p.name, role: s.role, disk: s.disk, flags: s.flags, gens: s.gens, promotedAt: s.promotedAt, outOfSyncBits: s.outOfSyncBits };
+    return { id: p.id, name: p.name, role: s.role, disk: s.disk, flags: s.flags, gens: s.gens, promotedAt: s.promotedAt, outOfSyncBits: s.outOfSyncBits, resyncFrom: s.resyncFrom };
   }
 
   private onState(p: Peer, s: StateFrame): void {
@@ -1036,6 +1074,7 @@ export class Resource implements LinkHandler {
     // A new decision replaces whatever exchange or resync was going on with this peer.
     p.bitmapSent = p.bitmapReceived = false;
     p.pendingResync = null;
+    if (p.resync?.asTarget) for (const seq of p.resync.inflight.keys()) p.abandonedResync.add(seq);
     p.resync = null;
     if (!p.state) {
       this.sendState(p, STATE_WANT_RESYNC);
@@ -1140,14 +1179,27 @@ export class Resource implements LinkHandler {
     const { asTarget, full } = p.pendingResync;
     p.pendingResync = null;
     p.bitmapSent = p.bitmapReceived = false;
+    const md = this.md!;
     const rs = new Resync(asTarget, full, this.cfg.csumsAlg !== null);
-    rs.totalBits = this.md!.outOfSyncBits(p.id);
+    rs.totalBits = md.outOfSyncBits(p.id);
     p.resync = rs;
     p.replication = asTarget ? 'SyncTarget' : 'SyncSource';
     if (asTarget) {
+      // Resumable: the bitmap (both sides' marks) is made durable first, then the superblock names the
+      // generation being copied. From here on the periodic write-back records progress (see
+      // persistResyncProgress), so after a crash of either side only what is left is sent.
+      const src = p.state!.gens;
+      const resumed = md.disk === 'Inconsistent' && md.resyncFrom !== 0n && md.resyncTotal > 0
+        && (md.resyncFrom === src.current || src.bitmap[this.me.id] === md.resyncFrom);
+      md.resyncTotal = resumed ? Math.max(md.resyncTotal, rs.totalBits) : rs.totalBits;
+      md.resyncFrom = src.current;
+      rs.totalBits = md.resyncTotal;
+      rs.doneAtStart = rs.totalBits - md.outOfSyncBits(p.id);
+      md.flushBitmaps(true);
       this.diskState = 'Inconsistent';
-      this.md!.disk = 'Inconsistent';
-      this.md!.writeSuperblock();
+      md.disk = 'Inconsistent';
+      md.writeSuperblock();
+      if (resumed) this.log.info(`resuming the resync from ${p.name} at ${this.resyncPercent(p.id, rs.totalBits)}%`);
       this.updateLocalReads();
       this.ensureResyncTimer();
       this.pumpResync(p);
@@ -1183,7 +1235,7 @@ export class Resource implements LinkHandler {
         this.receivedInSync(p, offset, data.length);
         this.markAbsent(p, offset, data.length);
       } catch (e) {
-        this.detach((e as Error).message);
+        this.detach(e as Error);
         status = -EIO;
       }
     }
@@ -1216,7 +1268,7 @@ export class Resource implements LinkHandler {
 
   private onFlush(p: Peer, seq: number): void {
     let status = 0;
-    try { this.disk?.sync(); } catch (e) { this.detach((e as Error).message); status = -EIO; }
+    try { this.disk?.sync(); } catch (e) { this.detach(e as Error); status = -EIO; }
     p.link!.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
   }
 
@@ -1232,7 +1284,7 @@ export class Resource implements LinkHandler {
         this.receivedInSync(p, offset, length);
         this.markAbsent(p, offset, length);
       } catch (e) {
-        this.detach((e as Error).message);
+        this.detach(e as Error);
         status = -EIO;
       }
     }
@@ -1266,7 +1318,7 @@ export class Resource implements LinkHandler {
         this.stats.readsRepaired++;
         this.log.info('rewrote a block that failed to read locally with the copy from a peer', { offset: rd.offset, length: rd.length, peer: p.name });
       } catch (e) {
-        this.detach((e as Error).message);
+        this.detach(e as Error);
       }
     }
     if (status === 0) rd.req.data.set(data.subarray(0, rd.length));
@@ -1400,10 +1452,11 @@ export class Resource implements LinkHandler {
   }
 
   private onResyncAnswer(p: Peer, seq: number, offset: number, length: number, data: Uint8Array | null): void {
+    if (p.abandonedResync.delete(seq)) return; // an answer to a resync an earlier handshake abandoned
     const rs = p.resync;
     if (!rs || !rs.asTarget) return;
     const r = rs.inflight.get(seq);
-    if (!r) return; // an answer to a resync an earlier handshake abandoned
+    if (!r) return;
     if (r.offset !== offset || r.length !== length) {
       p.link!.close(ErrorCode.Protocol, 'resync answer does not match its request');
       return;
@@ -1428,7 +1481,7 @@ export class Resource implements LinkHandler {
     const rs = p.resync!;
     const src = p.state!.gens;
     // The data first, then the bitmap that calls it in sync.
-    try { this.disk!.sync(); } catch (e) { return this.detach((e as Error).message); }
+    try { this.disk!.sync(); } catch (e) { return this.detach(e as Error); }
     md.flushBitmaps();
     if (p.state!.disk !== 'UpToDate') {
       this.log.warn(`resync from ${p.name} ended but ${p.name} is ${p.state!.disk}: this node stays Inconsistent`);
@@ -1440,6 +1493,8 @@ export class Resource implements LinkHandler {
     md.gens.history = [...src.history];
     md.gens.bitmap[p.id] = 0n;
     md.disk = 'UpToDate';
+    md.resyncFrom = 0n;
+    md.resyncTotal = 0;
     this.diskState = 'UpToDate';
     md.writeSuperblock();
     this.endResync(p, rs);
@@ -1575,6 +1630,12 @@ export class Resource implements LinkHandler {
     return findNextSet(md.bitmap(peerId), from, to) >= 0;
   }
 
+  /** Percent done of a resync with `total` bits out of sync at its start, one decimal. */
+  private resyncPercent(peerId: number, total: number): number {
+    const left = this.md ? this.md.outOfSyncBits(peerId) : 0;
+    return total <= 0 ? 100 : Math.floor((1000 * Math.max(0, total - left)) / total) / 10;
+  }
+
   private outOfSyncBytes(p: Peer): number {
     if (!this.md || !p.hasDisk) return 0;
     return Math.min(this.size, this.md.outOfSyncBits(p.id) * this.md.granularity);
@@ -1596,10 +1657,11 @@ export class Resource implements LinkHandler {
         const total = Math.max(rs.totalBits, left);
         const doneBytes = (total - left) * gran;
         const secs = Math.max(0.001, (Date.now() - rs.startedAt) / 1000);
-        const rate = doneBytes / secs;
+        // The rate counts what this run moved (a resumed resync starts with some done).
+        const rate = Math.max(0, doneBytes - rs.doneAtStart * gran) / secs;
         st.resync = {
           asTarget: rs.asTarget, full: rs.full, checksums: rs.checksums,
-          percent: total === 0 ? 100 : Math.floor((1000 * (total - left)) / total) / 10,
+          percent: this.resyncPercent(p.id, total),
           doneBytes, totalBytes: total * gran, rateBytesPerSec: Math.round(rate),
           etaSeconds: rate > 0 ? Math.round((left * gran) / rate) : null, bytesSent: rs.bytesSent, bytesReceived: rs.bytesReceived,
         };
@@ -1630,6 +1692,13 @@ export class Resource implements LinkHandler {
 
   private changed(): void {
     this.onChange?.();
+  }
+
+  /** Closes the disk without writing its metadata, as a crash would leave it (a start that failed: it never served). */
+  abandon(): void {
+    this.md?.abandon();
+    this.md = null;
+    this.close();
   }
 
   /** Clean shutdown: demotes (if no client), flushes metadata and closes the disk. */

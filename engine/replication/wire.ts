@@ -27,8 +27,11 @@ export const MAX_VERIFY_HASHES = 2048;
 /** VERIFY_REQUEST block sizes: powers of two in this range. */
 export const MIN_VERIFY_BLOCK = 512;
 export const MAX_VERIFY_BLOCK = 1 << 20;
-/** Domain separation of the AUTH MAC. */
-const AUTH_CONTEXT = 'twindisk-auth-v1';
+/**
+ * Domain separation of the AUTH MACs, one label per direction: a MAC the dialler sends never verifies as the
+ * acceptor's, and the other way round. NUL-terminated, so neither label is a prefix of the other.
+ */
+const AUTH_LABELS = { dialler: 'twindisk-auth-v2 dialler->acceptor\0', acceptor: 'twindisk-auth-v2 acceptor->dialler\0' } as const;
 
 /** Generations on the wire: current, one bitmap generation per node, history count, history entries. */
 const GENS_SIZE = 8 + 8 * MAX_NODES + 1;
@@ -37,7 +40,7 @@ const GENS_SIZE = 8 + 8 * MAX_NODES + 1;
 const FIXED_SIZE: Record<number, number> = {
   [FrameType.Hello]: 38,
   [FrameType.Auth]: 1 + MAC_SIZE,
-  [FrameType.State]: 32 + GENS_SIZE,
+  [FrameType.State]: 40 + GENS_SIZE,
   [FrameType.Bitmap]: 18,
   [FrameType.Data]: 21,
   [FrameType.Ack]: 14,
@@ -248,13 +251,13 @@ function decodeAuth(b: Uint8Array): AuthFrame {
   return { type: FrameType.Auth, mac: b.subarray(1) };
 }
 
-// STATE: type | role u8 | disk u8 | quorum u8 | flags u32 | size u64 | promotedAt u64 | outOfSyncBits u64 | generations
+// STATE: type | role u8 | disk u8 | quorum u8 | flags u32 | size u64 | promotedAt u64 | outOfSyncBits u64 | resyncFrom u64 | generations
 function encodeState(f: StateFrame): Buffer {
   const role = ROLE_CODES.indexOf(f.role);
   const disk = DISK_CODES.indexOf(f.disk);
   if (role < 0) throw new RangeError(`STATE role ${String(f.role)} is unknown`);
   if (disk < 0) throw new RangeError(`STATE disk state ${String(f.disk)} is unknown`);
-  const out = Buffer.alloc(32 + gensSize(f.gens));
+  const out = Buffer.alloc(40 + gensSize(f.gens));
   out[0] = FrameType.State;
   out[1] = role;
   out[2] = disk;
@@ -263,7 +266,8 @@ function encodeState(f: StateFrame): Buffer {
   putU53(out, 8, f.size, 'STATE size');
   putU53(out, 16, f.promotedAt, 'STATE promotedAt');
   putU53(out, 24, f.outOfSyncBits, 'STATE outOfSyncBits');
-  putGens(out, 32, f.gens, 'STATE');
+  putU64(out, 32, f.resyncFrom, 'STATE resyncFrom');
+  putGens(out, 40, f.gens, 'STATE');
   return out;
 }
 
@@ -274,7 +278,7 @@ function decodeState(b: Uint8Array): StateFrame {
   if (disk === undefined) throw new WireError(`STATE frame: unknown disk state code ${b[2]}`);
   return {
     type: FrameType.State, role, disk, quorum: getBool(b, 3, 'quorum'), flags: getU32(b, 4), size: getU53(b, 8, 'size'),
-    promotedAt: getU53(b, 16, 'promotedAt'), outOfSyncBits: getU53(b, 24, 'outOfSyncBits'), gens: getGens(b, 32),
+    promotedAt: getU53(b, 16, 'promotedAt'), outOfSyncBits: getU53(b, 24, 'outOfSyncBits'), resyncFrom: getU64(b, 32), gens: getGens(b, 40),
   };
 }
 
@@ -653,17 +657,40 @@ export function decodeFrame(buf: Uint8Array): Frame {
 
 // ---- authentication ----
 
-/**
- * The AUTH MAC a node sends: HMAC-SHA256(secret, "twindisk-auth-v1" | peer's nonce | my node id byte | resource UTF-8).
- * Binding the sender's id keeps a peer from reflecting our own MAC back to us.
- */
-export function authMac(secret: string, peerNonce: Uint8Array, myNodeId: number, resource: string): Buffer {
-  if (!Number.isInteger(myNodeId) || myNodeId < 0 || myNodeId >= MAX_NODES) throw new RangeError(`node id ${myNodeId} is not in 0..${MAX_NODES - 1}`);
-  return createHmac('sha256', secret).update(AUTH_CONTEXT).update(peerNonce).update(Uint8Array.of(myNodeId)).update(resource, 'utf8').digest();
+/** Who sends an AUTH: the node that dialled the link (the lower id) or the node that accepted it. */
+export type AuthSender = 'dialler' | 'acceptor';
+
+/** What both AUTH MACs of one handshake cover: the resource, both node ids and both HELLO nonces. */
+export interface AuthTranscript {
+  resource: string;
+  diallerId: number;
+  acceptorId: number;
+  diallerNonce: Uint8Array;
+  acceptorNonce: Uint8Array;
 }
 
-/** Checks a peer's AUTH MAC against the nonce this node sent it, in constant time. */
-export function verifyAuth(secret: string, myNonce: Uint8Array, peerNodeId: number, resource: string, mac: Uint8Array): boolean {
-  const expected = authMac(secret, myNonce, peerNodeId, resource);
+/**
+ * The MAC of an AUTH frame (see engine/replication/session.ts for the handshake's order):
+ * HMAC-SHA256(secret, label | dialler id u8 | acceptor id u8 | dialler nonce [32] | acceptor nonce [32] | resource UTF-8),
+ * where the label names the sender's direction. Each MAC covers both fresh nonces, so it is good for one
+ * handshake only (a recorded AUTH cannot be replayed); the direction label and both ids keep a MAC from
+ * being reflected back to its sender or passed off as another node's.
+ */
+export function authMac(secret: string, sender: AuthSender, t: AuthTranscript): Buffer {
+  const label = AUTH_LABELS[sender];
+  if (label === undefined) throw new RangeError(`AUTH sender ${String(sender)} is not dialler or acceptor`);
+  for (const [what, id] of [['dialler', t.diallerId], ['acceptor', t.acceptorId]] as const) {
+    if (!Number.isInteger(id) || id < 0 || id >= MAX_NODES) throw new RangeError(`${what} node id ${id} is not in 0..${MAX_NODES - 1}`);
+  }
+  for (const [what, nonce] of [['dialler', t.diallerNonce], ['acceptor', t.acceptorNonce]] as const) {
+    if (!(nonce instanceof Uint8Array) || nonce.length !== NONCE_SIZE) throw new RangeError(`${what} nonce must be ${NONCE_SIZE} bytes`);
+  }
+  return createHmac('sha256', secret).update(label).update(Uint8Array.of(t.diallerId, t.acceptorId))
+    .update(t.diallerNonce).update(t.acceptorNonce).update(t.resource, 'utf8').digest();
+}
+
+/** Checks an AUTH MAC `sender` sent over the transcript, in constant time. */
+export function verifyAuth(secret: string, sender: AuthSender, t: AuthTranscript, mac: Uint8Array): boolean {
+  const expected = authMac(secret, sender, t);
   return mac.length === expected.length && timingSafeEqual(expected, mac);
 }

@@ -5,8 +5,12 @@ import net from 'node:net';
 import path from 'node:path';
 import { controlCall, type ControlRequest } from '../../daemon/control.js';
 import type { ResourceStatus } from '../../engine/replication/resource.js';
+import { attach, type BlkClient } from './blk-client.js';
 import type { TestNetwork } from './netns.js';
 import { cli, tmpDir } from './serve.js';
+
+/** The resource files' secret: strong enough for the config's rule (engine/replication/config.ts secretProblem). */
+export const TEST_SECRET = 'test-secret-4Vq9Zk2Lx7Rm3Tb8Wn5Yp';
 
 /** Ports this process handed out already: the kernel may offer a released port again at once. */
 const givenPorts = new Set<number>();
@@ -133,7 +137,7 @@ export class Cluster {
       };
       c.nodes.set(name, new TestNode(c, name, spec, i++));
     }
-    fs.writeFileSync(c.file, JSON.stringify({ resource: c.resourceName, protocol: 'C', secret: 'test-secret-0123', quorum: 'off', ...opts.resource, nodes }, null, 2));
+    fs.writeFileSync(c.file, JSON.stringify({ resource: c.resourceName, protocol: 'C', secret: TEST_SECRET, quorum: 'off', ...opts.resource, nodes }, null, 2));
     for (const [name, spec] of Object.entries(opts.nodes)) {
       if (!spec.disk) continue;
       c.cli(['create-md', '--config', c.file, '--node', name, '--size', String(c.size), ...(opts.assumeClean === false ? [] : ['--assume-clean'])]);
@@ -191,4 +195,17 @@ export function clusterFactory(after: (fn: () => Promise<void>) => void): (opts:
     made.push(c);
     return c;
   };
+}
+
+/**
+ * alpha (with a vhost-user socket) and beta, both with disks, started and connected, and a client
+ * attached to alpha's socket (which makes alpha Primary).
+ */
+export async function pairWithClient(make: (opts: ClusterOptions) => Promise<Cluster>): Promise<{ c: Cluster; alpha: TestNode; g: BlkClient }> {
+  const c = await make({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } } });
+  await c.startAll();
+  const alpha = c.node('alpha');
+  await alpha.waitStatus((s) => s.peers.beta?.replication === 'Established', 'connected');
+  await alpha.waitLog(/vhost-user: listening/);
+  return { c, alpha, g: attach(alpha.socket) };
 }

@@ -161,7 +161,9 @@ test('a peer speaking garbage after a correct handshake is dropped and the data 
     const f = decodeFrame(m);
     r(f.type === FrameType.Hello ? f.nonce : new Uint8Array());
   }));
-  ws.send(encodeFrame({ type: FrameType.Auth, mac: authMac(cfg.secret, theirs, 0, 'r0') }));
+  // The dialler proves the secret first (engine/replication/session.ts); beta then answers with its AUTH.
+  const transcript = { resource: 'r0', diallerId: 0, acceptorId: 1, diallerNonce: nonce, acceptorNonce: theirs };
+  ws.send(encodeFrame({ type: FrameType.Auth, mac: authMac(cfg.secret, 'dialler', transcript) }));
   await beta.waitLog(/connected to alpha/);
   ws.send(Buffer.from([FrameType.Data, 1, 2, 3]));
   const closed = await new Promise<number>((r) => ws.once('close', (code) => r(code)));
@@ -172,4 +174,39 @@ test('a peer speaking garbage after a correct handshake is dropped and the data 
   // The node still works: the real alpha connects.
   await c.node('alpha').start();
   await beta.waitStatus((s) => established(s, 'alpha'), 'real alpha connected');
+});
+
+test('a peer that knows the secret and sends DATA right after authentication, before any STATE, is refused: nothing is written', async () => {
+  const c = await cluster({ nodes: { alpha: { disk: true }, beta: { disk: true } } });
+  const beta = c.node('beta');
+  await beta.start();
+  await beta.call({ cmd: 'primary', force: true }); // alone, and Primary: the outside test's set-up
+  const before = c.data('beta');
+  const { HandshakeSession } = await import('../../engine/replication/session.js');
+  const { decodeFrame } = await import('../../engine/replication/wire.js');
+  const cfg = JSON.parse((await import('node:fs')).readFileSync(c.file, 'utf8'));
+  // Pose as alpha (node 0, the dialler) with the right secret, through the real handshake.
+  const session = new HandshakeSession({ role: 'dialler', secret: cfg.secret, resource: 'r0', myId: 0, peerId: 1, nonce: randomBytes(32) });
+  const ws = new WebSocket(`ws://${cfg.nodes.beta.address}/`);
+  await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+  const up = new Promise<void>((resolve, reject) => {
+    ws.on('message', (m: Buffer) => {
+      if (session.phase === 'up') return;
+      const step = session.receive(decodeFrame(m));
+      for (const f of step.send) ws.send(encodeFrame(f));
+      if (step.outcome.kind === 'up') resolve();
+      else if (step.outcome.kind !== 'continue') reject(new Error(JSON.stringify(step.outcome)));
+    });
+  });
+  for (const f of session.start().send) ws.send(encodeFrame(f));
+  await up;
+  // At once: a well-formed DATA frame for block 0.
+  ws.send(encodeFrame({ type: FrameType.Data, seq: 1, offset: 0, flags: 0, data: Buffer.alloc(4096, 0xee) }));
+  const closed = await new Promise<number>((r) => ws.once('close', (code) => r(code)));
+  assert.ok(closed > 0);
+  await beta.waitLog(/protocol violation by alpha: DATA refused \(this node Primary, peer before STATE, replication Handshake\)/);
+  assert.ok(c.data('beta').equals(before), 'nothing written');
+  const s = await beta.status();
+  assert.equal(s.stats.framesRefused, 1);
+  assert.equal(s.role, 'Primary');
 });

@@ -144,7 +144,7 @@ test('a peer with the wrong secret is refused and logged', async () => {
   await alpha.start();
   // An impostor: beta's name and address, another secret.
   const cfg = JSON.parse(fs.readFileSync(c.file, 'utf8'));
-  cfg.secret = 'not-the-secret';
+  cfg.secret = 'not-the-secret-9Kq2Lm7Vx3Rb8Tz4'; // strong enough to load, but not the resource's
   const bad = path.join(c.dir, 'impostor.json');
   fs.writeFileSync(bad, JSON.stringify(cfg));
   const imp = c.node('beta');

@@ -154,7 +154,11 @@ test('data survives a restart; SIGTERM removes the socket; a stale socket after 
 
 test('a second daemon on a live socket refuses to start', async () => {
   const s = await start('twice');
-  await assert.rejects(serve({ image: s.image, socket: s.socket, dir }), /another process is serving/);
+  // Another image: the same one is refused earlier, by its lock (test/integration/node-disk.test.ts).
+  const other = path.join(dir, 'twice-other.img');
+  fs.writeFileSync(other, Buffer.alloc(1 << 20));
+  await assert.rejects(serve({ image: other, socket: s.socket, dir }), /another process is serving/);
+  await assert.rejects(serve({ image: s.image, socket: path.join(dir, 'twice-2.sock'), dir }), /twice\.img is in use by twindisk serve/);
 });
 
 test('without polling (--poll-us 0) every request is still completed', async () => {

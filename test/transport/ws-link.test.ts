@@ -1,27 +1,27 @@
 // Tests of the WebSocket transport: real WsTransport instances and raw ws clients on 127.0.0.1.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
-import WebSocket from 'ws';
-import { Logger, setLevel, setSink, type Level, type Sink } from '../../engine/log.js';
+import WebSocket, { WebSocketServer } from 'ws';
+import { Logger, setLevel, setSink, type Fields, type Level, type Sink } from '../../engine/log.js';
 import { AckKind, ErrorCode, FrameType, MAX_FRAME, MAX_PAYLOAD, WIRE_VERSION, type Frame } from '../../engine/replication/frames.js';
 import type { LinkHandler, PeerLink } from '../../engine/replication/link.js';
-import { authMac, decodeFrame, encodeFrame, verifyAuth } from '../../engine/replication/wire.js';
+import { authMac, decodeFrame, encodeFrame, verifyAuth, type AuthTranscript } from '../../engine/replication/wire.js';
 import { WsTransport, type TransportOptions, type TransportPeer } from '../../transport/ws-link.js';
 import { freePort } from '../harness/cluster.js';
 
 // ---- log collection ----
 
-interface Line { level: Level; component: string; msg: string }
+interface Line { level: Level; component: string; msg: string; fields: Fields }
 const lines: Line[] = [];
 let oldSink: Sink;
 before(() => {
-  oldSink = setSink((level, component, msg) => { lines.push({ level, component, msg }); });
+  oldSink = setSink((level, component, msg, fields) => { lines.push({ level, component, msg, fields }); });
   setLevel('debug');
 });
 after(() => {
@@ -69,12 +69,16 @@ const peer = (id: number, name: string, port: number): TransportPeer => ({ id, n
 
 interface TestNode { tr: WsTransport; h: Recorder; log: string }
 
-/** Starts a transport whose logs go to component `name`; it is closed when the test ends. */
+/**
+ * Starts a transport whose logs go to component `name`; it is closed when the test ends. Warnings about callers
+ * are not rate-limited unless the test says so (every raw client comes from 127.0.0.1).
+ */
 async function node(t: TestContext, id: number, name: string, port: number, peers: TransportPeer[], more: Partial<TransportOptions> = {}): Promise<TestNode> {
   const h = new Recorder();
   const tr = new WsTransport({
     resource: 'r0', secret: 'secret-1', myId: id, myName: name, listen: { host: '127.0.0.1', port }, peers, handler: h,
-    log: new Logger(name), backoffMs: { min: 10, max: 50 }, pingMs: 500, handshakeMs: 2000, ...more,
+    log: new Logger(name), backoffMs: { min: 10, max: 50 }, pingMs: 500, handshakeMs: 2000,
+    refusalLog: { perWindow: 1000, windowMs: 60_000, overall: 1000 }, ...more,
   });
   t.after(() => tr.close());
   await tr.start();
@@ -93,11 +97,17 @@ async function pair(t: TestContext, moreA: Partial<TransportOptions> = {}, moreB
 class RawPeer {
   readonly ws: WebSocket;
   readonly frames: Frame[] = [];
+  /** Every message received, as bytes. */
+  readonly raw: Buffer[] = [];
   closed = false;
-  private readonly nonce = randomBytes(32);
-  constructor(port: number) {
+  readonly nonce: Buffer;
+  constructor(port: number, nonce = randomBytes(32)) {
+    this.nonce = nonce;
     this.ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
-    this.ws.on('message', (d) => this.frames.push(decodeFrame(d as Buffer)));
+    this.ws.on('message', (d) => {
+      this.raw.push(Buffer.from(d as Buffer));
+      this.frames.push(decodeFrame(d as Buffer));
+    });
     this.ws.on('error', () => {});
     this.ws.on('close', () => { this.closed = true; });
   }
@@ -110,18 +120,25 @@ class RawPeer {
   hello(nodeId: number, resource = 'r0'): void {
     this.send({ type: FrameType.Hello, version: WIRE_VERSION, nodeId, resource, nonce: this.nonce });
   }
-  /** Runs HELLO and AUTH as node `nodeId` and checks the transport's AUTH. */
-  async handshake(nodeId: number, secret = 'secret-1', resource = 'r0'): Promise<void> {
+  /** Sends HELLO as node `nodeId` and waits for the transport's HELLO; returns the transcript both AUTHs cover. */
+  async helloExchange(nodeId: number, resource = 'r0'): Promise<AuthTranscript> {
     await this.open();
     this.hello(nodeId, resource);
     await waitFor('the HELLO of the transport', () => this.frames.length >= 1);
     const h = this.frames[0]!;
     assert.equal(h.type, FrameType.Hello);
-    if (h.type !== FrameType.Hello) return;
-    this.send({ type: FrameType.Auth, mac: authMac(secret, h.nonce, nodeId, resource) });
+    if (h.type !== FrameType.Hello) throw new Error('no HELLO');
+    return { resource, diallerId: nodeId, acceptorId: h.nodeId, diallerNonce: this.nonce, acceptorNonce: h.nonce };
+  }
+  /** Runs the dialler's side of the handshake as node `nodeId` and checks the transport's AUTH. */
+  async handshake(nodeId: number, secret = 'secret-1', resource = 'r0'): Promise<AuthTranscript> {
+    const t = await this.helloExchange(nodeId, resource);
+    assert.equal(this.frames.length, 1, 'the transport sent nothing but its HELLO before our AUTH');
+    this.send({ type: FrameType.Auth, mac: authMac(secret, 'dialler', t) });
     await waitFor('the AUTH of the transport', () => this.frames.length >= 2);
     const a = this.frames[1]!;
-    assert.ok(a.type === FrameType.Auth && verifyAuth(secret, this.nonce, h.nodeId, resource, a.mac), 'the transport proved the secret');
+    assert.ok(a.type === FrameType.Auth && verifyAuth(secret, 'acceptor', t, a.mac), 'the transport proved the secret');
+    return t;
   }
   errorFrame(): Frame | undefined {
     return this.frames.find((f) => f.type === FrameType.Error);
@@ -137,8 +154,8 @@ class RawPeer {
   }
 }
 
-function rawPeer(t: TestContext, port: number): RawPeer {
-  const r = new RawPeer(port);
+function rawPeer(t: TestContext, port: number, nonce?: Buffer): RawPeer {
+  const r = new RawPeer(port, nonce);
   t.after(() => r.close());
   return r;
 }
@@ -155,6 +172,10 @@ test('two nodes link up both ways and exchange DATA and ACK; PING/PONG keep the 
   assert.equal(lb.peerId, 0);
   assert.ok(logged(a.log, 'info', /^connected to peer 1 \(b\) at 127\.0\.0\.1:\d+$/).length === 1);
   assert.ok(logged(b.log, 'info', /^accepted peer 0 \(a\) from 127\.0\.0\.1:\d+$/).length === 1);
+  assert.equal(a.tr.stats.linksUp, 1);
+  assert.equal(b.tr.stats.linksUp, 1);
+  assert.equal(b.tr.stats.accepted, 1);
+  assert.equal(a.tr.stats.handshakesFailed + b.tr.stats.handshakesFailed + b.tr.stats.connectionsRefused, 0);
 
   const big = randomBytes(MAX_PAYLOAD);
   la.send({ type: FrameType.Data, seq: 1, offset: 4096, flags: 0, data: big });
@@ -187,21 +208,26 @@ test('two nodes link up both ways and exchange DATA and ACK; PING/PONG keep the 
   assert.equal(a.h.downs.length, 1);
 });
 
-test('a wrong secret is refused on both sides with a warning, and no link comes up', async (t) => {
+test('a wrong secret is refused on both sides with a warning, counted, and no link comes up', async (t) => {
   const { a, b, pb } = await pair(t, { secret: 'secret-a' }, { secret: 'secret-b' });
+  // b (the acceptor) refuses a's proof; a (the dialler) is told so, and never sees a proof from b.
   await waitFor('warnings on both nodes', () =>
-    logged(a.log, 'warn', new RegExp(`^refused peer 1 \\(b\\) at 127\\.0\\.0\\.1:${pb}: authentication failed \\(wrong secret\\?\\)$`)).length > 0 &&
-    logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: authentication failed \(wrong secret\?\)$/).length > 0);
+    logged(a.log, 'warn', new RegExp(`^peer 1 \\(b\\) at 127\\.0\\.0\\.1:${pb} refused the connection: authentication failed \\(wrong secret\\?\\)$`)).length > 0 &&
+    logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+ claiming to be node 0 \(a\): authentication failed \(wrong secret\?\)$/).length > 0);
   // a keeps retrying; repeats of the same problem are logged at debug, not as new warnings.
   await waitFor('a second attempt', () => logged(b.log, 'debug', /authentication failed/).length + logged(b.log, 'warn', /authentication failed/).length >= 2);
   assert.equal(logged(a.log, 'warn', /authentication failed/).length, 1);
   assert.equal(a.h.ups.length + b.h.ups.length, 0);
+  const [sa, sb] = [a.tr.stats, b.tr.stats];
+  assert.ok(sa.authFailed >= 1 && sa.handshakesFailed >= sa.authFailed && sa.dials >= 2, JSON.stringify(sa));
+  assert.ok(sb.authFailed >= 2 && sb.accepted >= 2, JSON.stringify(sb));
+  assert.equal(sa.linksUp + sb.linksUp, 0);
 });
 
 test('a wrong resource name is refused on both sides', async (t) => {
   const { a, b } = await pair(t, { resource: 'r0' }, { resource: 'r1' });
   await waitFor('warnings on both nodes', () =>
-    logged(a.log, 'warn', /^refused peer 1 \(b\) at 127\.0\.0\.1:\d+: wrong resource "r1", this node serves "r0"$/).length > 0 &&
+    logged(a.log, 'warn', /^peer 1 \(b\) at 127\.0\.0\.1:\d+ refused the connection: wrong resource "r0", this node serves "r1"$/).length > 0 &&
     logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: wrong resource "r0", this node serves "r1"$/).length > 0);
   assert.equal(a.h.ups.length + b.h.ups.length, 0);
 });
@@ -213,7 +239,7 @@ test('an unknown node id, a higher id that dials and an impostor are refused', a
   const c = await node(t, 2, `c${pc}`, pc, [peer(3, 'b', pb)]);
   await waitFor('b refuses c, c sees the refusal', () =>
     logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: unknown node 2: not a peer of resource "r0"$/).length > 0 &&
-    logged(c.log, 'warn', /^peer 3 \(b\) at 127\.0\.0\.1:\d+ refused the connection: unknown node: unknown node 2/).length > 0);
+    logged(c.log, 'warn', /^peer 3 \(b\) at 127\.0\.0\.1:\d+ refused the connection: unknown node 2: not a peer/).length > 0);
   // Node 5 has the higher id: b dials it, so b refuses it as a caller.
   const high = rawPeer(t, pb);
   await high.open();
@@ -229,12 +255,17 @@ test('an unknown node id, a higher id that dials and an impostor are refused', a
   impostor.send({ type: FrameType.Auth, mac: randomBytes(32) });
   await waitFor('b refuses the impostor', () => impostor.closed);
   assert.deepEqual(impostor.errorFrame(), { type: FrameType.Error, code: ErrorCode.AuthFailed, message: 'authentication failed (wrong secret?)' });
-  // Another protocol version.
-  const old = rawPeer(t, pb);
-  await old.open();
-  old.send({ type: FrameType.Hello, version: WIRE_VERSION + 1, nodeId: 0, resource: 'r0', nonce: randomBytes(32) });
-  await waitFor('b refuses the other version', () => old.closed);
-  assert.equal(old.errorCode(), ErrorCode.BadVersion);
+  assert.ok(logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+ claiming to be node 0 \(a\): authentication failed \(wrong secret\?\)$/).length > 0);
+  // Other protocol versions: a newer one, and version 1 (whose acceptor answered HELLO with a MAC).
+  for (const version of [WIRE_VERSION + 1, 1]) {
+    const old = rawPeer(t, pb);
+    await old.open();
+    old.send({ type: FrameType.Hello, version, nodeId: 0, resource: 'r0', nonce: randomBytes(32) });
+    await waitFor('b refuses the other version', () => old.closed);
+    assert.equal(old.errorCode(), ErrorCode.BadVersion);
+    assert.deepEqual(old.frames.map((f) => f.type), [FrameType.Error], 'only the refusal');
+    assert.ok(logged(b.log, 'warn', new RegExp(`^refused a peer from 127\\.0\\.0\\.1:\\d+: protocol version ${version}, this node speaks ${WIRE_VERSION}$`)).length > 0);
+  }
   assert.equal(b.h.ups.length + c.h.ups.length, 0);
 });
 
@@ -325,7 +356,7 @@ test('the link comes back when a node restarts on the same port', async (t) => {
 });
 
 test('disconnect() stops reconnecting until connect(), on the dialling and on the accepting side', async (t) => {
-  const { a, b } = await pair(t);
+  const { a, b, pb } = await pair(t);
   await waitFor('the link', () => a.h.ups.length === 1 && b.h.ups.length === 1);
 
   a.tr.disconnect(1);
@@ -343,6 +374,13 @@ test('disconnect() stops reconnecting until connect(), on the dialling and on th
   const refusals = () => logged(b.log, 'debug', /is disconnected from node 0/).length;
   await waitFor('b to refuse a twice', () => refusals() >= 2);
   assert.equal(a.h.ups.length, 2);
+  assert.ok(b.tr.stats.handshakesDeclined >= 2 && a.tr.stats.handshakesDeclined >= 2);
+  // A stranger claiming to be node 0 is not told that node 0 is disconnected: it gets a nonce, then fails its proof.
+  const stranger = rawPeer(t, pb);
+  await stranger.helloExchange(0);
+  stranger.send({ type: FrameType.Auth, mac: randomBytes(32) });
+  await waitFor('b to refuse the stranger', () => stranger.closed);
+  assert.equal(stranger.errorCode(), ErrorCode.AuthFailed);
   b.tr.connect(0);
   await waitFor('the link after connect() on b', () => a.h.ups.length === 3 && b.h.ups.length === 3);
   assert.throws(() => a.tr.disconnect(7), /node 7 is not a peer/);
@@ -403,7 +441,7 @@ test('TLS: peers with certificates from the CA link up; a certificate from anoth
     throw new Error('the openssl command is missing, so the TLS test cannot make its certificates: apt-get install openssl (npm test\'s setup installs it)');
   }
   const tlsOf = (n: string, ca = 'ca') => ({ cert: join(dir, `${n}.pem`), key: join(dir, `${n}.key`), ca: join(dir, `${ca}.pem`) });
-  const { a, b, pa, pb } = await pair(t, { tls: tlsOf('a') }, { tls: tlsOf('b') });
+  const { a, b, pa, pb } = await pair(t, { tls: tlsOf('a') }, { tls: tlsOf('b'), handshakeMs: 500 });
   await waitFor('linkUp over TLS', () => a.h.ups.length === 1 && b.h.ups.length === 1);
   b.h.ackData = true;
   a.h.ups[0]!.send({ type: FrameType.Data, seq: 1, offset: 0, flags: 0, data: Buffer.alloc(4096, 1) });
@@ -420,6 +458,203 @@ test('TLS: peers with certificates from the CA link up; a certificate from anoth
   await waitFor('the plain client to fail', () => plain.closed);
   assert.equal(plain.frames.length, 0);
   await waitFor('b to log the failed TLS handshake', () => logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: TLS handshake failed: /).length > 0);
+  // A TCP connection that never starts TLS is closed after handshakeMs, and logged.
+  const silent = net.connect(pb, '127.0.0.1');
+  silent.on('error', () => {});
+  t.after(() => silent.destroy());
+  await waitFor('b to close the silent connection', () => silent.closed, 3000);
+  await waitFor('b to log it', () => logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: no TLS handshake within 500 ms$/).length > 0);
   assert.equal(x.h.ups.length, 0);
   assert.equal(b.h.ups.length, 1);
+  assert.ok(b.tr.stats.connectionsRefused >= 3, JSON.stringify(b.tr.stats));
+});
+
+// ---- strangers: what they get back, and what the transport logs and counts ----
+
+/** Every HMAC under `secret` that a stranger could test guesses of the secret against: v1's and both v2 directions, over these nonces and ids. */
+function macsUnder(secret: string, nonces: Uint8Array[], ids: number[], resource = 'r0'): Buffer[] {
+  const out: Buffer[] = [];
+  for (const n of nonces) {
+    for (const id of ids) out.push(createHmac('sha256', secret).update('twindisk-auth-v1').update(n).update(Uint8Array.of(id)).update(resource).digest());
+    for (const m of nonces) {
+      for (const d of ids) {
+        for (const c of ids) {
+          const tr = { resource, diallerId: d, acceptorId: c, diallerNonce: n, acceptorNonce: m };
+          out.push(authMac(secret, 'dialler', tr), authMac(secret, 'acceptor', tr));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+test('a stranger claiming a node id gets a bare nonce, nothing keyed with the secret; HELLO-only strangers time out, logged once per window per address', async (t) => {
+  const pb = await freePort();
+  const b = await node(t, 1, `b${pb}`, pb, [peer(0, 'a', 1)], { handshakeMs: 200, refusalLog: { perWindow: 1, windowMs: 1500 } });
+  const started = Date.now();
+  const strangers: RawPeer[] = [];
+  for (let i = 0; i < 2; i++) {
+    const s = rawPeer(t, pb);
+    strangers.push(s);
+    await s.helloExchange(0);
+    await waitFor('b to give up on the stranger', () => s.closed);
+  }
+  for (const s of strangers) {
+    // b's HELLO (its id, the resource, a nonce) and the refusal; no AUTH, and no MAC under the secret in any byte.
+    assert.deepEqual(s.frames.map((f) => f.type), [FrameType.Hello, FrameType.Error]);
+    const h = s.frames[0]!;
+    assert.ok(h.type === FrameType.Hello && h.nodeId === 1 && h.resource === 'r0' && h.version === WIRE_VERSION);
+    assert.equal(s.raw[0]!.length, 38 + 2, 'the HELLO is header, nonce and name, nothing more');
+    const keyed = macsUnder('secret-1', [s.nonce, h.nonce], [0, 1]);
+    assert.ok(!s.raw.some((m) => keyed.some((k) => m.includes(k))), 'no MAC under the secret in what the stranger received');
+    assert.deepEqual(s.errorFrame(), { type: FrameType.Error, code: ErrorCode.Protocol, message: 'no handshake within 200 ms (HELLO as node 0, then no AUTH)' });
+  }
+  const re = /^refused a peer from 127\.0\.0\.1:\d+ claiming to be node 0 \(a\): no handshake within 200 ms \(HELLO as node 0, then no AUTH\)$/;
+  assert.equal(logged(b.log, 'warn', re).length, 1, 'one warning per window per address');
+  assert.equal(logged(b.log, 'debug', re).length, 1, 'the second one at debug');
+  assert.equal(b.tr.stats.handshakesTimedOut, 2);
+  assert.equal(b.tr.stats.accepted, 2);
+  // After the window, the next one is a warning again, with the count of those held back.
+  await sleep(Math.max(0, started + 1900 - Date.now()));
+  const third = rawPeer(t, pb);
+  await third.helloExchange(0);
+  await waitFor('b to give up on the third stranger', () => third.closed);
+  const warns = logged(b.log, 'warn', re);
+  assert.equal(warns.length, 2);
+  assert.equal(warns[1]!.fields.suppressed, 1);
+  assert.equal(b.tr.stats.handshakesTimedOut, 3);
+  assert.equal(b.h.ups.length, 0);
+});
+
+test('strangers that give up halfway, stay silent, close at once, or send plain HTTP or garbage are refused, logged and counted', async (t) => {
+  const pb = await freePort();
+  const b = await node(t, 1, `b${pb}`, pb, [peer(0, 'a', 1)], { handshakeMs: 300 });
+  // HELLO, then gone.
+  const gone = rawPeer(t, pb);
+  await gone.helloExchange(0);
+  gone.ws.terminate();
+  await waitFor('the warning about the abandoned handshake', () =>
+    logged(b.log, 'warn', /^a peer from 127\.0\.0\.1:\d+ claiming to be node 0 \(a\) went away during the handshake \(HELLO as node 0, then no AUTH\)/).length === 1);
+  // A WebSocket that closes without a word.
+  const mute = rawPeer(t, pb);
+  await mute.open();
+  mute.ws.close();
+  await waitFor('the warning about the mute caller', () => logged(b.log, 'warn', /^a peer from 127\.0\.0\.1:\d+ went away during the handshake \(no HELLO\)/).length === 1);
+  assert.equal(mute.frames.length, 0);
+
+  // Below the WebSocket: raw TCP.
+  const tcp = async (what: string, act: (s: net.Socket) => void): Promise<string> => {
+    const s = net.connect(pb, '127.0.0.1');
+    t.after(() => s.destroy());
+    let got = '';
+    s.on('data', (d) => { got += d.toString('latin1'); });
+    s.on('error', () => {});
+    await new Promise((resolve) => s.once('connect', resolve));
+    act(s);
+    await waitFor(`b to close the connection that ${what}`, () => s.closed, 3000);
+    return got;
+  };
+  assert.match(await tcp('stays silent', () => {}), /^HTTP\/1\.1 408 /);
+  await waitFor('the warning about silence', () => logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: no WebSocket upgrade within 300 ms$/).length === 1);
+  await tcp('closes at once', (s) => s.end());
+  await waitFor('the warning about the close', () => logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: closed the connection without a request$/).length === 1);
+  assert.match(await tcp('sends garbage', (s) => s.write('\x16\x03\x01 hello there\r\n\r\n')), /^HTTP\/1\.1 400 /);
+  await waitFor('the warning about garbage', () => logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: not HTTP: /).length === 1);
+  assert.match(await tcp('sends plain HTTP', (s) => s.write('GET /status HTTP/1.1\r\nHost: x\r\n\r\n')), /^HTTP\/1\.1 426 /);
+  await waitFor('the warning about plain HTTP', () =>
+    logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: an HTTP request, not a WebSocket upgrade \(GET \/status\)$/).length === 1);
+  assert.match(await tcp('sends a bad upgrade', (s) => s.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')), /^HTTP\/1\.1 400 /);
+  await waitFor('the warning about the bad upgrade', () => logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+: not a WebSocket upgrade: /).length === 1);
+
+  const s = b.tr.stats;
+  assert.equal(s.accepted, 2);
+  assert.equal(s.handshakesAbandoned, 2);
+  assert.equal(s.connectionsRefused, 5);
+  assert.equal(s.linksUp + s.handshakesFailed + s.handshakesTimedOut, 0);
+  // Nothing of this stops a real peer.
+  const a = await node(t, 0, 'a-after-strangers', await freePort(), [peer(1, 'b', pb)]);
+  await waitFor('a good peer links up', () => a.h.ups.length === 1 && b.h.ups.length === 1);
+  assert.equal(b.tr.stats.linksUp, 1);
+});
+
+test('a replayed AUTH is refused and logged, and so is a MAC made for the other direction', async (t) => {
+  const pb = await freePort();
+  const b = await node(t, 1, `b${pb}`, pb, [peer(0, 'a', 1)]);
+  // An eavesdropper records a good handshake...
+  const good = rawPeer(t, pb);
+  const recorded = await good.handshake(0);
+  await waitFor('the good link', () => b.h.ups.length === 1);
+  const theirs = good.frames[1]!;
+  // ...and replays it: the same HELLO (same nonce) and the same AUTH, then b's own AUTH back at it. b's new nonce makes both worthless.
+  for (const mac of [authMac('secret-1', 'dialler', recorded), theirs.type === FrameType.Auth ? theirs.mac : new Uint8Array(32)]) {
+    const replay = rawPeer(t, pb, Buffer.from(recorded.diallerNonce));
+    const now = await replay.helloExchange(0);
+    assert.ok(!Buffer.from(now.acceptorNonce).equals(Buffer.from(recorded.acceptorNonce)), 'a fresh acceptor nonce');
+    replay.send({ type: FrameType.Auth, mac });
+    await waitFor('b to refuse the replay', () => replay.closed);
+    assert.equal(replay.errorCode(), ErrorCode.AuthFailed);
+    assert.ok(!replay.frames.some((f) => f.type === FrameType.Auth), 'no AUTH for the replayer');
+  }
+  // Reflection: a MAC in b's direction (what b would send) over the new nonces is no proof from a dialler.
+  const reflect = rawPeer(t, pb);
+  const now = await reflect.helloExchange(0);
+  reflect.send({ type: FrameType.Auth, mac: authMac('secret-1', 'acceptor', now) });
+  await waitFor('b to refuse the reflected MAC', () => reflect.closed);
+  assert.equal(reflect.errorCode(), ErrorCode.AuthFailed);
+  assert.equal(logged(b.log, 'warn', /^refused a peer from 127\.0\.0\.1:\d+ claiming to be node 0 \(a\): authentication failed \(wrong secret\?\)$/).length, 3);
+  assert.equal(b.h.ups.length, 1);
+  assert.equal(b.h.downs.length, 0, 'the good link stays up');
+  assert.equal(b.tr.stats.authFailed, 3);
+});
+
+test('a dialler refuses an impostor at its peer\'s address: a reflected AUTH, its own nonce, another version; the impostor gets one MAC per dial at most', async (t) => {
+  const [pa, pb] = [await freePort(), await freePort()];
+  // The impostor listens at b's configured address and plays one of three tricks per connection.
+  type Trick = 'reflect' | 'own-nonce' | 'v1';
+  let trick: Trick = 'reflect';
+  const seen: { trick: Trick; got: Frame[] }[] = [];
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: pb });
+  t.after(() => new Promise((resolve) => {
+    for (const c of wss.clients) c.terminate();
+    wss.close(resolve);
+  }));
+  wss.on('connection', (ws) => {
+    const conn = { trick, got: [] as Frame[] };
+    seen.push(conn);
+    ws.on('message', (d) => {
+      const f = decodeFrame(d as Buffer);
+      conn.got.push(f);
+      if (f.type === FrameType.Hello) {
+        const nonce = conn.trick === 'own-nonce' ? f.nonce : randomBytes(32);
+        ws.send(encodeFrame({ type: FrameType.Hello, version: conn.trick === 'v1' ? 1 : WIRE_VERSION, nodeId: 1, resource: 'r0', nonce }));
+      } else if (f.type === FrameType.Auth) {
+        ws.send(encodeFrame(f)); // the dialler's own proof, handed back
+      }
+    });
+  });
+  const a = await node(t, 0, `a${pa}`, pa, [peer(1, 'b', pb)]);
+  const warned = (re: string) => logged(a.log, 'warn', new RegExp(`^refused peer 1 \\(b\\) at 127\\.0\\.0\\.1:${pb}: ${re}$`)).length > 0;
+  await waitFor('a to refuse the reflected AUTH', () => warned('authentication failed \\(wrong secret\\?\\)'));
+  trick = 'own-nonce';
+  await waitFor('a to refuse its own nonce', () => warned('protocol error: the HELLO carries this node\'s own nonce \\(reflected\\?\\)'));
+  trick = 'v1';
+  await waitFor('a to refuse version 1', () => warned(`protocol version 1, this node speaks ${WIRE_VERSION}`));
+  assert.equal(a.h.ups.length, 0);
+  // The residual risk (README, "Links"): whoever answers at the peer's address gets the dialler's MAC, one per dial;
+  // only after a HELLO that passed every check.
+  for (const { trick: k, got } of seen) {
+    const auths = got.filter((f) => f.type === FrameType.Auth).length;
+    if (k === 'reflect' && got.length >= 2) assert.deepEqual(got.slice(0, 2).map((f) => f.type), [FrameType.Hello, FrameType.Auth]);
+    else assert.equal(auths, 0, `no AUTH to the ${k} trick`);
+    assert.ok(auths <= 1);
+  }
+  assert.ok(a.tr.stats.authFailed >= 1 && a.tr.stats.handshakesFailed >= 3, JSON.stringify(a.tr.stats));
+});
+
+test('an up link outlives the handshake time limits of the listener (HTTP request and headers timeouts)', async (t) => {
+  const { a, b } = await pair(t, { handshakeMs: 150, pingMs: 100 }, { handshakeMs: 150, pingMs: 100 });
+  await waitFor('the link', () => a.h.ups.length === 1 && b.h.ups.length === 1);
+  await sleep(1200); // several handshake limits and listener checking intervals
+  assert.equal(a.h.downs.length + b.h.downs.length, 0);
+  assert.equal(b.tr.stats.connectionsRefused + b.tr.stats.handshakesTimedOut, 0);
 });

@@ -5,18 +5,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
-  ConfigError, loadResource, nodeByName, parseResource, parseSize, quorumVotes, type ResourceConfig,
+  ConfigError, MIN_SECRET_BITS, loadResource, nodeByName, parseResource, parseSize, quorumVotes, secretProblem, type ResourceConfig,
 } from '../../../engine/replication/config.js';
 
 const FILE = '/srv/td/r0.json';
-const EXAMPLE = `{ "resource": "r0", "protocol": "C", "secret": "change-me", "quorum": "off",
+/** Strong enough for the rule (secretProblem): 24 letters and digits, about 142 bits. */
+const SECRET = 'Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5';
+const EXAMPLE = `{ "resource": "r0", "protocol": "C", "secret": "Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5", "quorum": "off",
   "nodes": { "alpha": { "address": "127.0.0.1:7789", "disk": "alpha.img", "socket": "alpha.sock" },
              "beta":  { "address": "127.0.0.1:7790", "disk": "beta.img",  "socket": "beta.sock" },
              "gamma": { "address": "127.0.0.1:7791", "disk": null, "socket": "gamma.sock" } } }`;
 const TEXT = `# the example resource, drbd.conf style
 resource r0 {
   protocol C;
-  secret "change-me";   # quoted
+  secret "Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5";   # quoted
   quorum off;
   on alpha { address 127.0.0.1:7789; disk alpha.img; socket alpha.sock; }
   on beta  { address 127.0.0.1:7790; disk "beta.img"; socket beta.sock; }
@@ -68,7 +70,7 @@ test('the example parses with the defaults filled in, ids 0,1,2 and paths relati
     socket: `/srv/td/${name}.sock`, iscsi: null, control: `/srv/td/.r0.${name}.ctl`, queues: 1,
   });
   assert.deepEqual(cfg, {
-    file: FILE, dir: '/srv/td', resource: 'r0', protocol: 'C', secret: 'change-me', quorum: 'off', onNoQuorum: 'io-error',
+    file: FILE, dir: '/srv/td', resource: 'r0', protocol: 'C', secret: SECRET, quorum: 'off', onNoQuorum: 'io-error',
     allowTwoPrimaries: false, afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect',
     resyncRate: 250 * 2 ** 20, cMinRate: 4 * 2 ** 20, csumsAlg: null, verifyAlg: 'xxh3', onIoError: 'detach',
     bitmapGranularity: 4096, alExtents: 1237, blockSize: 512, tls: null,
@@ -87,7 +89,7 @@ test('the text form: DRBD sections, flags, node-id, meta-disk, address families,
   const text = `resource r0 {
     net {
       protocol A;            # asynchronous
-      secret "a secret with spaces";
+      secret "a secret with spaces that is long enough";
       after-sb-0pri discard-node-beta;
       after-sb-1pri consensus;
     }
@@ -102,7 +104,7 @@ test('the text form: DRBD sections, flags, node-id, meta-disk, address families,
   }`;
   const cfg = parseResource(text, '/etc/twindisk/r0.res');
   assert.equal(cfg.protocol, 'A');
-  assert.equal(cfg.secret, 'a secret with spaces');
+  assert.equal(cfg.secret, 'a secret with spaces that is long enough');
   assert.equal(cfg.afterSb0pri, 'discard-node-beta');
   assert.equal(cfg.afterSb1pri, 'consensus');
   assert.equal(cfg.quorum, 2);
@@ -163,14 +165,24 @@ test('protocol: A, B or C', () => {
   check((o) => (o.protocol = 3), 'protocol', 'expected "A", "B" or "C", got the number 3');
 });
 
-test('secret: required and non-empty; a short one is accepted with a warning', () => {
-  check((o) => delete o.secret, 'secret', 'missing');
+test('secret: required, and refused below 128 bits by the length x alphabet estimate, saying how to make one', () => {
+  check((o) => delete o.secret, 'secret', 'missing', 'twindisk gen-secret');
   check((o) => (o.secret = ''), 'secret', 'is empty');
   check((o) => (o.secret = ['x']), 'secret', 'expected a string, got an array');
-  const cfg = accepts((o) => (o.secret = 'short'));
-  assert.equal(cfg.secret, 'short');
-  assert.equal(cfg.warnings.length, 1);
-  assert.match(cfg.warnings[0]!, /^r0\.json: secret: only 5 characters; .*at least 8/);
+  // Short, or long but from a small alphabet: refused with the estimate and how to make a good one.
+  check((o) => (o.secret = 'short'), 'secret', 'too weak: 5 characters', 'at most 23 bits', 'needs 128', 'twindisk gen-secret');
+  check((o) => (o.secret = 'change-me'), 'secret', 'too weak');
+  check((o) => (o.secret = 'test-secret-0123'), 'secret', 'too weak', 'alphabet of 69');
+  check((o) => (o.secret = '0123456789abcdef0123456789abcde'), 'secret', 'too weak: 31 characters of hex digits carry at most 124 bits');
+  check((o) => (o.secret = 'a'.repeat(40)), 'secret', 'too weak');
+  check((o) => (o.secret = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1B'), 'secret', 'too weak: "a" makes up 40 of its 42 characters');
+  // At the threshold: 32 hex digits (openssl rand -hex 16), 22 base64 characters of every kind, gen-secret's 43.
+  assert.equal(accepts((o) => (o.secret = '0123456789abcdef0123456789abcdef')).warnings.length, 0);
+  assert.equal(accepts((o) => (o.secret = 'q8+Zr1/Vx4Kp7Lm2Nt5Wb9')).secret, 'q8+Zr1/Vx4Kp7Lm2Nt5Wb9');
+  assert.equal(accepts((o) => (o.secret = 'cVxv9HlEtMbT3J6fylXQ_rRx-uAD2qHJErHiF8GsfdQ')).secret.length, 43);
+  assert.equal(secretProblem('q8+Zr1/Vx4Kp7Lm2Nt5Wb9'), null);
+  assert.match(secretProblem('twindisk-demo-secret')!, /^too weak/);
+  assert.equal(MIN_SECRET_BITS, 128);
 });
 
 test('quorum and on-no-quorum', () => {
@@ -357,9 +369,9 @@ test('ids: explicit ids are kept, the others follow order of appearance, skippin
   const sparse = accepts((o) => (o.nodes.alpha.id = 31));
   assert.deepEqual(sparse.nodes.map((n) => [n.name, n.id]), [['beta', 0], ['gamma', 1], ['alpha', 31]]);
   // Integer-like names keep file order (plain JS objects would list them first).
-  const numeric = parseResource('{ "resource": "r0", "secret": "change-me", "nodes": { "b": { "address": "h:1", "disk": "b" }, "2": { "address": "h:2", "disk": "2" }, "1": { "address": "h:3", "disk": null } } }', FILE);
+  const numeric = parseResource('{ "resource": "r0", "secret": "Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5", "nodes": { "b": { "address": "h:1", "disk": "b" }, "2": { "address": "h:2", "disk": "2" }, "1": { "address": "h:3", "disk": null } } }', FILE);
   assert.deepEqual(numeric.nodes.map((n) => [n.name, n.id]), [['b', 0], ['2', 1], ['1', 2]]);
-  const numericText = parseResource('resource r0 { secret change-me; on b { address h:1; disk b; } on 2 { address h:2; disk 2; } on 1 { address h:3; disk none; } }', '/srv/td/r0.res');
+  const numericText = parseResource('resource r0 { secret Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5; on b { address h:1; disk b; } on 2 { address h:2; disk 2; } on 1 { address h:3; disk none; } }', '/srv/td/r0.res');
   assert.deepEqual(numericText.nodes.map((n) => n.name), ['b', '2', '1']);
   check((o) => (o.nodes.alpha.id = 32), 'nodes.alpha.id', '32 is out of range 0..31');
   check((o) => (o.nodes.alpha.id = -1), 'nodes.alpha.id', 'out of range 0..31');
@@ -373,6 +385,19 @@ test('ids: explicit ids are kept, the others follow order of appearance, skippin
 test('checks across nodes: unique addresses, disks and sockets on one machine, and at least one disk', () => {
   check((o) => (o.nodes.beta.address = '127.0.0.1:7789'), 'nodes.beta.address', '127.0.0.1:7789 is already the address of node alpha');
   check((o) => (o.nodes.beta.address = 'LOCALHOST:7789', o.nodes.alpha.address = 'localhost:7789'), 'nodes.beta.address', 'already the address of node alpha');
+  // One endpoint written two ways: compared as the sockets they bind, not as text.
+  check((o) => (o.nodes.beta.address = 'localhost:7789'), 'nodes.beta.address', 'localhost:7789 is the same endpoint as 127.0.0.1:7789, already the address of node alpha', 'give each its own port');
+  check((o) => (o.nodes.alpha.address = 'localhost:7789', o.nodes.beta.address = '127.0.0.1:7789'), 'nodes.beta.address', '127.0.0.1:7789 is the same endpoint as localhost:7789');
+  check((o) => (o.nodes.alpha.address = 'localhost:7789', o.nodes.beta.address = '[::1]:7789'), 'nodes.beta.address', '[::1]:7789 is the same endpoint as localhost:7789');
+  check((o) => (o.nodes.alpha.address = '[::1]:7789', o.nodes.beta.address = '[0:0:0:0:0:0:0:1]:7789'), 'nodes.beta.address', 'same endpoint as [::1]:7789');
+  check((o) => (o.nodes.beta.address = '[::ffff:127.0.0.1]:7789'), 'nodes.beta.address', 'same endpoint as 127.0.0.1:7789');
+  check((o) => (o.nodes.alpha.address = 'db.localhost:7789', o.nodes.beta.address = '127.0.0.1:7789'), 'nodes.beta.address', 'same endpoint as db.localhost:7789');
+  check((o) => (o.nodes.alpha.address = 'alpha.example:7789', o.nodes.beta.address = 'Alpha.Example:7789'), 'nodes.beta.address', 'Alpha.Example:7789 is already the address of node alpha');
+  check((o) => (o.nodes.alpha.iscsi = 'localhost:7790'), 'nodes.alpha.iscsi', 'same endpoint as 127.0.0.1:7790, already the address of node beta');
+  // Distinct sockets: other ports, other loopback addresses, IPv4 and IPv6 loopback apart, 0.0.0.0 refused.
+  accepts((o) => (o.nodes.alpha.address = 'localhost:7789', o.nodes.beta.address = '127.0.0.1:7790'));
+  accepts((o) => (o.nodes.alpha.address = '127.0.0.1:7789', o.nodes.beta.address = '127.0.0.2:7789', o.nodes.gamma.address = '[::1]:7789'));
+  check((o) => (o.nodes.beta.address = '0.0.0.0:7790'), 'nodes.beta.address', 'is not an address peers can connect to');
   check((o) => (o.nodes.beta.disk = './alpha.img'), 'nodes.beta.disk', '/srv/td/alpha.img is already the disk of node alpha');
   check((o) => (o.nodes.gamma.socket = 'beta.sock'), 'nodes.gamma.socket', 'is already the socket of node beta');
   check((o) => (o.nodes.beta.socket = 'alpha.img'), 'nodes.beta.socket', 'is already the disk of node alpha');
@@ -436,7 +461,7 @@ test('several mistakes are all reported at once', () => {
 });
 
 test('keys given twice are reported, in JSON and in the text form', () => {
-  hasError(errorsOf('{ "resource": "r0", "resource": "r1", "secret": "change-me", "nodes": { "a": { "address": "h:1", "disk": "d" } } }'), 'resource', 'given twice');
+  hasError(errorsOf('{ "resource": "r0", "resource": "r1", "secret": "Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5", "nodes": { "a": { "address": "h:1", "disk": "d" } } }'), 'resource', 'given twice');
   const errs = errorsOf(TEXT.replace('quorum off;', 'quorum off;\n  protocol A;'), '/srv/td/r0.res');
   assert.ok(errs.includes('r0.res: protocol: given twice; first at line 3 (line 6)'), errs.join('\n'));
   const nodes = errorsOf(TEXT.replace('on gamma', 'on beta'), '/srv/td/r0.res');
@@ -464,7 +489,7 @@ test('JSON syntax errors give line and column', () => {
 test('text-form syntax errors give the line; validation errors in the text form carry it too', () => {
   const first = (text: string): string => errorsOf(text, '/srv/td/r0.res')[0]!;
   assert.equal(first(TEXT.replace('protocol C;', 'protocol C')), 'r0.res: line 3: missing ";" after "protocol C"');
-  assert.equal(first(TEXT.replace('"change-me";', '"change-me;')), 'r0.res: line 4: unterminated string: missing closing \'"\'');
+  assert.equal(first(TEXT.replace('"Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5";', '"Zx7Kq2Vm9Lp4Rt8Wn3Bc6Hd5;')), 'r0.res: line 4: unterminated string: missing closing \'"\'');
   assert.equal(first(TEXT.replace(/}\s*$/, '')), 'r0.res: line 2: missing "}" to close "resource r0 {" opened here');
   assert.equal(first(TEXT.replace('on alpha {', 'on alpha')), 'r0.res: line 6: expected "{" after "on alpha", found "address"; one node per "on" section');
   assert.equal(first(TEXT + 'resource r1 { }\n'), 'r0.res: line 10: unexpected "resource" after the end of resource r0; a file holds one resource');

@@ -4,12 +4,13 @@ import { test } from 'node:test';
 import { STATE_CRASHED_PRIMARY, type DiskState, type Role } from '../../../engine/replication/frames.js';
 import { decideResync, resolveSplitBrain, type NodeView } from '../../../engine/replication/handshake.js';
 
-function node(id: number, current: bigint, o: { bitmap?: Record<number, bigint>; history?: bigint[]; role?: Role; disk?: DiskState; flags?: number; bits?: number; promotedAt?: number } = {}): NodeView {
+function node(id: number, current: bigint, o: { bitmap?: Record<number, bigint>; history?: bigint[]; role?: Role; disk?: DiskState; flags?: number; bits?: number; promotedAt?: number; resyncFrom?: bigint } = {}): NodeView {
   const bitmap = new Array<bigint>(32).fill(0n);
   for (const [k, v] of Object.entries(o.bitmap ?? {})) bitmap[Number(k)] = v;
   return {
     id, name: ['alpha', 'beta', 'gamma'][id]!, role: o.role ?? 'Secondary', disk: o.disk ?? 'UpToDate', flags: o.flags ?? 0,
     gens: { current, bitmap, history: o.history ?? [] }, promotedAt: o.promotedAt ?? 0, outOfSyncBits: o.bits ?? 0,
+    resyncFrom: o.resyncFrom ?? 0n,
   };
 }
 
@@ -108,4 +109,28 @@ test('Outdated data (a minority that lost its quorum mid-write) yields to UpToDa
   assert.ok('full' in d2 && d2.full);
   // Inconsistent data is never overwritten this way: it may hold writes nobody else has.
   assert.equal(decide(node(0, 20n, { disk: 'Inconsistent' }), node(1, 30n)).kind, 'unrelated');
+});
+
+test('an interrupted resync resumes from the bitmap while the source holds the generation it copied', () => {
+  // A fresh target (generation 0) that had started a full sync to generation 10.
+  const target = node(1, 0n, { disk: 'Inconsistent', resyncFrom: 10n, bits: 300 });
+  let d = decide(node(0, 10n), target);
+  assert.equal(d.kind, 'source');
+  assert.ok('full' in d && !d.full, 'not full: the rest of the bitmap only');
+  assert.match(d.kind === 'source' ? d.why : '', /resuming beta's interrupted resync/);
+  // The source wrote meanwhile: a new generation whose bitmap toward the target is based on 10.
+  d = decide(node(0, 20n, { bitmap: { 1: 10n }, history: [10n] }), target);
+  assert.equal(d.kind, 'source');
+  assert.ok('full' in d && !d.full);
+  // A partial resync (the target had older data at 5) resumes too.
+  d = decide(node(0, 20n, { bitmap: { 1: 5n }, history: [5n] }), node(1, 5n, { disk: 'Inconsistent', resyncFrom: 20n }));
+  assert.equal(d.kind, 'source');
+  assert.ok('full' in d && !d.full);
+  // The source's data is no longer the generation being copied (and no bitmap based on it): the old rules apply.
+  d = decide(node(0, 30n, { history: [20n, 10n] }), target);
+  assert.equal(d.kind, 'source');
+  assert.ok('full' in d && d.full, 'fresh metadata against unrelated progress: full sync');
+  // An Inconsistent "source" never resumes anyone (whatever follows, handshake() copies only whole data).
+  d = decide(node(0, 10n, { disk: 'Inconsistent' }), target);
+  assert.ok(d.kind === 'source' && d.full && !/resuming/.test(d.why));
 });

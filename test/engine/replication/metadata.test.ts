@@ -133,7 +133,7 @@ test('internal metadata: data size is the file size minus the metadata area, rou
     assert.equal(back.promotedAt, 1_700_000_000_123);
     assert.equal(back.outOfSyncBits(7), 3);
     assert.equal(back.outOfSyncBits(0), 0);
-    assert.deepEqual(back.openReport, { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false });
+    assert.deepEqual(back.openReport, { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false, badSuperblock: null });
     back.close();
   });
 });
@@ -236,6 +236,7 @@ test('superblock: a torn write of the newer slot leaves the previous state', () 
     writeAt(opts.metaFile!, slotA, Buffer.concat([seq3.subarray(0, 128), seq1.subarray(128)]));
     const back = Metadata.open(opts);
     assert.equal(back.superblockSeq, 2);
+    assert.deepEqual(back.openReport.badSuperblock, { slot: 0, reason: 'checksum mismatch', used: 1, usedSeq: 2 }, 'the torn slot is reported');
     assert.equal(back.disk, 'UpToDate');
     assert.equal(back.gens.current, 0n);
     back.disk = 'Outdated';
@@ -243,6 +244,7 @@ test('superblock: a torn write of the newer slot leaves the previous state', () 
     back.close(); // slot B, seq 4
     const again = Metadata.open(opts);
     assert.equal(again.superblockSeq, 4);
+    assert.equal(again.openReport.badSuperblock, null, 'both slots rewritten');
     assert.equal(again.disk, 'Outdated');
     again.abandon();
   });
@@ -283,11 +285,22 @@ test('superblock: writes alternate between the slots and the newest wins', () =>
     assert.equal(readAt(opts.metaFile!, b + 8, 8).readBigUInt64LE(0), 4n);
     const newest = Metadata.open(opts);
     assert.deepEqual([newest.superblockSeq, newest.promotedAt], [4, 3000]);
+    assert.equal(newest.openReport.badSuperblock, null);
     newest.abandon();
     corrupt(opts.metaFile!, b + 600);
     const older = Metadata.open(opts);
     assert.deepEqual([older.superblockSeq, older.promotedAt], [3, 2000], 'slot A is valid on its own');
+    assert.deepEqual(older.openReport.badSuperblock, { slot: 1, reason: 'checksum mismatch', used: 0, usedSeq: 3 });
     older.abandon();
+    // A slot overwritten by something else entirely, and one never written (fresh metadata) is not "bad".
+    writeAt(opts.metaFile!, b, Buffer.alloc(MD_UNIT, 0x5a));
+    const other = Metadata.open(opts);
+    assert.deepEqual(other.openReport.badSuperblock, { slot: 1, reason: 'no superblock header', used: 0, usedSeq: 3 });
+    other.abandon();
+    Metadata.create({ ...opts, force: true }).abandon();
+    const fresh = Metadata.open(opts);
+    assert.equal(fresh.openReport.badSuperblock, null, 'slot B of fresh metadata is empty, not damaged');
+    fresh.abandon();
   });
 });
 

@@ -406,3 +406,44 @@ test('a deferred local write that fails detaches the disk; the write completes f
   assert.equal(back.status, 0);
   assert.equal(back.data[0], 8, 'read through the peer after the detach');
 });
+
+for (const crashed of ['target', 'source'] as const) {
+  test(`a partial resync interrupted by a crash of its ${crashed} resumes: blocks already resynced are not sent again`, async () => {
+    // resync-rate 1 byte/s: the SyncTarget asks for the first of the scattered blocks, then waits.
+    const cfg = makeConfig(2, { resyncRate: 1, cMinRate: 1 });
+    let [a, b] = makeNodes(cfg) as [Resource, Resource];
+    connect(a, b);
+    await sleep(30);
+    a.promote(false);
+    disconnect(a, b);
+    for (let i = 0; i < 4; i++) assert.equal(await write(a, i * 8 * 4096, 4096, 0x30 + i), 0);
+    a.demote();
+    connect(a, b);
+    await sleep(60);
+    assert.equal(b.status().peers.n0!.replication, 'SyncTarget');
+    assert.equal(b.status().peers.n0!.outOfSyncBytes, 3 * 4096, 'one block resynced');
+    await sleep(1200); // the periodic bitmap write-back records it (after the data is durable)
+    if (crashed === 'target') b = restart(cfg, b);
+    else a = restart(cfg, a);
+    cfg.resyncRate = cfg.cMinRate = 0;
+    connect(a, b);
+    await sleep(150);
+    const s = b.status().peers.n0!;
+    assert.equal(s.replication, 'Established');
+    assert.equal(b.diskState, 'UpToDate');
+    assert.equal(s.lastResync!.bytesReceived, 3 * 4096, 'only the three blocks left travel');
+    for (let i = 0; i < 4; i++) assert.equal(byteAt(b, i * 8 * 4096), 0x30 + i);
+    assertConverged([a, b]);
+  });
+}
+
+test('every local I/O error is counted: a Secondary whose disk fails a replicated write (as ENOSPC would) detaches and counts it', async () => {
+  const [a, b] = await connectedPair();
+  a!.promote(false);
+  await sleep(10);
+  b!.injectFault({ kind: 'write', offset: 0, length: 4096 });
+  assert.equal(await write(a!, 0, 4096, 5), 0, 'the Primary\'s copy holds it');
+  assert.equal(b!.disk, null, 'detached');
+  assert.equal(b!.stats.localWriteErrors, 1);
+  assert.equal(b!.stats.localReadErrors, 0);
+});

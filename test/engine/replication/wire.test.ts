@@ -39,7 +39,7 @@ function samples(): Frame[] {
   return [
     { type: FrameType.Hello, version: WIRE_VERSION, nodeId: 3, resource: 'r0', nonce: bytes(32) },
     { type: FrameType.Auth, mac: bytes(32, 7) },
-    { type: FrameType.State, role: 'Primary', disk: 'UpToDate', size: 1 << 30, flags: 1, gens: gens(2), promotedAt: 1_700_000_000_000, outOfSyncBits: 12, quorum: true },
+    { type: FrameType.State, role: 'Primary', disk: 'UpToDate', size: 1 << 30, flags: 1, gens: gens(2), promotedAt: 1_700_000_000_000, outOfSyncBits: 12, quorum: true, resyncFrom: 0x8877665544332210n },
     { type: FrameType.Bitmap, offset: 64, totalBits: 1000, last: false, bits: bytes(16) },
     { type: FrameType.Data, seq: 1, offset: 4096, flags: 1, data: bytes(40) },
     { type: FrameType.Ack, seq: 1, kind: AckKind.Written, status: -5 },
@@ -84,9 +84,9 @@ test('edge values round-trip: largest numbers, empty and largest payloads, longe
   roundTrip({ type: FrameType.Hello, version: 0, nodeId: 0, resource: '', nonce: new Uint8Array(32) });
   roundTrip({ type: FrameType.Hello, version: 1, nodeId: 1, resource: '\ufeffbom', nonce: bytes(32) }); // a leading BOM is kept
   for (const disk of ['UpToDate', 'Inconsistent', 'Outdated', 'Diskless', 'Failed'] as const) {
-    roundTrip({ type: FrameType.State, role: 'Secondary', disk, size: 0, flags: 0xffff_ffff, gens: gens(0), promotedAt: 0, outOfSyncBits: MAX_SAFE, quorum: false });
+    roundTrip({ type: FrameType.State, role: 'Secondary', disk, size: 0, flags: 0xffff_ffff, gens: gens(0), promotedAt: 0, outOfSyncBits: MAX_SAFE, quorum: false, resyncFrom: 0n });
   }
-  roundTrip({ type: FrameType.State, role: 'Primary', disk: 'Diskless', size: MAX_SAFE, flags: 0, gens: gens(4), promotedAt: MAX_SAFE, outOfSyncBits: 0, quorum: true });
+  roundTrip({ type: FrameType.State, role: 'Primary', disk: 'Diskless', size: MAX_SAFE, flags: 0, gens: gens(4), promotedAt: MAX_SAFE, outOfSyncBits: 0, quorum: true, resyncFrom: 0xffff_ffff_ffff_fffen });
   roundTrip({ type: FrameType.Bitmap, offset: 0, totalBits: 0, last: true, bits: new Uint8Array(0) });
   roundTrip({ type: FrameType.Bitmap, offset: 8, totalBits: 8 * MAX_PAYLOAD + 1, last: true, bits: bytes(MAX_PAYLOAD) });
   roundTrip({ type: FrameType.Data, seq: MAX_SAFE, offset: MAX_SAFE - MAX_PAYLOAD, flags: 0xffff_ffff, data: bytes(MAX_PAYLOAD) });
@@ -148,7 +148,7 @@ test('empty, unknown, truncated, trailing and oversized frames are refused', () 
   refused(Buffer.concat([sample(FrameType.Ack), Buffer.alloc(1)]), /^ACK frame has 1 trailing bytes/);
   refused(Buffer.concat([sample(FrameType.Ping), Buffer.alloc(3)]), /^PING frame has 3 trailing bytes/);
   refused(Buffer.concat([sample(FrameType.State), Buffer.alloc(8)]), /^STATE frame has 8 trailing bytes/);
-  refused(sample(FrameType.State).subarray(0, 300), /^STATE frame truncated: 300 bytes, need 313$/);
+  refused(sample(FrameType.State).subarray(0, 308), /^STATE frame truncated: 308 bytes, need 321$/);
   refused(Buffer.concat([sample(FrameType.Hello), Buffer.alloc(1)]), /^HELLO frame has 1 trailing bytes/);
   refused(Buffer.concat([sample(FrameType.VerifyReply), Buffer.alloc(1)]), /trailing/);
   refused(sample(FrameType.VerifyReply).subarray(0, 30), /^VERIFY_REPLY frame truncated: 30 bytes, need 31$/);
@@ -300,18 +300,31 @@ test('encoding refuses values the wire cannot carry', () => {
   assert.throws(enc({ type: 99 }), /cannot encode frame type 99/);
 });
 
-test('authMac is HMAC-SHA256 over the context, peer nonce, sender id and resource; verifyAuth checks it', () => {
-  const nonce = bytes(32, 9);
-  const mac = authMac('s3cret', nonce, 2, 'r0');
-  const expected = createHmac('sha256', 's3cret').update(Buffer.concat([Buffer.from('twindisk-auth-v1'), nonce, Buffer.from([2]), Buffer.from('r0')])).digest();
+test('authMac is HMAC-SHA256 over the direction label, both ids, both nonces and the resource; verifyAuth checks every part', () => {
+  const t = { resource: 'r0', diallerId: 1, acceptorId: 2, diallerNonce: bytes(32, 9), acceptorNonce: bytes(32, 77) };
+  const mac = authMac('s3cret', 'dialler', t);
+  const expected = createHmac('sha256', 's3cret').update(Buffer.concat([
+    Buffer.from('twindisk-auth-v2 dialler->acceptor\0'), Buffer.from([1, 2]), t.diallerNonce, t.acceptorNonce, Buffer.from('r0'),
+  ])).digest();
   assert.ok(mac.equals(expected));
-  assert.equal(verifyAuth('s3cret', nonce, 2, 'r0', mac), true);
-  assert.equal(verifyAuth('wrong', nonce, 2, 'r0', mac), false);
-  assert.equal(verifyAuth('s3cret', bytes(32, 10), 2, 'r0', mac), false);
-  assert.equal(verifyAuth('s3cret', nonce, 1, 'r0', mac), false);
-  assert.equal(verifyAuth('s3cret', nonce, 2, 'r1', mac), false);
-  assert.equal(verifyAuth('s3cret', nonce, 2, 'r0', mac.subarray(0, 31)), false);
-  assert.throws(() => authMac('s', nonce, 32, 'r0'), RangeError);
+  const back = authMac('s3cret', 'acceptor', t);
+  assert.ok(back.equals(createHmac('sha256', 's3cret').update(Buffer.concat([
+    Buffer.from('twindisk-auth-v2 acceptor->dialler\0'), Buffer.from([1, 2]), t.diallerNonce, t.acceptorNonce, Buffer.from('r0'),
+  ])).digest()));
+  assert.equal(verifyAuth('s3cret', 'dialler', t, mac), true);
+  assert.equal(verifyAuth('s3cret', 'acceptor', t, back), true);
+  assert.equal(verifyAuth('s3cret', 'acceptor', t, mac), false, 'a MAC is not good in the other direction (reflection)');
+  assert.equal(verifyAuth('wrong', 'dialler', t, mac), false);
+  assert.equal(verifyAuth('s3cret', 'dialler', { ...t, diallerNonce: bytes(32, 10) }, mac), false, 'replayed against another dialler nonce');
+  assert.equal(verifyAuth('s3cret', 'dialler', { ...t, acceptorNonce: bytes(32, 10) }, mac), false, 'replayed against another acceptor nonce');
+  assert.equal(verifyAuth('s3cret', 'dialler', { ...t, diallerNonce: t.acceptorNonce, acceptorNonce: t.diallerNonce }, mac), false, 'nonces swapped');
+  assert.equal(verifyAuth('s3cret', 'dialler', { ...t, diallerId: 0 }, mac), false);
+  assert.equal(verifyAuth('s3cret', 'dialler', { ...t, diallerId: 2, acceptorId: 1 }, mac), false, 'ids swapped');
+  assert.equal(verifyAuth('s3cret', 'dialler', { ...t, resource: 'r1' }, mac), false);
+  assert.equal(verifyAuth('s3cret', 'dialler', t, mac.subarray(0, 31)), false);
+  assert.throws(() => authMac('s', 'dialler', { ...t, acceptorId: 32 }), RangeError);
+  assert.throws(() => authMac('s', 'dialler', { ...t, diallerNonce: bytes(31) }), /dialler nonce must be 32 bytes/);
+  assert.throws(() => authMac('s', 'both' as 'dialler', t), RangeError);
 });
 
 test('fuzz: random and mutated frames decode or throw WireError; decoded frames re-encode to the same bytes', () => {
@@ -321,7 +334,7 @@ test('fuzz: random and mutated frames decode or throw WireError; decoded frames 
     return seed % n;
   };
   const seeds = samples().map((f) => encodeFrame(f));
-  seeds.push(encodeFrame({ type: FrameType.State, role: 'Secondary', disk: 'Outdated', size: 0, flags: 0, gens: gens(0), promotedAt: 0, outOfSyncBits: 0, quorum: false }));
+  seeds.push(encodeFrame({ type: FrameType.State, role: 'Secondary', disk: 'Outdated', size: 0, flags: 0, gens: gens(0), promotedAt: 0, outOfSyncBits: 0, quorum: false, resyncFrom: 0n }));
   seeds.push(encodeFrame({ type: FrameType.VerifyReply, seq: 1, status: 0, hashes: [] }));
   seeds.push(encodeFrame({ type: FrameType.Error, code: 1, message: '' }));
   let decoded = 0;
