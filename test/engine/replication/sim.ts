@@ -58,7 +58,9 @@ export function restart(cfg: ResourceConfig, old: Resource): Resource {
   const me = old.me;
   const md = old.md!;
   old.close = () => undefined;
+  // The crashed instance has no disk any more (its links still go down below).
   (old as { md: Metadata | null }).md = null;
+  old.diskState = 'Diskless';
   for (const l of [...links.values()]) if (l.from === old || l.to === old) disconnect(l.from, l.to, 'crash');
   md.abandon();
   const r = new Resource({ cfg, me, log: simLog.child(`${me.name}'`) });
@@ -133,7 +135,7 @@ export function write(r: Resource, offset: number, length: number, fill: number)
   return new Promise((resolve) => {
     const slotBuffer = Buffer.alloc(HEADROOM + length, fill);
     const req = { channel: { complete: (_slot: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Write, offset, length, flags: 0, data: slotBuffer.subarray(HEADROOM), slotBuffer };
-    (r as unknown as { request(q: ChannelRequest): void }).request(req as unknown as ChannelRequest);
+    r.requests.request(req as unknown as ChannelRequest);
   });
 }
 
@@ -142,7 +144,7 @@ export function read(r: Resource, offset: number, length: number): Promise<{ sta
   return new Promise((resolve) => {
     const data = Buffer.alloc(length);
     const req = { channel: { complete: (_slot: number, status: number) => resolve({ status, data }) }, slot: 0, op: ChannelOp.Read, offset, length, flags: 0, data };
-    (r as unknown as { request(q: ChannelRequest): void }).request(req as unknown as ChannelRequest);
+    r.requests.request(req as unknown as ChannelRequest);
   });
 }
 
