@@ -220,23 +220,27 @@ export class ChannelHost {
     Atomics.store(this.l.ctl, LOCAL_READS, attachment);
   }
 
-  /** Delivers requests to `onRequest` until `stop()`; resolves when stopped. */
-  async serve(onRequest: (r: ChannelRequest) => void): Promise<void> {
+  /**
+   * Delivers requests to `onRequest` until `stop()`, and calls `onBatchEnd` after each batch (the
+   * requests found on the ring at once); resolves when stopped.
+   */
+  async serve(onRequest: (r: ChannelRequest) => void, onBatchEnd?: () => void): Promise<void> {
     const l = this.l;
     let seen = Atomics.load(l.ctl, DOORBELL);
     while (!this.stopped) {
-      this.drain(onRequest);
+      if (this.drain(onRequest) > 0) onBatchEnd?.();
       const w = Atomics.waitAsync(l.ctl, DOORBELL, seen);
       if (w.async) await w.value;
       seen = Atomics.load(l.ctl, DOORBELL);
     }
   }
 
-  private drain(onRequest: (r: ChannelRequest) => void): void {
+  /** Delivers every request on the submission ring; returns how many. */
+  private drain(onRequest: (r: ChannelRequest) => void): number {
     const l = this.l;
-    for (;;) {
+    for (let n = 0; ; n++) {
       const head = l.ctl[SQ_HEAD]!;
-      if (head === Atomics.load(l.ctl, SQ_TAIL)) return;
+      if (head === Atomics.load(l.ctl, SQ_TAIL)) return n;
       const slot = l.sq[head % l.slots]!;
       Atomics.store(l.ctl, SQ_HEAD, head + 1);
       const length = l.slotF64[slot * 2 + 1]!;
@@ -250,7 +254,11 @@ export class ChannelHost {
     }
   }
 
-  /** Posts a request's completion; the worker is woken once per batch (at the end of this turn). */
+  /**
+   * Posts a request's completion; the worker is woken once per turn of the event loop. Completions
+   * arrive from anywhere (a peer's acknowledgement, a timer, a batch), so the end of the turn (a
+   * microtask) is where they are known to be all posted: one eventfd write for all of them.
+   */
   complete(slot: number, status: number): void {
     const l = this.l;
     l.slotI32[slot * 4 + 2] = status;

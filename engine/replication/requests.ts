@@ -21,7 +21,7 @@ interface Pending {
   offset: number;
   length: number;
   marks: boolean;
-  /** The local copy is still to be written (see `writeDeferred`): the request waits for it too. */
+  /** The local copy is still to be written (see `endBatch`): the request waits for it too. */
   localPending: boolean;
   fua: boolean;
 }
@@ -55,7 +55,7 @@ export class RequestPath {
   readonly reads = new Map<number, PendingRead>();
   suspended: ChannelRequest[] = [];
   private held: ChannelRequest[] = [];
-  /** Local copies of this turn's writes, written once their frames have left (writeDeferred). */
+  /** Local copies of this turn's writes, written once their frames have left (endBatch). */
   private deferred: DeferredWrite[] = [];
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
   heldCompletions: { p: Pending; st: number }[] = [];
@@ -66,7 +66,7 @@ export class RequestPath {
       return r.channel.complete(r.slot, -EINVAL);
     }
     // A read, flush or trim sees the writes before it on the local disk.
-    if (r.op !== ChannelOp.Write) this.writeDeferred();
+    if (r.op !== ChannelOp.Write) this.endBatch();
     if (r.op === ChannelOp.Read) return this.guestRead(r);
     if (this.r.role !== 'Primary') return r.channel.complete(r.slot, -EIO);
     // While a peer with a disk is mid-handshake, whether it needs a write is not decided yet: hold
@@ -147,19 +147,20 @@ export class RequestPath {
     if (mask === 0 || !this.r.disk) {
       return this.track(req, seq, mask, this.writeLocal(data, length, offset, fua), offset, length, fua, frame !== null);
     }
-    // The local copy is written after this batch's frames have left (writeDeferred), so the peers'
+    // The local copy is written after this batch's frames have left (endBatch), so the peers'
     // disks and this one work at the same time instead of one after the other (DRBD submits both at once).
     this.track(req, seq, mask, 0, offset, length, fua, frame !== null, true);
     this.deferred.push({ seq, data, offset, length, fua });
-    if (this.deferred.length === 1) queueMicrotask(() => this.writeDeferred());
   }
 
   /**
-   * Sends the frames queued on the links this turn, then writes the deferred local copies. Runs at the
-   * end of a batch of requests, and before anything that must see earlier writes on the local disk
-   * (a flush, a trim, a read). No frame can be received in between: it all happens in one turn.
+   * The end of a batch of requests: sends the frames queued on the links, then writes the deferred
+   * local copies. Called by whoever delivered the batch (the channel, once it has drained its ring; the
+   * replay of held or suspended requests), and before anything that must see earlier writes on the
+   * local disk (a flush, a trim, a read). No frame can be received in between: the batch and its end
+   * run in one turn of the event loop.
    */
-  writeDeferred(): void {
+  endBatch(): void {
     if (this.deferred.length === 0) return;
     for (const p of this.r.peers) p.link?.flush?.();
     const batch = this.deferred;
@@ -338,6 +339,7 @@ export class RequestPath {
     const list = this.held;
     this.held = [];
     for (const r of list) this.request(r);
+    this.endBatch();
   }
 
   onReadReply(p: Peer, seq: number, status: number, data: Uint8Array): void {

@@ -8,7 +8,7 @@
 import { findNextSet } from '../../wasm/index.js';
 import { Logger } from '../log.js';
 import { EIO } from '../os.js';
-import { type ChannelHost } from './channel.js';
+import { type ChannelHost, type ChannelRequest } from './channel.js';
 import { quorumVotes, type NodeConfig, type ResourceConfig } from './config.js';
 import {
   ErrorCode, FrameType, MAX_PAYLOAD, STATE_WANT_RESYNC, type DiskState, type Frame, type Role,
@@ -250,7 +250,8 @@ export class Resource implements LinkHandler {
   serveChannel(ch: ChannelHost): Promise<void> {
     this.channels.push(ch);
     this.updateLocalReads();
-    return ch.serve((r) => this.safely(() => this.requests.request(r), () => r.channel.complete(r.slot, -EIO))).finally(() => {
+    const request = (r: ChannelRequest) => this.safely(() => this.requests.request(r), () => r.channel.complete(r.slot, -EIO));
+    return ch.serve(request, () => this.safely(() => this.requests.endBatch())).finally(() => {
       const i = this.channels.indexOf(ch);
       if (i >= 0) this.channels.splice(i, 1);
     });
@@ -394,6 +395,7 @@ export class Resource implements LinkHandler {
       this.requests.suspended = [];
       this.log.info('quorum regained: resuming suspended I/O', { requests: list.length });
       for (const r of list) this.requests.request(r);
+      this.requests.endBatch();
     } else if (!this.hasQuorum() && this.role === 'Primary') {
       const v = this.votes();
       this.log.warn(`lost quorum (${v.have} of ${v.needed} votes): new writes ${this.cfg.onNoQuorum === 'suspend-io' ? 'are suspended' : 'fail'} until it returns`);
@@ -578,7 +580,7 @@ export class Resource implements LinkHandler {
 
   /** Clean shutdown: demotes (if no client), flushes metadata and closes the disk. */
   close(): void {
-    this.requests.writeDeferred();
+    this.requests.endBatch();
     if (this.resync.resyncTimer) clearInterval(this.resync.resyncTimer);
     if (this.bitmapTimer) clearInterval(this.bitmapTimer);
     this.resync.resyncTimer = this.bitmapTimer = null;

@@ -5,7 +5,7 @@ import { EIO } from '../../../engine/os.js';
 import { ChannelOp } from '../../../engine/replication/channel.js';
 import type { Resource } from '../../../engine/replication/resource.js';
 import {
-  assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, sleep, write,
+  assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, sleep, submit, write,
 } from './sim.js';
 
 /** Connects every pair of `nodes`. */
@@ -380,7 +380,7 @@ test('a batch of writes: frames leave first, then the local copies are written, 
   const r = read(a!, 0, 4096);
   const f = new Promise<number>((resolve) => {
     const req = { channel: { complete: (_s: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Flush, offset: 0, length: 0, flags: 0, data: Buffer.alloc(0) };
-    a!.requests.request(req as never);
+    submit(a!, req as never);
   });
   assert.deepEqual(events, ['send', 'send', 'flush-link', 'write@0', 'write@8192', 'sync']);
   assert.deepEqual([await w1, await w2, await f], [0, 0, 0]);

@@ -135,8 +135,14 @@ export function write(r: Resource, offset: number, length: number, fill: number)
   return new Promise((resolve) => {
     const slotBuffer = Buffer.alloc(HEADROOM + length, fill);
     const req = { channel: { complete: (_slot: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Write, offset, length, flags: 0, data: slotBuffer.subarray(HEADROOM), slotBuffer };
-    r.requests.request(req as unknown as ChannelRequest);
+    submit(r, req as unknown as ChannelRequest);
   });
+}
+
+/** Submits a request as a channel does; the batch ends at the end of this turn (channel: after its drain). */
+export function submit(r: Resource, req: ChannelRequest): void {
+  r.requests.request(req);
+  queueMicrotask(() => r.requests.endBatch());
 }
 
 /** A guest read through `r`. */
@@ -144,7 +150,7 @@ export function read(r: Resource, offset: number, length: number): Promise<{ sta
   return new Promise((resolve) => {
     const data = Buffer.alloc(length);
     const req = { channel: { complete: (_slot: number, status: number) => resolve({ status, data }) }, slot: 0, op: ChannelOp.Read, offset, length, flags: 0, data };
-    r.requests.request(req as unknown as ChannelRequest);
+    submit(r, req as unknown as ChannelRequest);
   });
 }
 
