@@ -24,7 +24,7 @@ export class ResyncDriver {
   constructor(private readonly r: Resource) {}
   resyncTimer: NodeJS.Timeout | null = null;
   /** A SyncTarget's data sync for its bitmap write-back is running (persistResyncProgress). */
-  private progressSyncing = false;
+  progressSyncing = false;
   /** Frame buffers for resync answers (see onResyncRequest). */
   private readonly resyncFrames: Buffer[] = [];
 

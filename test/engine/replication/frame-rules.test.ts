@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import { AckKind, FrameType, TRIM_ZEROES, type Frame } from '../../../engine/replication/frames.js';
 import { refuseFrame, type FrameContext } from '../../../engine/replication/frame-rules.js';
 import type { Resource } from '../../../engine/replication/resource.js';
-import { connect, disconnect, link, makeConfig, makeNodes, sleep, write, SIZE } from './sim.js';
+import { connect, disconnect, link, makeConfig, makeNodes, settle, simulatedTime, write, SIZE } from './sim.js';
+
+simulatedTime();
 
 /** The situations a frame can meet, from the receiver's side. */
 const base: FrameContext = { peerState: true, replication: 'Established', peerRole: 'Secondary', myRole: 'Secondary', myDisk: true, allowTwoPrimaries: false, staleResyncAnswers: false };
@@ -101,16 +103,16 @@ async function situation(name: string): Promise<{ into: Resource; from: Resource
     return { into: a, from: b, nodes };
   }
   connect(a, b);
-  await sleep(30);
+  await settle(30);
   a.promote(false);
-  await sleep(10);
+  await settle(10);
   if (name === 'primaryFromSecondary') return { into: a, from: b, nodes };
   if (name === 'secondaryFromPrimary') return { into: b, from: a, nodes };
   // A resync of scattered blocks that stays in progress.
   disconnect(a, b);
   for (let i = 0; i < 4; i++) assert.equal(await write(a, i * 8 * 4096, 4096, 0x22), 0);
   connect(a, b);
-  await sleep(60);
+  await settle(60);
   assert.equal(a.status().peers.n1!.replication, 'SyncSource', 'a resync is in progress');
   return name === 'syncSource' ? { into: a, from: b, nodes } : { into: b, from: a, nodes };
 }

@@ -5,8 +5,10 @@ import { EIO } from '../../../engine/os.js';
 import { ChannelOp } from '../../../engine/replication/channel.js';
 import type { Resource } from '../../../engine/replication/resource.js';
 import {
-  assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, sleep, submit, write,
+  assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, settle, simulatedTime, submit, until, write,
 } from './sim.js';
+
+simulatedTime();
 
 /** Connects every pair of `nodes`. */
 function mesh(...nodes: Resource[]): void {
@@ -17,7 +19,7 @@ function mesh(...nodes: Resource[]): void {
 async function meshed(n: number, o: Parameters<typeof makeConfig>[1] = {}): Promise<Resource[]> {
   const nodes = makeNodes(makeConfig(n, o));
   mesh(...nodes);
-  await sleep(50);
+  await settle(50);
   return nodes;
 }
 
@@ -25,7 +27,7 @@ async function meshed(n: number, o: Parameters<typeof makeConfig>[1] = {}): Prom
 async function connectedPair(o: Parameters<typeof makeConfig>[1] = {}): Promise<Resource[]> {
   const nodes = makeNodes(makeConfig(2, o));
   connect(nodes[0]!, nodes[1]!);
-  await sleep(30);
+  await settle(30);
   return nodes;
 }
 
@@ -33,7 +35,7 @@ async function connectedPair(o: Parameters<typeof makeConfig>[1] = {}): Promise<
 async function twoPrimaries(): Promise<Resource[]> {
   const nodes = await connectedPair({ allowTwoPrimaries: true });
   nodes[0]!.promote(false);
-  await sleep(10);
+  await settle(10);
   nodes[1]!.promote(false);
   return nodes;
 }
@@ -41,7 +43,7 @@ async function twoPrimaries(): Promise<Resource[]> {
 test('protocol C: a write completes when both disks hold it; a Secondary is written, never promoted behind a Primary', async () => {
   const [a, b] = await connectedPair();
   a!.promote(false);
-  await sleep(10);
+  await settle(10);
   assert.throws(() => b!.promote(false), /n0 is Primary/);
   assert.equal(await write(a!, 4096, 8192, 3), 0);
   assert.equal(byteAt(b!, 4096), 3);
@@ -56,7 +58,7 @@ test('a write the peer missed while away is resynced from the bitmap; only those
   for (let i = 0; i < 5; i++) assert.equal(await write(a!, i * 65536, 4096, 10 + i), 0);
   assert.equal(a!.status().peers.n1!.outOfSyncBytes, 5 * 4096);
   connect(a!, b!);
-  await sleep(100);
+  await settle(100);
   const s = a!.status().peers.n1!;
   assert.equal(s.replication, 'Established');
   assert.equal(s.lastResync!.bytesSent, 5 * 4096);
@@ -67,12 +69,12 @@ test('a write the peer missed while away is resynced from the bitmap; only those
 test('diskless Primary: writes a disk peer missed are tracked by the other disk peer; a write with no copy left fails', async () => {
   const [a, b, c] = await meshed(3, { diskless: [0] });
   a!.promote(false);
-  await sleep(20);
+  await settle(20);
   disconnect(a!, c!); disconnect(b!, c!);
   assert.equal(await write(a!, 0, 4096, 7), 0);
-  await sleep(20);
+  await settle(20);
   connect(b!, c!); connect(a!, c!);
-  await sleep(200);
+  await settle(200);
   assert.equal(byteAt(c!, 0), 7, 'c got the write it missed');
   assertConverged([a!, b!, c!]);
   assert.equal((await read(a!, 0, 4096)).data[0], 7);
@@ -85,20 +87,20 @@ test('diskless Primary: writes a disk peer missed are tracked by the other disk 
 test('three nodes: writes a Secondary receives are marked toward a peer it cannot reach', async () => {
   const [a, b, c] = await meshed(3);
   a!.promote(false);
-  await sleep(20);
+  await settle(20);
   disconnect(a!, c!); disconnect(b!, c!);
   assert.equal(await write(a!, 0, 4096, 1), 0);
-  await sleep(20);
+  await settle(20);
   a!.demote();
-  await sleep(20);
+  await settle(20);
   b!.promote(false);
   assert.equal(await write(b!, 8192, 4096, 2), 0);
-  await sleep(20);
+  await settle(20);
   b!.demote();
-  await sleep(20);
+  await settle(20);
   disconnect(a!, b!);
   connect(a!, c!);
-  await sleep(300);
+  await settle(300);
   assert.equal(byteAt(c!, 0), 1);
   assert.equal(byteAt(c!, 8192), 2, 'the write made on b while c was away reached c through a');
   assertConverged([a!, b!, c!]);
@@ -112,7 +114,7 @@ test('a link dropping mid-write: the write completes on the Primary, is marked, 
   assert.equal(await p, 0);
   a!.demote();
   connect(a!, b!);
-  await sleep(150);
+  await settle(150);
   assert.equal(byteAt(b!, 0), 5);
   assertConverged([a!, b!]);
 });
@@ -128,7 +130,7 @@ for (const protocol of ['A', 'B'] as const) {
     assert.equal(await p, 0);
     assert.equal(await write(a!, 65536, 4096, 6), 0);
     connect(a!, b!);
-    await sleep(150);
+    await settle(150);
     assert.equal(byteAt(b!, 0), 5);
     assert.equal(byteAt(b!, 65536), 6);
     assertConverged([a!, b!]);
@@ -141,17 +143,17 @@ test('a crashed Primary resyncs its activity log with every disk peer, not just 
   const [c, b] = [nodes[0]!, nodes[1]!];
   let a = nodes[2]!;
   mesh(a, b, c);
-  await sleep(50);
+  await settle(50);
   a.promote(false);
-  await sleep(20);
+  await settle(20);
   link(a, c).delay = 10_000; // reaches b, not c; never acknowledged
   void write(a, 0, 4096, 9);
-  await sleep(30);
+  await settle(30);
   a = restart(cfg, a);
   connect(a, b);
-  await sleep(100);
+  await settle(100);
   connect(a, c);
-  await sleep(150);
+  await settle(150);
   assert.equal(byteAt(a, 0), byteAt(b, 0));
   assert.equal(byteAt(a, 0), byteAt(c, 0));
   assertConverged([a, b, c]);
@@ -160,7 +162,7 @@ test('a crashed Primary resyncs its activity log with every disk peer, not just 
 test('an Inconsistent node (interrupted resync) is never a SyncSource', async () => {
   const [a, b, c] = await meshed(3);
   a!.promote(false);
-  await sleep(20);
+  await settle(20);
   disconnect(a!, c!); disconnect(b!, c!);
   await write(a!, 0, 4096, 1);
   disconnect(a!, b!);
@@ -169,11 +171,11 @@ test('an Inconsistent node (interrupted resync) is never a SyncSource', async ()
   const l = connect(a!, b!);
   l.delay = 5;
   link(b!, a!).delay = 5;
-  for (let i = 0; i < 200 && b!.diskState !== 'Inconsistent'; i++) await sleep(1);
+  for (let i = 0; i < 200 && b!.diskState !== 'Inconsistent'; i++) await settle(1);
   disconnect(a!, b!);
   assert.equal(b!.diskState, 'Inconsistent');
   connect(b!, c!);
-  await sleep(150);
+  await settle(150);
   assert.equal(c!.diskState, 'UpToDate', 'c keeps its older but consistent data');
   assert.equal(byteAt(c!, 0), 0);
   assert.equal(b!.diskState, 'Inconsistent');
@@ -184,20 +186,20 @@ test('untrusted frames at the wrong time change nothing', async () => {
   const cfg = makeConfig(2);
   const [a, b] = makeNodes(cfg);
   const l = connect(a!, b!);
-  await sleep(30);
+  await settle(30);
   const before = byteAt(a!, 0);
   const { FrameType } = await import('../../../engine/replication/frames.js');
   // Resync data without a request, a read reply nobody asked for, a bitmap outside a handshake.
   l.send({ type: FrameType.ResyncData, seq: 99, offset: 0, data: Buffer.alloc(4096, 0xee) });
   l.send({ type: FrameType.ReadReply, seq: 12345, status: 0, data: Buffer.alloc(512) });
   l.send({ type: FrameType.Bitmap, offset: 0, totalBits: 256, last: true, bits: Buffer.alloc(32, 0xff) });
-  await sleep(30);
+  await settle(30);
   assert.equal(byteAt(a!, 0), before);
   assert.equal(byteAt(b!, 0), before);
   assert.equal(b!.status().peers.n0!.outOfSyncBytes, 0);
   // An unsolicited resync request is refused with a closed link, not served.
   l.send({ type: FrameType.ResyncRequest, seq: 1, offset: 0, length: 4096 });
-  await sleep(30);
+  await settle(30);
   assert.equal(a!.status().peers.n1!.connection, 'Connecting');
 });
 
@@ -210,7 +212,7 @@ test('checksum-based resync (csums-alg xxh3) sends only blocks whose content dif
   for (let i = 10; i < 13; i++) assert.equal(await write(a!, i * 4096, 4096, 0x77), 0);
   assert.equal(a!.status().peers.n1!.outOfSyncBytes, 7 * 4096);
   connect(a!, b!);
-  await sleep(150);
+  await settle(150);
   const r = a!.status().peers.n1!.lastResync!;
   assert.equal(r.bytesSent, 3 * 4096 + 0, 'only the changed blocks travel');
   assert.equal(r.bytesSkipped, 4 * 4096);
@@ -224,30 +226,30 @@ test('online verify finds blocks that differ behind the engine\'s back and marks
   b!.disk!.write(Buffer.alloc(4096, 0x33), 4096, 5 * 4096);
   b!.disk!.write(Buffer.alloc(512, 0x44), 512, 9 * 4096 + 512);
   a!.startVerify(true);
-  for (let i = 0; i < 100 && (a!.status().peers.n1!.verify?.running ?? true); i++) await sleep(10);
+  for (let i = 0; i < 100 && (a!.status().peers.n1!.verify?.running ?? true); i++) await settle(10);
   assert.equal(a!.status().peers.n1!.verify!.outOfSyncBlocks, 2);
-  for (let i = 0; i < 100 && a!.status().peers.n1!.outOfSyncBytes !== 0; i++) await sleep(10);
-  await sleep(50);
+  for (let i = 0; i < 100 && a!.status().peers.n1!.outOfSyncBytes !== 0; i++) await settle(10);
+  await settle(50);
   assert.equal(byteAt(b!, 5 * 4096), 0);
   assert.equal(byteAt(b!, 9 * 4096 + 512), 0);
   a!.startVerify(false);
-  for (let i = 0; i < 100 && (a!.status().peers.n1!.verify?.running ?? true); i++) await sleep(10);
+  for (let i = 0; i < 100 && (a!.status().peers.n1!.verify?.running ?? true); i++) await settle(10);
   assert.equal(a!.status().peers.n1!.verify!.outOfSyncBlocks, 0);
 });
 
 test('a node resyncing from a Secondary while the Primary writes partial blocks to it ends with the Primary\'s data', async () => {
   const [p, s, t] = await meshed(3, { resyncRate: 1 << 20, cMinRate: 1 << 20 });
   p!.promote(false);
-  await sleep(20);
+  await settle(20);
   disconnect(p!, t!); disconnect(s!, t!);
   assert.equal(await write(p!, 0, 4096, 1), 0); // t misses it; s follows the new generation
-  await sleep(20);
+  await settle(20);
   connect(p!, t!); connect(s!, t!);
-  await sleep(50);
+  await settle(50);
   link(p!, s!).delay = 2500; // s receives the Primary's writes late
   const OFF = 900 * 1024;
   assert.equal(await write(p!, OFF, 512, 0xab), 0); // a partial 4 KiB block
-  await sleep(3500);
+  await settle(3500);
   assert.equal(byteAt(p!, OFF), 0xab);
   assert.equal(byteAt(t!, OFF), 0xab, 't holds the Primary\'s write');
   assertConverged([p!, s!, t!]);
@@ -266,7 +268,7 @@ test('allow-two-primaries: concurrent writes to one block from both Primaries en
   const [wa, wb] = await Promise.all([write(a!, 8 * 4096, 4096, 0xa), write(b!, 8 * 4096, 4096, 0xb)]);
   assert.equal(wa, 0);
   assert.equal(wb, 0);
-  await sleep(20);
+  await settle(20);
   assert.equal(byteAt(a!, 8 * 4096), 0xa);
   assert.equal(byteAt(b!, 8 * 4096), 0xa, 'n0 (lower id) wins on both nodes');
   assert.equal(a!.status().stats.writeConflicts, 1);
@@ -289,7 +291,7 @@ test('quorum: a write in flight when the Primary loses its majority fails (io-er
   assert.equal(await write(b!, 0, 4096, 9), 0);
   b!.demote();
   connect(a!, b!); connect(a!, c!);
-  await sleep(200);
+  await settle(200);
   assert.equal(byteAt(a!, 0), 9);
   assertConverged([a!, b!, c!]);
 });
@@ -300,16 +302,16 @@ test('quorum with a diskless tie-breaker: a write acknowledged with its vote is 
   // b drops first: a keeps the quorum with c's vote, and the write completes on a alone.
   disconnect(a!, b!); disconnect(b!, c!);
   assert.equal(await write(a!, 0, 4096, 0x42), 0);
-  await sleep(20);
+  await settle(20);
   // Then a goes too; b comes back next to c: together a majority, but c knows b's data is older.
   disconnect(a!, c!);
   connect(b!, c!);
-  await sleep(30);
+  await settle(30);
   assert.throws(() => b!.promote(false), /c|n2 knows a newer data generation/);
   // With a back, b resyncs and may then be promoted.
   a!.demote();
   connect(a!, b!);
-  await sleep(150);
+  await settle(150);
   assert.equal(byteAt(b!, 0), 0x42);
   b!.promote(false);
   assert.equal(b!.role, 'Primary');
@@ -320,7 +322,7 @@ test('allow-two-primaries: partially overlapping concurrent writes and a concurr
   const [a, b] = await twoPrimaries();
   // a (n0, wins) writes [4K, 12K); b writes [0, 8K) at the same time.
   await Promise.all([write(a!, 4096, 8192, 0xa), write(b!, 0, 8192, 0xb)]);
-  await sleep(20);
+  await settle(20);
   for (const n of [a!, b!]) {
     assert.equal(byteAt(n, 0), 0xb, `${n.me.name}: b's bytes outside the overlap`);
     assert.equal(byteAt(n, 4096), 0xa, `${n.me.name}: a's bytes where they overlap`);
@@ -343,7 +345,7 @@ test('an Outdated minority that holds acknowledged writes does not yield to a pe
   a!.promote(false);
   disconnect(a!, c!); disconnect(b!, c!); // c stays UpToDate at the old generation
   assert.equal(await write(a!, 0, 4096, 0x42), 0, 'acknowledged with a and b as the quorum');
-  await sleep(20);
+  await settle(20);
   link(a!, b!).delay = 50;
   const w = write(a!, 4096, 4096, 0x43);
   disconnect(a!, b!);
@@ -351,11 +353,11 @@ test('an Outdated minority that holds acknowledged writes does not yield to a pe
   assert.equal(a!.diskState, 'Outdated');
   a!.demote();
   connect(a!, c!);
-  await sleep(200);
+  await settle(200);
   assert.equal(byteAt(a!, 0), 0x42, 'a keeps the acknowledged write');
   assert.equal(byteAt(c!, 0), 0x42, 'c, which missed it, receives it');
   connect(b!, c!); connect(a!, b!);
-  await sleep(300);
+  await settle(300);
   for (const n of [a!, b!, c!]) assert.equal(byteAt(n, 0), 0x42, `${n.me.name} holds the acknowledged write`);
   assertConverged([a!, b!, c!]);
 });
@@ -363,7 +365,7 @@ test('an Outdated minority that holds acknowledged writes does not yield to a pe
 test('a batch of writes: frames leave first, then the local copies are written, all before a flush or read of the same batch', async () => {
   const [a, b] = await connectedPair();
   a!.promote(false);
-  await sleep(10);
+  await settle(10);
   const events: string[] = [];
   const l = link(a!, b!) as unknown as { sendEncoded(x: Buffer): void; flush?(): void };
   const send = l.sendEncoded.bind(l);
@@ -394,7 +396,7 @@ test('a batch of writes: frames leave first, then the local copies are written, 
 test('a deferred local write that fails detaches the disk; the write completes from the peer\'s copy', async () => {
   const [a, b] = await connectedPair();
   a!.promote(false);
-  await sleep(10);
+  await settle(10);
   a!.injectFault({ kind: 'write', offset: 4096, length: 4096 });
   const [s1, s2] = await Promise.all([write(a!, 0, 4096, 7), write(a!, 4096, 4096, 8)]);
   assert.deepEqual([s1, s2], [0, 0]);
@@ -413,21 +415,23 @@ for (const crashed of ['target', 'source'] as const) {
     const cfg = makeConfig(2, { resyncRate: 1, cMinRate: 1 });
     let [a, b] = makeNodes(cfg) as [Resource, Resource];
     connect(a, b);
-    await sleep(30);
+    await settle(30);
     a.promote(false);
     disconnect(a, b);
     for (let i = 0; i < 4; i++) assert.equal(await write(a, i * 8 * 4096, 4096, 0x30 + i), 0);
     a.demote();
     connect(a, b);
-    await sleep(60);
+    await settle(60);
     assert.equal(b.status().peers.n0!.replication, 'SyncTarget');
     assert.equal(b.status().peers.n0!.outOfSyncBytes, 3 * 4096, 'one block resynced');
-    await sleep(1200); // the periodic bitmap write-back records it (after the data is durable)
+    await settle(1200); // the periodic bitmap write-back records it, after the data is durable:
+    await until(() => !b.resync.progressSyncing, 'the data sync of the write-back'); // (an fdatasync on libuv's pool)
+    await settle(10);
     if (crashed === 'target') b = restart(cfg, b);
     else a = restart(cfg, a);
     cfg.resyncRate = cfg.cMinRate = 0;
     connect(a, b);
-    await sleep(150);
+    await settle(150);
     const s = b.status().peers.n0!;
     assert.equal(s.replication, 'Established');
     assert.equal(b.diskState, 'UpToDate');
@@ -440,7 +444,7 @@ for (const crashed of ['target', 'source'] as const) {
 test('every local I/O error is counted: a Secondary whose disk fails a replicated write (as ENOSPC would) detaches and counts it', async () => {
   const [a, b] = await connectedPair();
   a!.promote(false);
-  await sleep(10);
+  await settle(10);
   b!.injectFault({ kind: 'write', offset: 0, length: 4096 });
   assert.equal(await write(a!, 0, 4096, 5), 0, 'the Primary\'s copy holds it');
   assert.equal(b!.disk, null, 'detached');

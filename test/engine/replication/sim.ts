@@ -1,4 +1,5 @@
 // Resource instances wired by in-memory links (frames still go through the codec), for deterministic failure scenarios.
+import FakeTimers from '@sinonjs/fake-timers';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,56 @@ import { Resource } from '../../../engine/replication/resource.js';
 import { decodeFrame, encodeFrame } from '../../../engine/replication/wire.js';
 
 export const SIZE = 1 << 20;
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Timers and Date as the engine sees them in scenario tests: simulated once simulatedTime() is called. */
+const real = { setTimeout: globalThis.setTimeout };
+let clock: FakeTimers.InstalledClock | null = null;
+
+/**
+ * Replaces timers, setImmediate and Date with a simulated clock for the rest of this test file: time
+ * passes only in settle(), where every timer, link delivery and microtask due runs at once, in order.
+ * So scenario tests are exact and do not wait.
+ */
+export function simulatedTime(): void {
+  clock ??= FakeTimers.install({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate', 'Date'] });
+}
+
+/** Lets `ms` of time pass: simulated (at once, see simulatedTime), or real without it. */
+export async function settle(ms: number): Promise<void> {
+  if (clock) await clock.tickAsync(ms);
+  else await new Promise((r) => real.setTimeout(r, ms));
+}
+
+/**
+ * `p`, with simulated time passing (a millisecond at a time) while a test awaits it, as real time
+ * would: a guest request completes when its acknowledgements have been delivered. Time passes only
+ * once it is awaited (`then`), so a request started and left pending changes nothing by itself.
+ */
+function pump<T>(p: Promise<T>): Promise<T> {
+  if (!clock) return p;
+  const c = clock;
+  let done = false;
+  void p.finally(() => { done = true; });
+  let pumping: Promise<T> | null = null;
+  const run = async (): Promise<T> => {
+    for (let ms = 0; !done && ms < 60_000; ms++) await c.tickAsync(1);
+    return p;
+  };
+  return {
+    then: (ok, fail) => (pumping ??= run()).then(ok, fail),
+    catch: (fail) => (pumping ??= run()).catch(fail),
+    finally: (f) => (pumping ??= run()).finally(f),
+    [Symbol.toStringTag]: 'Promise',
+  } as Promise<T>;
+}
+
+/** Waits on the real event loop for work the clock does not drive (an fdatasync on libuv's pool). */
+export async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; !cond(); i++) {
+    if (i > 5000) throw new Error(`${what}: not done within 5 s`);
+    await new Promise((r) => real.setTimeout(r, 1));
+  }
+}
 
 /** A resource of `n` nodes named n0..; `diskless` lists the ids without a disk. */
 export function makeConfig(n: number, o: Partial<ResourceConfig> & { diskless?: number[] } = {}): ResourceConfig {
@@ -132,11 +182,11 @@ export function disconnect(a: Resource, b: Resource, why = 'test'): void {
 
 /** A guest write through `r` (as its channel would deliver it); resolves with the status. */
 export function write(r: Resource, offset: number, length: number, fill: number): Promise<number> {
-  return new Promise((resolve) => {
+  return pump(new Promise((resolve) => {
     const slotBuffer = Buffer.alloc(HEADROOM + length, fill);
     const req = { channel: { complete: (_slot: number, st: number) => resolve(st) }, slot: 0, op: ChannelOp.Write, offset, length, flags: 0, data: slotBuffer.subarray(HEADROOM), slotBuffer };
     submit(r, req as unknown as ChannelRequest);
-  });
+  }));
 }
 
 /** Submits a request as a channel does; the batch ends at the end of this turn (channel: after its drain). */
@@ -147,11 +197,11 @@ export function submit(r: Resource, req: ChannelRequest): void {
 
 /** A guest read through `r`. */
 export function read(r: Resource, offset: number, length: number): Promise<{ status: number; data: Buffer }> {
-  return new Promise((resolve) => {
+  return pump(new Promise((resolve) => {
     const data = Buffer.alloc(length);
     const req = { channel: { complete: (_slot: number, status: number) => resolve({ status, data }) }, slot: 0, op: ChannelOp.Read, offset, length, flags: 0, data };
     submit(r, req as unknown as ChannelRequest);
-  });
+  }));
 }
 
 /** One byte of a node's local disk. */
