@@ -127,7 +127,7 @@ function createMd(args: string[]): number {
     try {
       if (values['assume-clean']) {
         // Every node derives the same first generation from the resource and the size, so they start in sync.
-        md.gens.current = cleanGeneration(cfg.resource, md.dataSize);
+        md.setInitialGeneration(cleanGeneration(cfg.resource, md.dataSize));
         md.disk = 'UpToDate';
         md.writeSuperblock();
       }

@@ -220,17 +220,13 @@ export class PeerConnections {
       p.link!.close(ErrorCode.SizeMismatch, `bitmap of ${totalBits} bits does not match ${this.r.md.bits}`);
       return;
     }
-    const bm = this.r.md.bitmap(p.id);
     const start = offset >>> 3;
-    if (start + bits.length > bm.length) {
+    if (start + bits.length > Math.ceil(this.r.md.bits / 8)) {
       p.link!.close(ErrorCode.Protocol, 'bitmap frame past the end of the bitmap');
       return;
     }
     // Both sides' changes: the union is what differs.
-    for (let i = 0; i < bits.length; i++) bm[start + i]! |= bits[i]!;
-    const tail = this.r.md.bits & 7;
-    if (tail !== 0 && start + bits.length === bm.length) bm[bm.length - 1]! &= (1 << tail) - 1; // no bits past the end
-    this.r.md.markBitmapDirty(p.id, start * 8, Math.min(this.r.md.bits, (start + bits.length) * 8));
+    this.r.md.mergeBitmap(p.id, start, bits);
     if (last) {
       p.bitmapReceived = true;
       this.maybeStartResync(p);

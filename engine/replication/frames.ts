@@ -71,7 +71,17 @@ export const STATE_DISCARD_MY_DATA = 4; // after a split brain, the sender gives
 export interface Generations {
   current: bigint;
   bitmap: bigint[]; // length MAX_NODES, index = peer node id
-  history: bigint[]; // at most 4
+  history: bigint[]; // at most MAX_HISTORY
+}
+
+/** Most earlier generations a node remembers (in its superblock and its STATE): the one bound. */
+export const MAX_HISTORY = 4;
+
+/** Generations as a reader sees them (Metadata.gens: changed only through its methods). */
+export interface ReadonlyGenerations {
+  readonly current: bigint;
+  readonly bitmap: readonly bigint[];
+  readonly history: readonly bigint[];
 }
 
 /**

@@ -4,7 +4,7 @@ import { hex } from './handshake.js';
 import { newGeneration } from './metadata.js';
 import type { Resource } from './resource.js';
 import { Peer } from './peer.js';
-import { MAX_HISTORY } from './wire.js';
+import { MAX_HISTORY } from './frames.js';
 
 /** Moves `g` to generation `next`: its current one becomes the newest of its (bounded) history. */
 export function advance(g: Generations, next: bigint): void {
@@ -31,8 +31,7 @@ export class GenerationTracker {
     this.r.changeState({
       announce: true,
       persist: (m) => {
-        for (const p of this.r.peers) if (missing & (1 << p.id)) m.gens.bitmap[p.id] = m.gens.current;
-        advance(m.gens, newGeneration());
+        m.rotateGeneration(newGeneration(), this.r.peers.filter((p) => missing & (1 << p.id)).map((p) => p.id));
       },
     });
     this.r.log.info('new data generation: writes are now tracked for peers that miss them', {
@@ -64,21 +63,18 @@ export class GenerationTracker {
     this.r.changeState({
       announce: true,
       persist: (m) => {
-        this.baseAbsentPeers(m.gens.current);
-        advance(m.gens, s.gens.current);
+        m.rotateGeneration(s.gens.current, this.absentDiskPeers());
       },
     });
     this.r.log.debug(`following ${p.name}'s new data generation`, { generation: hex(s.gens.current) });
   }
 
   /**
-   * Before this node leaves generation `old`, peers with disks that are away get `old` as the base of
-   * this node's bitmap toward them (unless they have one): the writes this node receives from now on
-   * are marked for them (`markAbsent`).
+   * Peers with disks that are away: when this node leaves its generation, they get it as the base of this
+   * node's bitmap toward them (unless they have one), and the writes this node receives from then on are
+   * marked for them (`markAbsent`).
    */
-  baseAbsentPeers(old: bigint): void {
-    const md = this.r.md;
-    if (!md || old === 0n) return;
-    for (const q of this.r.peers) if (q.hasDisk && !q.replicating && md.gens.bitmap[q.id] === 0n) md.gens.bitmap[q.id] = old;
+  absentDiskPeers(): number[] {
+    return this.r.peers.filter((q) => q.hasDisk && !q.replicating).map((q) => q.id);
   }
 }

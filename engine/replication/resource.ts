@@ -5,7 +5,6 @@
 // the local disk is written with one system call on the page cache, frames are queued on links, and
 // a request completes when every copy it waits for is acknowledged (protocol C: written on every
 // connected peer's disk; B: received by every peer; A: sent).
-import { findNextSet } from '../../wasm/index.js';
 import { Logger } from '../log.js';
 import { EIO } from '../os.js';
 import { type ChannelHost, type ChannelRequest } from './channel.js';
@@ -335,7 +334,7 @@ export class Resource implements LinkHandler {
     this.changeState({
       role: 'Primary', ...(declared ? { disk: 'UpToDate' as const } : {}), flags: force ? STATE_WANT_RESYNC : 0,
       persist: (md) => {
-        if (declared && md.gens.current === 0n) md.gens.current = newGeneration();
+        if (declared && md.gens.current === 0n) md.setInitialGeneration(newGeneration());
         md.promotedAt = Date.now();
       },
     });
@@ -460,10 +459,7 @@ export class Resource implements LinkHandler {
 
   anyOutOfSync(peerId: number, offset: number, length: number): boolean {
     const md = this.md;
-    if (!md || length === 0) return false;
-    const from = Math.floor(offset / md.granularity);
-    const to = Math.ceil((offset + length) / md.granularity);
-    return findNextSet(md.bitmap(peerId), from, to) >= 0;
+    return md !== null && length > 0 && md.anyOutOfSync(peerId, offset, length);
   }
 
   /** Percent done of a resync with `total` bits out of sync at its start, one decimal. */

@@ -1,5 +1,5 @@
 // Resync (DRBD's sender side): the SyncTarget's requests and rate control, the SyncSource's answers, progress persistence.
-import { xxh3, findNextSet } from '../../wasm/index.js';
+import { xxh3 } from '../../wasm/index.js';
 import { RESYNC_DATA_HEADER, writeResyncDataHeader } from './wire.js';
 import { ErrorCode, FrameType, MAX_PAYLOAD, type Generations } from './frames.js';
 import type { Resource, StateChange } from './resource.js';
@@ -109,20 +109,18 @@ export class ResyncDriver {
       rs.tokens = Math.min(rate / 10 + RESYNC_MAX_REQUEST, rs.tokens + (rate * (now - rs.lastRefill)) / 1000);
     }
     rs.lastRefill = now;
-    const bm = md.bitmap(p.id);
     const gran = md.granularity;
     const maxBits = Math.max(1, Math.floor(RESYNC_MAX_REQUEST / gran));
     let wrapped = false;
     while (rs.inflight.size < RESYNC_DEPTH && rs.inflightBytes < RESYNC_INFLIGHT_BYTES && (rate === 0 || rs.tokens > 0) && p.link.buffered < 8 * RESYNC_MAX_REQUEST) {
-      let bit = findNextSet(bm, rs.cursor, md.bits);
-      if (bit < 0 && !wrapped) {
+      let run = md.nextOutOfSync(p.id, rs.cursor, maxBits);
+      if (!run && !wrapped) {
         wrapped = true; // once per call: bits left behind by stale answers, or still in flight
         rs.cursor = 0;
-        bit = findNextSet(bm, 0, md.bits);
+        run = md.nextOutOfSync(p.id, 0, maxBits);
       }
-      if (bit < 0) break;
-      let end = bit + 1;
-      while (end < md.bits && end - bit < maxBits && (bm[end >>> 3]! & (1 << (end & 7))) !== 0) end++;
+      if (!run) break;
+      const { start: bit, end } = run;
       // Skip ranges already being fetched.
       const offset = bit * gran;
       const length = Math.min(end * gran, this.r.size) - offset;
@@ -145,7 +143,7 @@ export class ResyncDriver {
       }
       rs.tokens -= length;
     }
-    if (rs.inflight.size === 0 && findNextSet(bm, 0, md.bits) < 0) this.finishResyncAsTarget(p);
+    if (rs.inflight.size === 0 && !md.anyOutOfSync(p.id)) this.finishResyncAsTarget(p);
   }
 
   /** The SyncSource answers a request with the data, or "in sync" when the checksums match. */
@@ -222,10 +220,8 @@ export class ResyncDriver {
     this.endResync(p, rs, {
       disk: 'UpToDate',
       persist: (m) => {
-        this.r.generations.baseAbsentPeers(m.gens.current);
-        m.gens.current = src.current;
-        m.gens.history = [...src.history];
-        m.gens.bitmap[p.id] = 0n;
+        m.adoptGenerations(src, this.r.generations.absentDiskPeers());
+        m.setBitmapBase(p.id, 0n);
         m.resyncFrom = 0n;
         m.resyncTotal = 0;
       },
@@ -240,7 +236,7 @@ export class ResyncDriver {
     this.endResync(p, rs, {
       persist: (md) => {
         md.clearAll(p.id);
-        md.gens.bitmap[p.id] = 0n;
+        md.setBitmapBase(p.id, 0n);
         md.flushBitmaps();
       },
     });

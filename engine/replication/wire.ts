@@ -6,7 +6,7 @@
 // a WireError; the encoder refuses values the decoder would refuse (RangeError: a bug of the caller).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import {
-  AckKind, DISK_CODES, FrameType, MAX_FRAME, MAX_NODES, MAX_PAYLOAD, ROLE_CODES, TRIM_DISCARD, TRIM_ZEROES_UNMAP,
+  AckKind, DISK_CODES, FrameType, MAX_FRAME, MAX_HISTORY, MAX_NODES, MAX_PAYLOAD, ROLE_CODES, TRIM_DISCARD, TRIM_ZEROES_UNMAP,
   type AckFrame, type AuthFrame, type BitmapFrame, type ChecksumRequestFrame, type DataFrame, type ErrorFrame,
   type FlushFrame, type Frame, type Generations, type HelloFrame, type PingFrame, type PongFrame, type ReadReplyFrame,
   type ReadRequestFrame, type ResyncDataFrame, type ResyncDoneFrame, type ResyncInSyncFrame, type ResyncRequestFrame,
@@ -20,8 +20,7 @@ export const MAC_SIZE = 32;
 export const MAX_RESOURCE_NAME = 64;
 /** Longest ERROR message, in UTF-8 bytes; longer messages are truncated when encoding. */
 export const MAX_ERROR_MESSAGE = 1024;
-/** Most earlier generations a node remembers. */
-export const MAX_HISTORY = 4;
+export { MAX_HISTORY } from './frames.js';
 /** Most hashes in one VERIFY_REPLY (and blocks in one VERIFY_REQUEST). */
 export const MAX_VERIFY_HASHES = 2048;
 /** VERIFY_REQUEST block sizes: powers of two in this range. */

@@ -1,102 +1,13 @@
-// Tests of the replication metadata: layout sizes, superblock slots, bitmap pages, activity log and crash recovery.
+// Tests of the Metadata object: create/open/close, the superblock slots, the generations API.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import {
-  AL_MAX_EXTENTS, BITMAP_PAGE_BYTES, MD_UNIT, Metadata, MetadataError, metadataSize, newGeneration,
-  type CreateOptions,
+  AL_MAX_EXTENTS, MAX_HISTORY, MD_UNIT, Metadata, MetadataError, metadataSize, newGeneration,
 } from '../../../engine/replication/metadata.js';
 import { MAX_NODES } from '../../../engine/replication/frames.js';
-
-const MiB = 1 << 20;
-const PAGE_BITS = BITMAP_PAGE_BYTES * 8;
-
-/** Runs `fn` with a fresh temporary directory, removed afterwards. */
-function withDir(fn: (dir: string) => void): void {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-md-'));
-  try {
-    fn(dir);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** A sparse file of `size` bytes. */
-function sparse(file: string, size: number): string {
-  fs.writeFileSync(file, '');
-  fs.truncateSync(file, size);
-  return file;
-}
-
-/** Flips `len` bytes at `pos` of `file`, as a torn or misdirected write would leave them. */
-function corrupt(file: string, pos: number, len = 16): void {
-  const fd = fs.openSync(file, 'r+');
-  const b = Buffer.alloc(len);
-  fs.readSync(fd, b, 0, len, pos);
-  for (let i = 0; i < len; i++) b[i] = b[i]! ^ 0xa5;
-  fs.writeSync(fd, b, 0, len, pos);
-  fs.closeSync(fd);
-}
-
-function readAt(file: string, pos: number, len: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  const b = Buffer.alloc(len);
-  fs.readSync(fd, b, 0, len, pos);
-  fs.closeSync(fd);
-  return b;
-}
-
-function writeAt(file: string, pos: number, data: Uint8Array): void {
-  const fd = fs.openSync(file, 'r+');
-  fs.writeSync(fd, data, 0, data.length, pos);
-  fs.closeSync(fd);
-}
-
-/** External metadata for a `dataSize`-byte backing file in `dir`. */
-function external(dir: string, dataSize: number, extra: Partial<CreateOptions> = {}): CreateOptions {
-  return {
-    backingFile: sparse(path.join(dir, 'data.img'), dataSize),
-    metaFile: path.join(dir, 'data.md'),
-    nodeId: 0,
-    peerIds: [1, 2],
-    ...extra,
-  };
-}
-
-/** The open report of the metadata at `loc`, closing it again without writing. */
-function reportOf(loc: { backingFile: string; metaFile: string | null }): Metadata['openReport'] {
-  const md = Metadata.open(loc);
-  md.abandon();
-  return md.openReport;
-}
-
-function bit(map: Uint8Array, i: number): boolean {
-  return ((map[i >> 3]! >> (i & 7)) & 1) === 1;
-}
-
-/** xorshift32 stream of integers in [0, n). */
-function rng(seed: number): (n: number) => number {
-  let x = seed | 1;
-  return (n) => {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
-
-test('metadataSize counts units: AL ring, bitmap pages per peer, two superblocks', () => {
-  assert.equal(metadataSize(64 * MiB, 2), MD_UNIT * (64 + 2 * 1 + 2));
-  assert.equal(metadataSize(64 * MiB, 0), MD_UNIT * (64 + 2));
-  const pages = Math.ceil(2 ** 40 / 4096 / 8 / BITMAP_PAGE_BYTES);
-  assert.equal(pages, 8323);
-  assert.equal(metadataSize(2 ** 40, 1), MD_UNIT * (64 + pages + 2));
-  assert.equal(metadataSize(2 ** 40, 3, 65536, 8), MD_UNIT * (8 + 3 * Math.ceil(2 ** 40 / 65536 / 8 / BITMAP_PAGE_BYTES) + 2));
-  assert.throws(() => metadataSize(MiB, 1, 2048), MetadataError);
-  assert.throws(() => metadataSize(MiB, 1, 4096 * 3), MetadataError);
-  assert.throws(() => metadataSize(MiB, 1, 4096, 5), MetadataError);
-  assert.throws(() => metadataSize(MiB, MAX_NODES), MetadataError);
-});
+import { MiB, corrupt, external, readAt, sparse, withDir, writeAt } from './md-fixtures.js';
 
 test('internal metadata: data size is the file size minus the metadata area, round trip', () => {
   withDir((dir) => {
@@ -115,8 +26,10 @@ test('internal metadata: data size is the file size minus the metadata area, rou
     assert.deepEqual(md.gens.bitmap, new Array(MAX_NODES).fill(0n));
     assert.equal(md.outOfSyncBits(0), 0);
     const g = newGeneration();
-    md.gens = { current: g, bitmap: new Array(MAX_NODES).fill(0n), history: [5n << 1n, 6n << 1n] };
-    md.gens.bitmap[7] = g ^ 2n;
+    md.setInitialGeneration(6n << 1n);
+    md.rotateGeneration(5n << 1n, []);
+    md.rotateGeneration(g, []);
+    md.setBitmapBase(7, g ^ 2n);
     md.disk = 'UpToDate';
     md.promotedAt = 1_700_000_000_123;
     md.writeSuperblock();
@@ -227,7 +140,7 @@ test('superblock: a torn write of the newer slot leaves the previous state', () 
     md.disk = 'UpToDate';
     md.writeSuperblock(); // slot B, seq 2
     md.disk = 'Outdated';
-    md.gens.current = 0x1234n << 4n;
+    md.setInitialGeneration(0x1234n << 4n);
     md.writeSuperblock(); // slot A, seq 3
     md.abandon();
     // A torn write: the header and the start of the new body over the old contents (the body is
@@ -304,243 +217,6 @@ test('superblock: writes alternate between the slots and the newest wins', () =>
   });
 });
 
-test('bitmap: set covers partial blocks, clear only whole ones, bit order as the kernels', () => {
-  withDir((dir) => {
-    const md = Metadata.create(external(dir, MiB));
-    assert.equal(md.bits, 256);
-    md.setOutOfSync(1, 4095, 2);
-    assert.equal(md.outOfSyncBits(1), 2);
-    assert.equal(md.bitmap(1)[0], 0b11);
-    md.clearInSync(1, 1, 8190);
-    assert.equal(md.outOfSyncBits(1), 2, 'no whole block inside');
-    md.clearInSync(1, 0, 8191);
-    assert.equal(md.bitmap(1)[0], 0b10, 'only block 0 was whole');
-    md.clearInSync(1, 4096, 4096);
-    assert.equal(md.outOfSyncBits(1), 0);
-    md.setOutOfSync(1, 9 * 4096, 1);
-    assert.equal(md.bitmap(1)[1], 0b10, 'bit 9 is bit 1 of byte 1');
-    md.setOutOfSync(1, 100, 0);
-    assert.equal(md.outOfSyncBits(1), 1);
-    md.setOutOfSync(1, MiB - 1, 1);
-    assert.ok(bit(md.bitmap(1), 255));
-    assert.equal(md.outOfSyncBits(2), 0, 'other peer untouched');
-    md.setAll(2);
-    assert.equal(md.outOfSyncBits(2), 256);
-    md.clearAll(2);
-    assert.equal(md.outOfSyncBits(2), 0);
-    md.close();
-  });
-  withDir((dir) => {
-    // 16 KiB granularity over 1 MiB + 4 KiB: 65 bits, the last block only 4 KiB long.
-    const md = Metadata.create(external(dir, MiB + 4096, { granularity: 16384 }));
-    assert.equal(md.bits, 65);
-    md.setAll(1);
-    assert.equal(md.outOfSyncBits(1), 65);
-    assert.equal(md.bitmap(1)[8], 1, 'bits past the end stay clear');
-    md.clearInSync(1, MiB, 2048);
-    assert.equal(md.outOfSyncBits(1), 65, 'half the short block');
-    md.clearInSync(1, MiB, 4096);
-    assert.equal(md.outOfSyncBits(1), 64, 'the short block is whole when the range reaches the end');
-    md.clearInSync(1, 63 * 16384 - 1, 16384 + 1);
-    assert.equal(md.outOfSyncBits(1), 63);
-    md.setOutOfSync(1, MiB + 4095, 1);
-    assert.equal(md.outOfSyncBits(1), 64);
-    md.close();
-  });
-});
-
-test('bitmap: changes made in place are flushed after markBitmapDirty', () => {
-  withDir((dir) => {
-    const opts = external(dir, 256 * MiB);
-    const md = Metadata.create(opts);
-    const peerBits = new Uint8Array(md.bitmap(1).length);
-    peerBits[0] = 0x0f;
-    peerBits[BITMAP_PAGE_BYTES * 2 + 1] = 0x80;
-    md.bitmap(1).set(peerBits); // as a peer's bitmap OR-ed in
-    md.markBitmapDirty(1, 0, 8);
-    md.markBitmapDirty(1, (BITMAP_PAGE_BYTES * 2 + 1) * 8, (BITMAP_PAGE_BYTES * 2 + 2) * 8);
-    assert.throws(() => md.markBitmapDirty(1, 0, md.bits + 1), RangeError);
-    md.flushBitmaps();
-    assert.equal(md.stats.bitmapPageWrites, 2);
-    md.abandon();
-    const back = Metadata.open(opts);
-    assert.equal(back.outOfSyncBits(1), 5);
-    back.abandon();
-  });
-});
-
-test('bitmap: a damaged page reads as all ones and is rewritten at the next flush', () => {
-  withDir((dir) => {
-    const opts = external(dir, 256 * MiB);
-    const md = Metadata.create(opts);
-    assert.equal(md.bits, 65536);
-    assert.equal(md.layout.pagesPerPeer, 3);
-    md.setOutOfSync(1, 0, 10 * 4096);
-    md.setOutOfSync(1, (2 * PAGE_BITS + 5) * 4096, 1);
-    md.setOutOfSync(2, PAGE_BITS * 4096, 4096);
-    md.flushBitmaps();
-    assert.equal(md.stats.bitmapPageWrites, 3, 'only the dirty pages');
-    md.close();
-    corrupt(opts.metaFile!, md.layout.bitmapOffsets[0]! + MD_UNIT + 1000);
-
-    const back = Metadata.open(opts);
-    assert.equal(back.openReport.badPages, 1);
-    assert.equal(back.outOfSyncBits(1), 10 + 1 + PAGE_BITS);
-    const map = back.bitmap(1);
-    assert.ok(!bit(map, 10) && bit(map, PAGE_BITS) && bit(map, 2 * PAGE_BITS - 1) && !bit(map, 2 * PAGE_BITS));
-    assert.equal(back.outOfSyncBits(2), 1, 'the other peer is unaffected');
-    back.close();
-    const again = Metadata.open(opts);
-    assert.equal(again.openReport.badPages, 0);
-    assert.equal(again.outOfSyncBits(1), 10 + 1 + PAGE_BITS);
-    again.close();
-  });
-});
-
-test('bitmap: a page left over from an earlier create-md is detected as stale', () => {
-  withDir((dir) => {
-    const opts = external(dir, 8 * MiB, { peerIds: [1] });
-    const old = Metadata.create(opts);
-    old.clearAll(1);
-    old.setOutOfSync(1, 0, 4096);
-    old.close();
-    const page = readAt(opts.metaFile!, old.layout.bitmapOffsets[0]!, MD_UNIT);
-    Metadata.create({ ...opts, force: true }).close();
-    writeAt(opts.metaFile!, old.layout.bitmapOffsets[0]!, page); // valid CRC, other metadata id
-    const md = Metadata.open(opts);
-    assert.equal(md.openReport.badPages, 1);
-    assert.equal(md.outOfSyncBits(1), md.bits);
-    md.abandon();
-  });
-});
-
-test('activity log: a crash recovers the active set and reports a crashed primary', () => {
-  withDir((dir) => {
-    const opts = external(dir, 64 * MiB);
-    const md = Metadata.create(opts);
-    assert.equal(md.alExtentSize, 4 * MiB);
-    md.primary = true;
-    md.promotedAt = Date.now();
-    md.writeSuperblock();
-    assert.equal(md.alActivate(0, 1), true);
-    assert.equal(md.alActivate(5 * 4 * MiB + 100, 4 * MiB), true, 'one transaction for two new extents');
-    assert.equal(md.stats.alWrites, 2);
-    assert.deepEqual(md.activeExtents(), [0, 5, 6]);
-    md.abandon(); // crash
-
-    const back = Metadata.open(opts);
-    assert.equal(back.openReport.crashedPrimary, true);
-    assert.equal(back.openReport.cleanShutdown, false);
-    assert.deepEqual(back.openReport.alExtentsRecovered, [0, 5, 6]);
-    assert.deepEqual(back.activeExtents(), [0, 5, 6], 'recovered extents stay active');
-    assert.equal(back.primary, true, 'the flag stays until the caller clears it');
-    back.disk = 'Outdated';
-    back.writeSuperblock();
-    back.abandon();
-    const still = Metadata.open(opts);
-    assert.equal(still.openReport.crashedPrimary, true, 'a later superblock write keeps the crash on record');
-    still.primary = false;
-    still.writeSuperblock();
-    still.abandon();
-    assert.equal(reportOf(opts).crashedPrimary, false);
-
-    // Without the primary flag the active set is still recovered, but no crashed primary is reported.
-    const opts2 = { ...opts, metaFile: path.join(dir, 'secondary.md') };
-    const secondary = Metadata.create(opts2);
-    secondary.alActivate(8 * MiB, 1);
-    secondary.abandon();
-    const r = Metadata.open(opts2);
-    assert.deepEqual([r.openReport.crashedPrimary, r.openReport.alExtentsRecovered], [false, [2]]);
-    r.abandon();
-  });
-});
-
-test('activity log: a torn newest transaction leaves the previous set; the ring wraps', () => {
-  withDir((dir) => {
-    const opts = external(dir, 64 * MiB, { alSlots: 8 }); // 4 transactions of 2 units
-    const md = Metadata.create(opts); // empty transaction, seq 1, slot 0
-    md.alActivate(0, 1); // seq 2, slot 1
-    md.alActivate(4 * MiB, 1); // seq 3, slot 2
-    md.alActivate(8 * MiB, 1); // seq 4, slot 3
-    md.abandon();
-    corrupt(opts.metaFile!, md.layout.alOffset + (3 * 2 + 1) * MD_UNIT + 500); // second unit of slot 3
-    const back = Metadata.open(opts);
-    assert.deepEqual(back.openReport.alExtentsRecovered, [0, 1]);
-    back.alActivate(12 * MiB, 1); // seq 4 again, over the torn slot
-    back.abandon();
-    const again = Metadata.open(opts);
-    assert.deepEqual(again.openReport.alExtentsRecovered, [0, 1, 3]);
-    for (let e = 4; e < 14; e++) again.alActivate(e * 4 * MiB, 1); // around the ring twice more
-    again.abandon();
-    const wrapped = Metadata.open(opts);
-    assert.deepEqual(wrapped.openReport.alExtentsRecovered, [0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
-    wrapped.close();
-  });
-});
-
-test('activity log: least recently used extents are evicted beyond alExtents', () => {
-  withDir((dir) => {
-    const opts = external(dir, 64 * MiB, { alExtents: 3 });
-    const md = Metadata.create(opts);
-    for (const e of [0, 1, 2]) assert.equal(md.alActivate(e * 4 * MiB, 4096), true);
-    assert.equal(md.alActivate(100, 1), false, 'touches extent 0');
-    assert.equal(md.alActivate(3 * 4 * MiB, 1), true);
-    assert.deepEqual(md.activeExtents(), [0, 2, 3], 'extent 1 was least recently used');
-    assert.equal(md.alActivate(4 * MiB, 1), true);
-    assert.deepEqual(md.activeExtents(), [0, 1, 3]);
-    assert.throws(() => md.alActivate(0, 4 * 4 * MiB), /exceeds alExtents/);
-    md.abandon();
-    assert.deepEqual(reportOf(opts).alExtentsRecovered, [0, 1, 3]);
-  });
-});
-
-test('activity log: activating active extents does no I/O', () => {
-  withDir((dir) => {
-    const md = Metadata.create(external(dir, 64 * MiB));
-    assert.equal(md.alActivate(4 * MiB - 1, 2), true, 'extents 0 and 1');
-    const before = { ...md.stats };
-    for (let i = 0; i < 1000; i++) assert.equal(md.alActivate((i * 4096) % (8 * MiB), 4096), false);
-    assert.equal(md.alActivate(0, 0), false);
-    assert.deepEqual(md.stats, before);
-    md.close();
-  });
-});
-
-test('activity log: applyAlToBitmaps marks exactly the recovered extents', () => {
-  withDir((dir) => {
-    // Extent 2 is short: the volume is 8 MiB + 8 KiB with 4 MiB extents.
-    const opts = external(dir, 8 * MiB + 8192);
-    const md = Metadata.create(opts);
-    md.primary = true;
-    md.writeSuperblock();
-    md.alActivate(4 * MiB + 7, 1);
-    md.alActivate(8 * MiB, 8192);
-    md.abandon();
-    const back = Metadata.open(opts);
-    assert.deepEqual(back.openReport.alExtentsRecovered, [1, 2]);
-    back.applyAlToBitmaps();
-    for (const peer of [1, 2]) {
-      const map = back.bitmap(peer);
-      assert.equal(back.outOfSyncBits(peer), 1024 + 2);
-      for (let i = 0; i < back.bits; i++) assert.equal(bit(map, i), i >= 1024, `peer ${peer} bit ${i}`);
-    }
-    back.close();
-    const closed = Metadata.open(opts);
-    assert.equal(closed.outOfSyncBits(1), 1026, 'close flushed the bitmaps');
-    closed.abandon();
-
-    // With every transaction damaged the AL is lost: everything is marked.
-    const lost = Metadata.open(opts);
-    for (let u = 0; u < lost.layout.alSlots; u++) corrupt(opts.metaFile!, lost.layout.alOffset + u * MD_UNIT + 64);
-    lost.abandon();
-    const l = Metadata.open(opts);
-    assert.equal(l.openReport.alLost, true);
-    l.applyAlToBitmaps();
-    assert.equal(l.outOfSyncBits(2), l.bits);
-    l.abandon();
-  });
-});
-
 test('a clean close leaves no crashed primary and an empty activity log', () => {
   withDir((dir) => {
     const opts = external(dir, 64 * MiB);
@@ -567,61 +243,6 @@ test('a clean close leaves no crashed primary and an empty activity log', () => 
   });
 });
 
-test('bitmap: random set/clear sequences match a boolean model across flush and reopen', () => {
-  for (const [dataSize, granularity, seed] of [[160 * MiB, 4096, 7], [100 * 8192 + 4096, 8192, 99]] as const) {
-    withDir((dir) => {
-      const opts = external(dir, dataSize, { granularity });
-      let md = Metadata.create(opts);
-      const bits = md.bits;
-      const models = new Map<number, Uint8Array>([[1, new Uint8Array(bits)], [2, new Uint8Array(bits)]]);
-      const r = rng(seed);
-      for (let round = 0; round < 4; round++) {
-        for (let op = 0; op < 400; op++) {
-          const peer = 1 + r(2);
-          const model = models.get(peer)!;
-          const kind = r(100);
-          if (kind === 0) {
-            md.setAll(peer);
-            model.fill(1);
-            continue;
-          }
-          if (kind === 1) {
-            md.clearAll(peer);
-            model.fill(0);
-            continue;
-          }
-          const offset = r(100) < 10 ? dataSize - r(3 * granularity) : r(dataSize);
-          const length = Math.min(dataSize - offset, r(100) < 20 ? r(64 * granularity) : r(4 * granularity));
-          if (kind < 55) {
-            md.setOutOfSync(peer, offset, length);
-            if (length > 0) model.fill(1, Math.floor(offset / granularity), Math.ceil((offset + length) / granularity));
-          } else {
-            md.clearInSync(peer, offset, length);
-            const end = offset + length === dataSize ? bits : Math.floor((offset + length) / granularity);
-            const from = Math.ceil(offset / granularity);
-            if (from < end) model.fill(0, from, end);
-          }
-          if (r(50) === 0) md.flushBitmaps();
-        }
-        md.flushBitmaps();
-        if (round % 2 === 0) md.abandon(); else md.close();
-        md = Metadata.open(opts);
-        assert.equal(md.openReport.badPages, 0);
-        for (const [peer, model] of models) {
-          const map = md.bitmap(peer);
-          let count = 0;
-          for (let i = 0; i < bits; i++) {
-            count += model[i]!;
-            if (bit(map, i) !== (model[i] === 1)) assert.fail(`seed ${seed} round ${round} peer ${peer} bit ${i}`);
-          }
-          assert.equal(md.outOfSyncBits(peer), count);
-        }
-      }
-      md.close();
-    });
-  }
-});
-
 test('newGeneration: random nonzero u64 with the lowest bit clear', () => {
   const seen = new Set<bigint>();
   for (let i = 0; i < 200; i++) {
@@ -634,55 +255,94 @@ test('newGeneration: random nonzero u64 with the lowest bit clear', () => {
   assert.equal(seen.size, 200);
 });
 
-test('bitmap capture: written later as captured, never over a newer copy; pages stay dirty for flushes in between', () => {
+test('generations: setInitialGeneration gives fresh metadata its first generation, once', () => {
   withDir((dir) => {
-    const opts = external(dir, 256 * MiB);
+    const opts = external(dir, 8 * MiB);
     const md = Metadata.create(opts);
-    const g = md.granularity;
-    md.setOutOfSync(1, 0, 4 * g); // page 0 of peer 1
-    md.setOutOfSync(1, PAGE_BITS * g, g); // page 1
-    md.flushBitmaps();
-    // A SyncTarget clears bits of resynced blocks, captures, ...
-    md.clearInSync(1, 0, 2 * g);
-    md.clearInSync(1, PAGE_BITS * g, g);
-    const cap = md.captureBitmaps();
-    assert.equal(cap.pages.length, 2);
-    // ... meanwhile a write marks page 1 again and an activity-log eviction flushes (sync) ...
-    md.setOutOfSync(1, PAGE_BITS * g + g, g);
-    const before = md.stats.bitmapPageWrites;
-    md.flushBitmaps();
-    assert.equal(md.stats.bitmapPageWrites - before, 2, 'captured pages are still dirty: the flush writes them');
-    // ... and the data sync completes: the capture must not put the older page 1 back.
-    md.writeCaptured(cap);
-    assert.equal(md.stats.bitmapPageWrites - before, 2, 'both pages were written after the capture: nothing older goes over them');
+    assert.throws(() => md.setInitialGeneration(0n), MetadataError);
+    md.setInitialGeneration(0x1234n);
+    assert.equal(md.gens.current, 0x1234n);
+    assert.deepEqual(md.gens.history, [], 'nothing moves to the history');
+    assert.throws(() => md.setInitialGeneration(0x5678n), /already has data generation 1234/);
+    md.writeSuperblock();
     md.abandon();
     const back = Metadata.open(opts);
-    assert.equal(back.outOfSyncBits(1), 3, 'page 0: bits 2 and 3; page 1: the newer mark');
+    assert.equal(back.gens.current, 0x1234n);
     back.abandon();
   });
 });
 
-test('bitmap capture: a page unchanged since its capture is clean once written; a changed one stays dirty', () => {
+test('generations: rotateGeneration keeps MAX_HISTORY entries and bases only the listed peers without a base', () => {
   withDir((dir) => {
-    const opts = external(dir, 256 * MiB);
+    const opts = external(dir, 8 * MiB, { nodeId: 0, peerIds: [1, 2, 3] });
     const md = Metadata.create(opts);
-    const g = md.granularity;
-    md.setOutOfSync(1, 0, 8 * g);
-    md.setOutOfSync(2, 0, 8 * g);
-    md.flushBitmaps();
-    md.clearInSync(1, 0, 8 * g);
-    md.clearInSync(2, 0, 4 * g);
-    const cap = md.captureBitmaps();
-    md.setOutOfSync(2, 0, g); // changes peer 2's page after the capture
-    const before = md.stats.bitmapPageWrites;
-    md.writeCaptured(cap);
-    assert.equal(md.stats.bitmapPageWrites - before, 2);
-    md.flushBitmaps();
-    assert.equal(md.stats.bitmapPageWrites - before, 3, 'only the page changed since the capture is written again');
+    md.rotateGeneration(10n, [1]);
+    assert.equal(md.gens.current, 10n);
+    assert.deepEqual(md.gens.history, [0n], 'the old current goes to the history even when it is 0');
+    assert.equal(md.gens.bitmap[1], 0n, 'no base from generation 0');
+    md.rotateGeneration(20n, [1, 2]);
+    assert.deepEqual([md.gens.bitmap[1], md.gens.bitmap[2], md.gens.bitmap[3]], [10n, 10n, 0n]);
+    md.rotateGeneration(30n, [2, 3]);
+    assert.deepEqual([md.gens.bitmap[1], md.gens.bitmap[2], md.gens.bitmap[3]], [10n, 10n, 20n], 'a peer keeps its older base');
+    for (let g = 40n; g <= 80n; g += 10n) md.rotateGeneration(g, []);
+    assert.equal(md.gens.current, 80n);
+    assert.equal(md.gens.history.length, MAX_HISTORY);
+    assert.deepEqual(md.gens.history, [70n, 60n, 50n, 40n], 'newest first, the oldest dropped');
+    assert.throws(() => md.rotateGeneration(90n, [0]), /not a peer/, 'its own id');
+    assert.throws(() => md.rotateGeneration(90n, [MAX_NODES]), /not a peer/);
+    assert.throws(() => md.rotateGeneration(1n << 64n, []), MetadataError);
+    assert.equal(md.gens.current, 80n, 'a refused rotation changes nothing');
+    md.writeSuperblock();
     md.abandon();
     const back = Metadata.open(opts);
-    assert.equal(back.outOfSyncBits(1), 0);
-    assert.equal(back.outOfSyncBits(2), 5);
+    assert.deepEqual(back.gens.history, [70n, 60n, 50n, 40n]);
+    assert.deepEqual([back.gens.bitmap[1], back.gens.bitmap[2], back.gens.bitmap[3]], [10n, 10n, 20n]);
     back.abandon();
+  });
+});
+
+test('generations: adoptGenerations takes current and history (copied) and bases peers without a base; setBitmapBase sets one', () => {
+  withDir((dir) => {
+    const opts = external(dir, 8 * MiB);
+    const md = Metadata.create(opts);
+    md.setInitialGeneration(4n);
+    md.rotateGeneration(6n, [1, 2]);
+    const src = { current: 0x100n, bitmap: new Array<bigint>(MAX_NODES).fill(0x99n), history: [0x80n, 0x60n] };
+    md.adoptGenerations(src);
+    src.history.push(0x40n);
+    assert.equal(md.gens.current, 0x100n);
+    assert.deepEqual(md.gens.history, [0x80n, 0x60n], 'a copy of the source\'s history');
+    assert.deepEqual([md.gens.bitmap[1], md.gens.bitmap[2]], [4n, 4n], 'this node\'s bitmap bases are its own');
+    md.setBitmapBase(2, 0n);
+    md.adoptGenerations({ current: 0x200n, history: [0x100n] }, [1, 2]);
+    assert.deepEqual([md.gens.bitmap[1], md.gens.bitmap[2]], [4n, 0x100n], 'peers without a base get the old current one');
+    assert.throws(() => md.adoptGenerations({ current: 0x300n, history: [] }, [0]), /not a peer/);
+    assert.equal(md.gens.current, 0x200n, 'a refused adoption changes nothing');
+    assert.throws(() => md.adoptGenerations({ current: 1n, history: new Array(MAX_HISTORY + 1).fill(2n) }), /at most 4/);
+    md.setBitmapBase(1, 0n);
+    md.setBitmapBase(2, 0x100n);
+    assert.deepEqual([md.gens.bitmap[1], md.gens.bitmap[2]], [0n, 0x100n]);
+    assert.throws(() => md.setBitmapBase(0, 1n), /not a peer/);
+    assert.throws(() => md.setBitmapBase(1, -1n), MetadataError);
+    md.writeSuperblock();
+    md.close();
+    const back = Metadata.open(opts);
+    assert.deepEqual([back.gens.current, back.gens.history, back.gens.bitmap[1], back.gens.bitmap[2]], [0x200n, [0x100n], 0n, 0x100n]);
+    back.abandon();
+  });
+});
+
+test('a failed metadata write is an errno error naming the file (the engine detaches on it)', () => {
+  withDir((dir) => {
+    const opts = external(dir, 8 * MiB);
+    const md = Metadata.create(opts);
+    // The fd goes away behind the object's back (nothing opens a file before the write): EBADF.
+    fs.closeSync((md as unknown as { file: { fd: number } }).file.fd);
+    assert.throws(() => md.writeSuperblock(), (e: NodeJS.ErrnoException) => {
+      assert.equal(e.code, 'EBADF');
+      assert.ok(e.message.includes(opts.metaFile!), e.message);
+      return true;
+    });
+    assert.throws(() => md.abandon(), /EBADF/, 'closing the fd again');
   });
 });

@@ -94,7 +94,7 @@ export function makeNodes(cfg: ResourceConfig): Resource[] {
         backingFile: me.disk, metaFile: me.metaDisk, nodeId: me.id,
         peerIds: cfg.nodes.filter((x) => x.id !== me.id).map((x) => x.id), alExtentSize: 65536, alExtents: 8,
       });
-      md.gens.current = 0x1234n;
+      md.setInitialGeneration(0x1234n);
       md.disk = 'UpToDate';
       md.writeSuperblock();
       r.attach(md);
