@@ -105,7 +105,7 @@ function errorText(code: number, message: string): string {
 /** How a handshake ended without a link, for the counters. */
 type HandshakeEnd = 'failed' | 'auth' | 'declined' | 'timeout' | 'abandoned';
 
-/** The part of ws's net.Socket that corking uses (ws keeps it in a private field). */
+/** The part of a connection's net.Socket that corking uses. */
 interface CorkableSocket { cork(): void; uncork(): void; destroyed: boolean }
 
 /** What a Connection needs from its transport. */
@@ -154,6 +154,11 @@ class Connection implements PeerLink {
   private idleTicks = 0;
   private pingSeq = 0;
   private corked = false;
+  /**
+   * The connection's TCP (or TLS) socket, for corking: the upgrade request's socket for a caller, the
+   * upgrade response's for a dial (ws's public 'upgrade' event); ws keeps its own copy private.
+   */
+  private sock: CorkableSocket | null;
   private socketError: string | null = null;
   private peerError: string | null = null;
 
@@ -161,7 +166,10 @@ class Connection implements PeerLink {
    * `remote` is the peer's host:port for logs, `address` its IP address (the key of the per-address log limit);
    * `dialed` is the peer this node dialled, null for a caller.
    */
-  constructor(private readonly owner: Owner, private readonly ws: WebSocket, readonly remote: string, readonly address: string, readonly dialed: TransportPeer | null) {
+  constructor(private readonly owner: Owner, private readonly ws: WebSocket, readonly remote: string, readonly address: string, readonly dialed: TransportPeer | null,
+    socket: CorkableSocket | null = null) {
+    this.sock = socket;
+    if (!socket) ws.once('upgrade', (res: http.IncomingMessage) => { this.sock = res.socket as unknown as CorkableSocket; });
     this.session = new HandshakeSession({
       role: dialed ? 'dialler' : 'acceptor', secret: owner.secret, resource: owner.resource, myId: owner.myId,
       nonce: randomBytes(NONCE_SIZE), peerId: dialed?.id, admit: (id, proven) => owner.admit(id, proven),
@@ -223,8 +231,8 @@ class Connection implements PeerLink {
     if (sock && !sock.destroyed) sock.uncork();
   }
 
-  private socket(): CorkableSocket | undefined {
-    return (this.ws as unknown as { _socket?: CorkableSocket })._socket;
+  private socket(): CorkableSocket | null {
+    return this.sock;
   }
 
   /** The engine closes the link: an ERROR frame says why, then the socket closes and `linkDown` follows. */
@@ -713,7 +721,7 @@ export class WsTransport {
     }
     this.counters.accepted++;
     const { remoteAddress, remotePort } = req.socket;
-    this.conns.add(new Connection(this.owner, ws, hostPort(remoteAddress, remotePort), remoteAddress ?? '?', null));
+    this.conns.add(new Connection(this.owner, ws, hostPort(remoteAddress, remotePort), remoteAddress ?? '?', null, req.socket as unknown as CorkableSocket));
   }
 
   private dial(s: PeerSlot): void {

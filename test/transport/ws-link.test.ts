@@ -659,3 +659,22 @@ test('an up link outlives the handshake time limits of the listener (HTTP reques
   assert.equal(a.h.downs.length + b.h.downs.length, 0);
   assert.equal(b.tr.stats.connectionsRefused + b.tr.stats.handshakesTimedOut, 0);
 });
+
+test('the frames of one turn leave in one write: each side corks its own socket (taken from the upgrade, not from ws internals)', async (t) => {
+  const { a, b } = await pair(t);
+  await waitFor('the link', () => a.h.ups.length === 1 && b.h.ups.length === 1);
+  for (const link of [a.h.ups[0]!, b.h.ups[0]!]) {
+    const sock = (link as unknown as { sock: { cork(): void; uncork(): void; writableCorked: number } | null }).sock;
+    assert.ok(sock, 'the connection knows its socket');
+    // ws corks and uncorks around each frame it writes; only an uncork to level 0 writes to the socket.
+    let flushes = 0;
+    const uncork = sock.uncork.bind(sock);
+    sock.uncork = () => { uncork(); if (sock.writableCorked === 0) flushes++; };
+    for (let i = 0; i < 5; i++) link.send({ type: FrameType.Error, code: ErrorCode.Protocol, message: `frame ${i}` });
+    assert.equal(sock.writableCorked, 1, 'corked while the turn lasts');
+    assert.equal(flushes, 0, 'nothing written yet');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(flushes, 1, 'one write for the five frames');
+    assert.equal(sock.writableCorked, 0);
+  }
+});
