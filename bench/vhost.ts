@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { VhostUserFrontend } from '../qemu-plugin/vhost-user/frontend.js';
-import { BlkDriver } from '../qemu-plugin/virtio/blk-driver.js';
+import { VhostUserFrontend } from '../qemu-plugin/testing/vhost-user-frontend.js';
+import { BlkDriver } from '../qemu-plugin/testing/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
 import { blockPicker, writePattern } from './pattern.js';
 

@@ -48,17 +48,30 @@ export interface Backend {
   writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void;
   /** Releases the back-end's resources (files stay as they are). */
   close(): void;
-  /**
-   * Asynchronous back-ends driven by their caller's event loop: `eventFd` becomes readable when
-   * completions are ready, `poll()` delivers them, `kick()` sends operations queued since the last
-   * call to the device, `inFlight()` counts operations not yet completed, `waitOne()` blocks until
-   * at least one completes. Synchronous back-ends (every call completes before it returns) omit them.
-   */
-  readonly eventFd?: number;
-  poll?(): void;
-  kick?(): void;
-  inFlight?(): number;
-  waitOne?(): void;
+}
+
+/**
+ * A back-end whose operations complete later, driven by its caller's event loop (io_uring, the
+ * replication channel). Submitting calls queue operations; the caller ends each batch with `kick()`,
+ * waits for `eventFd` to become readable and calls `poll()` to run the completions. Synchronous
+ * back-ends (every call completes before it returns) implement only `Backend`.
+ */
+export interface AsyncBackend extends Backend {
+  /** Becomes readable when completions are ready. */
+  readonly eventFd: number;
+  /** Ends a batch: sends the operations queued since the last call to the device (or engine). */
+  kick(): void;
+  /** Runs the `complete` of every operation finished so far. */
+  poll(): void;
+  /** Operations submitted and not yet completed. */
+  inFlight(): number;
+  /** Ends the batch and blocks until at least one operation completes (none in flight: returns at once). */
+  waitOne(): void;
+}
+
+/** Whether `b` completes operations later (see AsyncBackend). */
+export function isAsyncBackend(b: Backend): b is AsyncBackend {
+  return typeof (b as Partial<AsyncBackend>).poll === 'function' && typeof (b as Partial<AsyncBackend>).eventFd === 'number';
 }
 
 /** Thrown when a back-end cannot be opened; the message says what to do. */

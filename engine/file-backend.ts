@@ -3,10 +3,8 @@ import fs from 'node:fs';
 import type { Backend, BackendInfo, Completion } from './backend.js';
 import { BackendError } from './backend.js';
 import type { IoVector } from './iovec.js';
-import {
-  EINTR, EINVAL, EIO, EOPNOTSUPP, EROFS, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE,
-  NativeBuffer, errno, fallocateRaw, fdatasyncRaw, preadRaw, preadvRaw, pwriteRaw, pwritevRaw,
-} from './os.js';
+import { EINTR, EINVAL, EROFS, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, NativeBuffer, errno, preadvRaw, pwritevRaw } from './os.js';
+import { fallocate, syncData, transferFull, transferFullAt, zeroRange } from './positional-io.js';
 
 export interface FileBackendOptions {
   path: string;
@@ -19,8 +17,6 @@ export interface FileBackendOptions {
   limit?: number;
 }
 
-const ZERO_CHUNK = 1 << 20;
-
 /**
  * Serves a raw image file. Reads and writes go through preadv/pwritev on the addresses in the
  * request's IoVector, so guest memory and the page cache exchange data with no copy in between.
@@ -31,7 +27,6 @@ export class FileBackend implements Backend {
   /** The open image; the io_uring back-end submits on it. */
   readonly fd: number;
   private readonly iov: NativeBuffer;
-  private zeroes: Uint8Array | null = null;
   private closed = false;
 
   constructor(readonly options: FileBackendOptions) {
@@ -72,29 +67,24 @@ export class FileBackend implements Backend {
   write(iov: IoVector, offset: number, fua: boolean, done: Completion): void {
     if (this.info.readOnly) return done.complete(-EROFS);
     let st = this.transfer(iov, offset, true);
-    if (st === 0 && fua) st = this.sync();
+    if (st === 0 && fua) st = syncData(this.fd);
     done.complete(st);
   }
 
   flush(done: Completion): void {
-    done.complete(this.sync());
+    done.complete(syncData(this.fd));
   }
 
   discard(offset: number, length: number, done: Completion): void {
     if (this.info.readOnly) return done.complete(-EROFS);
     if (!this.inRange(offset, length)) return done.complete(-EINVAL);
-    done.complete(this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length));
+    done.complete(fallocate(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length));
   }
 
   writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void {
     if (this.info.readOnly) return done.complete(-EROFS);
     if (!this.inRange(offset, length)) return done.complete(-EINVAL);
-    // Unmap allowed: a hole reads back as zeroes and frees the space. Otherwise keep the blocks
-    // allocated (ZERO_RANGE), and where the file system cannot, write zeroes.
-    const mode = mayUnmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-    let st = this.fallocate(mode, offset, length);
-    if (st === -EOPNOTSUPP || st === -EINVAL) st = this.writeZeroBytes(offset, length);
-    done.complete(st);
+    done.complete(zeroRange(this.fd, offset, length, mayUnmap));
   }
 
   close(): void {
@@ -108,43 +98,12 @@ export class FileBackend implements Backend {
     return offset >= 0 && length >= 0 && offset + length <= this.info.size;
   }
 
-  private sync(): number {
-    for (;;) {
-      if (fdatasyncRaw(this.fd) === 0) return 0;
-      const e = errno();
-      if (e !== EINTR) return -e;
-    }
-  }
-
-  private fallocate(mode: number, offset: number, length: number): number {
-    for (;;) {
-      if (fallocateRaw(this.fd, mode, offset, length) === 0) return 0;
-      const e = errno();
-      if (e !== EINTR) return -e;
-    }
-  }
-
-  private writeZeroBytes(offset: number, length: number): number {
-    const z = (this.zeroes ??= new Uint8Array(ZERO_CHUNK));
-    while (length > 0) {
-      const n = Math.min(length, z.length);
-      try {
-        fs.writeSync(this.fd, z, 0, n, offset);
-      } catch (e) {
-        return -((e as NodeJS.ErrnoException).errno ? Math.abs((e as NodeJS.ErrnoException).errno!) : EIO);
-      }
-      offset += n;
-      length -= n;
-    }
-    return 0;
-  }
-
   /** Moves the vector's bytes to or from the file at `offset`; returns 0 or -errno. */
   private transfer(v: IoVector, offset: number, toFile: boolean): number {
     if (!this.inRange(offset, v.bytes)) return -EINVAL;
     const n = v.count;
     if (n === 1 && v.addrs[0] !== 0) {
-      return this.one(v.addrs[0]!, v.lens[0]!, offset, toFile);
+      return transferFullAt(this.fd, v.addrs[0]!, v.lens[0]!, offset, toFile);
     }
     let direct = n <= this.iov.size >>> 4;
     for (let i = 0; direct && i < n; i++) if (v.addrs[i] === 0) direct = false;
@@ -174,44 +133,12 @@ export class FileBackend implements Backend {
       let o = 0;
       if (skip >= len) { skip -= len; pos += len; continue; }
       o = skip; len -= skip; pos += skip; skip = 0;
-      let st: number;
-      if (v.addrs[i] !== 0) {
-        st = this.one(v.addrs[i]! + o, len, pos, toFile);
-      } else {
-        st = this.oneBuffer(v.bufs[i]!, v.offs[i]! + o, len, pos, toFile);
-      }
+      const st = v.addrs[i] !== 0
+        ? transferFullAt(this.fd, v.addrs[i]! + o, len, pos, toFile)
+        : transferFull(this.fd, v.bufs[i]!, v.offs[i]! + o, len, pos, toFile);
       if (st !== 0) return st;
       pos += len;
     }
     return 0;
-  }
-
-  private one(addr: number, len: number, pos: number, toFile: boolean): number {
-    while (len > 0) {
-      const r = toFile ? pwriteRaw(this.fd, addr, len, pos) : preadRaw(this.fd, addr, len, pos);
-      if (r < 0) {
-        const e = errno();
-        if (e === EINTR) continue;
-        return -e;
-      }
-      // End of file inside the fixed size: the image shrank under us; fail rather than invent bytes.
-      if (r === 0) return -EIO;
-      addr += r; pos += r; len -= r;
-    }
-    return 0;
-  }
-
-  private oneBuffer(buf: Uint8Array, off: number, len: number, pos: number, toFile: boolean): number {
-    try {
-      while (len > 0) {
-        const r = toFile ? fs.writeSync(this.fd, buf, off, len, pos) : fs.readSync(this.fd, buf, off, len, pos);
-        if (r === 0) return -EIO;
-        off += r; pos += r; len -= r;
-      }
-      return 0;
-    } catch (e) {
-      const n = (e as NodeJS.ErrnoException).errno;
-      return n ? -Math.abs(n) : -EIO;
-    }
   }
 }

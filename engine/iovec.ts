@@ -1,4 +1,4 @@
-// A scatter-gather list of byte ranges in memory the caller owns (guest RAM, a slab), reused across requests.
+// A scatter-gather list of byte ranges in memory the caller owns (guest RAM, a slab), reused across requests, and copies in and out of one.
 
 /**
  * One I/O vector: `count` segments, each a range `[offs[i], offs[i] + lens[i])` of `bufs[i]`, whose
@@ -76,18 +76,6 @@ export class IoVector {
     this.recount();
   }
 
-  /** Copies up to `dst.length` bytes from the front of the vector into `dst`; returns how many. */
-  gather(dst: Uint8Array, dstOff = 0, max = dst.length - dstOff): number {
-    let done = 0;
-    for (let i = 0; i < this.count && done < max; i++) {
-      const take = Math.min(this.lens[i]!, max - done);
-      const o = this.offs[i]!;
-      dst.set(this.bufs[i]!.subarray(o, o + take), dstOff + done);
-      done += take;
-    }
-    return done;
-  }
-
   private shift(k: number): void {
     for (let j = k; j < this.count; j++) {
       this.bufs[j - k] = this.bufs[j]!;
@@ -103,4 +91,37 @@ export class IoVector {
     for (let i = 0; i < this.count; i++) b += this.lens[i]!;
     this.bytes = b;
   }
+}
+
+/**
+ * Copies `len` bytes between the vector, starting `pos` bytes into it, and `buf` at `bufOff`: into
+ * the vector (scatter) with `intoVector`, out of it (gather) otherwise. Stops at the vector's end;
+ * returns the bytes copied.
+ */
+function copyVector(v: IoVector, pos: number, buf: Uint8Array, bufOff: number, len: number, intoVector: boolean): number {
+  let done = 0;
+  for (let i = 0; i < v.count && done < len; i++) {
+    const l = v.lens[i]!;
+    if (pos >= l) {
+      pos -= l;
+      continue;
+    }
+    const take = Math.min(l - pos, len - done);
+    const o = v.offs[i]! + pos;
+    if (intoVector) v.bufs[i]!.set(buf.subarray(bufOff + done, bufOff + done + take), o);
+    else buf.set(v.bufs[i]!.subarray(o, o + take), bufOff + done);
+    done += take;
+    pos = 0;
+  }
+  return done;
+}
+
+/** Gathers `len` bytes from the vector, starting `pos` bytes into it, into `dst` at `dstOff`; returns how many. */
+export function copyFromVector(v: IoVector, pos: number, dst: Uint8Array, len: number, dstOff = 0): number {
+  return copyVector(v, pos, dst, dstOff, len, false);
+}
+
+/** Scatters `len` bytes of `src` (from `srcOff`) into the vector, starting `pos` bytes into it; returns how many. */
+export function copyToVector(src: Uint8Array, v: IoVector, pos: number, len: number, srcOff = 0): number {
+  return copyVector(v, pos, src, srcOff, len, true);
 }

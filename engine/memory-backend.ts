@@ -1,7 +1,7 @@
 // A volatile in-memory disk as a Backend; its bytes live in a SharedArrayBuffer so queue workers share it.
 import type { Backend, BackendInfo, Completion } from './backend.js';
 import { BackendError } from './backend.js';
-import type { IoVector } from './iovec.js';
+import { copyFromVector, copyToVector, type IoVector } from './iovec.js';
 import { EINVAL, EROFS } from './os.js';
 
 export interface MemoryBackendOptions {
@@ -33,25 +33,14 @@ export class MemoryBackend implements Backend {
 
   read(iov: IoVector, offset: number, done: Completion): void {
     if (!this.inRange(offset, iov.bytes)) return done.complete(-EINVAL);
-    let pos = offset;
-    for (let i = 0; i < iov.count; i++) {
-      const len = iov.lens[i]!;
-      this.mem.copy(iov.bufs[i]!, iov.offs[i]!, pos, pos + len);
-      pos += len;
-    }
+    copyToVector(this.mem, iov, 0, iov.bytes, offset);
     done.complete(0);
   }
 
   write(iov: IoVector, offset: number, _fua: boolean, done: Completion): void {
     if (this.info.readOnly) return done.complete(-EROFS);
     if (!this.inRange(offset, iov.bytes)) return done.complete(-EINVAL);
-    let pos = offset;
-    for (let i = 0; i < iov.count; i++) {
-      const o = iov.offs[i]!;
-      const len = iov.lens[i]!;
-      this.mem.set(iov.bufs[i]!.subarray(o, o + len), pos);
-      pos += len;
-    }
+    copyFromVector(iov, 0, this.mem, iov.bytes, offset);
     done.complete(0);
   }
 

@@ -1,14 +1,14 @@
 // A raw image file served through io_uring: many requests in flight per queue, one system call per batch.
-import type { Backend, BackendInfo, Completion } from './backend.js';
+import type { AsyncBackend, BackendInfo, Completion } from './backend.js';
 import { FileBackend, type FileBackendOptions } from './file-backend.js';
 import type { IoVector } from './iovec.js';
 import { EROFS, NativeBuffer } from './os.js';
-
-/** pwritev2/io_uring per-write flag: data (and needed metadata) durable on completion. */
-const RWF_DSYNC = 0x2;
 import {
   IORING_FSYNC_DATASYNC, IORING_OP_FSYNC, IORING_OP_READ, IORING_OP_READV, IORING_OP_WRITE, IORING_OP_WRITEV, IoUring,
 } from './uring.js';
+
+/** pwritev2/io_uring per-write flag: data (and needed metadata) durable on completion. */
+const RWF_DSYNC = 0x2;
 
 interface Op {
   done: Completion | null;
@@ -23,9 +23,9 @@ interface Op {
  * Reads, writes and flushes go to io_uring (vectored, straight from the caller's addresses); their
  * completions arrive when the caller's loop sees `eventFd` readable and calls `poll()`. Discard and
  * write-zeroes, rare and short, are done synchronously by the wrapped FileBackend, as are the rare
- * short transfers' remainders. Call `kick()` after submitting a batch.
+ * short transfers' remainders. Call `kick()` to end a batch of submissions.
  */
-export class UringFileBackend implements Backend {
+export class UringFileBackend implements AsyncBackend {
   readonly info: BackendInfo;
   readonly eventFd: number;
   private readonly file: FileBackend;
@@ -137,6 +137,7 @@ export class UringFileBackend implements Backend {
     done.complete(st);
   }
 
+  /** Ends a batch: one io_uring_enter for every SQE prepared since the last call. */
   kick(): void {
     if (this.pending > 0) {
       this.ring.submit();
@@ -144,15 +145,19 @@ export class UringFileBackend implements Backend {
     }
   }
 
+  /** Completes every operation whose CQE is there. */
   poll(): void {
     this.ring.reap(this.onCqe);
   }
 
+  /** Operations submitted and not completed yet. */
   inFlight(): number {
     return this.ops.length - this.freeOps.length;
   }
 
+  /** Submits what is prepared and blocks until one completion is there, then completes what is ready. */
   waitOne(): void {
+    if (this.inFlight() === 0) return;
     this.pending = 0;
     this.ring.submit(true);
     this.poll();

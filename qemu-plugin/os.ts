@@ -25,7 +25,6 @@ export const shutdown = libc.func('int shutdown(int fd, int how)');
 export const recvmsg = libc.func('intptr_t recvmsg(int fd, uintptr_t msg, int flags)');
 export const sendmsg = libc.func('intptr_t sendmsg(int fd, uintptr_t msg, int flags)');
 export const fcntl = libc.func('int fcntl(int fd, int cmd, int arg)');
-export const dup = libc.func('int dup(int fd)');
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
@@ -36,9 +35,6 @@ export const MSG_CTRUNC = 0x8;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const MSG_NOSIGNAL = 0x4000;
 export const SHUT_RDWR = 2;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
-export const POLLNVAL = 0x20;
 export const F_GETFD = 1;
 
 /** Fills a sockaddr_un for `path` into `buf` at `off`; returns its length. */
@@ -60,7 +56,8 @@ const CMSG_HDR = 16;
 
 /**
  * Message buffers for one Unix stream socket: a msghdr, one iovec, room for `maxFds` fds, and a data
- * buffer. `recv` (blocking, or `recvAsync` on the thread pool) and `send` fill or read them in place.
+ * buffer. `prepareRecv` and `prepareSend` set them up for one recvmsg / sendmsg (blocking, or through
+ * `callAsync` on the thread pool), which fills or reads them in place.
  */
 export class MsgBuffers {
   private readonly hdr: NativeBuffer;

@@ -1,7 +1,7 @@
 // The queue worker's half of a replicated volume: a Backend that hands requests to the replication engine through a channel.
-import type { Backend, BackendInfo, Completion } from '../backend.js';
+import type { AsyncBackend, BackendInfo, Completion } from '../backend.js';
 import { FileBackend } from '../file-backend.js';
-import type { IoVector } from '../iovec.js';
+import { copyFromVector, copyToVector, type IoVector } from '../iovec.js';
 import { EAGAIN, EINTR, NativeBuffer, errno, read } from '../os.js';
 import { CH_FUA, CH_UNMAP, ChannelClient, ChannelOp, type ChannelSpec } from './channel.js';
 
@@ -37,7 +37,7 @@ class Request {
  * served from the local disk in this thread while the engine says the local disk is UpToDate, and by
  * the engine otherwise (diskless node, resync in progress). Completions arrive on `eventFd`.
  */
-export class ReplicatedBackend implements Backend {
+export class ReplicatedBackend implements AsyncBackend {
   readonly info: BackendInfo;
   readonly eventFd: number;
   private readonly ch: ChannelClient;
@@ -111,11 +111,15 @@ export class ReplicatedBackend implements Backend {
     this.ch.ring();
   }
 
+  /** Requests accepted and not completed yet. */
   inFlight(): number {
     return this.inflight;
   }
 
-  /** Delivers every completion the engine has posted. */
+  /**
+   * Delivers every completion the engine has posted. Slots freed here go at once to requests that
+   * were waiting for one, and those are rung: they belong to a batch that has already ended.
+   */
   poll(): void {
     // Nothing posted: leave the eventfd alone (reading it is a system call, and this runs on every
     // spin of the worker's busy-poll). One left set by completions taken here only wakes poll() once more.
@@ -129,9 +133,10 @@ export class ReplicatedBackend implements Backend {
     }
   }
 
-  /** Blocks until at least one request completes. */
+  /** Rings for what is posted and blocks until at least one request completes. */
   waitOne(): void {
     if (this.inflight === 0) return;
+    this.kick();
     const before = this.inflight;
     while (this.inflight === before) {
       this.ch.waitCompletion();
@@ -194,32 +199,5 @@ export class ReplicatedBackend implements Backend {
       this.inflight--;
       done.complete(status);
     }
-  }
-}
-
-/** Copies `len` bytes starting `pos` bytes into the vector to `dst`. */
-export function copyFromVector(v: IoVector, pos: number, dst: Uint8Array, len: number): void {
-  let out = 0;
-  for (let i = 0; i < v.count && out < len; i++) {
-    const l = v.lens[i]!;
-    if (pos >= l) { pos -= l; continue; }
-    const take = Math.min(l - pos, len - out);
-    const o = v.offs[i]! + pos;
-    dst.set(v.bufs[i]!.subarray(o, o + take), out);
-    out += take;
-    pos = 0;
-  }
-}
-
-/** Copies `len` bytes of `src` into the vector, starting `pos` bytes into it. */
-export function copyToVector(src: Uint8Array, v: IoVector, pos: number, len: number): void {
-  let done = 0;
-  for (let i = 0; i < v.count && done < len; i++) {
-    const l = v.lens[i]!;
-    if (pos >= l) { pos -= l; continue; }
-    const take = Math.min(l - pos, len - done);
-    v.bufs[i]!.set(src.subarray(done, done + take), v.offs[i]! + pos);
-    done += take;
-    pos = 0;
   }
 }

@@ -1,18 +1,35 @@
-// The vhost-user back-end for a virtio-blk device: one small handler per front-end request, one flat dispatcher.
-import type { BackendInfo } from '../../engine/backend.js';
+// A vhost-user device's message state machine, for any device type: one small handler per front-end request, one flat dispatcher.
 import type { Logger } from '../../engine/log.js';
-import { blkFeatureBits, encodeBlkConfig } from '../virtio/blk.js';
-import { CFG_WRITEBACK, MAX_QUEUE_SIZE } from '../virtio/constants.js';
+import { MAX_QUEUE_SIZE } from '../virtio/constants.js';
 import { MFD_CLOEXEC, close, ftruncate, memfdCreate } from '../os.js';
 import { inflightQueueSize } from '../virtio/inflight.js';
+import type { DeviceSettings } from '../virtio/queue-handler.js';
 import {
   Feature, MAX_CONFIG_SIZE, MAX_MEM_SLOTS, ProtocolFeature, Req, bit,
 } from './constants.js';
 import {
   ProtocolError, configPayload, requestName, statePayload, u64Payload, type MemRegion, type Message,
 } from './message.js';
-import type { QueueWorker } from './queue-pool.js';
-import type { RegionMsg, RingMsg } from './queue-worker.js';
+import type { RegionMsg, RingHost, RingMsg } from './ring-host.js';
+
+/**
+ * The device type behind a vhost-user back-end, what QEMU's libvhost-user calls VuDevIface and
+ * rust-vmm the VhostUserBackend trait: its queues, feature bits and config space. Its request
+ * handler runs where the rings do (see HandlerSpec); the state machine only starts and stops rings.
+ */
+export interface VhostUserBackend {
+  /** Queues the device has (GET_QUEUE_NUM; vring indices are below it). */
+  readonly numQueues: number;
+  /** Device-type feature bits offered (VIRTIO_BLK_F_*, ...); the transport's own (VERSION_1, EVENT_IDX, ...) are added. */
+  readonly features: bigint;
+  /** The config space as the driver reads it now (GET_CONFIG). */
+  getConfig(): Uint8Array;
+  /**
+   * A driver's write of `data` at `offset` into the config space (SET_CONFIG). Returns the settings
+   * every queue's request handler must take (the state machine hands them to the RingHost), or null.
+   */
+  setConfig(offset: number, data: Uint8Array): DeviceSettings | null;
+}
 
 /**
  * A reply payload (with fds to pass along, which the caller closes after sending), or `null` for
@@ -33,53 +50,51 @@ interface Vring {
   hasAddr: boolean;
   base: number;
   kickFd: number;
-  /** Kick fd message received (fd or polling): the ring is started. */
+  /** Kick fd message received (fd or polling): the ring may start once enabled. */
   kicked: boolean;
   callFd: number;
   errFd: number;
   enabled: boolean;
-  /** Running in its worker. */
+  /** Running in the ring host. */
   running: boolean;
 }
 
-interface Region extends MemRegion {
-  fd: number;
-}
+/** Ring features every device gets, on top of its own. */
+const TRANSPORT_FEATURES = bit(Feature.VERSION_1) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES);
 
+/** Protocol features offered. */
 const SUPPORTED_PROTOCOL = [
   ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.CONFIG, ProtocolFeature.CONFIGURE_MEM_SLOTS,
   ProtocolFeature.RESET_DEVICE, ProtocolFeature.INFLIGHT_SHMFD,
 ];
 
 /**
- * State of one front-end connection to a virtio-blk device served by queue workers. `handle` is
- * called for each decoded message in order and returns the reply payload; fds that come with
- * messages are owned (kept or closed) here.
+ * State of one front-end connection to a device: negotiated features, guest memory, and each vring
+ * from configured to running. `handle` is called for each decoded message in order and returns the
+ * reply payload; fds that come with messages are owned (kept or closed) here. What the device is
+ * comes from `device`; where its rings run is `rings`' business.
  */
-export class VhostUserBlkDevice {
+export class VhostUserDevice {
   readonly features: bigint;
   readonly protocolFeatures: bigint;
   private ackedFeatures = 0n;
   private ackedProtocol = 0n;
-  private regions: Region[] = [];
+  private regions: RegionMsg[] = [];
   private readonly vrings: Vring[];
-  private writeback = true;
   private inflightSet = false;
 
   constructor(
-    private readonly info: BackendInfo,
-    private readonly workers: QueueWorker[],
+    private readonly device: VhostUserBackend,
+    private readonly rings: RingHost,
     private readonly log: Logger,
   ) {
-    let f = bit(Feature.VERSION_1) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES);
-    for (const b of blkFeatureBits(info, workers.length)) f |= bit(b);
-    this.features = f;
+    this.features = TRANSPORT_FEATURES | device.features;
     this.protocolFeatures = SUPPORTED_PROTOCOL.reduce((a, b) => a | bit(b), 0n);
-    this.vrings = workers.map(() => freshVring());
+    this.vrings = Array.from({ length: device.numQueues }, freshVring);
   }
 
   get numQueues(): number {
-    return this.workers.length;
+    return this.device.numQueues;
   }
 
   private has(feature: number): boolean {
@@ -95,16 +110,6 @@ export class VhostUserBlkDevice {
    * connection must be closed; RequestFailed for a request that fails but leaves the connection usable.
    */
   async handle(m: Message): Promise<HandlerResult> {
-    const reply = await this.dispatch(m);
-    return reply;
-  }
-
-  /** Whether a message with `needReply` gets a u64 acknowledgement (REPLY_ACK, and no reply of its own). */
-  wantsAck(m: Message): boolean {
-    return m.needReply && this.replyAck() && !HAS_REPLY.has(m.request);
-  }
-
-  private async dispatch(m: Message): Promise<HandlerResult> {
     const b = m.body;
     switch (m.request) {
       case Req.GET_FEATURES:
@@ -174,9 +179,14 @@ export class VhostUserBlkDevice {
         return this.setConfig(b.offset, b.data);
       default:
         m.fds.forEach((fd) => close(fd));
-        throw new RequestFailed(`${requestName(m.request)} is not supported by twindisk's vhost-user-blk back-end (not negotiated)`);
+        throw new RequestFailed(`${requestName(m.request)} is not supported by twindisk's vhost-user back-end (not negotiated)`);
     }
     throw new ProtocolError(`${requestName(m.request)}: unexpected payload`);
+  }
+
+  /** Whether a message with `needReply` gets a u64 acknowledgement (REPLY_ACK, and no reply of its own). */
+  wantsAck(m: Message): boolean {
+    return m.needReply && this.replyAck() && !HAS_REPLY.has(m.request);
   }
 
   private vring(index: number): Vring {
@@ -200,7 +210,7 @@ export class VhostUserBlkDevice {
     return null;
   }
 
-  private async setMemTable(regions: Region[]): Promise<void> {
+  private async setMemTable(regions: RegionMsg[]): Promise<void> {
     this.checkOverlap(regions);
     const old = this.regions;
     this.regions = regions;
@@ -215,7 +225,7 @@ export class VhostUserBlkDevice {
     this.log.info('guest memory mapped', { regions: regions.length, bytes: regions.reduce((a, r) => a + r.memorySize, 0) });
   }
 
-  private async addMemReg(r: Region): Promise<void> {
+  private async addMemReg(r: RegionMsg): Promise<void> {
     if (this.regions.length >= MAX_MEM_SLOTS) {
       close(r.fd);
       throw new RequestFailed(`ADD_MEM_REG: all ${MAX_MEM_SLOTS} memory slots are in use`);
@@ -252,11 +262,8 @@ export class VhostUserBlkDevice {
     }
   }
 
-  private async pushMemory(): Promise<void> {
-    const regions: RegionMsg[] = this.regions.map((r) => ({
-      fd: r.fd, guestPhysAddr: r.guestPhysAddr, memorySize: r.memorySize, userspaceAddr: r.userspaceAddr, mmapOffset: r.mmapOffset,
-    }));
-    await Promise.all(this.workers.map((w) => w.request({ op: 'mem', regions })));
+  private pushMemory(): Promise<void> {
+    return this.rings.setMemory(this.regions);
   }
 
   private setVringNum(index: number, num: number): null {
@@ -301,7 +308,7 @@ export class VhostUserBlkDevice {
     } else if (req === Req.SET_VRING_CALL) {
       const old = v.callFd;
       v.callFd = fd;
-      if (v.running) await this.workers[index]!.request({ op: 'call', index, fd });
+      if (v.running) await this.rings.setCallFd(index, fd);
       if (old >= 0) close(old);
     } else {
       if (v.errFd >= 0) close(v.errFd);
@@ -327,7 +334,7 @@ export class VhostUserBlkDevice {
       index, num: v.num, desc: v.desc, avail: v.avail, used: v.used, base: v.base, kickFd: v.kickFd, callFd: v.callFd,
       errFd: v.errFd, eventIdx: this.has(Feature.RING_EVENT_IDX), indirect: this.has(Feature.RING_INDIRECT_DESC),
     };
-    await this.workers[index]!.request({ op: 'start', ring });
+    await this.rings.startRing(ring);
     v.running = true;
     this.log.info(`queue ${index} started`, { size: v.num, base: v.base });
   }
@@ -335,9 +342,9 @@ export class VhostUserBlkDevice {
   private async stopRing(index: number): Promise<void> {
     const v = this.vring(index);
     if (!v.running) return;
-    const r = await this.workers[index]!.request({ op: 'stop', index });
+    const lastAvail = await this.rings.stopRing(index);
     v.running = false;
-    if (r.lastAvail !== undefined) v.base = r.lastAvail;
+    if (lastAvail !== undefined) v.base = lastAvail;
     this.log.info(`queue ${index} stopped`, { lastAvail: v.base });
   }
 
@@ -366,33 +373,24 @@ export class VhostUserBlkDevice {
       throw new RequestFailed(`SET_INFLIGHT_FD: ${mmapSize} bytes do not fit ${numQueues} queues of ${queueSize}`);
     }
     try {
-      await Promise.all(this.workers.map((w) => w.request({ op: 'inflight', fd, mmapOffset, mmapSize, queueSize })));
+      await this.rings.setInflight({ fd, mmapOffset, mmapSize, queueSize });
     } finally {
-      close(fd); // the workers keep their own mappings
+      close(fd); // the ring host keeps its own mappings
     }
     this.inflightSet = true;
   }
 
   private getConfig(offset: number, size: number, flags: number): Uint8Array {
-    const cfg = encodeBlkConfig({ info: this.info, numQueues: this.numQueues, writeback: this.writeback });
     if (offset + size > MAX_CONFIG_SIZE) throw new ProtocolError(`GET_CONFIG: offset ${offset} + size ${size} exceeds ${MAX_CONFIG_SIZE}`);
+    const cfg = this.device.getConfig();
     const out = new Uint8Array(size);
     if (offset < cfg.length) out.set(cfg.subarray(offset, Math.min(cfg.length, offset + size)));
     return configPayload(offset, flags, out);
   }
 
   private async setConfig(offset: number, data: Uint8Array): Promise<null> {
-    // Only the writeback byte is writable (VIRTIO_BLK_F_CONFIG_WCE); other writes are ignored, as by QEMU's device.
-    if (offset <= CFG_WRITEBACK && offset + data.length > CFG_WRITEBACK) {
-      const wb = data[CFG_WRITEBACK - offset] !== 0;
-      if (wb !== this.writeback) {
-        this.writeback = wb;
-        await Promise.all(this.workers.map((w) => w.request({ op: 'writeback', writeback: wb })));
-        this.log.info(`guest switched the write cache to ${wb ? 'writeback' : 'writethrough'}`);
-      }
-    } else {
-      this.log.warn('SET_CONFIG outside the writeback field ignored', { offset, size: data.length });
-    }
+    const settings = this.device.setConfig(offset, data);
+    if (settings !== null) await this.rings.configure(settings);
     return null;
   }
 
@@ -406,7 +404,7 @@ export class VhostUserBlkDevice {
     await this.pushMemory().catch(() => undefined);
     old.forEach((r) => close(r.fd));
     if (this.inflightSet) {
-      await Promise.all(this.workers.map((w) => w.request({ op: 'inflight', fd: -1, mmapOffset: 0, mmapSize: 0, queueSize: 0 }))).catch(() => undefined);
+      await this.rings.setInflight(null).catch(() => undefined);
       this.inflightSet = false;
     }
     this.ackedFeatures = 0n;

@@ -1,10 +1,12 @@
-// The main thread's handle on the queue workers: spawning them, and request/acknowledge over a port plus a wake-up eventfd.
+// The main thread's handle on the queue workers: spawning them, request/acknowledge over a port plus a wake-up eventfd, and the pool as a RingHost.
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import type { BackendInfo } from '../../engine/backend.js';
 import { Logger, type Level } from '../../engine/log.js';
 import type { BackendSpec } from '../../engine/open.js';
+import type { DeviceSettings, HandlerSpec } from '../virtio/queue-handler.js';
 import { EFD_CLOEXEC, NativeBuffer, close, eventfd, write } from '../os.js';
 import type { QueueWorkerData, WorkerReply, WorkerRequest } from './queue-worker.js';
+import type { InflightArea, RegionMsg, RingHost, RingMsg } from './ring-host.js';
 
 type AckOk = Extract<WorkerReply, { op: 'ack'; ok: true }>;
 type Pending = { resolve: (r: AckOk) => void; reject: (e: Error) => void };
@@ -28,12 +30,15 @@ export class QueueWorker {
     this.one.u8[0] = 1;
   }
 
-  /** Starts a worker that opens `backend`; rejects with the back-end's own message if it cannot. */
-  static spawn(name: string, backend: BackendSpec, serial: string, writeback: boolean, pollUs: number, log: Logger): Promise<QueueWorker> {
+  /**
+   * Starts a worker that opens `backend` and serves its ring with `handler`'s request handler;
+   * rejects with the back-end's own message if it cannot.
+   */
+  static spawn(name: string, backend: BackendSpec, handler: HandlerSpec, pollUs: number, log: Logger): Promise<QueueWorker> {
     const ctlFd = eventfd(0, EFD_CLOEXEC);
     if (ctlFd < 0) return Promise.reject(new Error('eventfd() failed: the system is out of file descriptors?'));
     const { port1, port2 } = new MessageChannel();
-    const data: QueueWorkerData = { name, backend, serial, writeback, ctlFd, port: port2, pollUs };
+    const data: QueueWorkerData = { name, backend, handler, ctlFd, port: port2, pollUs };
     const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     return new Promise((resolve, reject) => {
       let qw: QueueWorker | null = null;
@@ -105,5 +110,69 @@ export class QueueWorker {
     this.pending.clear();
     close(this.ctlFd);
     this.one.free();
+  }
+}
+
+/** One worker per queue, as the device state machine's RingHost: ring `i` runs in worker `i`. */
+export class QueuePool implements RingHost {
+  private constructor(private readonly workers: QueueWorker[]) {}
+
+  /**
+   * Starts `numQueues` workers, queue `i` on `backend(i)`, all with `handler`. Rejects with the
+   * first failure's message, after stopping the workers already started.
+   */
+  static async start(numQueues: number, backend: (queue: number) => BackendSpec, handler: HandlerSpec, pollUs: number, log: Logger): Promise<QueuePool> {
+    const workers: QueueWorker[] = [];
+    try {
+      for (let i = 0; i < numQueues; i++) workers.push(await QueueWorker.spawn(`queue ${i}`, backend(i), handler, pollUs, log));
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.exit()));
+      throw e;
+    }
+    return new QueuePool(workers);
+  }
+
+  get numQueues(): number {
+    return this.workers.length;
+  }
+
+  /** What the back-end reported when queue 0's worker opened it. */
+  get info(): BackendInfo {
+    return this.workers[0]!.info;
+  }
+
+  async setMemory(regions: RegionMsg[]): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.request({ op: 'mem', regions })));
+  }
+
+  async startRing(ring: RingMsg): Promise<void> {
+    await this.worker(ring.index).request({ op: 'start', ring });
+  }
+
+  async stopRing(index: number): Promise<number | undefined> {
+    return (await this.worker(index).request({ op: 'stop' })).lastAvail;
+  }
+
+  async setCallFd(index: number, fd: number): Promise<void> {
+    await this.worker(index).request({ op: 'call', fd });
+  }
+
+  async setInflight(area: InflightArea | null): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.request({ op: 'inflight', area })));
+  }
+
+  async configure(settings: DeviceSettings): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.request({ op: 'configure', settings })));
+  }
+
+  /** Stops every worker (their back-ends are closed). */
+  async exit(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.exit()));
+  }
+
+  private worker(index: number): QueueWorker {
+    const w = this.workers[index];
+    if (!w) throw new Error(`queue ${index} does not exist: there are ${this.workers.length}`);
+    return w;
   }
 }

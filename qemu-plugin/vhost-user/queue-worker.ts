@@ -1,57 +1,37 @@
-// Worker thread serving vhost-user virtqueues: waits on kick eventfds with poll(), drains rings, signals call eventfds.
+// Worker thread serving one vhost-user virtqueue: waits on its kick eventfd with poll(), drains the ring, signals the call eventfd.
 //
 // One worker per queue, so queues run in parallel on separate cores. The loop is synchronous (poll,
-// then back-end calls that complete before returning), which keeps per-request cost to the system
-// calls themselves: no promise, closure or buffer is allocated per request. The main thread talks to
+// then back-end calls that complete before returning, or are collected from an asynchronous
+// back-end's eventfd), which keeps per-request cost to the system calls themselves: no promise,
+// closure or buffer is allocated per request. Which device the ring serves is the handler module's
+// (workerData.handler): this file knows vhost-user rings, not virtio-blk. The main thread talks to
 // the worker through a MessagePort it drains synchronously when the control eventfd fires.
 import { MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { BackendError, type Backend } from '../../engine/backend.js';
+import { BackendError, isAsyncBackend, type Backend } from '../../engine/backend.js';
 import { Logger, RateLimit, setSink, type Fields, type Level } from '../../engine/log.js';
 import { openBackend, type BackendSpec } from '../../engine/open.js';
-import { BlkHandler } from '../virtio/blk.js';
+import { EINTR } from '../../engine/os.js';
 import { GuestMemory, type GuestRegion } from '../virtio/memory.js';
 import { InflightRegion, inflightQueueSize } from '../virtio/inflight.js';
+import {
+  publishUsed, serveQueue, type DeviceSettings, type HandlerSpec, type QueueHandler, type QueueHandlerFactory,
+} from '../virtio/queue-handler.js';
 import { RingBrokenError, Virtqueue, ringSizes } from '../virtio/virtqueue.js';
-import { EINTR } from '../../engine/os.js';
 import { NativeBuffer, POLLIN, errno, mapShared, poll, read, unmap, write, type Mapping } from '../os.js';
+import type { InflightArea, RegionMsg, RingMsg } from './ring-host.js';
 
-/** A memory region as the main thread forwards it: the front-end's description plus its fd. */
-export interface RegionMsg {
-  fd: number;
-  guestPhysAddr: number;
-  memorySize: number;
-  userspaceAddr: number;
-  mmapOffset: number;
-}
-
-/** Ring configuration for `start`. Addresses are the front-end's virtual addresses (SET_VRING_ADDR). */
-export interface RingMsg {
-  index: number;
-  num: number;
-  desc: number;
-  avail: number;
-  used: number;
-  base: number;
-  kickFd: number;
-  callFd: number;
-  errFd: number;
-  eventIdx: boolean;
-  indirect: boolean;
-}
-
-/** Requests from the main thread; every one is answered with a WorkerReply of the same id. */
+/** Requests from the main thread; every one is answered with an `ack` of the same id. */
 export type WorkerRequest =
   | { op: 'mem'; id: number; regions: RegionMsg[] }
   | { op: 'start'; id: number; ring: RingMsg }
-  | { op: 'stop'; id: number; index: number }
-  | { op: 'call'; id: number; index: number; fd: number }
-  | { op: 'writeback'; id: number; writeback: boolean }
-  | { op: 'inflight'; id: number; fd: number; mmapOffset: number; mmapSize: number; queueSize: number }
-  | { op: 'stats'; id: number }
+  | { op: 'stop'; id: number }
+  | { op: 'call'; id: number; fd: number }
+  | { op: 'configure'; id: number; settings: DeviceSettings }
+  | { op: 'inflight'; id: number; area: InflightArea | null }
   | { op: 'exit'; id: number };
 
 export type WorkerReply =
-  | { op: 'ack'; id: number; ok: true; lastAvail?: number; stats?: unknown }
+  | { op: 'ack'; id: number; ok: true; lastAvail?: number }
   | { op: 'ack'; id: number; ok: false; error: string }
   | { op: 'ready'; info: Backend['info'] }
   | { op: 'fatal'; error: string }
@@ -60,8 +40,8 @@ export type WorkerReply =
 export interface QueueWorkerData {
   name: string;
   backend: BackendSpec;
-  serial: string;
-  writeback: boolean;
+  /** The device type's request handler (module URL and initial settings). */
+  handler: HandlerSpec;
   ctlFd: number;
   port: MessagePort;
   /** Busy-poll window after work, in microseconds (0: sleep in poll() at once). */
@@ -74,40 +54,59 @@ const post = (m: WorkerReply): void => port.postMessage(m);
 setSink((level, component, msg, fields) => post({ op: 'log', level, component, msg, fields }));
 const log = new Logger(data.name);
 
+/** The ring being served, and the function that interrupts its driver (writes the call eventfd). */
 interface Ring {
   msg: RingMsg;
   vq: Virtqueue;
-  handler: BlkHandler;
+  handler: QueueHandler;
+  signal: () => void;
 }
 
-function open(): Backend {
-  try {
-    return openBackend(data.backend);
-  } catch (e) {
-    post({ op: 'fatal', error: e instanceof BackendError ? e.message : String((e as Error).stack ?? e) });
-    process.exit(1);
-  }
+function fatal(e: unknown): never {
+  post({ op: 'fatal', error: e instanceof BackendError ? e.message : String((e as Error).stack ?? e) });
+  process.exit(1);
 }
-const backend = open();
+
+/** Loads the handler module's `createQueueHandler`. */
+async function loadFactory(module: string): Promise<QueueHandlerFactory> {
+  const m = (await import(module)) as { createQueueHandler?: unknown };
+  if (typeof m.createQueueHandler !== 'function') throw new Error(`${module} does not export createQueueHandler`);
+  return m.createQueueHandler as QueueHandlerFactory;
+}
+
+const createHandler = await loadFactory(data.handler.module).catch(fatal);
+let settings: DeviceSettings = data.handler.settings;
+let backend: Backend;
+try {
+  backend = openBackend(data.backend);
+} catch (e) {
+  fatal(e);
+}
+/** The back-end when it completes later (io_uring, replication); null when every call completes before it returns. */
+const async = isAsyncBackend(backend) ? backend : null;
 post({ op: 'ready', info: backend.info });
 
 let mappings: Mapping[] = [];
 /** The front-end's inflight area (SET_INFLIGHT_FD), mapped; null when not negotiated. */
 let inflight: { map: Mapping; offset: number; queueSize: number } | null = null;
 let mem = new GuestMemory([]);
-let writeback = data.writeback;
-const rings = new Map<number, Ring>();
+let ring: Ring | null = null;
 const rejects = new RateLimit(10, 1000);
 const pollUs = data.pollUs;
 const eight = new NativeBuffer(8);
 const one = new NativeBuffer(8);
 one.u8[0] = 1;
-// pollfd[0] = control eventfd; pollfd[1] = the back-end's completion fd (or -1); pollfd[2..] = kick
-// eventfds, in `order`.
-const pfd = new NativeBuffer(8 * 10);
-const FIRST_RING = 2;
-const backendFd = backend.eventFd ?? -1;
-let order: Ring[] = [];
+// pollfds: the control eventfd, the back-end's completion fd, the ring's kick eventfd (-1 entries are skipped by poll()).
+const PFD_CTL = 0;
+const PFD_BACKEND = 8;
+const PFD_KICK = 16;
+const pfd = new NativeBuffer(8 * 3);
+pfd.dv.setInt32(PFD_CTL, data.ctlFd, true);
+pfd.dv.setInt16(PFD_CTL + 4, POLLIN, true);
+pfd.dv.setInt32(PFD_BACKEND, async ? async.eventFd : -1, true);
+pfd.dv.setInt16(PFD_BACKEND + 4, POLLIN, true);
+pfd.dv.setInt32(PFD_KICK, -1, true); // no ring yet
+pfd.dv.setInt16(PFD_KICK + 4, POLLIN, true);
 
 function reject(reason: string, head: number): void {
   if (rejects.allow()) {
@@ -116,14 +115,24 @@ function reject(reason: string, head: number): void {
   }
 }
 
-/** Waits until the back-end has completed every request of `r` (their buffers are in guest memory). */
+/**
+ * Waits until the back-end has completed every request of the ring (their buffers are in guest
+ * memory) and publishes them: before memory moves or the ring stops.
+ */
 function quiesce(r: Ring): void {
-  while (r.handler.busyCount() > 0 && backend.waitOne) backend.waitOne();
+  if (async) while (r.handler.busyCount() > 0) async.waitOne();
+  publishUsed(r.vq, r.signal);
+}
+
+/** Runs the back-end's ready completions and publishes them to the driver, as one batch. */
+function collectCompletions(): void {
+  async!.poll();
+  if (ring) publishUsed(ring.vq, ring.signal);
 }
 
 function mapRegions(regions: RegionMsg[]): void {
   // Requests in flight hold addresses in the old mappings: finish them before anything moves.
-  for (const r of rings.values()) quiesce(r);
+  if (ring) quiesce(ring);
   const next: Mapping[] = [];
   const gr: GuestRegion[] = [];
   try {
@@ -143,13 +152,12 @@ function mapRegions(regions: RegionMsg[]): void {
   const old = mappings;
   mappings = next;
   mem = new GuestMemory(gr);
-  // Running rings keep their indices and move to the new mappings.
-  // Iterate over a copy: startRing re-adds each ring to the map.
+  // A running ring keeps its indices and moves to the new mappings.
   try {
-    for (const [i, r] of [...rings]) {
-      const ring = { ...r.msg, base: r.vq.lastAvail };
-      rings.delete(i);
-      startRing(ring);
+    if (ring) {
+      const restart = { ...ring.msg, base: ring.vq.lastAvail };
+      ring = null;
+      startRing(restart);
     }
   } finally {
     old.forEach(unmap);
@@ -172,99 +180,67 @@ function startRing(m: RingMsg): void {
   }
   const vq = new Virtqueue(mem, layout, m.base, m.eventIdx, m.indirect, region);
   if (vq.resubmitting > 0) log.warn(`queue ${m.index}: serving again ${vq.resubmitting} requests a previous run left unfinished`);
-  const ring: Ring = { msg: m, vq, handler: null as unknown as BlkHandler };
-  ring.handler = new BlkHandler(backend, vq, mem, {
-    serial: data.serial, writeback, reject, notify: () => notify(ring),
-  });
-  rings.set(m.index, ring);
-  rebuildPoll();
+  const handler = createHandler({ backend, vq, mem, reject, settings });
+  const r: Ring = { msg: m, vq, handler, signal: () => { if (r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8); } };
+  ring = r;
+  pfd.dv.setInt32(PFD_KICK, m.kickFd, true); // -1: a polled ring (no kick fd); poll() skips it
   log.debug('ring started', { queue: m.index, size: m.num, base: m.base, eventIdx: m.eventIdx });
-  serveRing(ring); // requests made available before the kick fd arrived
+  serveRing(r, true); // requests made available before the kick fd arrived
 }
 
-function stopRing(index: number): number | undefined {
-  const r = rings.get(index);
+/** Stops the ring once its requests in flight completed; returns its last available index. */
+function stopRing(): number | undefined {
+  const r = ring;
   if (!r) return undefined;
   // "stop the vring": requests handed to an asynchronous back-end complete first.
   quiesce(r);
-  rings.delete(index);
-  rebuildPoll();
+  ring = null;
+  pfd.dv.setInt32(PFD_KICK, -1, true);
   return r.vq.lastAvail;
 }
 
-function rebuildPoll(): void {
-  order = [...rings.values()];
-  // Results of the last poll() belong to the old order: forget them (the next poll() sees them again).
-  pfd.u8.fill(0);
-  pfd.dv.setInt32(0, data.ctlFd, true);
-  pfd.dv.setInt16(4, POLLIN, true);
-  pfd.dv.setInt32(8, backendFd, true);
-  pfd.dv.setInt16(12, POLLIN, true);
-  order.forEach((r, i) => {
-    pfd.dv.setInt32(8 * (i + FIRST_RING), r.msg.kickFd, true); // -1: polled ring (no kick fd); poll() skips it
-    pfd.dv.setInt16(8 * (i + FIRST_RING) + 4, POLLIN, true);
-  });
-}
-
-/** Delivers the back-end's ready completions, one published batch per ring. */
-function collectCompletions(): void {
-  if (!backend.poll) return;
-  if (order.length === 1) {
-    const r = order[0]!;
-    if (r.handler.completeBatch(backend.poll.bind(backend)) && r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8);
-    return;
-  }
-  backend.poll();
-}
-
-function notify(r: Ring): void {
-  if (r.vq.needsNotify() && r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8);
-}
-
-/** Drains a ring and signals the driver; with `arm`, re-enables kicks first (about to sleep). */
-function serveRing(r: Ring, arm = true): void {
+/**
+ * Serves the ring and ends the back-end's batch (`kick`: io_uring_enter, the replication doorbell);
+ * with `arm`, re-enables kicks first (about to sleep).
+ */
+function serveRing(r: Ring, arm: boolean): void {
   try {
-    if (r.handler.drain(arm) && r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8);
-    backend.kick?.();
+    serveQueue(r.handler, r.vq, arm, r.signal);
+    async?.kick();
   } catch (e) {
     if (!(e instanceof RingBrokenError)) throw e;
     log.error(`queue ${r.msg.index} stopped: ${e.message}; the guest driver must reset the device`);
-    stopRing(r.msg.index);
+    stopRing();
     if (r.msg.errFd >= 0) write(r.msg.errFd, one.addr, 8);
   }
 }
 
 /**
- * Busy-polls the rings for up to `pollUs` after work, with kicks suppressed, the way QEMU's
+ * Busy-polls the ring for up to `pollUs` after work, with kicks suppressed, the way QEMU's
  * IOThreads poll (poll-max-ns): a driver that submits again within the window costs neither side a
  * system call. The window restarts whenever work is found; when it ends, kicks are re-armed.
  */
-function pollRings(): void {
-  for (const r of order) r.vq.suppressKicks();
+function pollRing(): void {
+  ring?.vq.suppressKicks();
   let deadline = performance.now() + pollUs / 1000;
   for (let spins = 0; pollUs > 0; spins++) {
     let found = false;
-    if (backendFd >= 0) {
-      const before = backend.inFlight!();
+    if (async) {
+      const before = async.inFlight();
       if (before > 0) {
         collectCompletions();
-        if (backend.inFlight!() < before) found = true;
+        if (async.inFlight() < before) found = true;
       }
     }
-    for (let i = 0; i < order.length; i++) {
-      const r = order[i]!;
-      if (r.vq.pending() !== 0) {
-        found = true;
-        serveRing(r, false);
-      }
+    const r = ring;
+    if (r && r.vq.pending() !== 0) {
+      found = true;
+      serveRing(r, false);
     }
     if (found) deadline = performance.now() + pollUs / 1000;
     else if ((spins & 63) === 0 && performance.now() > deadline) break;
   }
-  for (let i = 0; i < order.length; i++) {
-    const r = order[i];
-    if (r && r.vq.armKick()) serveRing(r);
-  }
+  if (ring && ring.vq.armKick()) serveRing(ring, true);
 }
 
 function handle(m: WorkerRequest): boolean {
@@ -275,39 +251,33 @@ function handle(m: WorkerRequest): boolean {
         post({ op: 'ack', id: m.id, ok: true });
         return true;
       case 'start':
-        stopRing(m.ring.index);
+        stopRing();
         startRing(m.ring);
         post({ op: 'ack', id: m.id, ok: true });
         return true;
       case 'stop': {
-        const lastAvail = stopRing(m.index);
+        const lastAvail = stopRing();
         post({ op: 'ack', id: m.id, ok: true, ...(lastAvail === undefined ? {} : { lastAvail }) });
         return true;
       }
-      case 'call': {
-        const r = rings.get(m.index);
-        if (r) r.msg.callFd = m.fd;
+      case 'call':
+        if (ring) ring.msg.callFd = m.fd;
         post({ op: 'ack', id: m.id, ok: true });
         return true;
-      }
-      case 'inflight':
+      case 'inflight': {
+        const a = m.area;
         if (inflight) unmap(inflight.map);
-        inflight = m.fd < 0 ? null : { map: mapShared(m.fd, m.mmapOffset + m.mmapSize), offset: m.mmapOffset, queueSize: m.queueSize };
+        inflight = a === null ? null : { map: mapShared(a.fd, a.mmapOffset + a.mmapSize), offset: a.mmapOffset, queueSize: a.queueSize };
         post({ op: 'ack', id: m.id, ok: true });
-        return true;
-      case 'writeback':
-        writeback = m.writeback;
-        for (const r of rings.values()) r.handler.writeback = writeback;
-        post({ op: 'ack', id: m.id, ok: true });
-        return true;
-      case 'stats': {
-        const stats: Record<number, unknown> = {};
-        for (const [i, r] of rings) stats[i] = { ...r.handler.stats, lastAvail: r.vq.lastAvail };
-        post({ op: 'ack', id: m.id, ok: true, stats });
         return true;
       }
+      case 'configure':
+        settings = { ...settings, ...m.settings };
+        ring?.handler.configure(m.settings);
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
       case 'exit':
-        rings.clear();
+        stopRing();
         mappings.forEach(unmap);
         mappings = [];
         backend.close();
@@ -322,42 +292,44 @@ function handle(m: WorkerRequest): boolean {
 
 function loop(): void {
   for (;;) {
-    const polled = order.some((r) => r.msg.kickFd < 0);
-    const n = poll(pfd.addr, FIRST_RING + order.length, polled ? 1 : -1);
+    const r0 = ring;
+    const polled = r0 !== null && r0.msg.kickFd < 0;
+    const n = poll(pfd.addr, 3, polled ? 1 : -1);
     if (n < 0) {
       if (errno() === EINTR) continue;
       throw new Error(`poll failed: errno ${errno()}`);
     }
-    if (pfd.dv.getInt16(6, true) & POLLIN) {
+    if (pfd.dv.getInt16(PFD_CTL + 6, true) & POLLIN) {
       read(data.ctlFd, eight.addr, 8);
       for (let msg = receiveMessageOnPort(port); msg; msg = receiveMessageOnPort(port)) {
         if (!handle(msg.message as WorkerRequest)) return; // the main thread closes ctlFd
       }
     }
     let worked = false;
-    if (pfd.dv.getInt16(14, true) !== 0) {
+    if (pfd.dv.getInt16(PFD_BACKEND + 6, true) !== 0) {
       collectCompletions();
       worked = true;
     }
-    for (let i = 0; i < order.length; i++) {
-      const r = order[i]!;
-      const revents = pfd.dv.getInt16(8 * (i + FIRST_RING) + 6, true);
+    const r = ring;
+    // The kick result belongs to the ring polled; a ring started or stopped by a message meanwhile is served below or gone.
+    if (r !== null && r === r0) {
+      const revents = pfd.dv.getInt16(PFD_KICK + 6, true);
       if (revents !== 0 || r.msg.kickFd < 0) {
         if (revents !== 0) read(r.msg.kickFd, eight.addr, 8);
         serveRing(r, false);
         worked = true;
       }
     }
-    for (let i = 0; i < FIRST_RING + order.length; i++) pfd.dv.setInt16(8 * i + 6, 0, true);
-    if (worked) pollRings();
-    else for (const r of order) if (r.vq.armKick()) serveRing(r);
+    pfd.dv.setInt16(PFD_CTL + 6, 0, true);
+    pfd.dv.setInt16(PFD_BACKEND + 6, 0, true);
+    pfd.dv.setInt16(PFD_KICK + 6, 0, true);
+    if (worked) pollRing();
+    else if (ring && ring.vq.armKick()) serveRing(ring, true);
   }
 }
 
-rebuildPoll();
 try {
   loop();
 } catch (e) {
-  post({ op: 'fatal', error: String((e as Error).stack ?? e) });
-  process.exit(1);
+  fatal(e);
 }

@@ -3,14 +3,16 @@ import fs from 'node:fs';
 import type { BackendInfo } from '../../engine/backend.js';
 import { Logger } from '../../engine/log.js';
 import type { BackendSpec } from '../../engine/open.js';
+import { MAX_QUEUES } from '../../engine/replication/limits.js';
 import {
   AF_UNIX, MSG_CMSG_CLOEXEC, MSG_NOSIGNAL, MsgBuffers, NativeBuffer, SHUT_RDWR, SOCK_CLOEXEC, SOCK_STREAM, accept4, bind,
   callAsync, close, connect, errno, listen, read, recvmsg, sendmsg, shutdown, sockaddrUn, socket,
 } from '../os.js';
+import { VhostUserBlkBackend, blkHandlerSpec } from './blk-backend.js';
 import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD } from './constants.js';
-import { VhostUserBlkDevice, RequestFailed, type HandlerResult } from './device.js';
+import { RequestFailed, VhostUserDevice, type HandlerResult } from './device.js';
 import { ProtocolError, decodeHeader, decodeMessage, encodeReply, requestName, u64Payload } from './message.js';
-import { QueueWorker } from './queue-pool.js';
+import { QueuePool } from './queue-pool.js';
 
 export interface ServerOptions {
   socketPath: string;
@@ -40,7 +42,7 @@ export const DEFAULT_POLL_US = 50;
  * reconnect; one front-end is served at a time.
  */
 export class VhostUserServer {
-  private workers: QueueWorker[] = [];
+  private pool: QueuePool | null = null;
   private listenFd = -1;
   private connFd = -1;
   private closing = false;
@@ -58,23 +60,18 @@ export class VhostUserServer {
   /** Opens the back-end in every queue worker, then listens. Rejects with a message a user can act on. */
   async start(): Promise<void> {
     const { numQueues } = this.opts;
-    if (!(numQueues >= 1 && numQueues <= 64)) throw new Error(`--queues ${numQueues}: choose 1 to 64 queues`);
-    try {
-      for (let i = 0; i < numQueues; i++) {
-        const spec = typeof this.opts.backend === 'function' ? this.opts.backend(i) : this.opts.backend;
-        this.workers.push(await QueueWorker.spawn(`queue ${i}`, spec, this.opts.serial, true, this.opts.pollUs ?? DEFAULT_POLL_US, this.log));
-      }
-    } catch (e) {
-      await Promise.all(this.workers.map((w) => w.exit()));
-      throw e;
-    }
-    this.info = this.workers[0]!.info;
+    if (!(numQueues >= 1 && numQueues <= MAX_QUEUES)) throw new Error(`--queues ${numQueues}: choose 1 to ${MAX_QUEUES} queues`);
+    const spec = this.opts.backend;
+    const pool = await QueuePool.start(numQueues, typeof spec === 'function' ? spec : () => spec, blkHandlerSpec(this.opts.serial),
+      this.opts.pollUs ?? DEFAULT_POLL_US, this.log);
+    this.pool = pool;
+    this.info = pool.info;
     try {
       await this.prepareSocketPath();
       this.listenFd = this.bindSocket();
     } catch (e) {
       // Workers block in poll(): they must be told to exit, or the process cannot exit either.
-      await Promise.all(this.workers.map((w) => w.exit()));
+      await pool.exit();
       throw e;
     }
     this.acceptLoop = this.accept();
@@ -163,7 +160,8 @@ export class VhostUserServer {
   private async serveConnection(fd: number): Promise<void> {
     const log = this.log.child(`conn${this.connections}`);
     log.info('front-end connected');
-    const device = new VhostUserBlkDevice(this.info, this.workers, log);
+    const pool = this.pool!;
+    const device = new VhostUserDevice(new VhostUserBlkBackend(this.info, pool.numQueues, log), pool, log);
     const bufs = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, MAX_FDS);
     const out = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 1);
     let reason = 'front-end disconnected';
@@ -259,7 +257,7 @@ export class VhostUserServer {
     await this.connection?.catch(() => undefined);
     if (this.listenFd >= 0) close(this.listenFd);
     this.listenFd = -1;
-    await Promise.all(this.workers.map((w) => w.exit()));
+    await this.pool?.exit();
     try {
       fs.unlinkSync(this.opts.socketPath);
     } catch {

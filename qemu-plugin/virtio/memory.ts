@@ -13,8 +13,8 @@ export interface GuestRegion {
 
 /**
  * Translates guest addresses to (region, offset). Lookups return the region index and leave the
- * offset in `off`, so the hot path allocates nothing. A range must lie inside one region; callers
- * split ranges that cross regions with `clamp`.
+ * offset in `off`, so the hot path allocates nothing. A range must lie inside one region; the
+ * virtqueue splits a buffer that crosses regions into one segment per region.
  */
 export class GuestMemory {
   /** Offset inside the region of the last successful lookup. */

@@ -1,7 +1,7 @@
-// Tests of IoVector: trimming from either end across segments, and gathering.
+// Tests of IoVector: trimming from either end across segments, and scatter/gather copies at any position.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { IoVector } from '../../engine/iovec.js';
+import { IoVector, copyFromVector, copyToVector } from '../../engine/iovec.js';
 
 function vec(lens: number[]): { v: IoVector; buf: Uint8Array } {
   const buf = new Uint8Array(1024).map((_, i) => i & 255);
@@ -41,6 +41,25 @@ test('push refuses past capacity; gather copies across segments', () => {
   assert.equal(v.push(buf, 0, 1, 0), false);
   assert.equal(v.count, 8);
   const out = new Uint8Array(7);
-  assert.equal(vec([3, 3, 3]).v.gather(out), 7);
+  assert.equal(copyFromVector(vec([3, 3, 3]).v, 0, out, 7), 7);
   assert.deepEqual([...out], [0, 1, 2, 13, 14, 15, 26]);
+});
+
+test('copyFromVector / copyToVector move the right bytes at any position and stop at the vector end', () => {
+  const { v } = vec([3, 7, 20, 1]);
+  const flat = new Uint8Array(31);
+  assert.equal(copyFromVector(v, 0, flat, 31), 31);
+  for (const [pos, len] of [[0, 31], [2, 5], [9, 15], [30, 1], [4, 0]] as const) {
+    const out = new Uint8Array(len + 2);
+    assert.equal(copyFromVector(v, pos, out, len, 2), len);
+    assert.deepEqual([...out.subarray(2)], [...flat.subarray(pos, pos + len)], `gather ${pos}+${len}`);
+    const dst = vec([3, 7, 20, 1]);
+    dst.buf.fill(0);
+    assert.equal(copyToVector(out, dst.v, pos, len, 2), len);
+    const back = new Uint8Array(31);
+    copyFromVector(dst.v, 0, back, 31);
+    assert.deepEqual([...back.subarray(pos, pos + len)], [...out.subarray(2)], `scatter ${pos}+${len}`);
+    assert.ok(back.subarray(0, pos).every((b) => b === 0) && back.subarray(pos + len).every((b) => b === 0), 'nothing else written');
+  }
+  assert.equal(copyFromVector(v, 28, new Uint8Array(10), 10), 3, 'a copy past the end stops there');
 });

@@ -1,9 +1,9 @@
 // A virtio-blk "guest" for tests: the TypeScript vhost-user front-end attached to a back-end's socket, one request at a time.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { VhostUserFrontend } from '../../qemu-plugin/vhost-user/frontend.js';
+import { VhostUserFrontend } from '../../qemu-plugin/testing/vhost-user-frontend.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
-import { BlkDriver } from '../../qemu-plugin/virtio/blk-driver.js';
+import { BlkDriver } from '../../qemu-plugin/testing/blk-driver.js';
 
 export type BlkClient = ReturnType<typeof attach>;
 

@@ -2,10 +2,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { IoVector } from '../../../engine/iovec.js';
+import { IoVector, copyFromVector, copyToVector } from '../../../engine/iovec.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '../../../engine/os.js';
 import { CHUNK, ChannelHost, ChannelOp, type ChannelRequest } from '../../../engine/replication/channel.js';
-import { ReplicatedBackend, copyFromVector, copyToVector } from '../../../engine/replication/replicated-backend.js';
+import { ReplicatedBackend } from '../../../engine/replication/replicated-backend.js';
 
 const SIZE = 32 << 20;
 

@@ -1,6 +1,6 @@
 // A guest of plain memory for tests: guest memory as an ArrayBuffer, a driver for one ring, and the device's view of it.
 import { GuestMemory } from '../../../qemu-plugin/virtio/memory.js';
-import { SplitRingDriver, layoutRing } from '../../../qemu-plugin/virtio/driver.js';
+import { SplitRingDriver, layoutRing } from '../../../qemu-plugin/testing/split-ring-driver.js';
 import { Virtqueue } from '../../../qemu-plugin/virtio/virtqueue.js';
 
 export interface MockGuest {

@@ -1,6 +1,6 @@
 // A virtio-blk driver on top of SplitRingDriver: request slots with header, data and status buffers in guest memory.
-import { BLK_HEADER_SIZE, VIRTIO_BLK_T_IN } from './constants.js';
-import type { SplitRingDriver } from './driver.js';
+import { BLK_HEADER_SIZE, VIRTIO_BLK_T_IN } from '../virtio/constants.js';
+import type { SplitRingDriver } from './split-ring-driver.js';
 
 /** One request slot's buffers (guest-physical addresses). */
 interface Slot {

@@ -5,9 +5,9 @@ import {
   errno, eventfd, ftruncate, mapShared, memfdCreate, poll, read, recvmsg, sendmsg, sockaddrUn, socket, unmap, write,
   type Mapping, MSG_NOSIGNAL,
 } from '../os.js';
-import { SplitRingDriver, layoutRing } from '../virtio/driver.js';
-import { Feature, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VRING_NOFD_MASK, bit } from './constants.js';
-import { decodeReplyHeader, encodeRequest, statePayload, u64Payload } from './message.js';
+import { Feature, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VRING_NOFD_MASK, bit } from '../vhost-user/constants.js';
+import { decodeReplyHeader, encodeRequest, statePayload, u64Payload } from '../vhost-user/message.js';
+import { SplitRingDriver, layoutRing } from './split-ring-driver.js';
 
 export interface FrontendQueue {
   index: number;

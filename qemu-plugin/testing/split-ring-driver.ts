@@ -1,8 +1,8 @@
 // The driver's side of a split virtqueue over a byte array of "guest memory": what a guest kernel does, for tests and benchmarks.
 import {
   DESC_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-} from './constants.js';
-import { ringSizes } from './virtqueue.js';
+} from '../virtio/constants.js';
+import { ringSizes } from '../virtio/virtqueue.js';
 
 /** A buffer of a request, in guest-physical terms. */
 export interface DriverBuffer {
