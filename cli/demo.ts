@@ -6,7 +6,8 @@ import { buildGuestImage } from '../bootimg/guest.js';
 import { Node, lockNodeDisks } from '../daemon/node.js';
 import { metadataSize, Metadata } from '../engine/replication/metadata.js';
 import { loadResource } from '../engine/replication/config.js';
-import { formatStatus } from './resource-commands.js';
+import { ProgressBars } from './progress.js';
+import { formatStatus, humanBytes } from './resource-commands.js';
 import { qemuAttachArgs } from './qemu-args.js';
 
 const DEMO_SIZE = 2 ** 30;
@@ -77,16 +78,20 @@ export async function runDemo(dir: string): Promise<void> {
     res.promote(true);
     res.demote();
   }
-  let last = 0;
-  await waitFor(() => {
-    const s = res.status();
-    const beta = s.peers.beta!;
-    if (beta.resync && Date.now() - last > 1000) {
-      last = Date.now();
-      process.stderr.write(`demo: initial sync of beta: ${beta.resync.percent.toFixed(1)}% at ${(beta.resync.rateBytesPerSec / 2 ** 20).toFixed(0)} MiB/s\n`);
-    }
-    return beta.replication === 'Established' && beta.disk === 'UpToDate' && s.disk === 'UpToDate';
-  }, 600000);
+  // The initial sync's progress on stderr (stdout is the QEMU line): a bar on a terminal, lines in a log.
+  const bars = new ProgressBars({ stream: process.stderr });
+  try {
+    await waitFor(() => {
+      const s = res.status();
+      const beta = s.peers.beta!;
+      if (beta.resync) {
+        bars.update([{ name: 'demo: initial sync of beta', percent: beta.resync.percent, detail: `${humanBytes(beta.resync.rateBytesPerSec)}/s` }]);
+      }
+      return beta.replication === 'Established' && beta.disk === 'UpToDate' && s.disk === 'UpToDate';
+    }, 600000);
+  } finally {
+    bars.stop();
+  }
   const qemu = [
     'qemu-system-x86_64', '-accel', 'tcg', '-m', '1G', '-smp', '2', '-nographic',
     ...qemuAttachArgs(alpha.me.socket!, 2),

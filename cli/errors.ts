@@ -1,4 +1,5 @@
 // The CLI's exit codes and the errors that carry them, the same for every command.
+import { CommanderError } from 'commander';
 import { BackendError } from '../engine/backend.js';
 import { DiskLockError } from '../engine/disk-lock.js';
 import { ConfigError } from '../engine/replication/config.js';
@@ -22,11 +23,13 @@ export class UsageError extends Error {}
 /** A run-time failure the user can act on: printed without a stack trace, exit code 1. */
 export class CommandError extends Error {}
 
-/** Errors printed as one line (no stack trace), with the exit code each gets. */
+/**
+ * Errors printed as one line (no stack trace), with the exit code each gets. commander's own errors
+ * (unknown command or option, missing or invalid argument) are usage errors; its --help exits 0.
+ */
 export function exitCodeFor(e: unknown): { code: number; plain: boolean } {
-  if (e instanceof UsageError || e instanceof ConfigError || (e as { code?: string } | null)?.code?.startsWith?.('ERR_PARSE_ARGS')) {
-    return { code: EXIT_USAGE, plain: true };
-  }
+  if (e instanceof CommanderError) return { code: e.exitCode === 0 ? EXIT_OK : EXIT_USAGE, plain: true };
+  if (e instanceof UsageError || e instanceof ConfigError) return { code: EXIT_USAGE, plain: true };
   if (e instanceof CommandError || e instanceof MetadataError || e instanceof DiskLockError || e instanceof BackendError) {
     return { code: EXIT_FAILURE, plain: true };
   }

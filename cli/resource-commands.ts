@@ -1,105 +1,108 @@
-// The replicated-resource commands of the CLI: create-md, up, down, status, primary, secondary, connect, disconnect, verify.
+// The replicated-resource commands of the CLI: create-md, up, down, status, primary, secondary, connect,
+// disconnect, attach, verify, wait-sync. Each names the resource file and this node (--config, --node).
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { Option, type Command } from 'commander';
 import { controlCall, type ControlRequest } from '../daemon/control.js';
 import { Node, lockNodeDisks } from '../daemon/node.js';
-import { loadResource, nodeByName, parseSize, type NodeConfig } from '../engine/replication/config.js';
+import { loadResource, nodeByName, type NodeConfig } from '../engine/replication/config.js';
 import { Metadata, metadataSize } from '../engine/replication/metadata.js';
 import type { PeerStatus, ResourceStatus } from '../engine/replication/resource.js';
+import { secondsArg, sizeArg } from './args.js';
 import { CommandError, UsageError } from './errors.js';
+import { ProgressBars, type ProgressRow } from './progress.js';
 
-// Errors: UsageError (and the ConfigError of a bad resource file) exit 2; CommandError, MetadataError
-// and DiskLockError (run-time failures) exit 1; see cli/errors.ts.
-
-export const RESOURCE_USAGE = `
-Replicated resources (DRBD-style; FILE is the resource file, NAME this node's name in it):
-  twindisk create-md --config FILE --node NAME [--size SIZE] [--force] [--assume-clean]
-      Initialise the node's metadata (internal: at the end of its backing file; --size creates the
-      backing file with SIZE usable bytes). --assume-clean marks the data UpToDate with the same first
-      generation on every node (only when all backing files are new and zeroed: no initial sync).
-  twindisk up --config FILE --node NAME
-      Run the node in the foreground: replication links, control socket, vhost-user socket (QEMU
-      connecting promotes the node to Primary when no other node is Primary and it has quorum).
-  twindisk down --config FILE --node NAME
-  twindisk status --config FILE --node NAME [--json]
-  twindisk primary --config FILE --node NAME [--force]
-  twindisk secondary --config FILE --node NAME
-  twindisk connect --config FILE --node NAME [--peer PEER] [--discard-my-data]
-  twindisk disconnect --config FILE --node NAME [--peer PEER]
-  twindisk attach --config FILE --node NAME
-      Take the node's disk back after an I/O error detached it; it resyncs fully from a peer.
-  twindisk verify --config FILE --node NAME [--resync] [--wait]
-      Compare every block with the connected peers by hash; --resync then resyncs what differs.
-  twindisk wait-sync --config FILE --node NAME [--timeout S]
-      Show resync progress until every connected peer is in sync.
-`;
+// Errors: UsageError, commander's usage errors and the ConfigError of a bad resource file exit 2;
+// CommandError, MetadataError and DiskLockError (run-time failures) exit 1; see cli/errors.ts.
 
 interface Target { file: string; node: NodeConfig }
+interface TargetOptions { config?: string; node?: string }
 
-function target(values: { config?: string | undefined; node?: string | undefined }, cmd: string): Target {
-  if (!values.config) throw new UsageError(`${cmd} needs --config FILE (the resource file)`);
-  if (!values.node) throw new UsageError(`${cmd} needs --node NAME (this node's name in ${values.config})`);
-  const cfg = loadResource(values.config);
-  return { file: values.config, node: nodeByName(cfg, values.node) };
+/**
+ * The resource file and this node in it. --config and --node are checked here rather than declared
+ * mandatory: commander reports a missing mandatory option before an unknown one, and `--confg r0.json`
+ * deserves "unknown option '--confg' (Did you mean --config?)", not "--config not specified".
+ */
+function target(o: TargetOptions, cmd: Command): Target {
+  if (!o.config) throw new UsageError(`${cmd.name()} needs --config FILE (the resource file)`);
+  if (!o.node) throw new UsageError(`${cmd.name()} needs --node NAME (this node's name in ${o.config})`);
+  const cfg = loadResource(o.config);
+  return { file: o.config, node: nodeByName(cfg, o.node) };
 }
 
-const common = { config: { type: 'string' }, node: { type: 'string' } } as const;
-
-/** Runs a resource command; returns the exit code, or null when `cmd` is not one of them. */
-export async function runResourceCommand(cmd: string, args: string[]): Promise<number | null> {
-  switch (cmd) {
-    case 'create-md': return createMd(args);
-    case 'up': return await up(args);
-    case 'down': return await simple(args, 'down', { cmd: 'down' });
-    case 'status': return await status(args);
-    case 'primary': {
-      const { values } = parseArgs({ args, strict: true, options: { ...common, force: { type: 'boolean' } } });
-      return await call(target(values, 'primary'), { cmd: 'primary', force: !!values.force });
-    }
-    case 'secondary': return await simple(args, 'secondary', { cmd: 'secondary' });
-    case 'attach': return await simple(args, 'attach', { cmd: 'attach' });
-    case 'connect': {
-      const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' }, 'discard-my-data': { type: 'boolean' } } });
-      return await call(target(values, 'connect'), { cmd: 'connect', ...(values.peer ? { peer: values.peer } : {}), discardMyData: !!values['discard-my-data'] });
-    }
-    case 'disconnect': {
-      const { values } = parseArgs({ args, strict: true, options: { ...common, peer: { type: 'string' } } });
-      return await call(target(values, 'disconnect'), { cmd: 'disconnect', ...(values.peer ? { peer: values.peer } : {}) });
-    }
-    case 'verify': return await verify(args);
-    case 'wait-sync': return await waitSync(args);
-    default: return null;
-  }
+/** Declares a resource command: --config FILE and --node NAME, then its own options. */
+function resourceCommand(program: Command, name: string, summary: string, description = ''): Command {
+  return program.command(name)
+    .summary(summary)
+    .description(description || `${summary[0]!.toUpperCase()}${summary.slice(1)}.`)
+    .option('--config <file>', 'the resource file (required)')
+    .option('--node <name>', 'this node\'s name in the resource file (required)');
 }
 
-async function simple(args: string[], name: string, req: ControlRequest): Promise<number> {
-  const { values } = parseArgs({ args, strict: true, options: common });
-  return call(target(values, name), req);
+/** Adds the resource commands to the program. */
+export function addResourceCommands(program: Command): void {
+  resourceCommand(program, 'create-md', 'initialise the node\'s metadata',
+    'Initialise the node\'s metadata (internal: at the end of its backing file).\n'
+    + '--assume-clean marks the data UpToDate with the same first generation on every node (only when all\n'
+    + 'backing files are new and zeroed: no initial sync).')
+    .addOption(new Option('--size <size>', 'create the backing file with SIZE usable bytes (a multiple of 4096, e.g. 100G)').argParser(sizeArg))
+    .option('--force', 'overwrite existing metadata')
+    .option('--assume-clean', 'start every node UpToDate without an initial sync (all disks new and zeroed)')
+    .action((o: TargetOptions & { size?: number; force?: boolean; assumeClean?: boolean }, cmd: Command) => createMd(o, cmd));
+  resourceCommand(program, 'up', 'run the node in the foreground',
+    'Run the node in the foreground: replication links, control socket, vhost-user socket (QEMU connecting\n'
+    + 'promotes the node to Primary when no other node is Primary and it has quorum).')
+    .action((o: TargetOptions, cmd: Command) => up(o, cmd));
+  resourceCommand(program, 'down', 'stop a running node')
+    .action((o: TargetOptions, cmd: Command) => call(target(o, cmd), { cmd: 'down' }));
+  resourceCommand(program, 'status', 'show the node\'s role, disk, peers and resync progress')
+    .option('--json', 'print the status as JSON')
+    .action((o: TargetOptions & { json?: boolean }, cmd: Command) => status(o, cmd));
+  resourceCommand(program, 'primary', 'promote the node to Primary')
+    .option('--force', 'promote even without an UpToDate peer (a new resource, or the last survivor)')
+    .action((o: TargetOptions & { force?: boolean }, cmd: Command) => call(target(o, cmd), { cmd: 'primary', force: !!o.force }));
+  resourceCommand(program, 'secondary', 'demote the node to Secondary')
+    .action((o: TargetOptions, cmd: Command) => call(target(o, cmd), { cmd: 'secondary' }));
+  resourceCommand(program, 'connect', 'connect to the peers (or one peer)')
+    .option('--peer <name>', 'only this peer')
+    .option('--discard-my-data', 'resolve a split brain: this node\'s changes go, it resyncs from the peer')
+    .action((o: TargetOptions & { peer?: string; discardMyData?: boolean }, cmd: Command) =>
+      call(target(o, cmd), { cmd: 'connect', ...(o.peer ? { peer: o.peer } : {}), discardMyData: !!o.discardMyData }));
+  resourceCommand(program, 'disconnect', 'disconnect from the peers (or one peer)')
+    .option('--peer <name>', 'only this peer')
+    .action((o: TargetOptions & { peer?: string }, cmd: Command) => call(target(o, cmd), { cmd: 'disconnect', ...(o.peer ? { peer: o.peer } : {}) }));
+  resourceCommand(program, 'attach', 'take the node\'s disk back after an I/O error detached it',
+    'Take the node\'s disk back after an I/O error detached it; it resyncs fully from a peer.')
+    .action((o: TargetOptions, cmd: Command) => call(target(o, cmd), { cmd: 'attach' }));
+  resourceCommand(program, 'verify', 'compare every block with the connected peers by hash')
+    .option('--resync', 'then resync what differs')
+    .option('--wait', 'show progress until the verify is done, then the blocks out of sync')
+    .action((o: TargetOptions & { resync?: boolean; wait?: boolean }, cmd: Command) => verify(o, cmd));
+  resourceCommand(program, 'wait-sync', 'show resync progress until every connected peer is in sync')
+    .addOption(new Option('--timeout <s>', 'give up (exit 1) after this many seconds').argParser(secondsArg).default(3600))
+    .action((o: TargetOptions & { timeout: number }, cmd: Command) => waitSync(o, cmd));
 }
 
-async function call(t: Target, req: ControlRequest): Promise<number> {
+async function call(t: Target, req: ControlRequest): Promise<void> {
   try {
     const r = await controlCall(t.node.control, req);
     if (req.cmd === 'down') process.stdout.write(`${t.node.name}: stopping\n`);
     else if (r && typeof r === 'object' && 'role' in r) process.stdout.write(formatStatus(r as ResourceStatus));
     else process.stdout.write(JSON.stringify(r) + '\n');
-    return 0;
   } catch (e) {
     throw new CommandError(`${t.node.name}: ${(e as Error).message}`);
   }
 }
 
-function createMd(args: string[]): number {
-  const { values } = parseArgs({ args, strict: true, options: { ...common, size: { type: 'string' }, force: { type: 'boolean' }, 'assume-clean': { type: 'boolean' } } });
-  const t = target(values, 'create-md');
+function createMd(values: TargetOptions & { size?: number; force?: boolean; assumeClean?: boolean }, cmd: Command): void {
+  const t = target(values, cmd);
   const cfg = loadResource(t.file);
   const me = t.node;
   if (!me.disk) throw new UsageError(`${me.name} is diskless ("disk": null): it has no metadata to create`);
   const peerIds = cfg.nodes.filter((n) => n.id !== me.id).map((n) => n.id);
   const external = me.metaDisk !== 'internal';
   // Everything that can be checked without touching a file first, so that a mistake changes nothing.
-  const size = values.size ? parseSize(values.size) : null;
+  const size = values.size ?? null;
   if (size !== null && size % 4096 !== 0) throw new UsageError(`--size ${values.size} is not a multiple of 4096`);
   const existed = fs.existsSync(me.disk);
   if (!existed && size === null) throw new CommandError(`backing file ${me.disk} does not exist: create it (truncate -s 1G ${me.disk}) or pass --size`);
@@ -125,7 +128,7 @@ function createMd(args: string[]): number {
       throw e;
     }
     try {
-      if (values['assume-clean']) {
+      if (values.assumeClean) {
         // Every node derives the same first generation from the resource and the size, so they start in sync.
         md.setInitialGeneration(cleanGeneration(cfg.resource, md.dataSize));
         md.disk = 'UpToDate';
@@ -138,7 +141,6 @@ function createMd(args: string[]): number {
   } finally {
     for (const l of locks) l.release();
   }
-  return 0;
 }
 
 /** The generation every node starts at with --assume-clean: a hash of the resource name and size. */
@@ -148,9 +150,8 @@ function cleanGeneration(resource: string, size: number): bigint {
   return (h | 4n) & ~1n;
 }
 
-async function up(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, strict: true, options: common });
-  const t = target(values, 'up');
+async function up(values: TargetOptions, cmd: Command): Promise<void> {
+  const t = target(values, cmd);
   const node = new Node({ config: t.file, node: t.node.name });
   await node.start();
   process.stdout.write(`twindisk: ${node.cfg.resource}/${node.me.name} is up (control socket ${node.me.control})\n`);
@@ -161,12 +162,10 @@ async function up(args: string[]): Promise<number> {
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
   await node.stopped;
-  return 0;
 }
 
-async function status(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, strict: true, options: { ...common, json: { type: 'boolean' } } });
-  const t = target(values, 'status');
+async function status(values: TargetOptions & { json?: boolean }, cmd: Command): Promise<void> {
+  const t = target(values, cmd);
   let s: ResourceStatus;
   try {
     s = (await controlCall(t.node.control, { cmd: 'status' })) as ResourceStatus;
@@ -180,7 +179,6 @@ async function status(args: string[]): Promise<number> {
   } else {
     process.stdout.write(formatStatus(s));
   }
-  return 0;
 }
 
 const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -228,57 +226,64 @@ async function poll(t: Target): Promise<ResourceStatus> {
 }
 
 /**
- * Polls the node's status and shows `progress(status)` (one line, redrawn on a terminal) until it
- * returns null; then prints `done(status)`. Throws after `timeoutMs` with the last line.
+ * Polls the node's status and shows `progress(status)` as progress bars (cli-progress: redrawn on a
+ * terminal, a plain line per update elsewhere) until it returns null; then prints `done(status)`.
+ * Throws after `timeoutMs`, saying what was still running.
  */
-async function follow(t: Target, progress: (s: ResourceStatus) => string | null, done: (s: ResourceStatus) => string, timeoutMs = Infinity): Promise<void> {
+async function follow(t: Target, progress: (s: ResourceStatus) => ProgressRow[] | null, done: (s: ResourceStatus) => string, timeoutMs = Infinity): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const tty = process.stdout.isTTY;
-  for (;;) {
-    const s = await poll(t).catch((e: Error) => { throw new CommandError(`${t.node.name}: ${e.message}`); });
-    const line = progress(s);
-    if (line === null) {
-      if (tty) process.stdout.write('\r\x1b[K');
-      process.stdout.write(done(s));
-      return;
+  const tty = process.stdout.isTTY === true;
+  const bars = new ProgressBars();
+  try {
+    for (;;) {
+      const s = await poll(t).catch((e: Error) => { throw new CommandError(`${t.node.name}: ${e.message}`); });
+      const rows = progress(s);
+      if (rows === null) {
+        bars.stop();
+        process.stdout.write(done(s));
+        return;
+      }
+      bars.update(rows);
+      if (Date.now() > deadline) {
+        throw new CommandError(`${t.node.name}: still busy after --timeout: ${rows.map((r) => `${r.name} ${r.percent.toFixed(1)}% ${r.detail}`.trim()).join(', ')}`);
+      }
+      await new Promise((r) => setTimeout(r, tty ? 250 : 2000));
     }
-    if (tty) process.stdout.write(`\r\x1b[K${line}`);
-    else process.stdout.write(line + '\n');
-    if (Date.now() > deadline) throw new CommandError(`${t.node.name}: still busy after --timeout: ${line}`);
-    await new Promise((r) => setTimeout(r, tty ? 250 : 2000));
+  } finally {
+    bars.stop();
   }
 }
 
-async function waitSync(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, strict: true, options: { ...common, timeout: { type: 'string' } } });
-  const t = target(values, 'wait-sync');
-  const timeout = Number(values.timeout ?? 3600);
-  if (!(timeout > 0)) throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds above 0`);
+async function waitSync(o: TargetOptions & { timeout: number }, cmd: Command): Promise<void> {
+  const t = target(o, cmd);
   await follow(t, (s) => {
     const busy = Object.entries(s.peers).filter(([, p]) => p.connection === 'Connected' && p.replication !== 'Established');
     if (busy.length === 0) return null;
-    return busy.map(([n, p]) => `${n} ${p.replication}${p.resync ? ' ' + progressBar(p.resync.percent) + ` ${humanBytes(p.resync.rateBytesPerSec)}/s` : ''}`).join('  ');
-  }, formatStatus, timeout * 1000);
-  return 0;
+    return busy.map(([name, p]) => ({
+      name,
+      percent: p.resync?.percent ?? 0,
+      detail: `${p.replication}${p.resync ? ` ${humanBytes(p.resync.rateBytesPerSec)}/s${p.resync.etaSeconds !== null ? ` ETA ${p.resync.etaSeconds}s` : ''}` : ''}`,
+    }));
+  }, formatStatus, o.timeout * 1000);
 }
 
-async function verify(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, strict: true, options: { ...common, resync: { type: 'boolean' }, wait: { type: 'boolean' } } });
-  const t = target(values, 'verify');
+async function verify(o: TargetOptions & { resync?: boolean; wait?: boolean }, cmd: Command): Promise<void> {
+  const t = target(o, cmd);
   let started: { peers: string[] };
   try {
-    started = (await controlCall(t.node.control, { cmd: 'verify', resync: !!values.resync })) as { peers: string[] };
+    started = (await controlCall(t.node.control, { cmd: 'verify', resync: !!o.resync })) as { peers: string[] };
   } catch (e) {
     throw new CommandError(`${t.node.name}: ${(e as Error).message}`);
   }
   process.stdout.write(`${t.node.name}: verifying against ${started.peers.join(', ')}\n`);
-  if (!values.wait) return 0;
+  if (!o.wait) return;
   await follow(t, (s) => {
     const running = started.peers.filter((n) => s.peers[n]?.verify?.running);
-    return running.length === 0 ? null : running.map((n) => `${n} ${progressBar(s.peers[n]!.verify!.percent)}`).join('  ');
+    return running.length === 0 ? null : running.map((n) => ({
+      name: n, percent: s.peers[n]!.verify!.percent, detail: `verify, ${s.peers[n]!.verify!.outOfSyncBlocks} blocks out of sync so far`,
+    }));
   }, (s) => started.peers.map((n) => {
     const v = s.peers[n]?.verify;
     return `${n}: ${v ? `${v.outOfSyncBlocks} blocks (${humanBytes(v.outOfSyncBytes)}) out of sync` : 'verify did not finish (link lost?)'}\n`;
   }).join(''));
-  return 0;
 }

@@ -1,73 +1,31 @@
 #!/usr/bin/env node
-// twindisk's command line: serve a disk to QEMU over vhost-user, run the demo, run the benchmarks.
-import { createHash, randomBytes } from 'node:crypto';
+// twindisk's command line: serve a disk to QEMU over vhost-user, run and manage replicated resources,
+// run the demo and the benchmarks. The commands and their options are declared with commander, which
+// parses and checks them and writes every --help from these declarations.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { Command, CommanderError, Option } from 'commander';
 import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { Logger } from '../engine/log.js';
+import { MAX_QUEUES } from '../engine/replication/limits.js';
+import { serialFor } from '../engine/serial.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
-import { CommandError, EXIT_CODES_HELP, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
-import { RESOURCE_USAGE, runResourceCommand } from './resource-commands.js';
+import { countArg, finishHelp, newProgram, secondsArg, sizeArg } from './args.js';
+import { CommandError, EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
+import { addResourceCommands } from './resource-commands.js';
 import { runDemo } from './demo.js';
 import { qemuAttachArgs } from './qemu-args.js';
-
-const USAGE = `twindisk: replicated block storage for virtual machines
-
-Usage:
-  twindisk serve --image FILE --socket PATH [--queues N] [--read-only] [--block-size 512|4096] [--size SIZE] [--poll-us US] [--aio sync|io_uring]
-      Serve FILE as a virtio-blk disk over vhost-user on PATH. With --size, FILE is created (sparse)
-      when it does not exist. --poll-us: how long a queue worker polls its ring after work before it
-      sleeps (default 50; 0 never polls). --aio io_uring keeps many requests per queue in flight
-      (for disks slower than the page cache); sync (default) reads and writes in the queue's thread.
-      Prints the QEMU options that attach the disk.
-  twindisk demo [--dir DIR]
-      Run a replicated resource of three nodes on loopback (alpha and beta with 1 GiB disks, gamma
-      diskless; data under DIR, default ./demo), wait until the replicas are in sync, and print the
-      QEMU command line that boots a guest on alpha's vhost-user socket. Stop with Ctrl-C.
-  twindisk bench replication [--json] [--quick]
-      Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume
-      unreplicated, and resync throughput after a full and a 1% divergence.
-  twindisk bench vhost [--json] [--quick] [--seconds S]
-      Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.
-  twindisk bench kernels [--json] [--quick]
-      Measure the WebAssembly kernels against their JS and native peers.
-
-${RESOURCE_USAGE.trimStart()}
-  twindisk gen-secret
-      Print a new random secret for a resource file (32 random bytes, base64url).
-
-Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
-${EXIT_CODES_HELP}
-`;
-
-/** Parses sizes like 4096, 512K, 64M, 1G, 2T (binary units). */
-export function parseSize(s: string): number {
-  const m = /^(\d+)([KMGT]?)(i?B)?$/i.exec(s.trim());
-  if (!m) throw new UsageError(`cannot read size "${s}": write it like 1G, 512M or 4096`);
-  const mult = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
-  return Number(m[1]) * mult;
-}
-
-/** The disk's serial number: stable for an image path, at most 20 bytes. */
-function serialFor(image: string): string {
-  return 'twindisk-' + createHash('sha1').update(path.resolve(image)).digest('hex').slice(0, 11);
-}
 
 interface ServeArgs {
   image: string;
   socket: string;
   queues: number;
   readOnly: boolean;
-  blockSize: number;
+  blockSize: 512 | 4096;
   size?: number;
-  pollUs?: number;
-  aio?: 'sync' | 'io_uring';
-}
-
-function parseAio(v: string | undefined): 'sync' | 'io_uring' {
-  if (v === undefined || v === 'sync' || v === 'io_uring') return v ?? 'sync';
-  throw new UsageError(`--aio ${v}: choose sync or io_uring`);
+  pollUs: number;
+  aio: 'sync' | 'io_uring';
 }
 
 async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): Promise<void> {
@@ -102,10 +60,10 @@ async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): P
 async function serveLocked(a: ServeArgs, log: Logger, banner: (server: VhostUserServer) => void): Promise<void> {
   const server = new VhostUserServer({
     socketPath: a.socket,
-    backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize, aio: a.aio ?? 'sync' },
+    backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize, aio: a.aio },
     numQueues: a.queues,
-    serial: serialFor(a.image),
-    pollUs: a.pollUs ?? DEFAULT_POLL_US,
+    serial: serialFor({ image: a.image }),
+    pollUs: a.pollUs,
   });
   await server.start();
   banner(server);
@@ -122,83 +80,106 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (server: VhostUser
   });
 }
 
-function num(v: string | undefined, name: string, dflt: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${name} ${v}: expected a positive whole number`);
-  return n;
-}
+/** The whole command line: every command, its options and its help. */
+function buildProgram(): Command {
+  const program = newProgram('twindisk')
+    .description('Replicated block storage for virtual machines: disks served to QEMU over vhost-user, replicated DRBD-style.')
+    .addHelpText('before', 'twindisk: replicated block storage for virtual machines\n')
+    .addHelpText('after', `
+Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
+${EXIT_CODES_HELP}`);
 
-async function main(argv: string[]): Promise<number> {
-  const cmd = argv[0];
-  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(USAGE);
-    return cmd ? 0 : EXIT_USAGE;
-  }
-  if (cmd === 'gen-secret') {
-    parseArgs({ args: argv.slice(1), strict: true, options: {} });
-    process.stdout.write(randomBytes(32).toString('base64url') + '\n');
-    return 0;
-  }
-  if (cmd === 'serve') {
-    const { values } = parseArgs({
-      args: argv.slice(1), strict: true,
-      options: {
-        image: { type: 'string' }, socket: { type: 'string' }, queues: { type: 'string' },
-        'read-only': { type: 'boolean' }, 'block-size': { type: 'string' }, size: { type: 'string' },
-        'poll-us': { type: 'string' }, aio: { type: 'string' },
-      },
+  program.command('serve')
+    .summary('serve an image as a virtio-blk disk over vhost-user')
+    .description('Serve FILE as a virtio-blk disk over vhost-user on PATH and print the QEMU options that attach it.\n'
+      + 'With --size, FILE is created (sparse) when it does not exist.')
+    .option('--image <file>', 'the raw image to serve (required)')
+    .option('--socket <path>', 'where QEMU connects: the vhost-user socket (required)')
+    .addOption(new Option('--queues <n>', `virtqueues, one worker thread each (1..${MAX_QUEUES})`).argParser(countArg(1, MAX_QUEUES)).default(1))
+    .option('--read-only', 'offer a read-only disk; writes fail with an I/O error')
+    .addOption(new Option('--block-size <bytes>', 'logical block size the guest sees').choices(['512', '4096']).default('512'))
+    .addOption(new Option('--size <size>', 'create FILE with this size when missing, e.g. 1G').argParser(sizeArg))
+    .addOption(new Option('--poll-us <us>', 'how long a queue worker polls its ring after work before it sleeps, in µs (0: never polls)')
+      .argParser(countArg(0, Number.MAX_SAFE_INTEGER, 'a whole number of microseconds, 0 or more')).default(DEFAULT_POLL_US))
+    .addOption(new Option('--aio <mode>', 'io_uring keeps many requests per queue in flight (disks slower than the page cache); sync reads and writes in the queue\'s thread')
+      .choices(['sync', 'io_uring']).default('sync'))
+    .action(async (o: { image?: string; socket?: string; queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; aio: 'sync' | 'io_uring' }) => {
+      // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
+      if (!o.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
+      if (!o.socket) throw new UsageError('serve needs --socket PATH (where QEMU connects)');
+      const socket = o.socket;
+      await serve({
+        image: o.image, socket: o.socket, queues: o.queues, readOnly: !!o.readOnly, blockSize: Number(o.blockSize) as 512 | 4096,
+        pollUs: o.pollUs, aio: o.aio, ...(o.size !== undefined ? { size: o.size } : {}),
+      }, () => {
+        process.stdout.write(`twindisk: serving ${o.image} on ${socket}; attach it with:\n  ${qemuAttachArgs(socket, o.queues).join(' ')}\n`);
+      });
     });
-    if (!values.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
-    if (!values.socket) throw new UsageError('serve needs --socket PATH (where QEMU connects)');
-    const blockSize = num(values['block-size'], '--block-size', 512);
-    if (blockSize !== 512 && blockSize !== 4096) throw new UsageError(`--block-size ${blockSize}: use 512 or 4096`);
-    const queues = num(values.queues, '--queues', 1);
-    if (queues > 64) throw new UsageError(`--queues ${queues}: choose 1 to 64 queues`);
-    const pollUs = values['poll-us'] === undefined ? DEFAULT_POLL_US : Number(values['poll-us']);
-    if (!Number.isInteger(pollUs) || pollUs < 0) throw new UsageError(`--poll-us ${values['poll-us']}: expected a whole number of microseconds, 0 or more`);
-    await serve({
-      image: values.image, socket: values.socket, queues, readOnly: !!values['read-only'], blockSize,
-      pollUs,
-      aio: parseAio(values.aio),
-      ...(values.size ? { size: parseSize(values.size) } : {}),
-    }, () => {
-      process.stdout.write(`twindisk: serving ${values.image} on ${values.socket}; attach it with:\n  ${qemuAttachArgs(values.socket!, queues).join(' ')}\n`);
+
+  program.command('demo')
+    .summary('run a replicated volume of three nodes on loopback')
+    .description('Run a replicated resource of three nodes on loopback (alpha and beta with 1 GiB disks, gamma diskless),\n'
+      + 'wait until the replicas are in sync, and print the QEMU command line that boots a guest on alpha\'s\n'
+      + 'vhost-user socket. Stop with Ctrl-C.')
+    .option('--dir <dir>', 'where the resource file, disks and sockets are kept', 'demo')
+    .action(async (o: { dir: string }) => {
+      await runDemo(path.resolve(o.dir));
     });
-    return 0;
-  }
-  if (cmd === 'demo') {
-    const { values } = parseArgs({ args: argv.slice(1), strict: true, options: { dir: { type: 'string' } } });
-    await runDemo(path.resolve(values.dir ?? 'demo'));
-    return 0;
-  }
-  if (cmd === 'bench') {
-    const what = argv[1];
-    const { values } = parseArgs({
-      args: argv.slice(2), strict: true,
-      options: { json: { type: 'boolean' }, quick: { type: 'boolean' }, seconds: { type: 'string' } },
+
+  const bench = program.command('bench').summary('run a benchmark').description('Run a benchmark (results in bench/RESULTS.md).');
+  const benchOptions = (c: Command): Command => c.option('--json', 'print the results as JSON').option('--quick', 'a short run');
+  benchOptions(bench.command('replication'))
+    .description('Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume unreplicated,\n'
+      + 'and resync throughput after a full and a 1% divergence.')
+    .action(async (o: { json?: boolean; quick?: boolean }) => {
+      const { runReplicationBench } = await import('../bench/replication.js');
+      await runReplicationBench({ json: !!o.json, quick: !!o.quick });
     });
-    if (what === 'vhost') {
+  benchOptions(bench.command('vhost'))
+    .description('Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.')
+    .addOption(new Option('--seconds <s>', 'seconds per workload').argParser(secondsArg))
+    .action(async (o: { json?: boolean; quick?: boolean; seconds?: number }) => {
       const { runVhostBench } = await import('../bench/vhost.js');
-      await runVhostBench({ json: !!values.json, quick: !!values.quick, seconds: values.seconds ? Number(values.seconds) : undefined });
-      return 0;
-    }
-    if (what === 'kernels') {
+      await runVhostBench({ json: !!o.json, quick: !!o.quick, seconds: o.seconds });
+    });
+  benchOptions(bench.command('kernels'))
+    .description('Measure the WebAssembly kernels against their JS and native peers.')
+    .action(async (o: { json?: boolean; quick?: boolean }) => {
       const mod = await import('../bench/kernels.js' as string).catch(() => null);
       if (!mod) throw new CommandError('the kernel benchmark is not built: run `npm run build` first');
-      await mod.runKernelBench({ json: !!values.json, quick: !!values.quick });
-      return 0;
-    }
-    if (what === 'replication') {
-      const { runReplicationBench } = await import('../bench/replication.js');
-      await runReplicationBench({ json: !!values.json, quick: !!values.quick });
-      return 0;
-    }
-    throw new UsageError(`unknown benchmark "${what ?? ''}": choose vhost, kernels or replication`);
+      await mod.runKernelBench({ json: !!o.json, quick: !!o.quick });
+    });
+
+  addResourceCommands(program);
+
+  program.command('gen-secret')
+    .summary('print a new random secret for a resource file')
+    .description('Print a new random secret for a resource file (32 random bytes, base64url: 256 bits).')
+    .action(() => {
+      process.stdout.write(randomBytes(32).toString('base64url') + '\n');
+    });
+
+  program.command('schema')
+    .summary('print the resource file\'s JSON Schema')
+    .description('Print the JSON Schema of resource files (for editors: "$schema" or your editor\'s JSON schema setting).\n'
+      + 'twindisk checks more than a schema can say: unique addresses and paths, the secret\'s strength, quorum against the nodes.')
+    .action(async () => {
+      const { resourceJsonSchema } = await import('../engine/replication/config.js');
+      process.stdout.write(JSON.stringify(resourceJsonSchema(), null, 2) + '\n');
+    });
+  finishHelp(program);
+  return program;
+}
+
+/** Runs the command line; resolves to the exit code (cli/errors.ts). */
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  if (argv.length === 0) {
+    program.outputHelp();
+    return EXIT_USAGE;
   }
-  const code = await runResourceCommand(cmd, argv.slice(1));
-  if (code !== null) return code;
-  throw new UsageError(`unknown command "${cmd}"; run \`twindisk help\``);
+  await program.parseAsync(argv, { from: 'user' });
+  return EXIT_OK;
 }
 
 // Exit codes (cli/errors.ts): 0 success, 1 a run-time failure, 2 a wrong command line or resource file.
@@ -206,7 +187,8 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
     const { code, plain } = exitCodeFor(e);
-    process.stderr.write(`twindisk: ${(e as Error).message ?? e}\n`);
+    // commander has printed its own errors (and --help) already.
+    if (!(e instanceof CommanderError)) process.stderr.write(`twindisk: ${(e as Error).message ?? e}\n`);
     if (!plain && process.env.TWINDISK_LOG_LEVEL === 'debug') process.stderr.write(`${(e as Error).stack}\n`);
     process.exit(code);
   },

@@ -1,7 +1,7 @@
 // `twindisk up`: one node of a replicated resource — its metadata, replication links, control socket and vhost-user front-end.
-import { createHash } from 'node:crypto';
 import { DiskLockError, lockDisk, type DiskLock, type LockOptions } from '../engine/disk-lock.js';
 import { Logger } from '../engine/log.js';
+import { serialFor } from '../engine/serial.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '../engine/os.js';
 import { ChannelHost } from '../engine/replication/channel.js';
 import { loadResource, nodeByName, type NodeConfig, type ResourceConfig } from '../engine/replication/config.js';
@@ -16,11 +16,6 @@ export interface NodeOptions {
   config: string;
   node: string;
   log?: Logger;
-}
-
-/** The disk's serial number: stable for a resource and node name, at most 20 bytes. */
-function serialFor(cfg: ResourceConfig): string {
-  return 'td-' + createHash('sha1').update(cfg.resource).digest('hex').slice(0, 17);
 }
 
 /** Opens the node's metadata, or says how to create it. The caller holds the node's disk locks (lockNodeDisks). */
@@ -148,7 +143,7 @@ export class Node {
       local: this.me.disk ? { path: this.me.disk } : null, name: `replicated:${this.cfg.resource}`,
     });
     const server = new VhostUserServer({
-      socketPath: this.me.socket!, backend: spec, numQueues: queues, serial: serialFor(this.cfg), pollUs: DEFAULT_POLL_US,
+      socketPath: this.me.socket!, backend: spec, numQueues: queues, serial: serialFor({ resource: this.cfg.resource }), pollUs: DEFAULT_POLL_US,
       log: this.log.child('vhost-user'),
       onOpen: () => this.resource.clientOpened(),
       onClose: () => this.resource.clientClosed(),

@@ -21,6 +21,7 @@
 // little-endian.
 import { crc32c } from '../../wasm/index.js';
 import { DISK_CODES, MAX_HISTORY, MAX_NODES, type DiskState, type Generations } from './frames.js';
+import { MAX_GRANULARITY, MIN_GRANULARITY } from './limits.js';
 
 // ------------------------------------------------------------------------------------------ constants
 
@@ -222,7 +223,7 @@ export function floorUnit(n: number): number {
 
 /** Throws unless `g` is a power of two from 4096 to 2 GiB (a bitmap granularity or AL extent size). */
 export function checkGranularity(g: number, what: string): void {
-  if (!isPow2(g) || g < 4096 || g > 2 ** 31) {
+  if (!isPow2(g) || g < MIN_GRANULARITY || g > MAX_GRANULARITY) {
     throw new MetadataError(`${what} ${g} is invalid: use a power of two from 4096 to 2 GiB`);
   }
 }

@@ -33,22 +33,39 @@ test('exit 2: the command line or the resource file is wrong', () => {
   const good = resourceFile('good.json');
   const cases: [string[], RegExp][] = [
     [[], /^twindisk: replicated block storage/],
-    [['frobnicate'], /unknown command "frobnicate"/],
-    [['status', '--bogus'], /Unknown option '--bogus'/],
+    // commander's usage errors, as one "twindisk: ..." line and where the help is.
+    [['frobnicate'], /^twindisk: unknown command 'frobnicate'\n\(see `twindisk --help`\)/],
+    [['stauts'], /unknown command 'stauts'\n\(Did you mean status\?\)/],
+    [['status', '--bogus'], /^twindisk: unknown option '--bogus'\n\(see `twindisk status --help`\)/],
+    [['status', '--confg', good, '--node', 'alpha'], /unknown option '--confg'\n\(Did you mean --config\?\)/],
+    [['status', '--config'], /option '--config <file>' argument missing/],
+    [['bench', 'warp'], /unknown command 'warp'/],
+    [['gen-secret', 'extra'], /too many arguments for 'gen-secret'\. Expected 0 arguments but got 1/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--aio', 'posix'], /option '--aio <mode>' argument 'posix' is invalid\. Allowed choices are sync, io_uring/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--block-size', '1024'], /argument '1024' is invalid\. Allowed choices are 512, 4096/],
+    // Numbers are checked as they are read.
+    [['serve', '--image', 'x.img', '--socket', 's', '--poll-us', 'abc'], /^twindisk: option '--poll-us <us>' argument 'abc' is invalid\. expected a whole number of microseconds, 0 or more/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--poll-us', 'soon'], /--poll-us <us>' argument 'soon' is invalid/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--poll-us', ''], /--poll-us <us>' argument '' is invalid/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--poll-us', '1e3'], /--poll-us <us>' argument '1e3' is invalid/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--poll-us', '-1'], /--poll-us <us>' argument '-1' is invalid/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--queues', '0'], /option '--queues <n>' argument '0' is invalid\. expected a whole number 1\.\.64/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--queues', '65'], /argument '65' is invalid\. expected a whole number 1\.\.64/],
+    [['serve', '--image', 'x.img', '--socket', 's', '--size', '1Q'], /option '--size <size>' argument '1Q' is invalid\. "1Q" is not a size/],
+    [['wait-sync', '--config', good, '--node', 'alpha', '--timeout', 'never'], /option '--timeout <s>' argument 'never' is invalid\. expected a number of seconds above 0/],
+    [['bench', 'vhost', '--seconds', '0'], /option '--seconds <s>' argument '0' is invalid/],
+    // What the command itself checks.
     [['status', '--config', good], /status needs --node NAME/],
     [['up', '--node', 'alpha'], /up needs --config FILE/],
+    [['serve', '--image', 'x.img'], /serve needs --socket PATH/],
     [['status', '--config', path.join(dir, 'missing.json'), '--node', 'alpha'], /missing\.json: no such file/],
     [['status', '--config', good, '--node', 'gamma'], /has no node "gamma"; its nodes are alpha and beta/],
     [['up', '--config', resourceFile('weak.json', (o) => (o.secret = 'change-me')), '--node', 'alpha'], /weak\.json: secret: too weak: .*twindisk gen-secret/],
     [['up', '--config', resourceFile('same.json', (o) => (o.nodes.beta.address = 'localhost:7789')), '--node', 'alpha'], /same endpoint as 127\.0\.0\.1:7789/],
+    [['up', '--config', resourceFile('al.json', (o) => (o['al-extents'] = 2017)), '--node', 'alpha'], /al\.json: al-extents: 2017 is out of range 7\.\.2016 \(one transaction must list them all\)/],
+    [['up', '--config', resourceFile('io.json', (o) => (o['on-io-error'] = 'pass_on')), '--node', 'alpha'], /io\.json: on-io-error: "pass_on" is not supported; twindisk always detaches/],
     [['create-md', '--config', good, '--node', 'alpha', '--size', '1000'], /--size 1000 is not a multiple of 4096/],
     [['create-md', '--config', good, '--node', 'alpha', '--size', 'big'], /"big" is not a size/],
-    [['serve', '--image', 'x.img'], /serve needs --socket PATH/],
-    [['serve', '--image', 'x.img', '--socket', 's', '--queues', '0'], /--queues 0: expected a positive whole number/],
-    [['serve', '--image', 'x.img', '--socket', 's', '--queues', '65'], /--queues 65: choose 1 to 64/],
-    [['serve', '--image', 'x.img', '--socket', 's', '--poll-us', 'soon'], /--poll-us soon/],
-    [['wait-sync', '--config', good, '--node', 'alpha', '--timeout', 'never'], /--timeout never/],
-    [['gen-secret', 'extra'], /Unexpected argument 'extra'/],
   ];
   for (const [args, message] of cases) {
     const r = twindisk(...args);
@@ -87,7 +104,23 @@ test('exit 0, and --help states the exit codes', () => {
   const help = twindisk('--help');
   assert.equal(help.status, 0);
   assert.match(help.stdout, /Exit status: 0 success; 1 the command failed at run time .*; 2 the command line or the resource file is\s+wrong/s);
-  assert.match(help.stdout, /twindisk gen-secret/);
+  assert.match(help.stdout, /gen-secret\s+print a new random secret/);
+  // Every command's help comes from its option declarations.
+  const serve = twindisk('serve', '--help');
+  assert.equal(serve.status, 0);
+  assert.match(serve.stdout, /--poll-us <us>\s+how long a queue worker polls .*\(default: 50\)/s);
+  assert.match(serve.stdout, /--aio <mode>.*\(choices: "sync", "io_uring",\s+default: "sync"\)/s);
+  const status = twindisk('help', 'status');
+  assert.equal(status.status, 0);
+  assert.match(status.stdout, /--config <file>\s+the resource file \(required\)/);
+});
+
+test('schema prints the resource file\'s JSON Schema', () => {
+  const r = twindisk('schema');
+  assert.equal(r.status, 0);
+  const schema = JSON.parse(r.stdout);
+  assert.equal(schema.properties['al-extents'].maximum, 2016);
+  assert.deepEqual(schema.properties['on-io-error'].enum, ['detach']);
 });
 
 test('gen-secret prints a fresh 256-bit secret the resource file accepts', () => {

@@ -7,6 +7,9 @@ import { test } from 'node:test';
 import {
   ConfigError, MIN_SECRET_BITS, loadResource, nodeByName, parseResource, parseSize, quorumVotes, secretProblem, type ResourceConfig,
 } from '../../../engine/replication/config.js';
+import { MAX_GRANULARITY, MIN_AL_EXTENTS, MIN_GRANULARITY } from '../../../engine/replication/limits.js';
+import { AL_MAX_EXTENTS, Metadata, MetadataError, metadataSize } from '../../../engine/replication/metadata.js';
+import { resourceJsonSchema } from '../../../engine/replication/config.js';
 
 const FILE = '/srv/td/r0.json';
 /** Strong enough for the rule (secretProblem): 24 letters and digits, about 142 bits. */
@@ -72,7 +75,7 @@ test('the example parses with the defaults filled in, ids 0,1,2 and paths relati
   assert.deepEqual(cfg, {
     file: FILE, dir: '/srv/td', resource: 'r0', protocol: 'C', secret: SECRET, quorum: 'off', onNoQuorum: 'io-error',
     allowTwoPrimaries: false, afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect',
-    resyncRate: 250 * 2 ** 20, cMinRate: 4 * 2 ** 20, csumsAlg: null, verifyAlg: 'xxh3', onIoError: 'detach',
+    resyncRate: 250 * 2 ** 20, cMinRate: 4 * 2 ** 20, csumsAlg: null,
     bitmapGranularity: 4096, alExtents: 1237, blockSize: 512, tls: null,
     nodes: [node('alpha', 0, 7789, '/srv/td/alpha.img'), node('beta', 1, 7790, '/srv/td/beta.img'), node('gamma', 2, 7791, null)],
     warnings: [],
@@ -94,7 +97,7 @@ test('the text form: DRBD sections, flags, node-id, meta-disk, address families,
       after-sb-1pri consensus;
     }
     options { quorum 2; on-no-quorum suspend-io; }
-    disk { on-io-error pass_on; resync-rate 100M; c-min-rate 1M; al-extents 6001; bitmap-granularity 64K; }
+    disk { on-io-error detach; resync-rate 100M; c-min-rate 1M; al-extents 2001; bitmap-granularity 64K; }
     csums-alg xxh3;
     block-size 4096;
     tls { cert tls/cert.pem; key "tls/key.pem"; ca /etc/ca.pem; }
@@ -109,10 +112,9 @@ test('the text form: DRBD sections, flags, node-id, meta-disk, address families,
   assert.equal(cfg.afterSb1pri, 'consensus');
   assert.equal(cfg.quorum, 2);
   assert.equal(cfg.onNoQuorum, 'suspend-io');
-  assert.equal(cfg.onIoError, 'pass_on');
   assert.equal(cfg.resyncRate, 100 * 2 ** 20);
   assert.equal(cfg.cMinRate, 2 ** 20);
-  assert.equal(cfg.alExtents, 6001);
+  assert.equal(cfg.alExtents, 2001);
   assert.equal(cfg.bitmapGranularity, 65536);
   assert.equal(cfg.csumsAlg, 'xxh3');
   assert.equal(cfg.blockSize, 4096);
@@ -242,15 +244,23 @@ test('resync-rate and c-min-rate: sizes per second, 0 unlimited, with warnings f
   assert.deepEqual(accepts((o) => (o['resync-rate'] = 0)).warnings, []);
 });
 
-test('csums-alg, verify-alg, on-io-error', () => {
+test('csums-alg, verify-alg, on-io-error: only what the engine implements', () => {
   assert.equal(accepts((o) => (o['csums-alg'] = 'xxh3')).csumsAlg, 'xxh3');
   assert.equal(accepts((o) => (o['csums-alg'] = null)).csumsAlg, null);
   check((o) => (o['csums-alg'] = 'sha1'), 'csums-alg', '"sha1" is not supported', '"xxh3"');
-  check((o) => (o['verify-alg'] = 'crc32c'), 'verify-alg', '"crc32c" is not supported');
+  // verify always compares xxh3 hashes: the key is accepted with that value only, and not carried in the config.
+  accepts((o) => (o['verify-alg'] = 'xxh3'));
+  check((o) => (o['verify-alg'] = 'crc32c'), 'verify-alg', '"crc32c" is not supported', 'verify always compares xxh3 hashes');
   check((o) => (o['verify-alg'] = null), 'verify-alg', 'got null');
-  assert.equal(accepts((o) => (o['on-io-error'] = 'pass_on')).onIoError, 'pass_on');
-  check((o) => (o['on-io-error'] = 'pass-on'), 'on-io-error', 'did you mean "pass_on"?');
-  check((o) => (o['on-io-error'] = 'call-local-io-error'), 'on-io-error', 'is not one of "detach" or "pass_on"');
+  // A failed local write always detaches the disk: DRBD's other policies are refused, saying so.
+  accepts((o) => (o['on-io-error'] = 'detach'));
+  check((o) => (o['on-io-error'] = 'pass_on'), 'on-io-error', '"pass_on" is not supported', 'always detaches a disk whose write failed', 'write "detach"');
+  check((o) => (o['on-io-error'] = 'call-local-io-error'), 'on-io-error', 'is not supported', 'detach');
+  check((o) => (o['on-io-error'] = 'Detach'), 'on-io-error', 'did you mean "detach"?');
+  const text = errorsOf(TEXT.replace('quorum off;', 'disk { on-io-error pass_on; }'), '/srv/td/r0.res');
+  assert.ok(text.some((e) => e.startsWith('r0.res: on-io-error: "pass_on" is not supported; ') && e.endsWith('(line 5)')), text.join('\n'));
+  const cfg = accepts((o) => ((o['verify-alg'] = 'xxh3'), (o['on-io-error'] = 'detach')));
+  assert.ok(!('verifyAlg' in cfg) && !('onIoError' in cfg));
 });
 
 test('bitmap-granularity, al-extents, block-size', () => {
@@ -259,14 +269,57 @@ test('bitmap-granularity, al-extents, block-size', () => {
   check((o) => (o['bitmap-granularity'] = 2048), 'bitmap-granularity', '2048 is not a power of two from 4096');
   check((o) => (o['bitmap-granularity'] = '12K'), 'bitmap-granularity', '12288 is not a power of two');
   assert.equal(accepts((o) => (o['al-extents'] = 7)).alExtents, 7);
-  assert.equal(accepts((o) => (o['al-extents'] = 65534)).alExtents, 65534);
-  check((o) => (o['al-extents'] = 6), 'al-extents', '6 is out of range 7..65534');
-  check((o) => (o['al-extents'] = 65535), 'al-extents', 'out of range');
+  assert.equal(accepts((o) => (o['al-extents'] = 2016)).alExtents, 2016);
+  check((o) => (o['al-extents'] = 6), 'al-extents', '6 is out of range 7..2016');
+  check((o) => (o['al-extents'] = 65534), 'al-extents', 'out of range');
   check((o) => (o['al-extents'] = 7.5), 'al-extents', '7.5 is not an integer');
   check((o) => (o['al-extents'] = '100'), 'al-extents', 'without quotes');
   assert.equal(accepts((o) => (o['block-size'] = 4096)).blockSize, 4096);
   assert.equal(accepts((o) => (o['block-size'] = '4K')).blockSize, 4096);
   check((o) => (o['block-size'] = 1024), 'block-size', '1024 is not a logical block size; expected 512 or 4096');
+});
+
+test('limits shared with the engine: the file accepts exactly what the metadata accepts', () => {
+  // al-extents: the activity log's cap (AL_MAX_EXTENTS, one transaction lists them all), in the engine's words.
+  assert.equal(AL_MAX_EXTENTS, 2016);
+  assert.equal(accepts((o) => (o['al-extents'] = AL_MAX_EXTENTS)).alExtents, AL_MAX_EXTENTS);
+  const configSays = errorsOf(json((o) => (o['al-extents'] = AL_MAX_EXTENTS + 1))).find((e) => e.startsWith('r0.json: al-extents: '))!;
+  assert.equal(configSays, `r0.json: al-extents: 2017 is out of range ${MIN_AL_EXTENTS}..2016 (one transaction must list them all)`);
+  let engineSays = '';
+  try {
+    Metadata.create({ backingFile: '/nonexistent/r0.img', metaFile: null, nodeId: 0, peerIds: [1], alExtents: AL_MAX_EXTENTS + 1 });
+  } catch (e) {
+    assert.ok(e instanceof MetadataError);
+    engineSays = e.message;
+  }
+  const limit = '..2016 (one transaction must list them all)';
+  assert.ok(engineSays.includes(limit) && configSays.includes(limit), `${engineSays}\n${configSays}`);
+  // bitmap-granularity: powers of two from 4K to 2G, where metadataSize draws the line too.
+  assert.equal(accepts((o) => (o['bitmap-granularity'] = '2G')).bitmapGranularity, MAX_GRANULARITY);
+  assert.equal(accepts((o) => (o['bitmap-granularity'] = '4K')).bitmapGranularity, MIN_GRANULARITY);
+  check((o) => (o['bitmap-granularity'] = '4G'), 'bitmap-granularity', '4294967296 is not a power of two from 4096 (4K) up to 2147483648 (2G)');
+  assert.ok(metadataSize(2 ** 40, 2, MAX_GRANULARITY) > 0);
+  assert.ok(metadataSize(2 ** 40, 2, MIN_GRANULARITY) > 0);
+  assert.throws(() => metadataSize(2 ** 40, 2, MAX_GRANULARITY * 2), MetadataError);
+  assert.throws(() => metadataSize(2 ** 40, 2, MIN_GRANULARITY / 2), MetadataError);
+});
+
+test('the JSON Schema: every key with its type and the engine\'s limits, unknown keys refused', () => {
+  const schema = resourceJsonSchema() as any;
+  assert.equal(schema.$schema, 'https://json-schema.org/draft/2020-12/schema');
+  assert.equal(schema.additionalProperties, false);
+  assert.deepEqual(schema.required.sort(), ['nodes', 'resource', 'secret']);
+  assert.equal(schema.properties['al-extents'].maximum, AL_MAX_EXTENTS);
+  assert.equal(schema.properties['al-extents'].minimum, MIN_AL_EXTENTS);
+  assert.deepEqual(schema.properties.protocol.enum, ['A', 'B', 'C']);
+  assert.deepEqual(schema.properties['on-io-error'].enum, ['detach']);
+  assert.deepEqual(schema.properties['verify-alg'].enum, ['xxh3']);
+  const node = schema.properties.nodes.additionalProperties;
+  assert.deepEqual(node.required.sort(), ['address', 'disk']);
+  assert.equal(node.additionalProperties, false);
+  assert.equal(node.properties.queues.maximum, 64);
+  assert.equal(schema.properties.nodes.maxProperties, 32);
+  for (const [k, v] of Object.entries<any>(schema.properties)) assert.ok(typeof v.description === 'string', `${k} has a description`);
 });
 
 test('tls: cert, key and ca together, resolved against the file', () => {
@@ -484,6 +537,15 @@ test('JSON syntax errors give line and column', () => {
   assert.match(errorsOf('')[0]!, /^r0\.json: the file is empty/);
   assert.match(errorsOf('[1]')[0]!, /^r0\.json: line 1: expected "resource NAME \{"/);
   assert.match(errorsOf('5')[0]!, /^r0\.json: line 1: expected "resource NAME \{"/);
+  // More of what jsonc-parser finds, worded the same way.
+  assert.equal(at('{ "a": [1, 2'), 'r0.json: line 1, column 8: unterminated array: missing "]"');
+  assert.equal(at('{ "a" 1 }'), 'r0.json: line 1, column 7: expected ":" after the property name "a", found "1"');
+  assert.equal(at('{ "a": [1 2] }'), 'r0.json: line 1, column 11: expected "," or "]" after an array element, found "2"');
+  assert.equal(at('{ "a": "x\u0001y" }'), 'r0.json: line 1, column 10: control character in a string; escape it');
+  assert.equal(at("{ \"a\": 'x' }"), 'r0.json: line 1, column 8: JSON strings take double quotes');
+  assert.equal(at('{ "a": }'), 'r0.json: line 1, column 8: unexpected "}"; expected a value');
+  assert.equal(at('{ "a": 1 } { }'), 'r0.json: line 1, column 12: unexpected "{" after the end of the JSON object');
+  assert.equal(at('{ "a": 1 /* c */ }'), 'r0.json: line 1, column 10: JSON has no comments');
 });
 
 test('text-form syntax errors give the line; validation errors in the text form carry it too', () => {

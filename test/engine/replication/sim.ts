@@ -77,8 +77,8 @@ export function makeConfig(n: number, o: Partial<ResourceConfig> & { diskless?: 
   void _d;
   return {
     file: path.join(dir, 'r.json'), dir, resource: 'r', protocol: 'C', secret: 'x', quorum: 'off', onNoQuorum: 'io-error', allowTwoPrimaries: false,
-    afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect', resyncRate: 0, cMinRate: 0, csumsAlg: null, verifyAlg: 'xxh3',
-    onIoError: 'detach', bitmapGranularity: 4096, alExtents: 64, blockSize: 512, tls: null, nodes, warnings: [], ...rest,
+    afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect', resyncRate: 0, cMinRate: 0, csumsAlg: null,
+    bitmapGranularity: 4096, alExtents: 64, blockSize: 512, tls: null, nodes, warnings: [], ...rest,
   };
 }
 
