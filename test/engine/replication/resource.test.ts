@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EIO } from '../../../engine/os.js';
 import { ChannelOp } from '../../../engine/replication/channel.js';
-import type { Resource } from '../../../engine/replication/resource.js';
+import { Resource } from '../../../engine/replication/resource.js';
 import {
   assertConverged, byteAt, connect, disconnect, link, makeConfig, makeNodes, read, restart, settle, simulatedTime, submit, until, write,
 } from './sim.js';
@@ -450,4 +450,15 @@ test('every local I/O error is counted: a Secondary whose disk fails a replicate
   assert.equal(b!.disk, null, 'detached');
   assert.equal(b!.stats.localWriteErrors, 1);
   assert.equal(b!.stats.localReadErrors, 0);
+});
+
+test('scenario links run the real link handshake: a node with another secret never links', () => {
+  const cfg = makeConfig(2);
+  const [a, b] = makeNodes(cfg) as [Resource, Resource];
+  const impostor = new Resource({ cfg: { ...cfg, secret: 'not-the-secret' }, me: b.me });
+  assert.throws(() => connect(a, impostor), /handshake n0 -> n1 failed: .*authentication failed/);
+  assert.equal(a.status().peers.n1!.connection, 'Connecting', 'the engine never saw a link');
+  connect(a, b);
+  assert.equal(a.status().peers.n1!.connection, 'Connected');
+  for (const r of [a, b]) r.close();
 });

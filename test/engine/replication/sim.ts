@@ -1,5 +1,6 @@
 // Resource instances wired by in-memory links (frames still go through the codec), for deterministic failure scenarios.
 import FakeTimers from '@sinonjs/fake-timers';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,8 @@ import type { ErrorCode, Frame } from '../../../engine/replication/frames.js';
 import type { PeerLink } from '../../../engine/replication/link.js';
 import { Metadata } from '../../../engine/replication/metadata.js';
 import { Resource } from '../../../engine/replication/resource.js';
-import { decodeFrame, encodeFrame } from '../../../engine/replication/wire.js';
+import { HandshakeSession } from '../../../engine/replication/session.js';
+import { NONCE_SIZE, decodeFrame, encodeFrame } from '../../../engine/replication/wire.js';
 
 export const SIZE = 1 << 20;
 
@@ -153,7 +155,34 @@ class SimLink implements PeerLink {
 const links = new Map<string, SimLink>();
 const key = (a: Resource, b: Resource) => `${a.me.id}-${b.me.id}`;
 
+/**
+ * The link handshake (engine/replication/session.ts) between two nodes, every frame through the codec,
+ * as the transport runs it before the engine sees a link: the lower id dials. Throws when it fails.
+ */
+function authenticate(a: Resource, b: Resource): void {
+  const [dialler, acceptor] = a.me.id < b.me.id ? [a, b] : [b, a];
+  const session = (r: Resource, role: 'dialler' | 'acceptor') => new HandshakeSession({
+    role, secret: r.cfg.secret, resource: r.cfg.resource, myId: r.me.id, nonce: randomBytes(NONCE_SIZE),
+    ...(role === 'dialler' ? { peerId: acceptor.me.id } : {}),
+  });
+  const ends = [session(dialler, 'dialler'), session(acceptor, 'acceptor')] as const;
+  const up = [false, false];
+  let inFlight: [number, Frame][] = ends.flatMap((e, i) => e.start().send.map((f): [number, Frame] => [1 - i, f]));
+  while (inFlight.length > 0) {
+    const next: [number, Frame][] = [];
+    for (const [to, f] of inFlight) {
+      const step = ends[to]!.receive(decodeFrame(Buffer.from(encodeFrame(f))));
+      next.push(...step.send.map((g): [number, Frame] => [1 - to, g]));
+      if (step.outcome.kind === 'up') up[to] = true;
+      else if (step.outcome.kind !== 'continue') throw new Error(`sim: handshake ${dialler.me.name} -> ${acceptor.me.name} failed: ${JSON.stringify(step.outcome)}`);
+    }
+    inFlight = next;
+  }
+  if (!up[0] || !up[1]) throw new Error(`sim: handshake ${dialler.me.name} -> ${acceptor.me.name} did not finish`);
+}
+
 export function connect(a: Resource, b: Resource): SimLink {
+  authenticate(a, b);
   const la = new SimLink(a, b);
   const lb = new SimLink(b, a);
   la.twin = lb;
