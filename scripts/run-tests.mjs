@@ -1,7 +1,10 @@
 // Runs the compiled test suite with node:test and ends with one plain line: `N passed, N failed`.
-// Unit tests (test/**/*.test.js outside test/integration) run in parallel; integration tests, which boot
-// QEMU guests under TCG on a 2-core machine, run one file at a time after them.
-// Usage: node scripts/run-tests.mjs [--unit|--integration] [name-filter...]
+// Three tiers, each saying what it needs:
+//   unit         test/** outside test/integration: bytes in memory, in-process scenarios (two files at a time)
+//   process      test/integration/process: twindisk processes on loopback or in network namespaces (two at a time)
+//   guest        test/integration/guest: real QEMU guests under TCG (one at a time: a guest takes a core)
+// Usage: node scripts/run-tests.mjs [--unit|--process|--guest|--integration] [name-filter...]
+//   (--integration: process and guest)
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
 import { readdirSync, statSync } from 'node:fs';
@@ -11,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(fileURLToPath(new URL('.', import.meta.url)), '..');
 const dist = join(root, 'dist', 'test');
 const args = process.argv.slice(2);
-const onlyUnit = args.includes('--unit');
-const onlyIntegration = args.includes('--integration');
+const tiers = ['unit', 'process', 'guest'].filter((t) => args.includes(`--${t}`) || (args.includes('--integration') && t !== 'unit'));
+const wanted = (t) => tiers.length === 0 || tiers.includes(t);
 const filters = args.filter((a) => !a.startsWith('--'));
 
 function walk(dir) {
@@ -33,10 +36,16 @@ try {
   process.exit(2);
 }
 if (filters.length) files = files.filter((f) => filters.some((x) => relative(root, f).includes(x)));
-const isIntegration = (f) => relative(dist, f).startsWith('integration');
+const tierOf = (f) => {
+  const r = relative(dist, f);
+  if (r.startsWith(join('integration', 'guest'))) return 'guest';
+  if (r.startsWith('integration')) return 'process';
+  return 'unit';
+};
 const groups = [];
-if (!onlyIntegration) groups.push({ files: files.filter((f) => !isIntegration(f)), concurrency: 2 });
-if (!onlyUnit) groups.push({ files: files.filter(isIntegration), concurrency: 1 });
+if (wanted('unit')) groups.push({ files: files.filter((f) => tierOf(f) === 'unit'), concurrency: 2 });
+if (wanted('process')) groups.push({ files: files.filter((f) => tierOf(f) === 'process'), concurrency: 2 });
+if (wanted('guest')) groups.push({ files: files.filter((f) => tierOf(f) === 'guest'), concurrency: 1 });
 
 let passed = 0;
 let failed = 0;

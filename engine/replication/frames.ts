@@ -77,6 +77,12 @@ export interface Generations {
 /** Most earlier generations a node remembers (in its superblock and its STATE): the one bound. */
 export const MAX_HISTORY = 4;
 
+/** Moves `g` to generation `next`: its current one becomes the newest entry of its (bounded) history. */
+export function advanceGenerations(g: Generations, next: bigint): void {
+  g.history = [g.current, ...g.history].slice(0, MAX_HISTORY);
+  g.current = next;
+}
+
 /** Generations as a reader sees them (Metadata.gens: changed only through its methods). */
 export interface ReadonlyGenerations {
   readonly current: bigint;

@@ -1,16 +1,9 @@
 // Data generations (DRBD's UUIDs) as a node moves them: new ones when a peer starts missing writes, adopted ones from a Primary.
-import { type Generations, type StateFrame } from './frames.js';
+import { advanceGenerations, type Generations, type StateFrame } from './frames.js';
 import { hex } from './handshake.js';
 import { newGeneration } from './metadata.js';
+import type { Peer } from './peer.js';
 import type { Resource } from './resource.js';
-import { Peer } from './peer.js';
-import { MAX_HISTORY } from './frames.js';
-
-/** Moves `g` to generation `next`: its current one becomes the newest of its (bounded) history. */
-export function advance(g: Generations, next: bigint): void {
-  g.history = [g.current, ...g.history].slice(0, MAX_HISTORY);
-  g.current = next;
-}
 
 /** Starts and follows data generations; for a diskless node keeps the volatile ones. */
 export class GenerationTracker {
@@ -50,7 +43,7 @@ export class GenerationTracker {
     for (const p of this.r.peers) if (p.hasDisk && !p.replicating && (this.rotatedAway & (1 << p.id)) === 0) missing |= 1 << p.id;
     if (missing === 0) return;
     this.rotatedAway |= missing;
-    advance(g, newGeneration());
+    advanceGenerations(g, newGeneration());
     this.r.changeState({ announce: true });
     this.r.log.info('new data generation (diskless Primary): peers with disks track the writes the missing ones lack', { generation: hex(g.current) });
   }

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import type { BitRun } from '../../wasm/index.js';
 import { ActivityLog, type ActivityLogGeometry, type RecoveredLog } from './activity-log.js';
 import { OutOfSyncBitmaps, type CapturedBitmaps } from './bitmap.js';
-import { MAX_NODES, type Generations, type ReadonlyGenerations } from './frames.js';
+import { MAX_NODES, advanceGenerations, type Generations, type ReadonlyGenerations } from './frames.js';
 import { MetadataFile, readSuperblock, writeFreshMetadata } from './md-file.js';
 import {
   FLAG_CLEAN, FLAG_PRIMARY, MAX_HISTORY, MD_FORMAT_VERSION, MD_UNIT, MetadataError, checkGenerations, checkResyncProgress,
@@ -406,8 +406,7 @@ export class Metadata {
     checkGeneration(newCurrent, 'generation');
     const old = this.g.current;
     this.baseOn(old, basePeers);
-    this.g.history = [old, ...this.g.history].slice(0, MAX_HISTORY);
-    this.g.current = newCurrent;
+    advanceGenerations(this.g, newCurrent);
   }
 
   /** Gives each peer of `peers` without a bitmap base the base `gen` (none when `gen` is 0n). */

@@ -185,10 +185,6 @@ function checkOutRange(what: string, offset: number, length: number): void {
 
 // ---- generations: current u64 | bitmap u64 × MAX_NODES | history count u8 | history u64 × count ----
 
-function gensSize(g: Generations): number {
-  return GENS_SIZE + 8 * g.history.length;
-}
-
 function putGens(out: Buffer, o: number, g: Generations, what: string): void {
   if (g.bitmap.length !== MAX_NODES) throw new RangeError(`${what}: ${g.bitmap.length} bitmap generations, expected ${MAX_NODES}`);
   if (g.history.length > MAX_HISTORY) throw new RangeError(`${what}: ${g.history.length} history generations, at most ${MAX_HISTORY}`);
@@ -217,7 +213,7 @@ function getGens(b: Uint8Array, o: number): Generations {
 function encodeHello(f: HelloFrame): Buffer {
   const name = Buffer.from(f.resource, 'utf8');
   if (name.length > MAX_RESOURCE_NAME) throw new RangeError(`HELLO resource name of ${name.length} bytes exceeds ${MAX_RESOURCE_NAME}`);
-  const out = Buffer.alloc(38 + name.length);
+  const out = Buffer.alloc(FIXED_SIZE[FrameType.Hello]! + name.length);
   out[0] = FrameType.Hello;
   putU16(out, 1, f.version, 'HELLO version');
   if (!Number.isInteger(f.nodeId) || f.nodeId < 0 || f.nodeId >= MAX_NODES) throw new RangeError(`HELLO node id ${f.nodeId} is not in 0..${MAX_NODES - 1}`);
@@ -233,20 +229,20 @@ function decodeHello(b: Uint8Array): HelloFrame {
   if (nodeId >= MAX_NODES) throw new WireError(`HELLO frame: node id ${nodeId} is not below ${MAX_NODES}`);
   const len = getU16(b, 36);
   if (len > MAX_RESOURCE_NAME) throw new WireError(`HELLO frame: resource name of ${len} bytes exceeds ${MAX_RESOURCE_NAME}`);
-  expectSize(b, 38 + len);
+  expectSize(b, FIXED_SIZE[FrameType.Hello]! + len);
   return { type: FrameType.Hello, version: getU16(b, 1), nodeId, resource: getString(b, 38, len, 'resource name'), nonce: b.subarray(4, 36) };
 }
 
 // AUTH: type | mac [32]
 function encodeAuth(f: AuthFrame): Buffer {
-  const out = Buffer.alloc(1 + MAC_SIZE);
+  const out = Buffer.alloc(FIXED_SIZE[FrameType.Auth]!);
   out[0] = FrameType.Auth;
   putBytes(out, 1, f.mac, MAC_SIZE, 'AUTH mac');
   return out;
 }
 
 function decodeAuth(b: Uint8Array): AuthFrame {
-  expectSize(b, 1 + MAC_SIZE);
+  expectSize(b, FIXED_SIZE[FrameType.Auth]!);
   return { type: FrameType.Auth, mac: b.subarray(1) };
 }
 
@@ -256,7 +252,7 @@ function encodeState(f: StateFrame): Buffer {
   const disk = DISK_CODES.indexOf(f.disk);
   if (role < 0) throw new RangeError(`STATE role ${String(f.role)} is unknown`);
   if (disk < 0) throw new RangeError(`STATE disk state ${String(f.disk)} is unknown`);
-  const out = Buffer.alloc(40 + gensSize(f.gens));
+  const out = Buffer.alloc(FIXED_SIZE[FrameType.State]! + 8 * f.gens.history.length);
   out[0] = FrameType.State;
   out[1] = role;
   out[2] = disk;
@@ -289,7 +285,7 @@ function encodeBitmap(f: BitmapFrame): Buffer {
   if (f.offset / 8 + f.bits.length > Math.ceil(f.totalBits / 8)) {
     throw new RangeError(`BITMAP bits at ${f.offset}+${f.bits.length * 8} lie past totalBits ${f.totalBits}`);
   }
-  const out = Buffer.allocUnsafe(18 + f.bits.length);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.Bitmap]! + f.bits.length);
   out[0] = FrameType.Bitmap;
   out[1] = f.last ? 1 : 0;
   putU53(out, 2, f.offset, 'BITMAP offset');
@@ -348,7 +344,7 @@ function decodeData(b: Uint8Array): DataFrame {
 // ACK: type | seq u64 | kind u8 (1 Received, 2 Written) | status i32
 function encodeAck(f: AckFrame): Buffer {
   if (f.kind !== AckKind.Received && f.kind !== AckKind.Written) throw new RangeError(`ACK kind ${f.kind} is unknown`);
-  const out = Buffer.allocUnsafe(14);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.Ack]!);
   out[0] = FrameType.Ack;
   putU53(out, 1, f.seq, 'ACK seq');
   out[9] = f.kind;
@@ -357,7 +353,7 @@ function encodeAck(f: AckFrame): Buffer {
 }
 
 function decodeAck(b: Uint8Array): AckFrame {
-  expectSize(b, 14);
+  expectSize(b, FIXED_SIZE[FrameType.Ack]!);
   const kind = b[9]!;
   if (kind !== AckKind.Received && kind !== AckKind.Written) throw new WireError(`ACK frame: unknown kind ${kind}`);
   return { type: FrameType.Ack, seq: getU53(b, 1, 'seq'), kind, status: getI32(b, 10) };
@@ -365,14 +361,14 @@ function decodeAck(b: Uint8Array): AckFrame {
 
 // FLUSH, PING, PONG: type | seq u64
 function encodeSeqOnly(type: FrameType.Flush | FrameType.Ping | FrameType.Pong, seq: number): Buffer {
-  const out = Buffer.allocUnsafe(9);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.Flush]!);
   out[0] = type;
   putU53(out, 1, seq, `${frameName(type)} seq`);
   return out;
 }
 
 function decodeSeqOnly(b: Uint8Array): FlushFrame | PingFrame | PongFrame {
-  expectSize(b, 9);
+  expectSize(b, FIXED_SIZE[FrameType.Flush]!);
   return { type: b[0]! as FrameType.Flush | FrameType.Ping | FrameType.Pong, seq: getU53(b, 1, 'seq') };
 }
 
@@ -380,7 +376,7 @@ function decodeSeqOnly(b: Uint8Array): FlushFrame | PingFrame | PongFrame {
 function encodeTrim(f: TrimFrame): Buffer {
   if (!Number.isInteger(f.mode) || f.mode < TRIM_DISCARD || f.mode > TRIM_ZEROES_UNMAP) throw new RangeError(`TRIM mode ${f.mode} is unknown`);
   checkOutRange('TRIM', f.offset, f.length);
-  const out = Buffer.allocUnsafe(26);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.Trim]!);
   out[0] = FrameType.Trim;
   putU53(out, 1, f.seq, 'TRIM seq');
   putU53(out, 9, f.offset, 'TRIM offset');
@@ -390,7 +386,7 @@ function encodeTrim(f: TrimFrame): Buffer {
 }
 
 function decodeTrim(b: Uint8Array): TrimFrame {
-  expectSize(b, 26);
+  expectSize(b, FIXED_SIZE[FrameType.Trim]!);
   const mode = b[25]!;
   if (mode < TRIM_DISCARD || mode > TRIM_ZEROES_UNMAP) throw new WireError(`TRIM frame: unknown mode ${mode}`);
   const offset = getU53(b, 9, 'offset');
@@ -407,7 +403,7 @@ function encodeRange(f: RangeFrame): Buffer {
   const name = frameName(f.type);
   if (f.type === FrameType.ReadRequest && f.length > MAX_PAYLOAD) throw new RangeError(`READ_REQUEST length ${f.length} exceeds ${MAX_PAYLOAD}`);
   checkOutRange(name, f.offset, f.length);
-  const out = Buffer.allocUnsafe(25);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.ResyncRequest]!);
   out[0] = f.type;
   putU53(out, 1, f.seq, `${name} seq`);
   putU53(out, 9, f.offset, `${name} offset`);
@@ -416,7 +412,7 @@ function encodeRange(f: RangeFrame): Buffer {
 }
 
 function decodeRange(b: Uint8Array): RangeFrame {
-  expectSize(b, 25);
+  expectSize(b, FIXED_SIZE[FrameType.ResyncRequest]!);
   const type = b[0]! as RangeFrame['type'];
   const offset = getU53(b, 9, 'offset');
   const length = getU53(b, 17, 'length');
@@ -428,7 +424,7 @@ function decodeRange(b: Uint8Array): RangeFrame {
 // CSUM_REQUEST: type | seq u64 | offset u64 | length u64 | hash u64
 function encodeChecksumRequest(f: ChecksumRequestFrame): Buffer {
   checkOutRange('CSUM_REQUEST', f.offset, f.length);
-  const out = Buffer.allocUnsafe(33);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.ChecksumRequest]!);
   out[0] = FrameType.ChecksumRequest;
   putU53(out, 1, f.seq, 'CSUM_REQUEST seq');
   putU53(out, 9, f.offset, 'CSUM_REQUEST offset');
@@ -438,7 +434,7 @@ function encodeChecksumRequest(f: ChecksumRequestFrame): Buffer {
 }
 
 function decodeChecksumRequest(b: Uint8Array): ChecksumRequestFrame {
-  expectSize(b, 33);
+  expectSize(b, FIXED_SIZE[FrameType.ChecksumRequest]!);
   const offset = getU53(b, 9, 'offset');
   const length = getU53(b, 17, 'length');
   checkRange(b, offset, length);
@@ -479,7 +475,7 @@ function decodeResyncData(b: Uint8Array): ResyncDataFrame {
 
 // RS_DONE: type | generations
 function encodeResyncDone(f: ResyncDoneFrame): Buffer {
-  const out = Buffer.alloc(1 + gensSize(f.gens));
+  const out = Buffer.alloc(FIXED_SIZE[FrameType.ResyncDone]! + 8 * f.gens.history.length);
   out[0] = FrameType.ResyncDone;
   putGens(out, 1, f.gens, 'RS_DONE');
   return out;
@@ -492,7 +488,7 @@ function decodeResyncDone(b: Uint8Array): ResyncDoneFrame {
 // READ_REPLY: type | seq u64 | status i32 | data (<= MAX_PAYLOAD bytes)
 function encodeReadReply(f: ReadReplyFrame): Buffer {
   checkOutPayload('READ_REPLY payload', f.data);
-  const out = Buffer.allocUnsafe(13 + f.data.length);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.ReadReply]! + f.data.length);
   out[0] = FrameType.ReadReply;
   putU53(out, 1, f.seq, 'READ_REPLY seq');
   putI32(out, 9, f.status, 'READ_REPLY status');
@@ -521,7 +517,7 @@ function encodeVerifyRequest(f: VerifyRequestFrame): Buffer {
   const problem = verifyRequestProblem(f.length, f.blockSize);
   if (problem) throw new RangeError(`VERIFY_REQUEST ${problem}`);
   checkOutRange('VERIFY_REQUEST', f.offset, f.length);
-  const out = Buffer.allocUnsafe(29);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.VerifyRequest]!);
   out[0] = FrameType.VerifyRequest;
   putU53(out, 1, f.seq, 'VERIFY_REQUEST seq');
   putU53(out, 9, f.offset, 'VERIFY_REQUEST offset');
@@ -531,7 +527,7 @@ function encodeVerifyRequest(f: VerifyRequestFrame): Buffer {
 }
 
 function decodeVerifyRequest(b: Uint8Array): VerifyRequestFrame {
-  expectSize(b, 29);
+  expectSize(b, FIXED_SIZE[FrameType.VerifyRequest]!);
   const offset = getU53(b, 9, 'offset');
   const length = getU53(b, 17, 'length');
   const blockSize = getU32(b, 25);
@@ -545,7 +541,7 @@ function decodeVerifyRequest(b: Uint8Array): VerifyRequestFrame {
 function encodeVerifyReply(f: VerifyReplyFrame): Buffer {
   const n = f.hashes.length;
   if (n > MAX_VERIFY_HASHES) throw new RangeError(`VERIFY_REPLY of ${n} hashes exceeds ${MAX_VERIFY_HASHES}`);
-  const out = Buffer.allocUnsafe(15 + 8 * n);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.VerifyReply]! + 8 * n);
   out[0] = FrameType.VerifyReply;
   putU53(out, 1, f.seq, 'VERIFY_REPLY seq');
   putI32(out, 9, f.status, 'VERIFY_REPLY status');
@@ -557,7 +553,7 @@ function encodeVerifyReply(f: VerifyReplyFrame): Buffer {
 function decodeVerifyReply(b: Uint8Array): VerifyReplyFrame {
   const n = getU16(b, 13);
   if (n > MAX_VERIFY_HASHES) throw new WireError(`VERIFY_REPLY frame: ${n} hashes exceeds ${MAX_VERIFY_HASHES}`);
-  expectSize(b, 15 + 8 * n);
+  expectSize(b, FIXED_SIZE[FrameType.VerifyReply]! + 8 * n);
   const hashes: bigint[] = [];
   for (let i = 0; i < n; i++) hashes.push(getU64(b, 15 + 8 * i));
   return { type: FrameType.VerifyReply, seq: getU53(b, 1, 'seq'), status: getI32(b, 9), hashes };
@@ -571,7 +567,7 @@ function encodeError(f: ErrorFrame): Buffer {
     while (end > 0 && (msg[end]! & 0xc0) === 0x80) end--; // do not split a character
     msg = msg.subarray(0, end);
   }
-  const out = Buffer.alloc(5 + msg.length);
+  const out = Buffer.alloc(FIXED_SIZE[FrameType.Error]! + msg.length);
   out[0] = FrameType.Error;
   putU16(out, 1, f.code, 'ERROR code');
   out.writeUInt16LE(msg.length, 3);
@@ -582,7 +578,7 @@ function encodeError(f: ErrorFrame): Buffer {
 function decodeError(b: Uint8Array): ErrorFrame {
   const len = getU16(b, 3);
   if (len > MAX_ERROR_MESSAGE) throw new WireError(`ERROR frame: message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE}`);
-  expectSize(b, 5 + len);
+  expectSize(b, FIXED_SIZE[FrameType.Error]! + len);
   return { type: FrameType.Error, code: getU16(b, 1), message: getString(b, 5, len, 'message') };
 }
 

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { Guest, runGuest } from '../harness/guest.js';
-import { serve, tmpDir, type Served } from '../harness/serve.js';
+import { Guest, runGuest } from '../../harness/guest.js';
+import { serve, tmpDir, type Served } from '../../harness/serve.js';
 
 const dir = tmpDir();
 const running: Served[] = [];

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { QmpCommandError } from '../../qemu-plugin/testing/qmp.js';
-import { Guest } from '../harness/guest.js';
-import { serve, tmpDir, type Served } from '../harness/serve.js';
+import { QmpCommandError } from '../../../qemu-plugin/testing/qmp.js';
+import { Guest } from '../../harness/guest.js';
+import { serve, tmpDir, type Served } from '../../harness/serve.js';
 
 const dir = tmpDir();
 const running: Served[] = [];

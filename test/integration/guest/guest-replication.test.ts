@@ -1,8 +1,8 @@
 // Real QEMU guests on a replicated resource: the Linux virtio-blk driver writes through the Primary; replicas converge; a crash loses nothing acknowledged.
 import assert from 'node:assert/strict';
 import { test, after } from 'node:test';
-import { Guest, runGuest } from '../harness/guest.js';
-import { Cluster } from '../harness/cluster.js';
+import { Guest, runGuest } from '../../harness/guest.js';
+import { Cluster } from '../../harness/cluster.js';
 
 const clusters: Cluster[] = [];
 after(async () => {

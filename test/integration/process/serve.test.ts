@@ -3,14 +3,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { HEADER_SIZE, Req } from '../../qemu-plugin/vhost-user/constants.js';
-import { encodeRequest, u64Payload } from '../../qemu-plugin/vhost-user/message.js';
+import { HEADER_SIZE, Req } from '../../../qemu-plugin/vhost-user/constants.js';
+import { encodeRequest, u64Payload } from '../../../qemu-plugin/vhost-user/message.js';
 import {
   VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-} from '../../qemu-plugin/virtio/constants.js';
-import { VhostUserFrontend } from '../../qemu-plugin/testing/vhost-user-frontend.js';
-import { attach as attachSocket } from '../harness/blk-client.js';
-import { serve, tmpDir, type Served } from '../harness/serve.js';
+} from '../../../qemu-plugin/virtio/constants.js';
+import { VhostUserFrontend } from '../../../qemu-plugin/testing/vhost-user-frontend.js';
+import { attach as attachSocket } from '../../harness/blk-client.js';
+import { serve, tmpDir, type Served } from '../../harness/serve.js';
 
 const dir = tmpDir();
 const running: Served[] = [];

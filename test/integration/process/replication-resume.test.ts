@@ -2,9 +2,9 @@
 // Also: a node demoted cleanly does not claim a crash as Primary after a later kill.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { ResourceStatus } from '../../engine/replication/resource.js';
-import { writeRandom } from '../harness/blk-client.js';
-import { clusterFactory, pairWithClient } from '../harness/cluster.js';
+import type { ResourceStatus } from '../../../engine/replication/resource.js';
+import { writeRandom } from '../../harness/blk-client.js';
+import { clusterFactory, pairWithClient } from '../../harness/cluster.js';
 
 const cluster = clusterFactory(after);
 const MiB = 1 << 20;

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
-import { attach, readBack, writeRandom } from '../harness/blk-client.js';
-import type { ResourceStatus } from '../../engine/replication/resource.js';
-import { clusterFactory } from '../harness/cluster.js';
+import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../../qemu-plugin/virtio/constants.js';
+import { attach, readBack, writeRandom } from '../../harness/blk-client.js';
+import type { ResourceStatus } from '../../../engine/replication/resource.js';
+import { clusterFactory } from '../../harness/cluster.js';
 
 const cluster = clusterFactory(after);
 const write = writeRandom;

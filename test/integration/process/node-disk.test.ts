@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { lockDisk } from '../../engine/disk-lock.js';
-import { Metadata, MD_UNIT } from '../../engine/replication/metadata.js';
-import { writeRandom } from '../harness/blk-client.js';
-import { clusterFactory, pairWithClient } from '../harness/cluster.js';
-import { cli, serve, tmpDir } from '../harness/serve.js';
+import { lockDisk } from '../../../engine/disk-lock.js';
+import { Metadata, MD_UNIT } from '../../../engine/replication/metadata.js';
+import { writeRandom } from '../../harness/blk-client.js';
+import { clusterFactory, pairWithClient } from '../../harness/cluster.js';
+import { cli, serve, tmpDir } from '../../harness/serve.js';
 
 const cluster = clusterFactory(after);
 

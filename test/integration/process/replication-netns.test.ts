@@ -1,11 +1,11 @@
 // A real network partition: each node in its own network namespace, one node's link cut at the bridge while it keeps running.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { ResourceStatus } from '../../engine/replication/resource.js';
-import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
-import { attach, readBack, writeRandom } from '../harness/blk-client.js';
-import { clusterFactory } from '../harness/cluster.js';
-import { TestNetwork } from '../harness/netns.js';
+import type { ResourceStatus } from '../../../engine/replication/resource.js';
+import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_T_OUT } from '../../../qemu-plugin/virtio/constants.js';
+import { attach, readBack, writeRandom } from '../../harness/blk-client.js';
+import { clusterFactory } from '../../harness/cluster.js';
+import { TestNetwork } from '../../harness/netns.js';
 
 const cluster = clusterFactory(after);
 const established = (s: ResourceStatus, ...peers: string[]) => peers.every((p) => s.peers[p]?.replication === 'Established');

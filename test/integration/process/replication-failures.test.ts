@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import WebSocket from 'ws';
-import { encodeFrame } from '../../engine/replication/wire.js';
-import { FrameType, WIRE_VERSION } from '../../engine/replication/frames.js';
-import type { ResourceStatus } from '../../engine/replication/resource.js';
-import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_T_OUT } from '../../qemu-plugin/virtio/constants.js';
-import { attach, readBack, writeRandom } from '../harness/blk-client.js';
-import { clusterFactory, type Cluster } from '../harness/cluster.js';
+import { encodeFrame } from '../../../engine/replication/wire.js';
+import { FrameType, WIRE_VERSION } from '../../../engine/replication/frames.js';
+import type { ResourceStatus } from '../../../engine/replication/resource.js';
+import { VIRTIO_BLK_S_IOERR, VIRTIO_BLK_T_OUT } from '../../../qemu-plugin/virtio/constants.js';
+import { attach, readBack, writeRandom } from '../../harness/blk-client.js';
+import { clusterFactory, type Cluster } from '../../harness/cluster.js';
 
 const cluster = clusterFactory(after);
 const write = writeRandom;
@@ -150,8 +150,8 @@ test('a peer speaking garbage after a correct handshake is dropped and the data 
   const beta = c.node('beta');
   await beta.start();
   const before = c.data('beta');
-  const { authMac } = await import('../../engine/replication/wire.js');
-  const { decodeFrame } = await import('../../engine/replication/wire.js');
+  const { authMac } = await import('../../../engine/replication/wire.js');
+  const { decodeFrame } = await import('../../../engine/replication/wire.js');
   const cfg = JSON.parse((await import('node:fs')).readFileSync(c.file, 'utf8'));
   const ws = new WebSocket(`ws://${cfg.nodes.beta.address}/`);
   await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
@@ -182,8 +182,8 @@ test('a peer that knows the secret and sends DATA right after authentication, be
   await beta.start();
   await beta.call({ cmd: 'primary', force: true }); // alone, and Primary: the outside test's set-up
   const before = c.data('beta');
-  const { HandshakeSession } = await import('../../engine/replication/session.js');
-  const { decodeFrame } = await import('../../engine/replication/wire.js');
+  const { HandshakeSession } = await import('../../../engine/replication/session.js');
+  const { decodeFrame } = await import('../../../engine/replication/wire.js');
   const cfg = JSON.parse((await import('node:fs')).readFileSync(c.file, 'utf8'));
   // Pose as alpha (node 0, the dialler) with the right secret, through the real handshake.
   const session = new HandshakeSession({ role: 'dialler', secret: cfg.secret, resource: 'r0', myId: 0, peerId: 1, nonce: randomBytes(32) });
