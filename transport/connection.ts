@@ -8,7 +8,9 @@ import { ErrorCode, FrameType, type Frame } from '../engine/replication/frames.j
 import type { PeerLink } from '../engine/replication/link.js';
 import { HandshakeSession, type Refusal, type Step } from '../engine/replication/session.js';
 import { NONCE_SIZE, WireError, decodeFrame, encodeFrame, frameName } from '../engine/replication/wire.js';
-import type { TransportPeer } from './ws-link.js';
+
+/** A peer node as the transport dials it. */
+export interface TransportPeer { id: number; name: string; host: string; port: number }
 
 /** PING intervals without any frame after which a link is dead. */
 export const MISSED_PINGS = 3;

@@ -20,9 +20,9 @@ import { ErrorCode, MAX_FRAME, MAX_NODES } from '../engine/replication/frames.js
 import type { LinkHandler } from '../engine/replication/link.js';
 import { type Refusal } from '../engine/replication/session.js';
 import { MAX_RESOURCE_NAME } from '../engine/replication/wire.js';
-import { CLOSE_GRACE_MS, Connection, WS_GOING_AWAY, hostPort, type CorkableSocket, type Owner } from './connection.js';
+import { CLOSE_GRACE_MS, Connection, WS_GOING_AWAY, hostPort, type CorkableSocket, type Owner, type TransportPeer } from './connection.js';
 
-export interface TransportPeer { id: number; name: string; host: string; port: number }
+export type { TransportPeer } from './connection.js';
 
 export interface TransportOptions {
   resource: string;
