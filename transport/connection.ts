@@ -6,14 +6,13 @@ import http from 'node:http';
 import WebSocket from 'ws';
 import { ErrorCode, FrameType, type Frame } from '../engine/replication/frames.js';
 import type { PeerLink } from '../engine/replication/link.js';
+import { KeepAlive } from '../engine/replication/keepalive.js';
 import { HandshakeSession, type Refusal, type Step } from '../engine/replication/session.js';
 import { NONCE_SIZE, WireError, decodeFrame, encodeFrame, frameName } from '../engine/replication/wire.js';
 
 /** A peer node as the transport dials it. */
 export interface TransportPeer { id: number; name: string; host: string; port: number }
 
-/** PING intervals without any frame after which a link is dead. */
-export const MISSED_PINGS = 3;
 /** After our close frame, how long the peer has to answer before the socket is destroyed. */
 export const CLOSE_GRACE_MS = 1000;
 /** WebSocket close codes (RFC 6455 section 7.4.1). */
@@ -83,9 +82,8 @@ export class Connection implements PeerLink {
   private timer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
   /** A frame arrived since the last PING tick, and how many ticks passed without one. */
-  private rx = true;
-  private idleTicks = 0;
-  private pingSeq = 0;
+  /** The keep-alive's decisions (engine/replication/keepalive.ts); this file runs its timer. */
+  private keepAlive: KeepAlive | null = null;
   private corked = false;
   /**
    * The connection's TCP (or TLS) socket, for corking: the upgrade request's socket for a caller, the
@@ -186,7 +184,7 @@ export class Connection implements PeerLink {
     this.phase = 'up';
     this.upAt = Date.now();
     if (this.timer) clearTimeout(this.timer);
-    this.rx = true;
+    this.keepAlive = new KeepAlive(this.owner.pingMs);
     this.timer = setInterval(() => this.pingTick(), this.owner.pingMs);
   }
 
@@ -257,10 +255,10 @@ export class Connection implements PeerLink {
       if (!(e instanceof WireError)) throw e;
       return this.protocolError(e.message);
     }
-    this.rx = true;
+    const pong = this.keepAlive!.received(f);
     switch (f.type) {
       case FrameType.Ping:
-        this.ws.send(encodeFrame({ type: FrameType.Pong, seq: f.seq }));
+        this.ws.send(encodeFrame(pong!));
         return;
       case FrameType.Pong:
         return;
@@ -303,16 +301,13 @@ export class Connection implements PeerLink {
   }
 
   private pingTick(): void {
-    if (this.rx) {
-      this.rx = false;
-      this.idleTicks = 0;
-    } else if (++this.idleTicks >= MISSED_PINGS) {
-      const why = `timed out: no frame for ${MISSED_PINGS * this.owner.pingMs} ms`;
-      this.owner.problem(this, `closed the link to ${this.who()}: ${why}`);
-      this.end(why, undefined, undefined, WS_NORMAL, true);
+    const step = this.keepAlive!.tick();
+    if (step.kind === 'dead') {
+      this.owner.problem(this, `closed the link to ${this.who()}: ${step.why}`);
+      this.end(step.why, undefined, undefined, WS_NORMAL, true);
       return;
     }
-    this.ws.send(encodeFrame({ type: FrameType.Ping, seq: this.pingSeq++ }));
+    this.ws.send(encodeFrame(step.frame));
   }
 
   /** ws reports a broken WebSocket framing (e.g. a message over MAX_FRAME) or a network error; 'close' follows. */
