@@ -142,6 +142,55 @@ export class Resource implements LinkHandler {
   }
 
   // ---------------------------------------------------------------------------------------------
+  // State changes: the one door (see states.ts for the rules)
+
+  /** Tells the daemon that role, disk, connection or sync state changed. */
+  changed(): void {
+    this.onChange?.();
+  }
+
+  /**
+   * The one door for state changes (role, disk state, replication toward peers): checks the new state
+   * against the rules of states.ts, assigns it, then in this order persists what changed (with
+   * `c.persist`'s metadata edits in the same superblock write), updates the workers' local reads,
+   * announces role, disk or generations to the peers (with `c.flags`) and notifies the daemon.
+   * Throws StateError, changing nothing, when the rules refuse it (a bug in the engine).
+   */
+  changeState(c: StateChange): void {
+    const replication = new Map(c.replication ?? []);
+    const before = this.nodeState(new Map());
+    const after: NodeState = {
+      ...before, role: c.role ?? this.role, disk: c.disk ?? this.diskState, attached: this.md !== null,
+      replication: new Map(this.peers.map((p) => [p.name, replication.get(p) ?? p.replication])),
+    };
+    const why = invalidChange(before, after);
+    if (why !== null) throw new StateError(`invalid state change (${describe(c)}): ${why}`);
+    const roleChanged = after.role !== this.role;
+    const diskChanged = after.disk !== this.diskState;
+    this.role = after.role;
+    this.diskState = after.disk;
+    for (const [p, r] of replication) p.replication = r;
+    const md = this.md;
+    if (md && (roleChanged || (diskChanged && md.disk !== after.disk) || c.persist)) {
+      if (after.disk !== 'Diskless' && after.disk !== 'Failed') md.disk = after.disk;
+      if (roleChanged) md.primary = after.role === 'Primary';
+      c.persist?.(md);
+      md.writeSuperblock();
+    }
+    this.updateLocalReads();
+    if (roleChanged || diskChanged || c.announce || c.flags) this.connections.broadcastState(c.flags ?? 0);
+    this.changed();
+  }
+
+  /** This node's state as the rules of states.ts see it. */
+  private nodeState(replication: Map<string, Replication>): NodeState {
+    for (const p of this.peers) replication.set(p.name, p.replication);
+    return {
+      role: this.role, disk: this.diskState, attached: this.md !== null, replication, upToDatePeer: this.peers.some((p) => p.upToDate),
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Local disk
 
   /** Opens the local disk and its metadata; applies a crashed Primary's activity log. */
@@ -401,6 +450,9 @@ export class Resource implements LinkHandler {
     }
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Frames from peers: checked against frame-rules.ts, then dispatched
+
   frame(link: PeerLink, f: Frame): void {
     const p = this.byId.get(link.peerId);
     if (!p || p.link !== link) return;
@@ -520,51 +572,6 @@ export class Resource implements LinkHandler {
     const p = this.peers.find((x) => x.name === name);
     if (!p) throw new RoleError(`${name} is not a peer of ${this.me.name} in ${this.cfg.resource} (peers: ${this.peers.map((x) => x.name).join(', ')})`);
     return p;
-  }
-
-  changed(): void {
-    this.onChange?.();
-  }
-
-  /**
-   * The one door for state changes (role, disk state, replication toward peers): checks the new state
-   * against the rules of states.ts, assigns it, then in this order persists what changed (with
-   * `c.persist`'s metadata edits in the same superblock write), updates the workers' local reads,
-   * announces role, disk or generations to the peers (with `c.flags`) and notifies the daemon.
-   * Throws StateError, changing nothing, when the rules refuse it (a bug in the engine).
-   */
-  changeState(c: StateChange): void {
-    const replication = new Map(c.replication ?? []);
-    const before = this.nodeState(new Map());
-    const after: NodeState = {
-      ...before, role: c.role ?? this.role, disk: c.disk ?? this.diskState, attached: this.md !== null,
-      replication: new Map(this.peers.map((p) => [p.name, replication.get(p) ?? p.replication])),
-    };
-    const why = invalidChange(before, after);
-    if (why !== null) throw new StateError(`invalid state change (${describe(c)}): ${why}`);
-    const roleChanged = after.role !== this.role;
-    const diskChanged = after.disk !== this.diskState;
-    this.role = after.role;
-    this.diskState = after.disk;
-    for (const [p, r] of replication) p.replication = r;
-    const md = this.md;
-    if (md && (roleChanged || (diskChanged && md.disk !== after.disk) || c.persist)) {
-      if (after.disk !== 'Diskless' && after.disk !== 'Failed') md.disk = after.disk;
-      if (roleChanged) md.primary = after.role === 'Primary';
-      c.persist?.(md);
-      md.writeSuperblock();
-    }
-    this.updateLocalReads();
-    if (roleChanged || diskChanged || c.announce || c.flags) this.connections.broadcastState(c.flags ?? 0);
-    this.changed();
-  }
-
-  /** This node's state as the rules of states.ts see it. */
-  private nodeState(replication: Map<string, Replication>): NodeState {
-    for (const p of this.peers) replication.set(p.name, p.replication);
-    return {
-      role: this.role, disk: this.diskState, attached: this.md !== null, replication, upToDatePeer: this.peers.some((p) => p.upToDate),
-    };
   }
 
   /** Closes the disk without writing its metadata, as a crash would leave it (a start that failed: it never served). */
