@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { IpxeTargetError, MAX_LUN, ipxeScript, parseIscsiTarget } from '../bootimg/ipxe.js';
 import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { Logger } from '../engine/log.js';
 import { MAX_QUEUES } from '../engine/replication/limits.js';
@@ -157,6 +158,28 @@ ${EXIT_CODES_HELP}`);
     .description('Print a new random secret for a resource file (32 random bytes, base64url: 256 bits).')
     .action(() => {
       process.stdout.write(randomBytes(32).toString('base64url') + '\n');
+    });
+
+  program.command('ipxe')
+    .summary('print the iPXE script that boots a diskless client from an iSCSI volume')
+    .description('Print an iPXE script that boots from the iSCSI target TARGET: dhcp, the initiator name, sanboot.\n'
+      + 'TARGET is iscsi://HOST[:PORT]/IQN or RFC 4173\'s iscsi:HOST::[PORT]:[LUN]:IQN (an IPv6 HOST in brackets).')
+    .option('--target <target>', 'the iSCSI target (required), e.g. iscsi://10.0.0.1/iqn.2026-12.com.example:vm1')
+    .option('--initiator <iqn>', 'the initiator name (default: one per client, from its MAC address)')
+    .addOption(new Option('--lun <n>', `the LUN to boot (0..${MAX_LUN}; default 0)`).argParser(countArg(0, MAX_LUN)))
+    .action((o: { target?: string; initiator?: string; lun?: number }) => {
+      if (!o.target) throw new UsageError('ipxe needs --target iscsi://HOST[:PORT]/IQN (the volume to boot)');
+      try {
+        const target = parseIscsiTarget(o.target);
+        if (o.lun !== undefined) {
+          if (target.lun !== 0 && target.lun !== o.lun) throw new UsageError(`--lun ${o.lun} contradicts LUN ${target.lun} in --target; give the LUN once`);
+          target.lun = o.lun;
+        }
+        process.stdout.write(ipxeScript({ target, ...(o.initiator !== undefined ? { initiator: o.initiator } : {}) }));
+      } catch (e) {
+        if (e instanceof IpxeTargetError) throw new UsageError(`ipxe: ${e.message}`);
+        throw e;
+      }
     });
 
   program.command('schema')
