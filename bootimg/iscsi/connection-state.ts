@@ -4,11 +4,11 @@ import {
   TaskMgmtResponseCode,
 } from './constants.js';
 import {
-  encodeDataIn, encodeLoginResponse, encodeLogoutResponse, encodeNopIn, encodeReject, encodeScsiResponse, encodeTaskMgmtResponse,
+  encodeDataIn, encodeLoginResponse, encodeR2T, encodeLogoutResponse, encodeNopIn, encodeReject, encodeScsiResponse, encodeTaskMgmtResponse,
   encodeTextResponse, opcodeName, type Digests, type InPdu, type LoginRequest, type LogoutRequest, type NopOut, type OutPdu, type Residual,
-  type ScsiCommand, type TaskMgmtRequest, type TargetSN, type TextRequest,
+  type DataOut, type ScsiCommand, type TaskMgmtRequest, type TargetSN, type TextRequest,
 } from './pdu.js';
-import { checkCondition, handleCdb, readErrorAt, type CheckCondition, type ScsiDisk } from './scsi.js';
+import { checkCondition, handleCdb, readErrorAt, writeErrorAt, type CheckCondition, type ScsiDisk } from './scsi.js';
 import { Sense } from './scsi-sense.js';
 import {
   DEFAULT_POLICY, TextError, defaultParams, encodeText, negotiate, parseText, type NegotiationPolicy, type SessionParams,
@@ -49,10 +49,19 @@ export interface ConnectionOptions {
 /** A read the caller runs on the disk, then reports with completeRead(itt, ...). */
 export interface ReadOp { kind: 'read'; itt: number; target: string; lba: bigint; blocks: number; fua: boolean }
 
+/** A write the caller runs on the disk once all its data is in (`data` is blocks x block size bytes), then reports with completeWrite. */
+export interface WriteOp { kind: 'write'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; fua: boolean }
+
+/** SYNCHRONIZE CACHE: the caller flushes the disk, then reports with completeSync(itt, ...). */
+export interface SyncOp { kind: 'sync'; itt: number; target: string }
+
+/** A disk operation for the caller. */
+export type DiskOp = ReadOp | WriteOp | SyncOp;
+
 /** The result of one receive() or complete call. Send `pdus` in order; then, if `close` is set, close the connection. */
 export interface Step {
   pdus: OutPdu[];
-  ops: ReadOp[];
+  ops: DiskOp[];
   /** Close the connection after sending `pdus`; the reason is for the log. */
   close: string | null;
   /** Things worth a log line that did not close the connection (rejects, ignored PDUs). */
@@ -68,6 +77,24 @@ export interface Step {
 export type Phase = 'free' | 'security' | 'operational' | 'full' | 'closed';
 
 interface PendingRead { itt: number; lba: bigint; blocks: number; expected: number; blockSize: number }
+
+/** One R2T sent and not yet satisfied (RFC 7143 section 11.8): its window and the Data-Out sequence it expects. */
+interface OpenR2T { r2tSN: number; offset: number; length: number; next: number; dataSN: number }
+
+/**
+ * A write collecting its data (section 11.7, 11.8): immediate data, then the unsolicited Data-Out sequence
+ * [unsolNext, unsolEnd) with TTT 0xffffffff, then solicited sequences, one per R2T. `collecting` turns false when the op
+ * is emitted; then only completeWrite is expected.
+ */
+interface PendingWrite {
+  itt: number; lun: bigint; lba: bigint; blocks: number; fua: boolean; buf: Uint8Array; collecting: boolean;
+  unsolNext: number; unsolEnd: number; unsolDataSN: number;
+  /** Offset of the first byte no R2T has asked for yet. */
+  solicitNext: number;
+  r2tSN: number;
+  r2ts: Map<number, OpenR2T>;
+}
+
 
 let tsihCounter = 0;
 function nextTsih(): number {
@@ -85,7 +112,7 @@ function empty(): Step { return { pdus: [], ops: [], close: null, log: [] }; }
 
 /**
  * One iSCSI connection of the target side, from the first Login Request to the Logout. Feed it the PDUs a PduReader
- * yields with receive(); it answers with the PDUs to send and the reads to run. It holds no socket and no timer.
+ * yields with receive(); it answers with the PDUs to send and the disk operations (read, write, sync) to run. It holds no socket and no timer.
  * One connection per session (MaxConnections=1), ErrorRecoveryLevel 0, LUN 0 only.
  */
 export class ConnectionState {
@@ -103,6 +130,8 @@ export class ConnectionState {
   private loginText: Uint8Array[] = []; // a login request's text split over PDUs with the C bit
   private firstText = true; // the first complete login text (it may span PDUs) is still to come
   private readonly pending = new Map<number, PendingRead>();
+  private readonly writes = new Map<number, PendingWrite>();
+  private readonly syncs = new Map<number, bigint>(); // ITT -> first LBA of the range, for the sense INFORMATION
   private textOut: { itt: number; ttt: number; rest: Uint8Array } | null = null;
   private nextTtt = 1;
 
@@ -123,6 +152,8 @@ export class ConnectionState {
   get sessionHandle(): number { return this.tsih; }
   /** Tasks waiting for completeRead. */
   get pendingReads(): number { return this.pending.size; }
+  /** Writes collecting data or waiting for completeWrite. */
+  get pendingWrites(): number { return this.writes.size; }
 
   /** Handles one PDU from the PduReader. Never throws: protocol errors become Reject PDUs, login rejects or `close`. */
   receive(pdu: InPdu): Step {
@@ -164,6 +195,34 @@ export class ConnectionState {
     if (this.phaseValue !== 'full') { s.log.push(`read 0x${itt.toString(16)} completed after the connection closed`); return s; }
     if (result instanceof Error) this.sendCheck(s, itt, readErrorAt(p.lba));
     else if (result instanceof Uint8Array) this.sendDataIn(s, itt, result, p.expected);
+    else this.sendCheck(s, itt, result);
+    return s;
+  }
+
+  /**
+   * Reports the end of a write emitted as a WriteOp: 'ok' (GOOD), a CHECK CONDITION, or an Error (answered MEDIUM ERROR /
+   * WRITE ERROR at the first LBA). Throws SessionError for an unknown ITT or a write still collecting its data.
+   */
+  completeWrite(itt: number, result: 'ok' | CheckCondition | Error): Step {
+    const w = this.writes.get(itt);
+    if (!w || w.collecting) throw new SessionError(`completeWrite: no write op pending with ITT 0x${(itt >>> 0).toString(16)}`);
+    this.writes.delete(itt);
+    return this.complete(itt, 'write', result, w.lba);
+  }
+
+  /** Reports the end of a SyncOp: 'ok' (GOOD) or an Error (MEDIUM ERROR / WRITE ERROR). Throws SessionError for an unknown ITT. */
+  completeSync(itt: number, result: 'ok' | Error): Step {
+    const lba = this.syncs.get(itt);
+    if (lba === undefined) throw new SessionError(`completeSync: no sync pending with ITT 0x${(itt >>> 0).toString(16)}`);
+    this.syncs.delete(itt);
+    return this.complete(itt, 'sync', result, lba);
+  }
+
+  private complete(itt: number, what: string, result: 'ok' | CheckCondition | Error, lba: bigint): Step {
+    const s = empty();
+    if (this.phaseValue !== 'full') { s.log.push(`${what} 0x${itt.toString(16)} completed after the connection closed`); return s; }
+    if (result === 'ok') this.sendGood(s, itt, {});
+    else if (result instanceof Error) this.sendCheck(s, itt, writeErrorAt(lba));
     else this.sendCheck(s, itt, result);
     return s;
   }
@@ -376,9 +435,7 @@ export class ConnectionState {
       case Opcode.TaskMgmtRequest:
         if (discovery) return this.rejectCommand(s, pdu, h, RejectReason.ProtocolError, 'task management in a discovery session');
         return this.taskMgmt(s, h);
-      case Opcode.DataOut:
-        // We never solicit Data-Out (no R2T, no write accepted), so unsolicited data is a protocol error (section 11.7).
-        return this.reject(s, pdu, RejectReason.ProtocolError, 'Data-Out with no write in progress');
+      case Opcode.DataOut: return this.dataOut(s, h, pdu);
       case Opcode.Snack:
         // Section 11.16: SNACK is meaningless at ErrorRecoveryLevel 0; section 11.17.1 reason "SNACK Reject".
         return this.reject(s, pdu, RejectReason.SnackReject, 'SNACK at ErrorRecoveryLevel 0');
@@ -483,21 +540,25 @@ export class ConnectionState {
     return s;
   }
 
-  /** SCSI Command (section 11.3): runs handleCdb; answers non-I/O results at once, emits reads for the caller. */
+  /**
+   * SCSI Command (section 11.3): runs handleCdb; answers non-I/O results at once, emits reads and syncs for the caller,
+   * starts collecting a write's data. UNMAP, WRITE SAME, VERIFY and COMPARE AND WRITE still close the connection.
+   */
   private scsiCommand(s: Step, h: ScsiCommand, pdu: InPdu): Step {
     if (h.itt === RESERVED_TAG) return this.rejectCommand(s, pdu, h, RejectReason.InvalidPduField, 'SCSI Command with the reserved ITT');
     // Section 11.17.1 reason 0x07: an ITT still in use by a task of this session.
-    if (this.pending.has(h.itt)) return this.rejectCommand(s, pdu, h, RejectReason.TaskInProgress, `ITT 0x${h.itt.toString(16)} in use`);
+    if (this.pending.has(h.itt) || this.writes.has(h.itt) || this.syncs.has(h.itt)) return this.rejectCommand(s, pdu, h, RejectReason.TaskInProgress, `ITT 0x${h.itt.toString(16)} in use`);
     if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'SCSI Command')) return s;
-    if (h.write || pdu.data.length > 0) {
-      // Writes (immediate data, R2T, Data-Out) are not implemented yet: refuse, do not pretend to write.
-      return this.closeWith(s, 'SCSI write (W bit or immediate data) received; writes are not implemented yet');
-    }
     // Section 11.3.4: EDTL counts the data the initiator expects to receive; with no R bit it expects none.
     const expected = h.read ? h.expectedDataTransferLength : 0;
     if (h.lun !== 0n) { this.sendCheck(s, h.itt, checkCondition(Sense.lunNotSupported)); return s; }
     const disk = this.target!.disk;
     const r = handleCdb(h.cdb, disk);
+    if (r.kind === 'write') return this.startWrite(s, h, pdu, r.lba, r.blocks, r.fua);
+    if (h.write || pdu.data.length > 0) {
+      // Data-Out for UNMAP, WRITE SAME, VERIFY, COMPARE AND WRITE is not implemented yet: refuse, do not pretend.
+      return this.closeWith(s, `SCSI ${r.kind} (opcode 0x${(h.cdb[0] ?? 0).toString(16)}) with W bit or immediate data: not implemented yet`);
+    }
     switch (r.kind) {
       case 'good': this.sendGood(s, h.itt, residual(0, expected)); return s;
       case 'check': this.sendCheck(s, h.itt, r); return s;
@@ -507,9 +568,117 @@ export class ConnectionState {
         this.pending.set(h.itt, { itt: h.itt, lba: r.lba, blocks: r.blocks, expected, blockSize: disk.blockSize });
         s.ops.push({ kind: 'read', itt: h.itt, target: this.target!.name, lba: r.lba, blocks: r.blocks, fua: r.fua });
         return s;
+      case 'sync':
+        // SBC-3 5.22: IMMED may let us answer before the flush; we always answer after it, which the standard allows.
+        this.syncs.set(h.itt, r.lba);
+        s.ops.push({ kind: 'sync', itt: h.itt, target: this.target!.name });
+        return s;
       default:
         return this.closeWith(s, `SCSI ${r.kind} (opcode 0x${(h.cdb[0] ?? 0).toString(16)}) is not implemented yet`);
     }
+  }
+
+  /**
+   * WRITE (10)/(16) (section 11.3, 11.7, 11.8): checks W and EDTL, takes the immediate data, opens the unsolicited
+   * sequence, sends the first R2Ts; the WriteOp goes out when the last byte is in.
+   */
+  private startWrite(s: Step, h: ScsiCommand, pdu: InPdu, lba: bigint, blocks: number, fua: boolean): Step {
+    const length = blocks * this.target!.disk.blockSize;
+    // Section 11.3.4 / SAM: a write's EDTL is the data it carries; a write CDB without the W bit, or an EDTL other than
+    // the CDB's length, is refused with INVALID FIELD IN CDB (we do no residual writes).
+    if (!h.write || h.read || h.expectedDataTransferLength !== length) {
+      this.sendCheck(s, h.itt, checkCondition(Sense.invalidFieldInCdb));
+      s.log.push(`write 0x${h.itt.toString(16)}: W=${h.write} EDTL ${h.expectedDataTransferLength} for ${length} bytes`);
+      return s;
+    }
+    const p = this.params;
+    const imm = pdu.data.length;
+    // Section 13.11: immediate data only with ImmediateData=Yes; section 13.14: at most FirstBurstLength of unsolicited data.
+    if (imm > 0 && !p.immediateData) return this.reject(s, pdu, RejectReason.ProtocolError, 'immediate data with ImmediateData=No');
+    if (imm > Math.min(p.firstBurstLength, length)) return this.reject(s, pdu, RejectReason.ProtocolError, `immediate data ${imm} over FirstBurstLength or EDTL`);
+    // Section 11.3.1 (F bit): F=0 means unsolicited Data-Out follows, allowed only with InitialR2T=No (section 13.10).
+    let unsolEnd = imm;
+    if (!h.final) {
+      if (p.initialR2T) return this.reject(s, pdu, RejectReason.ProtocolError, 'unsolicited Data-Out announced with InitialR2T=Yes');
+      // Section 13.14: the initiator sends unsolicited data up to FirstBurstLength or the EDTL, whichever is less.
+      unsolEnd = Math.min(p.firstBurstLength, length);
+      if (unsolEnd <= imm) return this.reject(s, pdu, RejectReason.ProtocolError, 'F=0 with no unsolicited data left to send');
+    }
+    const w: PendingWrite = {
+      itt: h.itt, lun: h.lun, lba, blocks, fua, buf: new Uint8Array(length), collecting: true,
+      unsolNext: imm, unsolEnd, unsolDataSN: 0, solicitNext: unsolEnd, r2tSN: 0, r2ts: new Map(),
+    };
+    w.buf.set(pdu.data, 0);
+    this.writes.set(h.itt, w);
+    this.sendR2Ts(s, w);
+    this.writeDone(s, w);
+    return s;
+  }
+
+  /** Sends R2Ts for the data not yet asked for, each <= MaxBurstLength, keeping at most MaxOutstandingR2T open (section 13.17). */
+  private sendR2Ts(s: Step, w: PendingWrite): void {
+    const len = w.buf.length;
+    while (w.solicitNext < len && w.r2ts.size < Math.max(1, this.params.maxOutstandingR2T)) {
+      const length = Math.min(this.params.maxBurstLength, len - w.solicitNext);
+      const ttt = this.nextTtt;
+      this.nextTtt = (this.nextTtt % 0x7fff_ffff) + 1;
+      w.r2ts.set(ttt, { r2tSN: w.r2tSN, offset: w.solicitNext, length, next: w.solicitNext, dataSN: 0 });
+      // Section 11.8: R2T carries StatSN but does not take one (the StatSN field is "the next StatSN").
+      s.pdus.push(encodeR2T({ ...this.sn(), itt: w.itt, lun: w.lun, ttt, r2tSN: w.r2tSN, bufferOffset: w.solicitNext, desiredDataTransferLength: length }));
+      w.r2tSN = (w.r2tSN + 1) >>> 0;
+      w.solicitNext += length;
+    }
+  }
+
+  /** Emits the WriteOp when every byte is in: unsolicited sequence ended, everything solicited, no R2T open. */
+  private writeDone(s: Step, w: PendingWrite): void {
+    if (!w.collecting || w.unsolNext < w.unsolEnd || w.solicitNext < w.buf.length || w.r2ts.size > 0) return;
+    w.collecting = false;
+    s.ops.push({ kind: 'write', itt: w.itt, target: this.target!.name, lba: w.lba, blocks: w.blocks, data: w.buf, fua: w.fua });
+  }
+
+  /**
+   * SCSI Data-Out (section 11.7): matched to its write by ITT and to its sequence by TTT (0xffffffff: unsolicited), in
+   * DataSN order (section 11.7.5) with contiguous offsets (DataPDUInOrder=Yes, section 13.19) inside the sequence's
+   * window, F on the last PDU of the sequence and only there. Anything else is a Reject, and at ErrorRecoveryLevel 0 the
+   * task cannot be finished, so the connection is closed too (section 7.1.4.1, connection recovery is the only one).
+   */
+  private dataOut(s: Step, h: DataOut, pdu: InPdu): Step {
+    const w = this.writes.get(h.itt);
+    if (!w || !w.collecting) return this.reject(s, pdu, RejectReason.ProtocolError, 'Data-Out with no write collecting data');
+    const fail = (why: string): Step => {
+      this.reject(s, pdu, RejectReason.ProtocolError, why);
+      this.writes.delete(w.itt);
+      return this.closeWith(s, `write 0x${w.itt.toString(16)}: ${why}`);
+    };
+    const n = pdu.data.length;
+    if (n === 0) return fail('empty Data-Out');
+    let seq: { next: number; end: number; dataSN: number };
+    let r2t: OpenR2T | undefined;
+    if (h.ttt === RESERVED_TAG) {
+      if (w.unsolNext >= w.unsolEnd) return fail('unsolicited Data-Out beyond the unsolicited sequence');
+      seq = { next: w.unsolNext, end: w.unsolEnd, dataSN: w.unsolDataSN };
+    } else {
+      r2t = w.r2ts.get(h.ttt);
+      if (!r2t) return fail(`Data-Out TTT 0x${h.ttt.toString(16)} matches no open R2T`);
+      seq = { next: r2t.next, end: r2t.offset + r2t.length, dataSN: r2t.dataSN };
+    }
+    if (h.dataSN !== seq.dataSN) return fail(`DataSN ${h.dataSN}, expected ${seq.dataSN}`);
+    if (h.bufferOffset !== seq.next) return fail(`buffer offset ${h.bufferOffset}, expected ${seq.next}`);
+    const end = h.bufferOffset + n;
+    if (end > seq.end) return fail(`data ${h.bufferOffset}+${n} past the sequence end ${seq.end}`);
+    if (h.final !== (end === seq.end)) return fail(h.final ? `F bit at ${end}, sequence ends at ${seq.end}` : 'no F bit on the last Data-Out of the sequence');
+    w.buf.set(pdu.data, h.bufferOffset);
+    if (r2t) {
+      r2t.next = end;
+      r2t.dataSN++;
+      if (end === seq.end) { w.r2ts.delete(h.ttt); this.sendR2Ts(s, w); }
+    } else {
+      w.unsolNext = end;
+      w.unsolDataSN++;
+    }
+    this.writeDone(s, w);
+    return s;
   }
 
   /** A SCSI Response with GOOD status and no data. */

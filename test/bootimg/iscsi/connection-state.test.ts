@@ -52,13 +52,14 @@ function one<T extends TargetBhs['opcode']>(s: Step, op: T): Extract<TargetBhs, 
 }
 
 /** Logs in as iPXE does: Security (T=1 -> Operational), then Operational (T=1 -> Full Feature). */
-function ipxeLogin(opts: Partial<ConnectionOptions> = {}, mrdsl = 8192): ConnectionState {
+function ipxeLogin(opts: Partial<ConnectionOptions> = {}, mrdsl = 8192, keys: [string, string][] = []): ConnectionState {
   const c = new ConnectionState({ targets, allocateTsih: () => 0x77, ...opts });
+  cmdSN = 0; // the login's CmdSN 0 is immediate, so the first command of the new connection has CmdSN 0
   const s1 = c.receive(login({ csg: 0, nsg: 1 }, [['InitiatorName', IPXE], ['TargetName', IQN], ['SessionType', 'Normal'], ['AuthMethod', 'None']]));
   const r1 = one(s1, Opcode.LoginResponse);
   assert.equal(r1.statusClass, 0);
   assert.ok(r1.transit && r1.csg === 0 && r1.nsg === 1);
-  const s2 = c.receive(login({ csg: 1, nsg: 3 }, [['HeaderDigest', 'None'], ['DataDigest', 'None'], ['MaxRecvDataSegmentLength', String(mrdsl)]]));
+  const s2 = c.receive(login({ csg: 1, nsg: 3 }, [['HeaderDigest', 'None'], ['DataDigest', 'None'], ['MaxRecvDataSegmentLength', String(mrdsl)], ...keys]));
   const r2 = one(s2, Opcode.LoginResponse);
   assert.equal(r2.statusClass, 0);
   assert.equal(c.phase, 'full');
@@ -371,8 +372,9 @@ test('fuzz: random valid-looking PDUs in random phases never throw', () => {
           const s = c.receive(p);
           for (const o of s.pdus) parseBhs(o.bhs);
           for (const op of s.ops) {
-            if (rand() < 0.5) c.completeRead(op.itt, new Uint8Array(op.blocks * 512));
-            else c.completeRead(op.itt, new Error('x'));
+            if (op.kind === 'read') c.completeRead(op.itt, rand() < 0.5 ? new Uint8Array(op.blocks * 512) : new Error('x'));
+            else if (op.kind === 'write') c.completeWrite(op.itt, rand() < 0.5 ? 'ok' : new Error('x'));
+            else c.completeSync(op.itt, rand() < 0.5 ? 'ok' : new Error('x'));
           }
         } catch (e) {
           assert.ok(e instanceof SessionError, String(e));
@@ -380,4 +382,189 @@ test('fuzz: random valid-looking PDUs in random phases never throw', () => {
       }
     }
   }
+});
+
+/** iPXE's keys: InitialR2T=Yes, ImmediateData=No. */
+const IPXE_WRITE_KEYS: [string, string][] = [['InitialR2T', 'Yes'], ['ImmediateData', 'No']];
+
+function writeCmd(lba: number, blocks: number, o: { itt: number; edtl?: number; final?: boolean; write?: boolean; data?: Uint8Array }): InPdu {
+  const c = new Uint8Array(16);
+  c.set([0x2a, 0, (lba >>> 24) & 0xff, (lba >>> 16) & 0xff, (lba >>> 8) & 0xff, lba & 0xff, 0, (blocks >> 8) & 0xff, blocks & 0xff, 0]);
+  return inPdu({
+    opcode: Opcode.ScsiCommand, ...base, final: o.final ?? true, read: false, write: o.write ?? true, attr: 1, lun: 0n,
+    expectedDataTransferLength: o.edtl ?? blocks * 512, cmdSN: cmdSN++, expStatSN: 0, cdb: c, itt: o.itt,
+  }, o.data);
+}
+
+function dataOut(itt: number, ttt: number, dataSN: number, bufferOffset: number, data: Uint8Array, final: boolean): InPdu {
+  return inPdu({ opcode: Opcode.DataOut, ...base, final, lun: 0n, ttt, expStatSN: 0, dataSN, bufferOffset, itt }, data);
+}
+
+const pattern = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 7 + 3) & 0xff);
+
+test('iPXE write: InitialR2T=Yes, ImmediateData=No, one R2T then eight 512-byte Data-Out, F on the last; GOOD after completeWrite', () => {
+  const c = ipxeLogin({}, 8192, IPXE_WRITE_KEYS);
+  assert.equal(c.session.initialR2T, true);
+  assert.equal(c.session.immediateData, false);
+  const before = one(c.receive(scsi([0x00], 0)), Opcode.ScsiResponse); // TEST UNIT READY, to learn the SNs
+  const itt = 0x5001;
+  const s = c.receive(writeCmd(100, 8, { itt }));
+  assert.equal(s.close, null);
+  assert.equal(s.ops.length, 0);
+  const r2t = one(s, Opcode.R2T);
+  assert.equal(r2t.itt, itt);
+  assert.equal(r2t.r2tSN, 0);
+  assert.equal(r2t.bufferOffset, 0);
+  assert.equal(r2t.desiredDataTransferLength, 4096);
+  assert.notEqual(r2t.ttt, RESERVED_TAG);
+  assert.equal(r2t.statSN, (before.statSN + 1) >>> 0); // R2T shows the next StatSN and does not take it
+  const data = pattern(4096);
+  for (let i = 0; i < 8; i++) {
+    const d = c.receive(dataOut(itt, r2t.ttt, i, i * 512, data.subarray(i * 512, (i + 1) * 512), i === 7));
+    assert.equal(d.pdus.length, 0);
+    assert.equal(d.close, null);
+    if (i < 7) assert.equal(d.ops.length, 0);
+    else {
+      assert.equal(d.ops.length, 1);
+      const op = d.ops[0]!;
+      assert.ok(op.kind === 'write');
+      assert.equal(op.itt, itt);
+      assert.equal(op.lba, 100n);
+      assert.equal(op.blocks, 8);
+      assert.equal(op.fua, false);
+      assert.deepEqual(op.data, data);
+    }
+  }
+  assert.throws(() => c.completeRead(itt, new Uint8Array(4096)), SessionError);
+  const r = one(c.completeWrite(itt, 'ok'), Opcode.ScsiResponse);
+  assert.equal(r.status, ScsiStatus.Good);
+  assert.equal(r.itt, itt);
+  assert.equal(r.statSN, (before.statSN + 1) >>> 0);
+  assert.equal(r.expCmdSN, (before.expCmdSN + 1) >>> 0);
+  assert.equal(r.maxCmdSN, (before.maxCmdSN + 1) >>> 0);
+  assert.equal(c.pendingWrites, 0);
+  assert.throws(() => c.completeWrite(itt, 'ok'), SessionError);
+});
+
+test('a write over MaxBurstLength gets R2Ts one at a time (MaxOutstandingR2T=1), each <= MaxBurstLength', () => {
+  const c = ipxeLogin({}, 8192, [...IPXE_WRITE_KEYS, ['MaxBurstLength', '4096']]);
+  const itt = 0x5101;
+  const first = one(c.receive(writeCmd(0, 16, { itt })), Opcode.R2T);
+  assert.equal(first.desiredDataTransferLength, 4096);
+  const data = pattern(8192);
+  const a = c.receive(dataOut(itt, first.ttt, 0, 0, data.subarray(0, 4096), true));
+  const second = one(a, Opcode.R2T);
+  assert.equal(second.r2tSN, 1);
+  assert.equal(second.bufferOffset, 4096);
+  assert.equal(second.desiredDataTransferLength, 4096);
+  const b = c.receive(dataOut(itt, second.ttt, 0, 4096, data.subarray(4096), true));
+  assert.equal(b.ops.length, 1);
+  assert.deepEqual((b.ops[0] as { data: Uint8Array }).data, data);
+});
+
+test('immediate data and unsolicited Data-Out when ImmediateData=Yes and InitialR2T=No; the rest by R2T', () => {
+  const c = ipxeLogin({}, 8192, [['InitialR2T', 'No'], ['ImmediateData', 'Yes'], ['FirstBurstLength', '2048']]);
+  assert.equal(c.session.initialR2T, false);
+  assert.equal(c.session.immediateData, true);
+  const itt = 0x5201;
+  const data = pattern(4096);
+  const s = c.receive(writeCmd(8, 8, { itt, final: false, data: data.subarray(0, 1024) }));
+  const r2t = one(s, Opcode.R2T); // the solicited part starts after FirstBurstLength
+  assert.equal(r2t.bufferOffset, 2048);
+  assert.equal(r2t.desiredDataTransferLength, 2048);
+  assert.equal(c.receive(dataOut(itt, RESERVED_TAG, 0, 1024, data.subarray(1024, 1536), false)).pdus.length, 0);
+  assert.equal(c.receive(dataOut(itt, RESERVED_TAG, 1, 1536, data.subarray(1536, 2048), true)).ops.length, 0);
+  const d = c.receive(dataOut(itt, r2t.ttt, 0, 2048, data.subarray(2048), true));
+  assert.equal(d.ops.length, 1);
+  assert.deepEqual((d.ops[0] as { data: Uint8Array }).data, data);
+  // All immediate: no R2T, the op at once.
+  const e = c.receive(writeCmd(8, 2, { itt: 0x5202, data: pattern(1024) }));
+  assert.equal(e.pdus.length, 0);
+  assert.equal(e.ops.length, 1);
+});
+
+test('refused writes: short, overlapping, wrong TTT, wrong DataSN, immediate data not negotiated, W bit or EDTL wrong', () => {
+  const data = pattern(4096);
+  const start = (): { c: ConnectionState; ttt: number } => {
+    const c = ipxeLogin({}, 8192, IPXE_WRITE_KEYS);
+    return { c, ttt: one(c.receive(writeCmd(0, 8, { itt: 0x77 })), Opcode.R2T).ttt };
+  };
+  const refused = (s: Step): void => {
+    assert.equal(one(s, Opcode.Reject).reason, RejectReason.ProtocolError);
+    assert.ok(s.close);
+    assert.equal(s.ops.length, 0);
+  };
+  { // short: F before the end of the R2T's window
+    const { c, ttt } = start();
+    refused(c.receive(dataOut(0x77, ttt, 0, 0, data.subarray(0, 2048), true)));
+  }
+  { // overlapping: the second PDU starts inside the first
+    const { c, ttt } = start();
+    assert.equal(c.receive(dataOut(0x77, ttt, 0, 0, data.subarray(0, 512), false)).pdus.length, 0);
+    refused(c.receive(dataOut(0x77, ttt, 1, 256, data.subarray(0, 512), false)));
+  }
+  { // past the window
+    const { c, ttt } = start();
+    refused(c.receive(dataOut(0x77, ttt, 0, 0, pattern(4608), true)));
+  }
+  { // wrong TTT
+    const { c, ttt } = start();
+    refused(c.receive(dataOut(0x77, ttt + 1, 0, 0, data, true)));
+  }
+  { // DataSN out of order
+    const { c, ttt } = start();
+    refused(c.receive(dataOut(0x77, ttt, 1, 0, data.subarray(0, 512), false)));
+  }
+  { // unsolicited Data-Out under InitialR2T=Yes
+    const { c } = start();
+    refused(c.receive(dataOut(0x77, RESERVED_TAG, 0, 0, data.subarray(0, 512), false)));
+  }
+  { // immediate data with ImmediateData=No, and F=0 with InitialR2T=Yes: Reject, no op
+    const c = ipxeLogin({}, 8192, IPXE_WRITE_KEYS);
+    const s = c.receive(writeCmd(0, 1, { itt: 0x78, data: pattern(512) }));
+    assert.equal(one(s, Opcode.Reject).reason, RejectReason.ProtocolError);
+    const t = c.receive(writeCmd(0, 1, { itt: 0x79, final: false }));
+    assert.equal(one(t, Opcode.Reject).reason, RejectReason.ProtocolError);
+    assert.equal(c.pendingWrites, 0);
+  }
+  { // no W bit, or EDTL not blocks x 512: CHECK CONDITION INVALID FIELD IN CDB
+    const c = ipxeLogin({}, 8192, IPXE_WRITE_KEYS);
+    for (const o of [{ itt: 0x80, write: false }, { itt: 0x81, edtl: 4000 }]) {
+      const r = one(c.receive(writeCmd(0, 8, o)), Opcode.ScsiResponse);
+      assert.equal(r.status, ScsiStatus.CheckCondition);
+      assert.equal(r.data[2 + 2]! & 0x0f, 0x05); // ILLEGAL REQUEST
+      assert.equal(r.data[2 + 12], 0x24);
+    }
+    assert.equal(c.pendingWrites, 0);
+  }
+});
+
+test('a failed write: Error gives CHECK CONDITION MEDIUM ERROR / WRITE ERROR at the LBA', () => {
+  const c = ipxeLogin({}, 8192, IPXE_WRITE_KEYS);
+  const r2t = one(c.receive(writeCmd(42, 1, { itt: 0x90 })), Opcode.R2T);
+  assert.equal(c.receive(dataOut(0x90, r2t.ttt, 0, 0, pattern(512), true)).ops.length, 1);
+  const r = one(c.completeWrite(0x90, new Error('EIO')), Opcode.ScsiResponse);
+  assert.equal(r.status, ScsiStatus.CheckCondition);
+  assert.equal(r.data[2 + 2]! & 0x0f, 0x03); // MEDIUM ERROR
+  assert.equal(r.data[2 + 12], 0x0c); // WRITE ERROR
+});
+
+test('SYNCHRONIZE CACHE (10) and (16): a sync op, GOOD after completeSync; an Error gives WRITE ERROR', () => {
+  const c = ipxeLogin();
+  const s = c.receive(scsi([0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, { itt: 0xa0, read: false }));
+  assert.equal(s.pdus.length, 0);
+  assert.deepEqual(s.ops, [{ kind: 'sync', itt: 0xa0, target: IQN }]);
+  assert.equal(one(c.completeSync(0xa0, 'ok'), Opcode.ScsiResponse).status, ScsiStatus.Good);
+  assert.throws(() => c.completeSync(0xa0, 'ok'), SessionError);
+  const t = c.receive(scsi([0x91, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, { itt: 0xa1, read: false }));
+  assert.equal(t.ops.length, 1);
+  const r = one(c.completeSync(0xa1, new Error('EIO')), Opcode.ScsiResponse);
+  assert.equal(r.status, ScsiStatus.CheckCondition);
+  assert.equal(r.data[2 + 12], 0x0c);
+});
+
+test('UNMAP, WRITE SAME, VERIFY, COMPARE AND WRITE still close the connection (not implemented)', () => {
+  const c = ipxeLogin();
+  const s = c.receive(scsi([0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], 24, { read: false }));
+  assert.match(s.close!, /not implemented/);
 });
