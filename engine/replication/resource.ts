@@ -12,7 +12,7 @@ import { quorumVotes, type NodeConfig, type ResourceConfig } from './config.js';
 import {
   ErrorCode, FrameType, MAX_PAYLOAD, STATE_WANT_RESYNC, type DiskState, type Frame, type Role,
 } from './frames.js';
-import { refuseFrame, type Replication } from './frame-rules.js';
+import { refuseFrame, type FrameContext, type Replication } from './frame-rules.js';
 import { hex } from './handshake.js';
 import type { LinkControl, LinkHandler, PeerLink } from './link.js';
 import { DiskIoError, LocalDisk, type Fault } from './local-disk.js';
@@ -139,6 +139,10 @@ export class Resource implements LinkHandler {
     this.log = opts.log ?? new Logger(`${opts.cfg.resource}/${opts.me.name}`);
     this.peers = opts.cfg.nodes.filter((n) => n.id !== opts.me.id).map((n) => new Peer(n));
     for (const p of this.peers) this.byId.set(p.id, p);
+    this.frameContext = {
+      peerState: false, replication: 'Off', peerRole: null, myRole: 'Secondary',
+      myDisk: this.me.disk !== null, allowTwoPrimaries: this.cfg.allowTwoPrimaries, staleResyncAnswers: false,
+    };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -453,13 +457,19 @@ export class Resource implements LinkHandler {
   // ---------------------------------------------------------------------------------------------
   // Frames from peers: checked against frame-rules.ts, then dispatched
 
+  /** The frame rules' view of a link (see frame()); the config's part is fixed. */
+  private readonly frameContext: FrameContext;
+
   frame(link: PeerLink, f: Frame): void {
     const p = this.byId.get(link.peerId);
     if (!p || p.link !== link) return;
-    const refused = refuseFrame(f.type, {
-      peerState: p.state !== null, replication: p.replication, peerRole: p.state?.role ?? null, myRole: this.role,
-      myDisk: this.me.disk !== null, allowTwoPrimaries: this.cfg.allowTwoPrimaries, staleResyncAnswers: p.abandonedResync.size > 0,
-    });
+    const c = this.frameContext; // one object, refilled per frame: this runs for every DATA and ACK
+    c.peerState = p.state !== null;
+    c.replication = p.replication;
+    c.peerRole = p.state?.role ?? null;
+    c.myRole = this.role;
+    c.staleResyncAnswers = p.abandonedResync.size > 0;
+    const refused = refuseFrame(f.type, c);
     if (refused !== null) {
       this.stats.framesRefused++;
       this.log.error(`protocol violation by ${p.name}: ${refused}; closing the link`);
