@@ -3,83 +3,14 @@
 // run the demo and the benchmarks. The commands and their options are declared with commander, which
 // parses and checks them and writes every --help from these declarations.
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { IpxeTargetError, MAX_LUN, ipxeScript, parseIscsiTarget } from '../bootimg/ipxe.js';
-import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
-import { Logger } from '../engine/log.js';
-import { MAX_QUEUES } from '../engine/replication/limits.js';
-import { serialFor } from '../engine/serial.js';
-import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
-import { countArg, finishHelp, newProgram, secondsArg, sizeArg } from './args.js';
+import { countArg, finishHelp, newProgram, secondsArg } from './args.js';
 import { CommandError, EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
 import { addResourceCommands } from './resource-commands.js';
 import { runDemo } from './demo.js';
-import { qemuAttachArgs } from './qemu-args.js';
-
-interface ServeArgs {
-  image: string;
-  socket: string;
-  queues: number;
-  readOnly: boolean;
-  blockSize: 512 | 4096;
-  size?: number;
-  pollUs: number;
-  aio: 'sync' | 'io_uring';
-}
-
-async function serve(a: ServeArgs, banner: (server: VhostUserServer) => void): Promise<void> {
-  const log = new Logger('twindisk');
-  const create = a.size !== undefined && !fs.existsSync(a.image);
-  if (create) {
-    if (a.size! % a.blockSize !== 0) throw new UsageError(`--size ${a.size} is not a multiple of the ${a.blockSize}-byte block size`);
-    fs.mkdirSync(path.dirname(path.resolve(a.image)), { recursive: true });
-  }
-  // The image has one owner: refused (before it is opened) while a node or another serve holds it.
-  // --read-only shares the image with other read-only serves.
-  let lock: DiskLock;
-  try {
-    lock = lockDisk(path.resolve(a.image), `serve ${a.image}`, { shared: a.readOnly, create });
-  } catch (e) {
-    if (e instanceof DiskLockError && e.code === 'missing' && !create) {
-      throw new CommandError(`${e.message} (create it first, e.g. \`truncate -s 1G ${a.image}\`, or pass --size)`);
-    }
-    throw e;
-  }
-  try {
-    if (create && fs.statSync(a.image).size === 0) {
-      fs.truncateSync(a.image, a.size!);
-      log.info('created image', { image: a.image, size: a.size });
-    }
-    await serveLocked(a, log, banner);
-  } finally {
-    lock.release();
-  }
-}
-
-async function serveLocked(a: ServeArgs, log: Logger, banner: (server: VhostUserServer) => void): Promise<void> {
-  const server = new VhostUserServer({
-    socketPath: a.socket,
-    backend: { kind: 'file', path: path.resolve(a.image), readOnly: a.readOnly, blockSize: a.blockSize, aio: a.aio },
-    numQueues: a.queues,
-    serial: serialFor({ image: a.image }),
-    pollUs: a.pollUs,
-  });
-  await server.start();
-  banner(server);
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log.info(`${sig} received: shutting down`);
-      server.close().then(resolve, (e) => {
-        log.error(`shutdown failed: ${e}`);
-        resolve();
-      });
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
-}
+import { addServeCommand } from './serve.js';
 
 /** The whole command line: every command, its options and its help. */
 function buildProgram(): Command {
@@ -90,32 +21,7 @@ function buildProgram(): Command {
 Environment: TWINDISK_LOG_LEVEL=debug|info|warn|error, TWINDISK_LOG_FORMAT=json.
 ${EXIT_CODES_HELP}`);
 
-  program.command('serve')
-    .summary('serve an image as a virtio-blk disk over vhost-user')
-    .description('Serve FILE as a virtio-blk disk over vhost-user on PATH and print the QEMU options that attach it.\n'
-      + 'With --size, FILE is created (sparse) when it does not exist.')
-    .option('--image <file>', 'the raw image to serve (required)')
-    .option('--socket <path>', 'where QEMU connects: the vhost-user socket (required)')
-    .addOption(new Option('--queues <n>', `virtqueues, one worker thread each (1..${MAX_QUEUES})`).argParser(countArg(1, MAX_QUEUES)).default(1))
-    .option('--read-only', 'offer a read-only disk; writes fail with an I/O error')
-    .addOption(new Option('--block-size <bytes>', 'logical block size the guest sees').choices(['512', '4096']).default('512'))
-    .addOption(new Option('--size <size>', 'create FILE with this size when missing, e.g. 1G').argParser(sizeArg))
-    .addOption(new Option('--poll-us <us>', 'how long a queue worker polls its ring after work before it sleeps, in µs (0: never polls)')
-      .argParser(countArg(0, Number.MAX_SAFE_INTEGER, 'a whole number of microseconds, 0 or more')).default(DEFAULT_POLL_US))
-    .addOption(new Option('--aio <mode>', 'io_uring keeps many requests per queue in flight (disks slower than the page cache); sync reads and writes in the queue\'s thread')
-      .choices(['sync', 'io_uring']).default('sync'))
-    .action(async (o: { image?: string; socket?: string; queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; aio: 'sync' | 'io_uring' }) => {
-      // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
-      if (!o.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
-      if (!o.socket) throw new UsageError('serve needs --socket PATH (where QEMU connects)');
-      const socket = o.socket;
-      await serve({
-        image: o.image, socket: o.socket, queues: o.queues, readOnly: !!o.readOnly, blockSize: Number(o.blockSize) as 512 | 4096,
-        pollUs: o.pollUs, aio: o.aio, ...(o.size !== undefined ? { size: o.size } : {}),
-      }, () => {
-        process.stdout.write(`twindisk: serving ${o.image} on ${socket}; attach it with:\n  ${qemuAttachArgs(socket, o.queues).join(' ')}\n`);
-      });
-    });
+  addServeCommand(program);
 
   program.command('demo')
     .summary('run a replicated volume of three nodes on loopback')
@@ -149,6 +55,33 @@ ${EXIT_CODES_HELP}`);
       const mod = await import('../bench/kernels.js' as string).catch(() => null);
       if (!mod) throw new CommandError('the kernel benchmark is not built: run `npm run build` first');
       await mod.runKernelBench({ json: !!o.json, quick: !!o.quick });
+    });
+  const iscsiBenchTargets = ['twindisk', 'tgt', 'tgt-rdwr', 'tgt-aio'];
+  benchOptions(bench.command('iscsi'))
+    .summary('compare twindisk\'s iSCSI target with tgt through the same libiscsi client')
+    .description('Compare twindisk\'s iSCSI target with tgt (Linux SCSI target, user space) through the same libiscsi client:\n'
+      + '4 KiB random reads and writes at queue depth 1 and 32, 1 MiB sequential reads and writes at depth 4.\n'
+      + 'Without an iSCSI-capable `twindisk serve` only tgt is measured, and the output says so.')
+    .addOption(new Option('--seconds <s>', 'seconds per workload').argParser(secondsArg))
+    .addOption(new Option('--targets <list>', `comma-separated, from ${iscsiBenchTargets.join(', ')} (tgt is tgt-rdwr)`).argParser((v: string) => {
+      const list = v.split(',');
+      const bad = list.find((t) => !iscsiBenchTargets.includes(t));
+      if (bad !== undefined) throw new UsageError(`bench iscsi: unknown target '${bad}' in --targets (known: ${iscsiBenchTargets.join(', ')})`);
+      return list;
+    }))
+    .action(async (o: { json?: boolean; quick?: boolean; seconds?: number; targets?: string[] }) => {
+      const { runIscsiBench } = await import('../bench/iscsi.js');
+      await runIscsiBench({ json: !!o.json, quick: !!o.quick, seconds: o.seconds, targets: o.targets as never });
+    });
+  benchOptions(bench.command('iscsi-conformance'))
+    .summary('run libiscsi\'s iscsi-test-cu against twindisk\'s iSCSI target and tgt')
+    .description('Run libiscsi\'s conformance suite (iscsi-test-cu) against twindisk\'s iSCSI target and tgt, each on a scratch\n'
+      + 'LUN, and report passed, failed and skipped tests per target with the failed tests\' names. --quick runs the CI subset.')
+    .addOption(new Option('--target <target>', 'which target to test').choices(['twindisk', 'tgt', 'both']).default('both'))
+    .option('--test <pattern>', 'iscsi-test-cu tests: FAMILY[.SUITE[.TEST]] globs, comma-separated, or `ci` for the CI subset', 'ALL')
+    .action(async (o: { json?: boolean; quick?: boolean; target: 'twindisk' | 'tgt' | 'both'; test: string }) => {
+      const { runConformance } = await import('../bench/iscsi-conformance.js');
+      await runConformance({ json: !!o.json, targets: o.target === 'both' ? undefined : [o.target], test: o.quick && o.test === 'ALL' ? 'ci' : o.test });
     });
 
   addResourceCommands(program);

@@ -11,6 +11,7 @@ import { Resource, RoleError } from '../engine/replication/resource.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
 import { WsTransport } from '../transport/ws-link.js';
 import { ControlServer, type ControlRequest } from './control.js';
+import { NodeIscsi } from './iscsi.js';
 
 export interface NodeOptions {
   config: string;
@@ -68,6 +69,8 @@ export class Node {
   private control: ControlServer | null = null;
   private vhost: VhostUserServer | null = null;
   private vhostStarting: Promise<void> | null = null;
+  private iscsi: NodeIscsi | null = null;
+  private iscsiStarting: Promise<void> | null = null;
   private channels: ChannelHost[] = [];
   private eventFds: number[] = [];
   private readonly one = new NativeBuffer(8);
@@ -122,6 +125,20 @@ export class Node {
     }
     this.log.info('node up', { resource: this.cfg.resource, node: this.me.name, id: this.me.id, address: `${this.me.host}:${this.me.port}`, disk: this.me.disk ?? 'none (diskless)' });
     if (this.me.socket) void this.startVhost();
+    if (this.me.iscsi) this.iscsiStarting = this.startIscsi();
+  }
+
+  private async startIscsi(): Promise<void> {
+    await this.resource.whenSized();
+    if (this.stopping) return;
+    const iscsi = new NodeIscsi(this.cfg, this.me, this.resource, this.log.child('iscsi'));
+    try {
+      await iscsi.start();
+      this.iscsi = iscsi;
+    } catch (e) {
+      this.log.error(`cannot serve the volume over iSCSI: ${(e as Error).message}`);
+      await iscsi.stop();
+    }
   }
 
   private async startVhost(): Promise<void> {
@@ -252,6 +269,8 @@ export class Node {
     this.stopping ??= (async () => {
       await this.vhostStarting;
       await this.vhost?.close().catch((e: Error) => this.log.error(`vhost-user shutdown: ${e.message}`));
+      await this.iscsiStarting;
+      await this.iscsi?.stop().catch((e: Error) => this.log.error(`iSCSI shutdown: ${e.message}`));
       for (const ch of this.channels) ch.stop();
       await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));
       await this.control?.close();

@@ -1,29 +1,41 @@
 // The per-connection iSCSI target state machine (RFC 7143): login, discovery, full feature phase; PDUs in, PDUs and disk operations out, no I/O.
+import { ChapExchange, validateChapConfig, type ChapConfig } from './chap.js';
 import {
-  LoginStage, LoginStatus, LogoutReason, LogoutResponseCode, Opcode, RESERVED_TAG, RejectReason, ScsiStatus,
-  TaskMgmtResponseCode,
+  DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH, LoginStage, LoginStatus, LogoutReason, LogoutResponseCode, MAX_LOGIN_REQUESTS, MAX_NEGOTIATION_TEXT_LENGTH,
+  Opcode, RESERVED_TAG, RejectReason,
 } from './constants.js';
 import {
-  encodeDataIn, encodeLoginResponse, encodeR2T, encodeLogoutResponse, encodeNopIn, encodeReject, encodeScsiResponse, encodeTaskMgmtResponse,
-  encodeTextResponse, opcodeName, type Digests, type InPdu, type LoginRequest, type LogoutRequest, type NopOut, type OutPdu, type Residual,
-  type DataOut, type ScsiCommand, type TaskMgmtRequest, type TargetSN, type TextRequest,
+  encodeLoginResponse, encodeLogoutResponse, encodeNopIn, encodeReject, encodeTextResponse, opcodeName, type Digests, type InPdu, type LoginRequest,
+  type LogoutRequest, type NopOut, type OutPdu, type ScsiCommand, type TaskMgmtRequest, type TargetSN, type TextRequest,
 } from './pdu.js';
-import { checkCondition, handleCdb, readErrorAt, writeErrorAt, type CheckCondition, type ScsiDisk } from './scsi.js';
-import { Sense } from './scsi-sense.js';
+import type { Reservations } from './reservations.js';
+import type { CheckCondition, ScsiDisk } from './scsi.js';
+import { TaskSet, snLess, type DiskOp, type DiskOpResult } from './tasks.js';
 import {
-  DEFAULT_POLICY, TextError, defaultParams, encodeText, negotiate, parseText, type NegotiationPolicy, type SessionParams,
+  DEFAULT_POLICY, TextError, defaultParams, encodeText, negotiate, parseText, pickFromList, type NegotiationPolicy, type SessionParams,
 } from './text.js';
 
-/** Misuse of the state machine by its caller (e.g. completeRead for an unknown task). receive() never throws anything else. */
-export class SessionError extends Error {
-  override name = 'SessionError';
-}
+export {
+  SessionError, type CompareAndWriteOp, type CompareOp, type DiskOp, type DiskOpResult, type ReadOp, type SyncOp, type TrimOp, type WriteOp,
+  type WriteSameOp,
+} from './tasks.js';
 
 /** One target this portal serves: its IQN, the LUN 0 disk and the portal addresses (host:port) SendTargets reports. */
 export interface TargetConfig {
   name: string;
   disk: ScsiDisk;
   addresses: readonly string[];
+  /**
+   * LUN 0's persistent reservations, shared by every session of the target (in memory only: see reservations.ts);
+   * default one made on first use for this TargetConfig object.
+   */
+  reservations?: Reservations;
+  /**
+   * CHAP required of every initiator logging in to this target (RFC 7143 section 12.1.3), with the target's own
+   * credentials for mutual CHAP; without it the target takes AuthMethod=None only. Check it with validateChapConfig
+   * (chap.ts) where it is built: a login to a target whose CHAP configuration fails that check fails with 0x0300.
+   */
+  chap?: ChapConfig;
 }
 
 /** What to do with a Normal session login: accept it, redirect it to the Primary, or refuse it (the reason is logged). */
@@ -34,8 +46,12 @@ export interface ConnectionOptions {
   targets: readonly TargetConfig[];
   /** Called once per Normal login, when the TargetName is known and valid; default accepts. */
   decideLogin?: (initiator: string, target: string) => LoginDecision;
-  /** Negotiation policy; authMethods other than None are ignored until CHAP is implemented. */
+  /** Negotiation policy; its authMethods are not used: the AuthMethod is CHAP where a target (or discovery) has `chap`, else None. */
   policy?: NegotiationPolicy;
+  /** CHAP required of Discovery sessions, as TargetConfig.chap is of Normal ones; default none (discovery is open). */
+  discoveryChap?: ChapConfig;
+  /** Random bytes for CHAP identifiers and challenges; default node:crypto randomBytes (tests inject their own). */
+  chapRandom?: (n: number) => Uint8Array;
   /** A new non-zero TSIH for a leading login (RFC 7143 section 11.12.6); default a process-wide counter. */
   allocateTsih?: () => number;
   /** First StatSN of the connection; default 1. */
@@ -45,18 +61,6 @@ export interface ConnectionOptions {
   /** Target Portal Group Tag reported at login and in SendTargets; default 1. */
   portalGroupTag?: number;
 }
-
-/** A read the caller runs on the disk, then reports with completeRead(itt, ...). */
-export interface ReadOp { kind: 'read'; itt: number; target: string; lba: bigint; blocks: number; fua: boolean }
-
-/** A write the caller runs on the disk once all its data is in (`data` is blocks x block size bytes), then reports with completeWrite. */
-export interface WriteOp { kind: 'write'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; fua: boolean }
-
-/** SYNCHRONIZE CACHE: the caller flushes the disk, then reports with completeSync(itt, ...). */
-export interface SyncOp { kind: 'sync'; itt: number; target: string }
-
-/** A disk operation for the caller. */
-export type DiskOp = ReadOp | WriteOp | SyncOp;
 
 /** The result of one receive() or complete call. Send `pdus` in order; then, if `close` is set, close the connection. */
 export interface Step {
@@ -76,43 +80,19 @@ export interface Step {
 /** The connection's phase (RFC 7143 section 6: login, full feature; then closed). */
 export type Phase = 'free' | 'security' | 'operational' | 'full' | 'closed';
 
-interface PendingRead { itt: number; lba: bigint; blocks: number; expected: number; blockSize: number }
-
-/** One R2T sent and not yet satisfied (RFC 7143 section 11.8): its window and the Data-Out sequence it expects. */
-interface OpenR2T { r2tSN: number; offset: number; length: number; next: number; dataSN: number }
-
-/**
- * A write collecting its data (section 11.7, 11.8): immediate data, then the unsolicited Data-Out sequence
- * [unsolNext, unsolEnd) with TTT 0xffffffff, then solicited sequences, one per R2T. `collecting` turns false when the op
- * is emitted; then only completeWrite is expected.
- */
-interface PendingWrite {
-  itt: number; lun: bigint; lba: bigint; blocks: number; fua: boolean; buf: Uint8Array; collecting: boolean;
-  unsolNext: number; unsolEnd: number; unsolDataSN: number;
-  /** Offset of the first byte no R2T has asked for yet. */
-  solicitNext: number;
-  r2tSN: number;
-  r2ts: Map<number, OpenR2T>;
-}
-
-
 let tsihCounter = 0;
 function nextTsih(): number {
   tsihCounter = (tsihCounter % 0xffff) + 1; // TSIH 0 is reserved for "new session" (section 11.12.6)
   return tsihCounter;
 }
 
-/** Serial number arithmetic over 32 bits (RFC 1982, RFC 7143 section 4.2.2.1): a < b. */
-function snLess(a: number, b: number): boolean {
-  return a !== b && ((b - a) >>> 0) < 0x8000_0000;
-}
-
-
 function empty(): Step { return { pdus: [], ops: [], close: null, log: [] }; }
 
 /**
  * One iSCSI connection of the target side, from the first Login Request to the Logout. Feed it the PDUs a PduReader
- * yields with receive(); it answers with the PDUs to send and the disk operations (read, write, sync) to run. It holds no socket and no timer.
+ * yields with receive(); it answers with the PDUs to send and the disk operations (DiskOp) to run, whose results come back
+ * through completeOp (or the complete methods by ITT). It holds no socket and no timer. The SCSI tasks (commands, Data-Out,
+ * completions, task management) are its TaskSet's (tasks.ts); persistent reservations are the target's (reservations.ts).
  * One connection per session (MaxConnections=1), ErrorRecoveryLevel 0, LUN 0 only.
  */
 export class ConnectionState {
@@ -128,15 +108,29 @@ export class ConnectionState {
   private cid = 0;
   private target: TargetConfig | null = null;
   private loginText: Uint8Array[] = []; // a login request's text split over PDUs with the C bit
+  private loginTextBytes = 0; // the bytes in loginText
+  private loginRequests = 0; // Login Requests of this login, at most MAX_LOGIN_REQUESTS
+  private chap: ChapExchange | null = null; // the CHAP exchange, once AuthMethod=CHAP is agreed (RFC 7143 section 12.1.3)
   private firstText = true; // the first complete login text (it may span PDUs) is still to come
-  private readonly pending = new Map<number, PendingRead>();
-  private readonly writes = new Map<number, PendingWrite>();
-  private readonly syncs = new Map<number, bigint>(); // ITT -> first LBA of the range, for the sense INFORMATION
+  private readonly tasks = new TaskSet({
+    params: () => this.params,
+    target: () => this.target!,
+    nexus: () => ({ initiator: this.params.initiatorName ?? '', isid: this.isid, targetPortalGroup: this.tpgt }),
+    open: () => this.phaseValue === 'full',
+    sn: () => this.sn(),
+    takeSN: () => this.takeSN(),
+    newTtt: () => this.newTtt(),
+    reject: (s, pdu, reason, why) => this.reject(s, pdu, reason, why),
+    closeWith: (s, why) => this.closeWith(s, why),
+  });
   private textOut: { itt: number; ttt: number; rest: Uint8Array } | null = null;
+  /** A Text Request's text continued with the C bit (section 11.10.2): the parts so far and the TTT that continues it. */
+  private textIn: { itt: number; ttt: number; parts: Uint8Array[]; bytes: number } | null = null;
   private nextTtt = 1;
 
   constructor(private readonly opts: ConnectionOptions) {
-    // Only AuthMethod=None is implemented; CHAP comes later (RFC 7143 section 12.1).
+    // negotiate() answers AuthMethod=None as a target without CHAP does; login() answers AuthMethod itself in the Security
+    // stage, from the CHAP configuration of the session's target (known from the first Login Request) or of discovery.
     this.policy = { ...(opts.policy ?? DEFAULT_POLICY), authMethods: ['None'] };
     this.params = defaultParams(this.policy);
     this.statSN = (opts.initialStatSN ?? 1) >>> 0;
@@ -151,9 +145,11 @@ export class ConnectionState {
   /** The session's TSIH (0 until the final Login Response). */
   get sessionHandle(): number { return this.tsih; }
   /** Tasks waiting for completeRead. */
-  get pendingReads(): number { return this.pending.size; }
-  /** Writes collecting data or waiting for completeWrite. */
-  get pendingWrites(): number { return this.writes.size; }
+  get pendingReads(): number { return this.tasks.reads; }
+  /** Tasks collecting Data-Out, or waiting for the completion of an op that changes the medium. */
+  get pendingWrites(): number { return this.tasks.writes; }
+  /** Every SCSI task in progress. */
+  get pendingTasks(): number { return this.tasks.size; }
 
   /** Handles one PDU from the PduReader. Never throws: protocol errors become Reject PDUs, login rejects or `close`. */
   receive(pdu: InPdu): Step {
@@ -181,50 +177,39 @@ export class ConnectionState {
   }
 
   /**
-   * Reports the end of a read: the data (blocks x block size bytes), or a CHECK CONDITION, or an Error (answered
-   * MEDIUM ERROR / UNRECOVERED READ ERROR at the first LBA). Throws SessionError for an unknown ITT or a wrong length.
+   * Reports the result of `op`, one of the DiskOps a Step carried: the bytes of a ReadOp, 'ok', a CHECK CONDITION, or an
+   * Error (MEDIUM ERROR at the first LBA). Exact even when the initiator reused the ITT after aborting the task. The op of
+   * an aborted task, or one completed after the connection closed, gives an empty Step (nothing to send). Throws
+   * SessionError for an op this connection did not emit or already completed.
    */
-  completeRead(itt: number, result: Uint8Array | CheckCondition | Error): Step {
-    const p = this.pending.get(itt);
-    if (!p) throw new SessionError(`completeRead: no read pending with ITT 0x${(itt >>> 0).toString(16)}`);
-    if (result instanceof Uint8Array && result.length !== p.blocks * p.blockSize) {
-      throw new SessionError(`completeRead: ${result.length} bytes for ${p.blocks} blocks of ${p.blockSize}`);
-    }
-    this.pending.delete(itt);
-    const s = empty();
-    if (this.phaseValue !== 'full') { s.log.push(`read 0x${itt.toString(16)} completed after the connection closed`); return s; }
-    if (result instanceof Error) this.sendCheck(s, itt, readErrorAt(p.lba));
-    else if (result instanceof Uint8Array) this.sendDataIn(s, itt, result, p.expected);
-    else this.sendCheck(s, itt, result);
-    return s;
-  }
+  completeOp(op: DiskOp, result: DiskOpResult): Step { return this.tasks.completeOp(op, result); }
 
   /**
-   * Reports the end of a write emitted as a WriteOp: 'ok' (GOOD), a CHECK CONDITION, or an Error (answered MEDIUM ERROR /
-   * WRITE ERROR at the first LBA). Throws SessionError for an unknown ITT or a write still collecting its data.
+   * Reports the end of a read: the data (blocks x block size bytes), or a CHECK CONDITION, or an Error (answered
+   * MEDIUM ERROR / UNRECOVERED READ ERROR at the first LBA). Throws SessionError for an unknown ITT or a wrong length.
+   * The complete methods by ITT take a live task first, else an aborted one's op of that ITT: use completeOp where an
+   * initiator may reuse an aborted task's ITT while its op still runs.
    */
-  completeWrite(itt: number, result: 'ok' | CheckCondition | Error): Step {
-    const w = this.writes.get(itt);
-    if (!w || w.collecting) throw new SessionError(`completeWrite: no write op pending with ITT 0x${(itt >>> 0).toString(16)}`);
-    this.writes.delete(itt);
-    return this.complete(itt, 'write', result, w.lba);
-  }
+  completeRead(itt: number, result: Uint8Array | CheckCondition | Error): Step { return this.tasks.completeByItt(itt, 'read', result); }
 
-  /** Reports the end of a SyncOp: 'ok' (GOOD) or an Error (MEDIUM ERROR / WRITE ERROR). Throws SessionError for an unknown ITT. */
-  completeSync(itt: number, result: 'ok' | Error): Step {
-    const lba = this.syncs.get(itt);
-    if (lba === undefined) throw new SessionError(`completeSync: no sync pending with ITT 0x${(itt >>> 0).toString(16)}`);
-    this.syncs.delete(itt);
-    return this.complete(itt, 'sync', result, lba);
-  }
+  /** Reports the end of a WriteOp: 'ok' (GOOD), a CHECK CONDITION, or an Error (MEDIUM ERROR / WRITE ERROR at the first LBA). */
+  completeWrite(itt: number, result: 'ok' | CheckCondition | Error): Step { return this.tasks.completeByItt(itt, 'write', result); }
 
-  private complete(itt: number, what: string, result: 'ok' | CheckCondition | Error, lba: bigint): Step {
-    const s = empty();
-    if (this.phaseValue !== 'full') { s.log.push(`${what} 0x${itt.toString(16)} completed after the connection closed`); return s; }
-    if (result === 'ok') this.sendGood(s, itt, {});
-    else if (result instanceof Error) this.sendCheck(s, itt, writeErrorAt(lba));
-    else this.sendCheck(s, itt, result);
-    return s;
+  /** Reports the end of a SyncOp: 'ok' (GOOD) or an Error (MEDIUM ERROR / WRITE ERROR). */
+  completeSync(itt: number, result: 'ok' | CheckCondition | Error): Step { return this.tasks.completeByItt(itt, 'sync', result); }
+
+  /** Reports the end of a TrimOp: 'ok', a CHECK CONDITION, or an Error (WRITE ERROR at the first LBA). */
+  completeTrim(itt: number, result: 'ok' | CheckCondition | Error): Step { return this.tasks.completeByItt(itt, 'trim', result); }
+
+  /** Reports the end of a WriteSameOp: 'ok', a CHECK CONDITION, or an Error (WRITE ERROR at the first LBA). */
+  completeWriteSame(itt: number, result: 'ok' | CheckCondition | Error): Step { return this.tasks.completeByItt(itt, 'write-same', result); }
+
+  /** Reports the end of a CompareOp (VERIFY): 'ok', miscompareAt(offset), or an Error (UNRECOVERED READ ERROR). */
+  completeCompare(itt: number, result: 'ok' | CheckCondition | Error): Step { return this.tasks.completeByItt(itt, 'compare', result); }
+
+  /** Reports the end of a CompareAndWriteOp: 'ok', miscompareAt(offset into the verify data), or an Error (WRITE ERROR). */
+  completeCompareAndWrite(itt: number, result: 'ok' | CheckCondition | Error): Step {
+    return this.tasks.completeByItt(itt, 'compare-and-write', result);
   }
 
   // ---------------------------------------------------------------------------------------------- login
@@ -250,6 +235,8 @@ export class ConnectionState {
       return this.loginFail(s, h, LoginStatus.InitiatorError, 'ISID, TSIH or CID changed during login');
     }
     if (pdu.dataDigestError) return this.loginFail(s, h, LoginStatus.InitiatorError, 'data digest error during login');
+    // A login that goes round in circles is cut off: every request costs an answer.
+    if (++this.loginRequests > MAX_LOGIN_REQUESTS) return this.loginFail(s, h, LoginStatus.InitiatorError, `more than ${MAX_LOGIN_REQUESTS} Login Requests`);
     // Section 11.12.3: CSG must be the stage we are in (the first request may skip the Security stage: section 6.3).
     const cur = this.stage();
     if (h.csg === LoginStage.LoginOperationalNegotiation && cur === LoginStage.SecurityNegotiation && first) {
@@ -259,6 +246,15 @@ export class ConnectionState {
     }
     // Section 11.12.3: NSG must be a later stage; 2 is reserved.
     if (h.transit && (h.nsg <= h.csg || h.nsg === 2)) return this.loginFail(s, h, LoginStatus.InitiatorError, `login NSG ${h.nsg} from CSG ${h.csg}`);
+    // Each PDU is at most 8192 bytes during login (section 13.12: the default MaxRecvDataSegmentLength holds until the Full
+    // Feature Phase), as the PduReader should already have enforced; the text continued over PDUs is bounded before it is kept.
+    if (pdu.data.length > DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH) {
+      return this.loginFail(s, h, LoginStatus.InitiatorError, `Login Request data segment of ${pdu.data.length} bytes, over ${DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH}`);
+    }
+    this.loginTextBytes += pdu.data.length;
+    if (this.loginTextBytes > MAX_NEGOTIATION_TEXT_LENGTH) {
+      return this.loginFail(s, h, LoginStatus.InitiatorError, `login text over ${MAX_NEGOTIATION_TEXT_LENGTH} bytes`);
+    }
     this.loginText.push(pdu.data.slice());
     if (h.cont) {
       // Section 11.12.2: text continued in the next PDU; answer with an empty response in the same stage.
@@ -267,6 +263,7 @@ export class ConnectionState {
     }
     const text = concat(this.loginText);
     this.loginText = [];
+    this.loginTextBytes = 0;
     let offered: Map<string, string>;
     try {
       offered = parseText(text);
@@ -284,27 +281,29 @@ export class ConnectionState {
         const fail = this.chooseTarget(s, h);
         if (fail) return fail;
       }
+      // Section 6.3: the first request may start in the operational stage, which skips authentication: not where CHAP is required.
+      if (this.phaseValue === 'operational' && this.chapConfig()) {
+        return this.loginFail(s, h, LoginStatus.AuthenticationFailure, `login skips the Security stage, and ${this.authScope()} requires CHAP`);
+      }
       // Section 13.9: TargetPortalGroupTag is returned in the first Login Response of a leading login.
       answer.set('TargetPortalGroupTag', String(this.tpgt));
     } else if (offered.has('TargetName') && offered.get('TargetName') !== this.target?.name) {
       return this.loginFail(s, h, LoginStatus.InitiatorError, 'TargetName changed during login');
     }
+    let authenticated = true;
     if (this.phaseValue === 'security') {
-      if (offered.has('AuthMethod')) {
-        if (n.answer.get('AuthMethod') !== 'None') {
-          // Section 11.13.5, 0x0201 Authentication failure: "The initiator could not be successfully authenticated or
-          // target authentication is not supported." An offer without None (e.g. CHAP only) cannot be authenticated yet.
-          return this.loginFail(s, h, LoginStatus.AuthenticationFailure, `AuthMethod=${offered.get('AuthMethod')} offered, only None supported`);
-        }
-      }
-      if (n.unhandled.size > 0) return this.loginFail(s, h, LoginStatus.InitiatorError, 'CHAP keys without AuthMethod=CHAP');
-      // An initiator that leaves the Security stage without offering AuthMethod uses None, the only method we have.
+      const r = this.security(s, h, offered, n.unhandled, answer);
+      if (typeof r !== 'boolean') return r;
+      authenticated = r;
     } else if (n.unhandled.size > 0) {
       for (const k of n.unhandled.keys()) answer.set(k, 'NotUnderstood');
     }
     // Transit: we grant every transit the initiator asks for (section 6.2: nothing of ours is left to negotiate), including
-    // Security -> Full Feature (NSG 3), which iPXE asks for when it has no operational keys to send.
-    const transit = h.transit;
+    // Security -> Full Feature (NSG 3), which iPXE asks for when it has no operational keys to send; but not out of the
+    // Security stage before authentication. iPXE sets T on every request, CHAP exchange included: we answer T=0 and, as
+    // section 6.3 says, "the initiator should keep sending the Login Request (even empty) with the T bit set to 1, while it
+    // still wants to switch stage, until it receives the Login Response that has the T bit set to 1".
+    const transit = h.transit && authenticated;
     const data = encodeText(answer);
     if (data.length > this.params.maxSendDataSegmentLength) {
       return this.loginFail(s, h, LoginStatus.TargetError, 'login answer larger than the initiator accepts');
@@ -330,6 +329,76 @@ export class ConnectionState {
     return s;
   }
 
+  /**
+   * The Security stage's keys (RFC 7143 section 6.3 and 12): answers AuthMethod from the session's CHAP configuration and
+   * runs the CHAP exchange (chap.ts), its answers going into `answer`. Returns whether the initiator may leave the stage
+   * (authenticated, or no authentication wanted), or the failed Step.
+   */
+  private security(
+    s: Step, h: LoginRequest, offered: ReadonlyMap<string, string>, chapKeys: ReadonlyMap<string, string>, answer: Map<string, string>,
+  ): Step | boolean {
+    const required = this.chapConfig();
+    const offer = offered.get('AuthMethod');
+    let started = false;
+    if (offer !== undefined) {
+      // Section 6.2: a key is negotiated once.
+      if (this.chap) return this.loginFail(s, h, LoginStatus.InitiatorError, 'AuthMethod offered again during the CHAP exchange');
+      // Section 6.2.1: the first offered value we support. Where CHAP is configured it is the only one: None is refused.
+      const pick = pickFromList(offer, required ? ['CHAP'] : ['None']);
+      if (!pick) {
+        // Section 11.13.5, 0x0201 Authentication failure: "The initiator could not be successfully authenticated or target
+        // authentication is not supported."
+        return this.loginFail(s, h, LoginStatus.AuthenticationFailure, required
+          ? `AuthMethod=${offer} offered, and ${this.authScope()} requires CHAP`
+          : `AuthMethod=${offer} offered, and ${this.authScope()} has no CHAP configured: only None`);
+      }
+      answer.set('AuthMethod', pick);
+      this.params.authMethod = pick;
+      if (required) {
+        try {
+          // Section 12.1.3: a CHAP secret under 96 bits SHOULD NOT be used. The CLI checks this where it builds the
+          // configuration; a configuration that did not pass that way is refused here rather than used.
+          validateChapConfig(required, this.authScope());
+        } catch (e) {
+          return this.loginFail(s, h, LoginStatus.TargetError, `CHAP configuration refused: ${(e as Error).message}`);
+        }
+        this.chap = new ChapExchange(required, this.opts.chapRandom);
+        started = true;
+      }
+    }
+    if (!this.chap) {
+      if (chapKeys.size > 0) return this.loginFail(s, h, LoginStatus.InitiatorError, 'CHAP keys without AuthMethod=CHAP');
+      // Section 12.1: AuthMethod defaults to None, so an initiator that leaves the Security stage without offering it uses None.
+      if (required && h.transit) {
+        return this.loginFail(s, h, LoginStatus.AuthenticationFailure, `leaving the Security stage without CHAP, which ${this.authScope()} requires`);
+      }
+      return !required;
+    }
+    // With no CHAP keys, a request with T=0 (or the one that agreed AuthMethod=CHAP) just waits; one with T=1 must carry
+    // the exchange on, else it fails there (no CHAP_A, no CHAP_R).
+    if (chapKeys.size === 0 && (started || !h.transit)) return this.chap.authenticated;
+    const already = this.chap.authenticated;
+    const r = this.chap.receive(chapKeys);
+    if (r.kind === 'failed') {
+      return this.loginFail(s, h, r.cause === 'authentication' ? LoginStatus.AuthenticationFailure : LoginStatus.InitiatorError, `CHAP: ${r.reason}`);
+    }
+    for (const [k, v] of r.keys) answer.set(k, v);
+    if (r.kind === 'authenticated' && !already) {
+      s.log.push(`CHAP: ${this.params.initiatorName} authenticated as ${required?.user} to ${this.authScope()}${r.keys.length > 0 ? ', and the target to it (mutual)' : ''}`);
+    }
+    return r.kind === 'authenticated';
+  }
+
+  /** The CHAP configuration the session must pass: its target's, or discoveryChap for a Discovery session; null for none. */
+  private chapConfig(): ChapConfig | null {
+    return (this.params.sessionType === 'Discovery' ? this.opts.discoveryChap : this.target?.chap) ?? null;
+  }
+
+  /** What a login authenticates to, for log lines: the target, or discovery. */
+  private authScope(): string {
+    return this.params.sessionType === 'Discovery' ? 'discovery' : `target ${this.target?.name ?? '(none)'}`;
+  }
+
   /** Checks the TargetName (section 11.13.5 0x0203 not found) and asks decideLogin; returns a failed Step or null. */
   private chooseTarget(s: Step, h: LoginRequest): Step | null {
     const name = this.params.targetName;
@@ -346,6 +415,12 @@ export class ConnectionState {
     }
     // Section 11.13.5, 0x0202 "Authorization failure: the initiator is not allowed access to the given target".
     return this.loginFail(s, h, LoginStatus.AuthorizationFailure, `refused ${this.params.initiatorName}: ${d.refuse}`);
+  }
+
+  private newTtt(): number {
+    const ttt = this.nextTtt;
+    this.nextTtt = (this.nextTtt % 0x7fff_ffff) + 1;
+    return ttt;
   }
 
   private sn(): TargetSN {
@@ -377,7 +452,7 @@ export class ConnectionState {
   }
 
   private closeWith(s: Step, reason: string): Step {
-    this.phaseValue = 'closed'; // pending reads stay, so completeRead of a read in flight is accepted (and dropped)
+    this.phaseValue = 'closed'; // tasks stay, so the completion of an op in flight is accepted (and dropped)
     s.close = reason;
     return s;
   }
@@ -435,7 +510,7 @@ export class ConnectionState {
       case Opcode.TaskMgmtRequest:
         if (discovery) return this.rejectCommand(s, pdu, h, RejectReason.ProtocolError, 'task management in a discovery session');
         return this.taskMgmt(s, h);
-      case Opcode.DataOut: return this.dataOut(s, h, pdu);
+      case Opcode.DataOut: return this.tasks.dataOut(s, h, pdu);
       case Opcode.Snack:
         // Section 11.16: SNACK is meaningless at ErrorRecoveryLevel 0; section 11.17.1 reason "SNACK Reject".
         return this.reject(s, pdu, RejectReason.SnackReject, 'SNACK at ErrorRecoveryLevel 0');
@@ -463,8 +538,17 @@ export class ConnectionState {
     return s;
   }
 
-  /** Text Request (section 11.10): SendTargets (Appendix C); other keys are not negotiated in full feature phase yet. */
+  /**
+   * Text Request (section 11.10): SendTargets (Appendix C); other keys are answered NotUnderstood. Text continued with
+   * the C bit is gathered first (section 11.10.2), each part answered by an empty Text Response with a TTT that the next
+   * part carries; an answer longer than MaxRecvDataSegmentLength is split the same way (section 11.11.4).
+   */
   private text(s: Step, h: TextRequest, pdu: InPdu): Step {
+    const inText = this.textIn;
+    if (inText && h.ttt === inText.ttt && h.itt === inText.itt) {
+      if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'Text Request')) return s;
+      return this.textPart(s, h, pdu);
+    }
     // Section 11.10.4: a TTT other than 0xffffffff continues a Text Response we split.
     if (h.ttt !== RESERVED_TAG) {
       const t = this.textOut;
@@ -472,15 +556,35 @@ export class ConnectionState {
       if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'Text Request')) return s;
       return this.sendText(s, h.itt, t.rest);
     }
+    // Section 11.10.4: a TTT of 0xffffffff starts a new exchange; an unfinished one is dropped.
     this.textOut = null;
-    if (h.cont) return this.rejectCommand(s, pdu, h, RejectReason.CommandNotSupported, 'multi-PDU Text Requests are not supported');
+    this.textIn = null;
+    if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'Text Request')) return s;
+    return this.textPart(s, h, pdu);
+  }
+
+  /** One part of a Text Request's text: gathered while C is set, answered when the last part is in. */
+  private textPart(s: Step, h: TextRequest, pdu: InPdu): Step {
+    const parts = this.textIn?.parts ?? [];
+    const bytes = (this.textIn?.bytes ?? 0) + pdu.data.length;
+    this.textIn = null;
+    // The text of a request is bounded like a login's (section 6.1: 64 KiB is plenty for any key set).
+    if (bytes > 65536) return this.reject(s, pdu, RejectReason.ProtocolError, `Text Request text over 65536 bytes`);
+    parts.push(pdu.data.slice());
+    if (h.cont) {
+      // Section 11.10.2: "A Text Request with the C bit set to 1 MUST have the F bit set to 0."
+      if (h.final) return this.reject(s, pdu, RejectReason.ProtocolError, 'Text Request with both C and F');
+      const ttt = this.newTtt();
+      this.textIn = { itt: h.itt, ttt, parts, bytes };
+      s.pdus.push(encodeTextResponse({ ...this.takeSN(), itt: h.itt, ttt, final: false, data: new Uint8Array(0) }));
+      return s;
+    }
     let offered: Map<string, string>;
     try {
-      offered = parseText(pdu.data);
+      offered = parseText(concat(parts));
     } catch (e) {
-      return this.rejectCommand(s, pdu, h, RejectReason.ProtocolError, e instanceof TextError ? e.message : String(e));
+      return this.reject(s, pdu, RejectReason.ProtocolError, e instanceof TextError ? e.message : String(e));
     }
-    if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'Text Request')) return s;
     const out: [string, string][] = [];
     for (const [key, value] of offered) {
       if (key === 'SendTargets') out.push(...this.sendTargets(value));
@@ -514,8 +618,7 @@ export class ConnectionState {
       s.pdus.push(encodeTextResponse({ ...this.takeSN(), itt, final: true, data }));
       return s;
     }
-    const ttt = this.nextTtt;
-    this.nextTtt = (this.nextTtt % 0x7fff_ffff) + 1;
+    const ttt = this.newTtt();
     this.textOut = { itt, ttt, rest: data.subarray(max) };
     s.pdus.push(encodeTextResponse({ ...this.takeSN(), itt, ttt, final: false, cont: true, data: data.subarray(0, max) }));
     return s;
@@ -532,197 +635,21 @@ export class ConnectionState {
     return this.closeWith(s, 'logout');
   }
 
-  /** Task management (section 11.5): not implemented yet; every function is answered "Function not supported". */
+  /** Task Management Function Request (section 11.5): the CmdSN window before it, for ABORT TASK's RefCmdSN rule; then the TaskSet. */
   private taskMgmt(s: Step, h: TaskMgmtRequest): Step {
+    const window = { first: this.expCmdSN, last: (this.expCmdSN + this.window - 1) >>> 0 };
     if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'Task Management Request')) return s;
-    s.pdus.push(encodeTaskMgmtResponse({ ...this.takeSN(), itt: h.itt, response: TaskMgmtResponseCode.FunctionNotSupported }));
-    s.log.push(`task management function ${h.fn} not supported`);
-    return s;
+    return this.tasks.taskMgmt(s, h, window);
   }
 
-  /**
-   * SCSI Command (section 11.3): runs handleCdb; answers non-I/O results at once, emits reads and syncs for the caller,
-   * starts collecting a write's data. UNMAP, WRITE SAME, VERIFY and COMPARE AND WRITE still close the connection.
-   */
+  /** SCSI Command (section 11.3): the ITT and CmdSN checks; the rest is the TaskSet's. */
   private scsiCommand(s: Step, h: ScsiCommand, pdu: InPdu): Step {
     if (h.itt === RESERVED_TAG) return this.rejectCommand(s, pdu, h, RejectReason.InvalidPduField, 'SCSI Command with the reserved ITT');
     // Section 11.17.1 reason 0x07: an ITT still in use by a task of this session.
-    if (this.pending.has(h.itt) || this.writes.has(h.itt) || this.syncs.has(h.itt)) return this.rejectCommand(s, pdu, h, RejectReason.TaskInProgress, `ITT 0x${h.itt.toString(16)} in use`);
+    if (this.tasks.has(h.itt)) return this.rejectCommand(s, pdu, h, RejectReason.TaskInProgress, `ITT 0x${h.itt.toString(16)} in use`);
     if (!this.acceptCmdSN(s, h.immediate, h.cmdSN, 'SCSI Command')) return s;
-    // Section 11.3.4: EDTL counts the data the initiator expects to receive; with no R bit it expects none.
-    const expected = h.read ? h.expectedDataTransferLength : 0;
-    if (h.lun !== 0n) { this.sendCheck(s, h.itt, checkCondition(Sense.lunNotSupported)); return s; }
-    const disk = this.target!.disk;
-    const r = handleCdb(h.cdb, disk);
-    if (r.kind === 'write') return this.startWrite(s, h, pdu, r.lba, r.blocks, r.fua);
-    if (h.write || pdu.data.length > 0) {
-      // Data-Out for UNMAP, WRITE SAME, VERIFY, COMPARE AND WRITE is not implemented yet: refuse, do not pretend.
-      return this.closeWith(s, `SCSI ${r.kind} (opcode 0x${(h.cdb[0] ?? 0).toString(16)}) with W bit or immediate data: not implemented yet`);
-    }
-    switch (r.kind) {
-      case 'good': this.sendGood(s, h.itt, residual(0, expected)); return s;
-      case 'check': this.sendCheck(s, h.itt, r); return s;
-      case 'data-in': this.sendDataIn(s, h.itt, r.data, expected); return s;
-      case 'read':
-        if (r.blocks === 0) { this.sendGood(s, h.itt, residual(0, expected)); return s; }
-        this.pending.set(h.itt, { itt: h.itt, lba: r.lba, blocks: r.blocks, expected, blockSize: disk.blockSize });
-        s.ops.push({ kind: 'read', itt: h.itt, target: this.target!.name, lba: r.lba, blocks: r.blocks, fua: r.fua });
-        return s;
-      case 'sync':
-        // SBC-3 5.22: IMMED may let us answer before the flush; we always answer after it, which the standard allows.
-        this.syncs.set(h.itt, r.lba);
-        s.ops.push({ kind: 'sync', itt: h.itt, target: this.target!.name });
-        return s;
-      default:
-        return this.closeWith(s, `SCSI ${r.kind} (opcode 0x${(h.cdb[0] ?? 0).toString(16)}) is not implemented yet`);
-    }
+    return this.tasks.command(s, h, pdu);
   }
-
-  /**
-   * WRITE (10)/(16) (section 11.3, 11.7, 11.8): checks W and EDTL, takes the immediate data, opens the unsolicited
-   * sequence, sends the first R2Ts; the WriteOp goes out when the last byte is in.
-   */
-  private startWrite(s: Step, h: ScsiCommand, pdu: InPdu, lba: bigint, blocks: number, fua: boolean): Step {
-    const length = blocks * this.target!.disk.blockSize;
-    // Section 11.3.4 / SAM: a write's EDTL is the data it carries; a write CDB without the W bit, or an EDTL other than
-    // the CDB's length, is refused with INVALID FIELD IN CDB (we do no residual writes).
-    if (!h.write || h.read || h.expectedDataTransferLength !== length) {
-      this.sendCheck(s, h.itt, checkCondition(Sense.invalidFieldInCdb));
-      s.log.push(`write 0x${h.itt.toString(16)}: W=${h.write} EDTL ${h.expectedDataTransferLength} for ${length} bytes`);
-      return s;
-    }
-    const p = this.params;
-    const imm = pdu.data.length;
-    // Section 13.11: immediate data only with ImmediateData=Yes; section 13.14: at most FirstBurstLength of unsolicited data.
-    if (imm > 0 && !p.immediateData) return this.reject(s, pdu, RejectReason.ProtocolError, 'immediate data with ImmediateData=No');
-    if (imm > Math.min(p.firstBurstLength, length)) return this.reject(s, pdu, RejectReason.ProtocolError, `immediate data ${imm} over FirstBurstLength or EDTL`);
-    // Section 11.3.1 (F bit): F=0 means unsolicited Data-Out follows, allowed only with InitialR2T=No (section 13.10).
-    let unsolEnd = imm;
-    if (!h.final) {
-      if (p.initialR2T) return this.reject(s, pdu, RejectReason.ProtocolError, 'unsolicited Data-Out announced with InitialR2T=Yes');
-      // Section 13.14: the initiator sends unsolicited data up to FirstBurstLength or the EDTL, whichever is less.
-      unsolEnd = Math.min(p.firstBurstLength, length);
-      if (unsolEnd <= imm) return this.reject(s, pdu, RejectReason.ProtocolError, 'F=0 with no unsolicited data left to send');
-    }
-    const w: PendingWrite = {
-      itt: h.itt, lun: h.lun, lba, blocks, fua, buf: new Uint8Array(length), collecting: true,
-      unsolNext: imm, unsolEnd, unsolDataSN: 0, solicitNext: unsolEnd, r2tSN: 0, r2ts: new Map(),
-    };
-    w.buf.set(pdu.data, 0);
-    this.writes.set(h.itt, w);
-    this.sendR2Ts(s, w);
-    this.writeDone(s, w);
-    return s;
-  }
-
-  /** Sends R2Ts for the data not yet asked for, each <= MaxBurstLength, keeping at most MaxOutstandingR2T open (section 13.17). */
-  private sendR2Ts(s: Step, w: PendingWrite): void {
-    const len = w.buf.length;
-    while (w.solicitNext < len && w.r2ts.size < Math.max(1, this.params.maxOutstandingR2T)) {
-      const length = Math.min(this.params.maxBurstLength, len - w.solicitNext);
-      const ttt = this.nextTtt;
-      this.nextTtt = (this.nextTtt % 0x7fff_ffff) + 1;
-      w.r2ts.set(ttt, { r2tSN: w.r2tSN, offset: w.solicitNext, length, next: w.solicitNext, dataSN: 0 });
-      // Section 11.8: R2T carries StatSN but does not take one (the StatSN field is "the next StatSN").
-      s.pdus.push(encodeR2T({ ...this.sn(), itt: w.itt, lun: w.lun, ttt, r2tSN: w.r2tSN, bufferOffset: w.solicitNext, desiredDataTransferLength: length }));
-      w.r2tSN = (w.r2tSN + 1) >>> 0;
-      w.solicitNext += length;
-    }
-  }
-
-  /** Emits the WriteOp when every byte is in: unsolicited sequence ended, everything solicited, no R2T open. */
-  private writeDone(s: Step, w: PendingWrite): void {
-    if (!w.collecting || w.unsolNext < w.unsolEnd || w.solicitNext < w.buf.length || w.r2ts.size > 0) return;
-    w.collecting = false;
-    s.ops.push({ kind: 'write', itt: w.itt, target: this.target!.name, lba: w.lba, blocks: w.blocks, data: w.buf, fua: w.fua });
-  }
-
-  /**
-   * SCSI Data-Out (section 11.7): matched to its write by ITT and to its sequence by TTT (0xffffffff: unsolicited), in
-   * DataSN order (section 11.7.5) with contiguous offsets (DataPDUInOrder=Yes, section 13.19) inside the sequence's
-   * window, F on the last PDU of the sequence and only there. Anything else is a Reject, and at ErrorRecoveryLevel 0 the
-   * task cannot be finished, so the connection is closed too (section 7.1.4.1, connection recovery is the only one).
-   */
-  private dataOut(s: Step, h: DataOut, pdu: InPdu): Step {
-    const w = this.writes.get(h.itt);
-    if (!w || !w.collecting) return this.reject(s, pdu, RejectReason.ProtocolError, 'Data-Out with no write collecting data');
-    const fail = (why: string): Step => {
-      this.reject(s, pdu, RejectReason.ProtocolError, why);
-      this.writes.delete(w.itt);
-      return this.closeWith(s, `write 0x${w.itt.toString(16)}: ${why}`);
-    };
-    const n = pdu.data.length;
-    if (n === 0) return fail('empty Data-Out');
-    let seq: { next: number; end: number; dataSN: number };
-    let r2t: OpenR2T | undefined;
-    if (h.ttt === RESERVED_TAG) {
-      if (w.unsolNext >= w.unsolEnd) return fail('unsolicited Data-Out beyond the unsolicited sequence');
-      seq = { next: w.unsolNext, end: w.unsolEnd, dataSN: w.unsolDataSN };
-    } else {
-      r2t = w.r2ts.get(h.ttt);
-      if (!r2t) return fail(`Data-Out TTT 0x${h.ttt.toString(16)} matches no open R2T`);
-      seq = { next: r2t.next, end: r2t.offset + r2t.length, dataSN: r2t.dataSN };
-    }
-    if (h.dataSN !== seq.dataSN) return fail(`DataSN ${h.dataSN}, expected ${seq.dataSN}`);
-    if (h.bufferOffset !== seq.next) return fail(`buffer offset ${h.bufferOffset}, expected ${seq.next}`);
-    const end = h.bufferOffset + n;
-    if (end > seq.end) return fail(`data ${h.bufferOffset}+${n} past the sequence end ${seq.end}`);
-    if (h.final !== (end === seq.end)) return fail(h.final ? `F bit at ${end}, sequence ends at ${seq.end}` : 'no F bit on the last Data-Out of the sequence');
-    w.buf.set(pdu.data, h.bufferOffset);
-    if (r2t) {
-      r2t.next = end;
-      r2t.dataSN++;
-      if (end === seq.end) { w.r2ts.delete(h.ttt); this.sendR2Ts(s, w); }
-    } else {
-      w.unsolNext = end;
-      w.unsolDataSN++;
-    }
-    this.writeDone(s, w);
-    return s;
-  }
-
-  /** A SCSI Response with GOOD status and no data. */
-  private sendGood(s: Step, itt: number, res: Residual): void {
-    s.pdus.push(encodeScsiResponse({ ...this.takeSN(), itt, status: ScsiStatus.Good, residual: res }));
-  }
-
-  /** Section 11.4.7: CHECK CONDITION goes in a SCSI Response with SenseLength and the sense data in its data segment. */
-  private sendCheck(s: Step, itt: number, c: CheckCondition): void {
-    s.pdus.push(encodeScsiResponse({ ...this.takeSN(), itt, status: c.status, sense: c.sense }));
-  }
-
-  /**
-   * Sends `data` (what the command produced) as Data-In PDUs of at most the initiator's MaxRecvDataSegmentLength
-   * (section 13.12), F at the end of every MaxBurstLength sequence (section 13.13), and GOOD status with the residual
-   * (section 11.4.5: against the Expected Data Transfer Length) in the last one (section 11.7.3, the S bit).
-   */
-  private sendDataIn(s: Step, itt: number, data: Uint8Array, expected: number): void {
-    const res = residual(data.length, expected);
-    const send = data.subarray(0, Math.min(data.length, expected));
-    if (send.length === 0) { this.sendGood(s, itt, res); return; }
-    const seg = this.params.maxSendDataSegmentLength;
-    const burst = Math.max(seg, this.params.maxBurstLength);
-    let dataSN = 0;
-    for (let off = 0; off < send.length;) {
-      const burstEnd = (Math.floor(off / burst) + 1) * burst;
-      const end = Math.min(off + seg, send.length, burstEnd);
-      const last = end === send.length;
-      const sn = this.sn();
-      s.pdus.push(encodeDataIn({
-        itt, dataSN, bufferOffset: off, data: send.subarray(off, end), final: last || end === burstEnd, expCmdSN: sn.expCmdSN, maxCmdSN: sn.maxCmdSN,
-        status: last ? { status: ScsiStatus.Good, statSN: this.takeSN().statSN, residual: res } : undefined,
-      }));
-      dataSN++;
-      off = end;
-    }
-  }
-}
-
-/** Residual of a transfer of `actual` bytes against EDTL `expected` (section 11.4.5). */
-function residual(actual: number, expected: number): Residual {
-  if (actual > expected) return { overflow: true, count: actual - expected };
-  if (actual < expected) return { underflow: true, count: expected - actual };
-  return {};
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

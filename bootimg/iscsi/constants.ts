@@ -195,3 +195,11 @@ export const enum AsyncEvent {
   RequestParameterNegotiation = 4,
   VendorSpecific = 255,
 }
+
+/**
+ * Most text of one negotiation sequence (a Login or Text Request continued with the C bit) a target takes; RFC 7143
+ * section 6.1 asks that at least 8192 bytes be accepted. Bounds what one connection buffers before parsing.
+ */
+export const MAX_NEGOTIATION_TEXT_LENGTH = 65536;
+/** Most Login Requests of one login: iPXE with mutual CHAP needs 4; more means a peer going round in circles. */
+export const MAX_LOGIN_REQUESTS = 64;

@@ -24,7 +24,11 @@ export type ScsiResult =
   /** VERIFY: bytchk 0 checks the medium only; 1 compares `blocks` blocks of Data-Out; 3 compares one block against each (SBC-3 5.32). */
   | { kind: 'verify'; lba: bigint; blocks: number; bytchk: 0 | 1 | 3 }
   /** COMPARE AND WRITE: Data-Out holds 2 x `blocks` blocks, the verify data then the write data (SBC-3 5.3). */
-  | { kind: 'compare-and-write'; lba: bigint; blocks: number; fua: boolean };
+  | { kind: 'compare-and-write'; lba: bigint; blocks: number; fua: boolean }
+  /** PERSISTENT RESERVE IN (SPC-4 6.15): answered from the target's Reservations. */
+  | { kind: 'persistent-reserve-in'; serviceAction: number; allocationLength: number }
+  /** PERSISTENT RESERVE OUT (SPC-4 6.16): receive the `length` (24) byte parameter list, then apply it to the Reservations. */
+  | { kind: 'persistent-reserve-out'; serviceAction: number; scopeType: number; length: number };
 
 /** One UNMAP block descriptor (SBC-3 5.28.2, Table 96). */
 export interface UnmapRange {
@@ -78,9 +82,10 @@ function dispatch(op: number, cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
     case Op.COMPARE_AND_WRITE: return compareAndWrite(cdb, disk);
     case Op.REPORT_LUNS: return reportLuns(cdb);
     case Op.MAINTENANCE_IN:
-      if ((cdb[1]! & 0x1f) === ServiceAction.REPORT_SUPPORTED_OPERATION_CODES) return reportSupportedOpcodes(cdb);
+      if ((cdb[1]! & 0x1f) === ServiceAction.REPORT_SUPPORTED_OPERATION_CODES) return reportSupportedOpcodes(cdb, disk);
       return invalidField(1, 4);
-    // PERSISTENT RESERVE IN/OUT (0x5E/0x5F) are not implemented yet: INVALID COMMAND OPERATION CODE.
+    case Op.PERSISTENT_RESERVE_IN: return persistentReserveIn(cdb);
+    case Op.PERSISTENT_RESERVE_OUT: return persistentReserveOut(cdb);
     default: return checkCondition(Sense.invalidOpcode);
   }
 }
@@ -248,6 +253,26 @@ function compareAndWrite(cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
   return { kind: 'compare-and-write', lba, blocks, fua: (cdb[1]! & 0x08) !== 0 };
 }
 
+/** PERSISTENT RESERVE IN (SPC-4 6.15.1, Table 162): SERVICE ACTION 0-3 in byte 1, ALLOCATION LENGTH in bytes 7-8. */
+function persistentReserveIn(cdb: Uint8Array): ScsiResult {
+  const serviceAction = cdb[1]! & 0x1f;
+  if (serviceAction > 3) return invalidField(1, 4);
+  return { kind: 'persistent-reserve-in', serviceAction, allocationLength: be16(cdb, 7) };
+}
+
+/**
+ * PERSISTENT RESERVE OUT (SPC-4 6.16.1, Table 171): SERVICE ACTION in byte 1 (REGISTER AND MOVE, 7, is not supported),
+ * SCOPE and TYPE in byte 2, PARAMETER LIST LENGTH in bytes 5-8. SPC-4 6.16.3: with SPEC_I_PT 0 the list is 24 bytes, "If
+ * the parameter list length is not 24 ... the command shall be terminated with ... PARAMETER LIST LENGTH ERROR".
+ */
+function persistentReserveOut(cdb: Uint8Array): ScsiResult {
+  const serviceAction = cdb[1]! & 0x1f;
+  if (serviceAction > 6) return invalidField(1, 4);
+  const length = be32(cdb, 5);
+  if (length !== 24) return checkCondition(Sense.parameterListLengthError);
+  return { kind: 'persistent-reserve-out', serviceAction, scopeType: cdb[2]!, length };
+}
+
 /** REPORT LUNS (SPC-4 6.33, Table 282): LUN 0 only; an ALLOCATION LENGTH under 16 is INVALID FIELD IN CDB. */
 function reportLuns(cdb: Uint8Array): ScsiResult {
   const alloc = be32(cdb, 6);
@@ -364,15 +389,17 @@ export const SUPPORTED_COMMANDS: readonly CommandInfo[] = [
   { op: Op.READ_CAPACITY_10, usage: [0x25, 0, ...ff4, 0, 0, 0x01, 0] },
   { op: Op.READ_10, usage: [0x28, 0x18, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.WRITE_10, usage: [0x2a, 0x18, ...ff4, 0, 0xff, 0xff, 0] },
-  { op: Op.VERIFY_10, usage: [0x2f, 0x06, ...ff4, 0, 0xff, 0xff, 0] },
+  { op: Op.VERIFY_10, usage: [0x2f, 0x16, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.SYNCHRONIZE_CACHE_10, usage: [0x35, 0x02, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.WRITE_SAME_10, usage: [0x41, 0x08, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.UNMAP, usage: [0x42, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0] },
   { op: Op.MODE_SENSE_10, usage: [0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0] },
+  ...[0, 1, 2, 3].map((sa) => ({ op: Op.PERSISTENT_RESERVE_IN, sa, usage: [0x5e, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0] })),
+  ...[0, 1, 2, 3, 4, 5, 6].map((sa) => ({ op: Op.PERSISTENT_RESERVE_OUT, sa, usage: [0x5f, 0x1f, 0xff, 0, 0, ...ff4, 0] })),
   { op: Op.READ_16, usage: [0x88, 0x18, ...ff8, ...ff4, 0, 0] },
   { op: Op.COMPARE_AND_WRITE, usage: [0x89, 0x18, ...ff8, 0, 0, 0, 0xff, 0, 0] },
   { op: Op.WRITE_16, usage: [0x8a, 0x18, ...ff8, ...ff4, 0, 0] },
-  { op: Op.VERIFY_16, usage: [0x8f, 0x06, ...ff8, ...ff4, 0, 0] },
+  { op: Op.VERIFY_16, usage: [0x8f, 0x16, ...ff8, ...ff4, 0, 0] },
   { op: Op.SYNCHRONIZE_CACHE_16, usage: [0x91, 0x02, ...ff8, ...ff4, 0, 0] },
   { op: Op.WRITE_SAME_16, usage: [0x93, 0x09, ...ff8, ...ff4, 0, 0] },
   { op: Op.SERVICE_ACTION_IN_16, sa: ServiceAction.READ_CAPACITY_16, usage: [0x9e, 0x1f, ...ff8, ...ff4, 0x01, 0] },
@@ -392,7 +419,9 @@ function timeoutsDescriptor(): Uint8Array {
  * (Tables 291-292, 8-byte descriptors, 20 with RCTD); 1, 2 and 3 (SPC-5) give the one-command format (Table 293)
  * with SUPPORT 3 (supported) or 1 (not supported) and the CDB usage data.
  */
-function reportSupportedOpcodes(cdb: Uint8Array): ScsiResult {
+function reportSupportedOpcodes(cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
+  // UNMAP answers INVALID COMMAND OPERATION CODE on a disk without thin provisioning, so it is not listed there.
+  const commands = disk.thinProvisioning ? SUPPORTED_COMMANDS : SUPPORTED_COMMANDS.filter((c) => c.op !== Op.UNMAP);
   const rctd = (cdb[2]! & 0x80) !== 0;
   const options = cdb[2]! & 0x07;
   const op = cdb[3]!;
@@ -400,9 +429,9 @@ function reportSupportedOpcodes(cdb: Uint8Array): ScsiResult {
   const alloc = be32(cdb, 6);
   if (options === 0) {
     const size = rctd ? 20 : 8;
-    const b = new Uint8Array(4 + SUPPORTED_COMMANDS.length * size);
+    const b = new Uint8Array(4 + commands.length * size);
     put32(b, 0, b.length - 4); // COMMAND DATA LENGTH
-    SUPPORTED_COMMANDS.forEach((c, i) => {
+    commands.forEach((c, i) => {
       const at = 4 + i * size;
       b[at] = c.op;
       put16(b, at + 2, c.sa ?? 0);
@@ -413,7 +442,7 @@ function reportSupportedOpcodes(cdb: Uint8Array): ScsiResult {
     return dataIn(b, alloc);
   }
   if (options < 1 || options > 3) return invalidField(2, 2);
-  const sameOp = SUPPORTED_COMMANDS.filter((c) => c.op === op);
+  const sameOp = commands.filter((c) => c.op === op);
   const hasServiceActions = sameOp.length > 0 && sameOp[0]!.sa !== undefined;
   // SPC-4 6.35.2: REPORTING OPTIONS 1 for a command that has service actions, or 2 for one that has none, is an invalid field.
   if (options === 1 && hasServiceActions) return invalidField(2, 2);

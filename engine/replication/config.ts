@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type * as z from 'zod';
 import { MAX_NODES } from './frames.js';
-import { endpointKeys, isLoopback, type HostPort } from './config/address.js';
+import { endpointKeys, isLoopback, isUnspecified, type HostPort } from './config/address.js';
 import { parseJson } from './config/json.js';
 import { ConfigError, Report, SyntaxAt, didYouMean, isObj, keysOf, listOf, quote, type Obj, type Path } from './config/messages.js';
 import {
@@ -36,6 +36,8 @@ export interface NodeConfig {
   /** Absolute path of the vhost-user socket, or null for none. */
   socket: string | null;
   iscsi: { host: string; port: number } | null;
+  /** The address initiators and other nodes' redirects use for this node's portal: "iscsi-advertise", else "iscsi". */
+  iscsiAdvertise: { host: string; port: number } | null;
   /** Absolute path of the node's control socket. */
   control: string;
   queues: number;
@@ -54,6 +56,8 @@ export interface ResourceConfig {
   quorum: 'off' | 'majority' | number;
   onNoQuorum: 'io-error' | 'suspend-io';
   allowTwoPrimaries: boolean;
+  /** The volume's iSCSI target name on every node's portal ("iscsi-target"; default iqn.2026-12.io.twindisk:RESOURCE). */
+  iscsiTarget: string;
   afterSb0pri: string;
   afterSb1pri: string;
   afterSb2pri: string;
@@ -154,6 +158,7 @@ interface Draft {
   metaDisk: string;
   socket: string | null;
   iscsi: HostPort | null;
+  iscsiAdvertise: HostPort | null;
   control: string;
   queues: number;
 }
@@ -172,6 +177,7 @@ function draft(name: string, f: Partial<NodeFields>, dir: string, resource: stri
     metaDisk: disk !== null && typeof meta === 'string' && meta !== 'internal' ? resolve(dir, meta) : 'internal',
     socket: typeof f.socket === 'string' ? resolve(dir, f.socket) : null,
     iscsi: f.iscsi ? { host: f.iscsi.host, port: f.iscsi.port } : null,
+    iscsiAdvertise: f['iscsi-advertise'] ? { host: f['iscsi-advertise'].host, port: f['iscsi-advertise'].port } : null,
     control: resolve(dir, f.control ?? `.${resource}.${name}.ctl`),
     queues: f.queues ?? 1,
   };
@@ -212,6 +218,14 @@ function crossCheck(rep: Report, drafts: Draft[]): void {
   };
   for (const d of drafts) if (d.hp !== null) claim(d, d.hp, 'address', `the address of node ${d.name}`);
   for (const d of drafts) if (d.iscsi !== null) claim(d, d.iscsi, 'iscsi', `the iscsi portal of node ${d.name}`);
+  for (const d of drafts) {
+    if (d.iscsiAdvertise !== null && d.iscsi === null) {
+      rep.error([...d.at, 'iscsi-advertise'], 'is set but the node has no "iscsi" portal to advertise; add "iscsi": "host:port" or remove it');
+    } else if (d.iscsi !== null && d.iscsiAdvertise === null && isUnspecified(d.iscsi.host)) {
+      rep.error([...d.at, 'iscsi'], `${show(d.iscsi)} listens on every address, which initiators and other nodes' redirects cannot use: `
+        + 'add "iscsi-advertise": "ADDRESS:PORT" with the address initiators reach this node by');
+    }
+  }
 
   // Identical paths on different machines are normal (drbd.conf usually names the same device on every
   // host); on one machine two nodes would share a file.
@@ -324,7 +338,7 @@ function build(raw: unknown, file: string, rep: Report): ResourceConfig | null {
     }
     return {
       name: d.name, id, host: d.hp!.host, port: d.hp!.port, address: d.address, disk: d.disk, metaDisk: d.metaDisk,
-      socket: d.socket, iscsi: d.iscsi, control: d.control, queues: d.queues,
+      socket: d.socket, iscsi: d.iscsi, iscsiAdvertise: d.iscsi === null ? null : d.iscsiAdvertise ?? d.iscsi, control: d.control, queues: d.queues,
     };
   });
   nodeConfigs.sort((a, b) => a.id - b.id);
@@ -332,7 +346,7 @@ function build(raw: unknown, file: string, rep: Report): ResourceConfig | null {
 
   return {
     file: absFile, dir, resource: f.resource, protocol: f.protocol, secret: f.secret, quorum: f.quorum, onNoQuorum: f['on-no-quorum'],
-    allowTwoPrimaries: f['allow-two-primaries'], afterSb0pri: f['after-sb-0pri'], afterSb1pri: f['after-sb-1pri'], afterSb2pri: f['after-sb-2pri'],
+    allowTwoPrimaries: f['allow-two-primaries'], iscsiTarget: f['iscsi-target'] ?? `iqn.2026-12.io.twindisk:${f.resource.toLowerCase().replace(/[^a-z0-9.-]/g, '-')}`, afterSb0pri: f['after-sb-0pri'], afterSb1pri: f['after-sb-1pri'], afterSb2pri: f['after-sb-2pri'],
     resyncRate: f['resync-rate'], cMinRate: f['c-min-rate'], csumsAlg: f['csums-alg'], bitmapGranularity: f['bitmap-granularity'],
     alExtents: f['al-extents'], blockSize: f['block-size'] as 512 | 4096, tls, nodes: nodeConfigs, warnings: rep.warnings,
   };

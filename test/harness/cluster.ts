@@ -36,6 +36,8 @@ export interface NodeSpec {
   disk: boolean;
   socket?: boolean;
   queues?: number;
+  /** Serve the volume over iSCSI on a free loopback port (TestNode.iscsiPort). */
+  iscsi?: boolean;
 }
 
 export interface ClusterOptions {
@@ -52,6 +54,8 @@ export interface ClusterOptions {
 
 export class TestNode {
   child: ChildProcess | null = null;
+  /** The node's iSCSI portal port on 127.0.0.1 (0: none). */
+  iscsiPort = 0;
   private out = '';
   constructor(readonly cluster: Cluster, readonly name: string, readonly spec: NodeSpec, readonly index: number) {}
 
@@ -131,11 +135,15 @@ export class Cluster {
     let i = 0;
     for (const [name, spec] of Object.entries(opts.nodes)) {
       const address = opts.network ? `${opts.network.address(i)}:7789` : `127.0.0.1:${await freePort()}`;
+      const iscsiPort = spec.iscsi ? await freePort() : 0;
       nodes[name] = {
         address, disk: spec.disk ? `${name}.img` : null,
         ...(spec.socket ? { socket: `${name}.sock` } : {}), ...(spec.queues ? { queues: spec.queues } : {}),
+        ...(spec.iscsi ? { iscsi: `127.0.0.1:${iscsiPort}` } : {}),
       };
-      c.nodes.set(name, new TestNode(c, name, spec, i++));
+      const node = new TestNode(c, name, spec, i++);
+      node.iscsiPort = iscsiPort;
+      c.nodes.set(name, node);
     }
     fs.writeFileSync(c.file, JSON.stringify({ resource: c.resourceName, protocol: 'C', secret: TEST_SECRET, quorum: 'off', ...opts.resource, nodes }, null, 2));
     for (const [name, spec] of Object.entries(opts.nodes)) {

@@ -161,7 +161,10 @@ export const NodeSchema = z.strictObject({
   socket: pathString(() => ` (or ${noneWord()} for none)`).nullable().optional()
     .meta({ description: 'The vhost-user socket QEMU connects to (null: none).' }),
   iscsi: endpoint(ISCSI_PORT, (v) => `expected an iSCSI portal "host:port", got ${describe(v)}`, false).nullable().optional()
-    .meta({ description: 'iSCSI portal host[:port] (parsed, not served yet).' }),
+    .meta({ description: 'Serve the volume over iSCSI on this portal, host[:port] (port 3260 by default), as the target "iscsi-target".' }),
+  'iscsi-advertise': endpoint(ISCSI_PORT, (v) => `expected an iSCSI portal "host:port", got ${describe(v)}`, true).optional()
+    .meta({ description: 'The address initiators reach this node\'s portal by, when it differs from "iscsi" (NAT, QEMU user networking): '
+      + 'discovery reports it and other nodes redirect logins to it.', examples: ['10.0.2.2:3261'] }),
   id: intIn(0, MAX_NODES - 1).nullable().optional()
     .meta({ description: `Node id 0..${MAX_NODES - 1}, unique in the resource; by default the next free id in file order.` }),
   control: pathString(() => '').optional()
@@ -214,6 +217,9 @@ export const TopSchema = z.strictObject({
     .meta({ description: '"off", "majority" (of all nodes, diskless ones included) or a number of nodes.' }),
   'on-no-quorum': oneOf(['io-error', 'suspend-io']).default('io-error')
     .meta({ description: 'What a Primary that loses quorum does with new writes: fail them, or hold them until quorum returns.' }),
+  // The name's syntax (RFC 3720) is the iSCSI front-end's to check: the daemon does when it starts the portal.
+  'iscsi-target': z.string(says((v) => `expected an iSCSI name string such as "iqn.2026-12.com.example:vm1", got ${describe(v)}`)).min(1).optional()
+    .meta({ description: 'The iSCSI target name of the volume on every node\'s portal; default iqn.2026-12.io.twindisk:RESOURCE.', examples: ['iqn.2026-12.com.example:vm1'] }),
   'allow-two-primaries': bool().default(false)
     .meta({ description: 'Allow two Primaries at once (protocol C, at most two nodes with disks).' }),
   'after-sb-0pri': z.union([z.enum(AFTER_SB_0PRI, says(afterSb0Message)), z.string(says(afterSb0Message)).regex(/^discard-node-/, says(afterSb0Message))], says(afterSb0Message))

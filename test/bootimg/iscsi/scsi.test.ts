@@ -308,7 +308,12 @@ test('REPORT SUPPORTED OPERATION CODES: all commands, one command, timeouts', ()
   assert.equal(timed[4 + 5]! & 0x02, 0x02);
   const one = data(handleCdb(cdb(0xa3, 0x0c, 0x01, 0x28, 0, 0, 0, 0, 0x10, 0), disk));
   assert.equal(hex(one), '0003000a' + '2818ffffffff00ffff00');
-  assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x01, 0x5e, 0, 0, 0, 0, 0x10, 0), disk))[1]! & 7, 1); // PR IN: not supported
+  // PERSISTENT RESERVE IN/OUT have service actions: option 1 is an invalid field, option 2 names one
+  assert.deepEqual(sense(handleCdb(cdb(0xa3, 0x0c, 0x01, 0x5e, 0, 0, 0, 0, 0x10, 0), disk)), INVALID_FIELD);
+  assert.equal(hex(data(handleCdb(cdb(0xa3, 0x0c, 0x02, 0x5e, 0, 0x03, 0, 0, 0x10, 0), disk))), '0003000a' + '5e1f00000000' + '00ffff00');
+  assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x02, 0x5f, 0, 0x06, 0, 0, 0x10, 0), disk))[1]! & 7, 3);
+  assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x02, 0x5f, 0, 0x07, 0, 0, 0x10, 0), disk))[1]! & 7, 1); // REGISTER AND MOVE
+  for (const op of [0x2f, 0x41, 0x42, 0x5e, 0x5f, 0x89, 0x8f, 0x93]) assert.ok(ops.has(op), op.toString(16));
   assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x02, 0x9e, 0, 0x10, 0, 0, 0x10, 0), disk))[1]! & 7, 3);
   assert.deepEqual(sense(handleCdb(cdb(0xa3, 0x0c, 0x01, 0x9e, 0, 0, 0, 0, 0x10, 0), disk)), INVALID_FIELD);
   assert.deepEqual(sense(handleCdb(cdb(0xa3, 0x0c, 0x02, 0x28, 0, 0, 0, 0, 0x10, 0), disk)), INVALID_FIELD);
@@ -322,9 +327,33 @@ test('REPORT SUPPORTED OPERATION CODES: all commands, one command, timeouts', ()
 });
 
 test('unsupported commands: INVALID COMMAND OPERATION CODE', () => {
-  for (const op of [0x5e, 0x5f, 0x08, 0x0a, 0x15, 0x55, 0x1b, 0x1e, 0x7f, 0xc0, 0xff, 0x04, 0x3b, 0x3c]) {
+  for (const op of [0x08, 0x0a, 0x15, 0x55, 0x1b, 0x1e, 0x7f, 0xc0, 0xff, 0x04, 0x3b, 0x3c]) {
     assert.deepEqual(sense(handleCdb(cdb(op), disk)), INVALID_OPCODE, op.toString(16));
   }
+});
+
+test('UNMAP is listed by REPORT SUPPORTED OPERATION CODES only on a thin-provisioned disk', () => {
+  const list = (d: typeof disk): Set<number> => {
+    const all = data(handleCdb(cdb(0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0x10, 0), d));
+    const ops = new Set<number>();
+    for (let at = 4; at < all.length; at += 8) ops.add(all[at]!);
+    return ops;
+  };
+  const thick = makeScsiDisk({ id: 'thick', blocks: 100n, blockSize: 512, thinProvisioning: false });
+  assert.ok(list(disk).has(0x42));
+  assert.ok(!list(thick).has(0x42));
+  assert.deepEqual(sense(handleCdb(cdb(0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0), thick)), INVALID_OPCODE);
+  assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0x10, 0), thick))[1]! & 7, 1);
+});
+
+test('PERSISTENT RESERVE IN/OUT CDBs: service action, allocation length, parameter list length 24', () => {
+  assert.deepEqual(handleCdb(cdb(0x5e, 0x03, 0, 0, 0, 0, 0, 0x01, 0x00, 0), disk), { kind: 'persistent-reserve-in', serviceAction: 3, allocationLength: 256 });
+  assert.deepEqual(sense(handleCdb(cdb(0x5e, 0x04, 0, 0, 0, 0, 0, 0, 8, 0), disk)), INVALID_FIELD);
+  assert.deepEqual(handleCdb(cdb(0x5f, 0x01, 0x03, 0, 0, 0, 0, 0, 24, 0), disk), { kind: 'persistent-reserve-out', serviceAction: 1, scopeType: 3, length: 24 });
+  assert.deepEqual(sense(handleCdb(cdb(0x5f, 0x07, 0, 0, 0, 0, 0, 0, 24, 0), disk)), INVALID_FIELD); // REGISTER AND MOVE
+  const r = handleCdb(cdb(0x5f, 0x00, 0, 0, 0, 0, 0, 0, 23, 0), disk);
+  assert.equal(r.kind, 'check');
+  assert.deepEqual([(r as { sense: Uint8Array }).sense[12], (r as { sense: Uint8Array }).sense[13]], [0x1a, 0x00]); // PARAMETER LIST LENGTH ERROR
 });
 
 test('malformed CDBs: empty, short, NACA', () => {
@@ -351,7 +380,7 @@ test('fuzz: random CDBs never throw and never return more than the allocation le
     0x25: () => 8, 0x9e: (c) => ((c[10]! << 24) >>> 0) + ((c[11]! << 16) | (c[12]! << 8) | c[13]!),
     0xa0: (c) => ((c[6]! << 24) >>> 0) + ((c[7]! << 16) | (c[8]! << 8) | c[9]!), 0xa3: (c) => ((c[6]! << 24) >>> 0) + ((c[7]! << 16) | (c[8]! << 8) | c[9]!),
   };
-  const kinds = new Set(['good', 'data-in', 'check', 'read', 'write', 'sync', 'unmap-params', 'write-same', 'verify', 'compare-and-write']);
+  const kinds = new Set(['good', 'data-in', 'check', 'read', 'write', 'sync', 'unmap-params', 'write-same', 'verify', 'compare-and-write', 'persistent-reserve-in', 'persistent-reserve-out']);
   for (let i = 0; i < 20000; i++) {
     const len = i % 5 === 0 ? Math.floor(rnd() * 20) : 16;
     const c = bytes(len);

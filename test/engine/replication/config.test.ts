@@ -70,11 +70,11 @@ test('the example parses with the defaults filled in, ids 0,1,2 and paths relati
   const cfg = parseResource(EXAMPLE, FILE);
   const node = (name: string, id: number, port: number, disk: string | null) => ({
     name, id, host: '127.0.0.1', port, address: `127.0.0.1:${port}`, disk, metaDisk: 'internal',
-    socket: `/srv/td/${name}.sock`, iscsi: null, control: `/srv/td/.r0.${name}.ctl`, queues: 1,
+    socket: `/srv/td/${name}.sock`, iscsi: null, iscsiAdvertise: null, control: `/srv/td/.r0.${name}.ctl`, queues: 1,
   });
   assert.deepEqual(cfg, {
     file: FILE, dir: '/srv/td', resource: 'r0', protocol: 'C', secret: SECRET, quorum: 'off', onNoQuorum: 'io-error',
-    allowTwoPrimaries: false, afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect',
+    allowTwoPrimaries: false, iscsiTarget: 'iqn.2026-12.io.twindisk:r0', afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect',
     resyncRate: 250 * 2 ** 20, cMinRate: 4 * 2 ** 20, csumsAlg: null,
     bitmapGranularity: 4096, alExtents: 1237, blockSize: 512, tls: null,
     nodes: [node('alpha', 0, 7789, '/srv/td/alpha.img'), node('beta', 1, 7790, '/srv/td/beta.img'), node('gamma', 2, 7791, null)],
@@ -406,6 +406,20 @@ test('disk, meta-disk, socket, iscsi, control, queues', () => {
     o.nodes.beta.iscsi = '127.0.0.1:3260';
   }, 'nodes.beta.iscsi', 'is already the iscsi portal of node alpha');
   check((o) => (o.nodes.alpha.iscsi = '127.0.0.1:7790'), 'nodes.alpha.iscsi', 'is already the address of node beta');
+  // The advertised portal: defaults to "iscsi"; needed when "iscsi" listens on every address; only with "iscsi".
+  assert.deepEqual(portal.nodes[0]!.iscsiAdvertise, { host: '127.0.0.1', port: 3260 });
+  assert.equal(portal.nodes[2]!.iscsiAdvertise, null);
+  assert.equal(portal.iscsiTarget, 'iqn.2026-12.io.twindisk:r0');
+  const nat = accepts((o) => {
+    o.nodes.alpha.iscsi = '0.0.0.0:3261';
+    o.nodes.alpha['iscsi-advertise'] = '10.0.2.2:3261';
+    o['iscsi-target'] = 'iqn.2026-12.com.example:vm1';
+  });
+  assert.deepEqual(nat.nodes[0]!.iscsiAdvertise, { host: '10.0.2.2', port: 3261 });
+  assert.equal(nat.iscsiTarget, 'iqn.2026-12.com.example:vm1');
+  check((o) => (o.nodes.alpha.iscsi = '0.0.0.0:3260'), 'nodes.alpha.iscsi', 'listens on every address', 'iscsi-advertise');
+  check((o) => (o.nodes.alpha['iscsi-advertise'] = '10.0.2.2:3261'), 'nodes.alpha.iscsi-advertise', 'has no "iscsi" portal');
+  check((o) => (o['iscsi-target'] = 7), 'iscsi-target', 'expected an iSCSI name');
 
   assert.equal(accepts((o) => (o.nodes.alpha.control = 'ctl/a.sock')).nodes[0]!.control, '/srv/td/ctl/a.sock');
   check((o) => (o.nodes.alpha.control = []), 'nodes.alpha.control', 'expected a path string');

@@ -73,12 +73,12 @@ export function makeConfig(n: number, o: Partial<ResourceConfig> & { diskless?: 
   const nodes = Array.from({ length: n }, (_, i) => ({
     name: `n${i}`, id: i, host: '127.0.0.1', port: 1, address: '127.0.0.1:1',
     disk: (o.diskless ?? []).includes(i) ? null : path.join(dir, `d${i}`), metaDisk: path.join(dir, `m${i}`),
-    socket: null, iscsi: null, control: path.join(dir, `c${i}`), queues: 1,
+    socket: null, iscsi: null, iscsiAdvertise: null, control: path.join(dir, `c${i}`), queues: 1,
   }));
   const { diskless: _d, ...rest } = o;
   void _d;
   return {
-    file: path.join(dir, 'r.json'), dir, resource: 'r', protocol: 'C', secret: 'x', quorum: 'off', onNoQuorum: 'io-error', allowTwoPrimaries: false,
+    file: path.join(dir, 'r.json'), dir, resource: 'r', protocol: 'C', secret: 'x', quorum: 'off', onNoQuorum: 'io-error', allowTwoPrimaries: false, iscsiTarget: "iqn.2026-12.io.twindisk:r",
     afterSb0pri: 'disconnect', afterSb1pri: 'disconnect', afterSb2pri: 'disconnect', resyncRate: 0, cMinRate: 0, csumsAlg: null,
     bitmapGranularity: 4096, alExtents: 64, blockSize: 512, tls: null, nodes, warnings: [], ...rest,
   };
