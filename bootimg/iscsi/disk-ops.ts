@@ -129,7 +129,8 @@ export class DiskOpRunner {
     const bs = this.backend.info.blockSize;
     switch (op.kind) {
       case 'read': {
-        const buf = new Uint8Array(op.blocks * bs);
+        // Not zeroed: the backend fills all of it or the read fails (and the buffer is dropped unsent).
+        const buf = Buffer.allocUnsafe(op.blocks * bs);
         this.read(buf, Number(op.lba) * bs, (st) => cb(st < 0 ? ioError('read', st) : buf));
         return;
       }

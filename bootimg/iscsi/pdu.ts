@@ -412,6 +412,29 @@ export function serializePdu(pdu: OutPdu, digests: Digests = NO_DIGESTS, ahs: Ui
   return out;
 }
 
+/** Data segments at least this long go to the socket as they are (pduParts); shorter ones are copied into one buffer. */
+export const ZERO_COPY_MIN = 16 * 1024;
+
+/**
+ * The wire bytes of a PDU as pieces whose concatenation is serializePdu(pdu, digests): the BHS with its header digest,
+ * then, for a data segment of ZERO_COPY_MIN bytes or more, the caller's data itself (not copied) and a tail with the
+ * padding and the data digest. A socket writes the pieces with one writev.
+ */
+export function pduParts(pdu: OutPdu, digests: Digests = NO_DIGESTS): Uint8Array[] {
+  const { bhs, data } = pdu;
+  if (data.length < ZERO_COPY_MIN) return [serializePdu(pdu, digests)];
+  const l = segmentLengths(bhs);
+  if (l.dataSegmentLength !== data.length) throw new RangeError(`BHS says ${l.dataSegmentLength} data bytes, got ${data.length}`);
+  if (l.totalAhsLength !== 0) throw new RangeError('pduParts: target PDUs carry no AHS');
+  const head = new Uint8Array(BHS_LENGTH + (digests.header ? DIGEST_LENGTH : 0));
+  head.set(bhs, 0);
+  if (digests.header) putDigest(head, BHS_LENGTH, digest(bhs));
+  const pad = padded(data.length) - data.length;
+  const tail = new Uint8Array(pad + (digests.data ? DIGEST_LENGTH : 0));
+  if (digests.data) putDigest(tail, pad, digest(data, tail.subarray(0, pad)));
+  return tail.length > 0 ? [head, data, tail] : [head, data];
+}
+
 // ------------------------------------------------------------------------------------------------ target PDU encoders
 
 /** Sequence numbers every target response carries (RFC 7143 section 11.4.8 and elsewhere). */

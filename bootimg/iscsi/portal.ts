@@ -8,7 +8,7 @@ import net from 'node:net';
 import { RateLimit, type Logger } from '../../engine/log.js';
 import { ConnectionState, type ConnectionOptions, type LoginDecision, type Step, type TargetConfig } from './connection-state.js';
 import { type DiskOpRunner } from './disk-ops.js';
-import { NO_DIGESTS, PduError, PduReader, serializePdu, type Digests } from './pdu.js';
+import { NO_DIGESTS, PduError, PduReader, pduParts, type Digests } from './pdu.js';
 
 /** One target served by a portal: its identity and LUN 0 disk (TargetConfig), and the runner that executes its disk operations. */
 export interface PortalTarget extends TargetConfig {
@@ -189,7 +189,10 @@ class PortalConnection {
   private apply(s: Step): void {
     for (const line of s.log) this.note(line);
     for (const pdu of s.pdus) {
-      if (!this.socket.write(serializePdu(pdu, this.digests))) this.socket.pause(); // resumed on 'drain': a slow reader throttles its own commands
+      // Large data segments (reads) go out as the runner read them: no copy into a PDU buffer (the socket is corked: one writev).
+      let room = true;
+      for (const part of pduParts(pdu, this.digests)) room = this.socket.write(part);
+      if (!room) this.socket.pause(); // resumed on 'drain': a slow reader throttles its own commands
       this.stats.pdusOut++;
     }
     if (s.fullFeature) this.enterFullFeature(s.fullFeature.digests, s.fullFeature.maxRecvDataSegmentLength);

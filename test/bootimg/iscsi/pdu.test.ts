@@ -6,7 +6,7 @@ import {
 } from '../../../bootimg/iscsi/constants.js';
 import {
   PduError, PduReader, buildBhs, digest, encodeAsyncMessage, encodeDataIn, encodeLoginResponse, encodeLogoutResponse, encodeNopIn, encodeR2T,
-  encodeReject, encodeScsiResponse, encodeTaskMgmtResponse, encodeTextResponse, getDigest, parseBhs, pduLength, putDigest, serializePdu,
+  encodeReject, encodeScsiResponse, encodeTaskMgmtResponse, encodeTextResponse, getDigest, parseBhs, pduLength, pduParts, putDigest, serializePdu, ZERO_COPY_MIN,
   type Bhs, type Digests, type InPdu, type OutPdu,
 } from '../../../bootimg/iscsi/pdu.js';
 import { encodeText } from '../../../bootimg/iscsi/text.js';
@@ -401,4 +401,17 @@ test('PduReader passes an AHS through when allowed, with the header digest cover
   assert.deepEqual(new Uint8Array(p!.ahs), ahs);
   assert.deepEqual(new Uint8Array(p!.data), Uint8Array.of(7, 7, 7));
   refused(() => new PduReader({ digests }).push(wire), RejectReason.ProtocolError, /AHS/);
+});
+
+test('pduParts: the pieces concatenate to serializePdu for every size and digest setting; large data is not copied', () => {
+  for (const len of [0, 3, 512, ZERO_COPY_MIN - 1, ZERO_COPY_MIN, ZERO_COPY_MIN + 3, 262144 + 2]) {
+    const data = new Uint8Array(len).map((_, i) => (i * 7 + 1) & 0xff);
+    const pdu = encodeDataIn({ expCmdSN: 2, maxCmdSN: 3, itt: 9, dataSN: 0, bufferOffset: 0, data, final: true, status: { status: 0, statSN: 1 } });
+    for (const digests of [{ header: false, data: false }, { header: true, data: false }, { header: false, data: true }, { header: true, data: true }]) {
+      const parts = pduParts(pdu, digests);
+      assert.deepEqual(Buffer.concat(parts), Buffer.from(serializePdu(pdu, digests)), `${len} bytes, ${JSON.stringify(digests)}`);
+      if (len >= ZERO_COPY_MIN) assert.equal(parts[1], pdu.data, 'the data segment is the caller\'s own buffer');
+      else assert.equal(parts.length, 1);
+    }
+  }
 });
