@@ -130,7 +130,8 @@ export class DiskOpRunner {
     switch (op.kind) {
       case 'read': {
         // Not zeroed: the backend fills all of it or the read fails (and the buffer is dropped unsent).
-        const buf = Buffer.allocUnsafe(op.blocks * bs);
+        const raw = Buffer.allocUnsafe(op.blocks * bs);
+        const buf = new Uint8Array(raw.buffer, raw.byteOffset, raw.length);
         this.read(buf, Number(op.lba) * bs, (st) => cb(st < 0 ? ioError('read', st) : buf));
         return;
       }
