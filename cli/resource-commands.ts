@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
+import type { PortalStats } from '../bootimg/iscsi/portal.js';
 import { controlCall, type ControlRequest } from '../daemon/control.js';
 import { Node, lockNodeDisks } from '../daemon/node.js';
 import { loadResource, nodeByName, type NodeConfig } from '../engine/replication/config.js';
@@ -209,8 +210,11 @@ function peerLine(name: string, p: PeerStatus): string {
   return s + '\n';
 }
 
+/** `status` as a node answers it: the resource's, plus its iSCSI portal's counters when it has one (daemon/iscsi.ts). */
+type NodeStatus = ResourceStatus & { iscsi?: PortalStats };
+
 /** The human form of `status`, like `drbdadm status`. */
-export function formatStatus(s: ResourceStatus): string {
+export function formatStatus(s: NodeStatus): string {
   let out = `${s.resource} node:${s.node} role:${s.role} disk:${s.disk} size:${humanBytes(s.size)} quorum:${s.quorum ? 'yes' : 'no'} (${s.votes.have}/${s.votes.needed || 'off'})\n`;
   for (const [name, p] of Object.entries(s.peers)) out += peerLine(name, p);
   const l = s.links;
@@ -218,6 +222,11 @@ export function formatStatus(s: ResourceStatus): string {
     out += `  strangers: ${l.handshakesFailed ?? 0} handshakes refused (${l.authFailed ?? 0} failed authentication), ${l.handshakesTimedOut ?? 0} timed out, ${l.handshakesAbandoned ?? 0} abandoned, ${l.connectionsRefused ?? 0} connections refused\n`;
   }
   if (s.stats.framesRefused > 0) out += `  protocol violations: ${s.stats.framesRefused} frames refused (links closed; see the log)\n`;
+  if (s.iscsi) {
+    const i = s.iscsi;
+    out += `  iscsi: ${i.sessions} session${i.sessions === 1 ? '' : 's'}, ${i.connections} connection${i.connections === 1 ? '' : 's'}`
+      + `${i.protocolErrors > 0 ? `, ${i.protocolErrors} closed for protocol errors` : ''}${i.refused > 0 ? `, ${i.refused} refused (too many)` : ''}\n`;
+  }
   return out;
 }
 

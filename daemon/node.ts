@@ -178,7 +178,10 @@ export class Node {
     const peers = (name: string | undefined) => (name ? [res.peerByName(name)] : res.peers);
     switch (r.cmd) {
       case 'status':
-        return { ...res.status(), ...(this.transport ? { links: { ...this.transport.stats } } : {}) };
+        return {
+          ...res.status(), ...(this.transport ? { links: { ...this.transport.stats } } : {}),
+          ...(this.iscsi?.stats ? { iscsi: { ...this.iscsi.stats } } : {}),
+        };
       case 'primary':
         res.promote(!!r.force);
         return res.status();

@@ -26,6 +26,7 @@ test('a login to a Secondary promotes it for the session; its writes are on both
   assert.equal(w.code, 0, w.stdout + w.stderr);
   await beta.waitLog(/iSCSI session/);
   await beta.waitStatus((s) => s.role === 'Secondary', 'beta Secondary again after the logout');
+  assert.match(c.cli(['status', '--config', c.file, '--node', 'beta']), /iscsi: 0 sessions, 0 connections/);
   assert.ok(c.data('alpha').subarray(128 * KiB, 192 * KiB).every((b) => b === 0x6b), 'protocol C: the write is on alpha');
   assert.ok(inSync(c, 'alpha', 'beta', 0, c.size), 'both replicas equal');
   // The SCSI identity is the resource's: the same designator through either portal.
