@@ -176,14 +176,32 @@ export function sanbootUri(target: IscsiTarget): string {
  * A failing command ends an iPXE script unless `||` follows it, hence the `|| goto` on each; `exit 1`
  * keeps leaving the first shell from running into the second failure's lines.
  */
-export function ipxeScript(o: { target: IscsiTarget; initiator?: string }): string {
+export function ipxeScript(o: {
+  target: IscsiTarget; initiator?: string;
+  /** CHAP credentials iPXE answers the target's challenge with (iPXE's `username`/`password` settings). */
+  chap?: { user: string; secret: string };
+  /** Mutual CHAP: what the target must answer with (iPXE's `reverse-username`/`reverse-password`). */
+  mutualChap?: { user: string; secret: string };
+  /** Run `dhcp` first (default); a script chained over HTTP runs on an already configured network. */
+  dhcp?: boolean;
+}): string {
   const initiator = o.initiator === undefined ? DEFAULT_INITIATOR : checkName(o.initiator, 'initiator name');
   const uri = sanbootUri(o.target);
+  const setting = (name: string, value: string): string => {
+    // iPXE expands ${...} in command lines; a secret holding one would be mangled, so such values are refused.
+    if (/[\s${}]/.test(value)) throw new IpxeTargetError(`${name} may not contain spaces, "$", "{" or "}" in an iPXE script`);
+    return `set ${name} ${value}`;
+  };
+  const creds = [
+    ...(o.chap ? [setting('username', o.chap.user), setting('password', o.chap.secret)] : []),
+    ...(o.mutualChap ? [setting('reverse-username', o.mutualChap.user), setting('reverse-password', o.mutualChap.secret)] : []),
+  ];
   return [
     '#!ipxe',
     `# Boot from twindisk's iSCSI volume ${o.target.iqn} (printed by \`twindisk ipxe\`).`,
-    'dhcp || dhcp || goto dhcp_failed',
+    ...(o.dhcp === false ? ['isset ${net0/ip} || dhcp || goto dhcp_failed'] : ['dhcp || dhcp || goto dhcp_failed']),
     `set initiator-iqn ${initiator}`,
+    ...creds,
     `sanboot ${uri} || goto sanboot_failed`,
     ':sanboot_failed',
     `echo twindisk: sanboot ${uri} failed: is the target running and reachable from \${net0/ip}?`,

@@ -3,14 +3,16 @@
 // run the demo and the benchmarks. The commands and their options are declared with commander, which
 // parses and checks them and writes every --help from these declarations.
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { IpxeTargetError, MAX_LUN, ipxeScript, parseIscsiTarget } from '../bootimg/ipxe.js';
+import { Logger } from '../engine/log.js';
 import { countArg, finishHelp, newProgram, secondsArg } from './args.js';
 import { CommandError, EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
 import { addResourceCommands } from './resource-commands.js';
 import { runDemo } from './demo.js';
-import { addServeCommand } from './serve.js';
+import { addServeCommand, parseChap } from './serve.js';
 
 /** The whole command line: every command, its options and its help. */
 function buildProgram(): Command {
@@ -94,25 +96,62 @@ ${EXIT_CODES_HELP}`);
     });
 
   program.command('ipxe')
-    .summary('print the iPXE script that boots a diskless client from an iSCSI volume')
+    .summary('print (or serve over HTTP) the iPXE script that boots a diskless client from an iSCSI volume')
     .description('Print an iPXE script that boots from the iSCSI target TARGET: dhcp, the initiator name, sanboot.\n'
-      + 'TARGET is iscsi://HOST[:PORT]/IQN or RFC 4173\'s iscsi:HOST::[PORT]:[LUN]:IQN (an IPv6 HOST in brackets).')
+      + 'TARGET is iscsi://HOST[:PORT]/IQN or RFC 4173\'s iscsi:HOST::[PORT]:[LUN]:IQN (an IPv6 HOST in brackets).\n'
+      + 'With --listen, serve it over HTTP instead for DHCP chain-loading: give iPXE clients http://HOST:PORT/ as\n'
+      + 'their boot file; a client gets DIR/MAC.ipxe (e.g. 52-54-00-12-34-56.ipxe) from --scripts when it exists.')
     .option('--target <target>', 'the iSCSI target (required), e.g. iscsi://10.0.0.1/iqn.2026-12.com.example:vm1')
     .option('--initiator <iqn>', 'the initiator name (default: one per client, from its MAC address)')
     .addOption(new Option('--lun <n>', `the LUN to boot (0..${MAX_LUN}; default 0)`).argParser(countArg(0, MAX_LUN)))
-    .action((o: { target?: string; initiator?: string; lun?: number }) => {
+    .option('--chap <user:secret>', 'CHAP credentials for the target (or @FILE holding user:secret)')
+    .option('--mutual-chap <user:secret>', 'with --chap: what the target must prove itself with')
+    .option('--listen <host:port>', 'serve the script over HTTP here instead of printing it')
+    .option('--scripts <dir>', 'with --listen: per-machine scripts named by MAC (52-54-00-12-34-56.ipxe)')
+    .action(async (o: { target?: string; initiator?: string; lun?: number; chap?: string; mutualChap?: string; listen?: string; scripts?: string }) => {
       if (!o.target) throw new UsageError('ipxe needs --target iscsi://HOST[:PORT]/IQN (the volume to boot)');
+      if (o.mutualChap && !o.chap) throw new UsageError('--mutual-chap needs --chap too');
+      if (o.scripts && !o.listen) throw new UsageError('--scripts goes with --listen HOST:PORT');
+      let script: (dhcp: boolean) => string;
       try {
         const target = parseIscsiTarget(o.target);
         if (o.lun !== undefined) {
           if (target.lun !== 0 && target.lun !== o.lun) throw new UsageError(`--lun ${o.lun} contradicts LUN ${target.lun} in --target; give the LUN once`);
           target.lun = o.lun;
         }
-        process.stdout.write(ipxeScript({ target, ...(o.initiator !== undefined ? { initiator: o.initiator } : {}) }));
+        const chap = o.chap ? parseChap(o.chap, '--chap') : undefined;
+        const mutualChap = o.mutualChap ? parseChap(o.mutualChap, '--mutual-chap') : undefined;
+        script = (dhcp) => ipxeScript({
+          target, dhcp, ...(o.initiator !== undefined ? { initiator: o.initiator } : {}),
+          ...(chap ? { chap } : {}), ...(mutualChap ? { mutualChap } : {}),
+        });
+        script(true); // checks every value now, before anything is served
       } catch (e) {
         if (e instanceof IpxeTargetError) throw new UsageError(`ipxe: ${e.message}`);
         throw e;
       }
+      if (!o.listen) {
+        process.stdout.write(script(true));
+        return;
+      }
+      const at = o.listen.match(/^(.*):([0-9]{1,5})$/);
+      if (!at || Number(at[2]) < 1 || Number(at[2]) > 65535) throw new UsageError(`--listen ${o.listen}: write it as HOST:PORT, e.g. 0.0.0.0:8080`);
+      if (o.scripts && !fs.statSync(o.scripts, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--scripts ${o.scripts} is not a directory`);
+      const { BootScriptServer } = await import('../bootimg/http-boot.js');
+      const server = new BootScriptServer({
+        host: at[1]!.replace(/^\[|\]$/g, ''), port: Number(at[2]), script: () => script(false), log: new Logger('twindisk/boot-http'),
+        ...(o.scripts ? { dir: o.scripts } : {}),
+      });
+      try {
+        await server.start();
+      } catch (e) {
+        throw new CommandError((e as Error).message);
+      }
+      await new Promise<void>((resolve) => {
+        const stop = () => void server.close().then(resolve);
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
     });
 
   program.command('schema')
