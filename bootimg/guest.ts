@@ -1,14 +1,18 @@
 // Builds the test guest: the Debian kernel plus a busybox initramfs with virtio, network and iSCSI modules.
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { writeCpio, type CpioEntry } from './cpio.js';
+import { writeCpio } from './cpio.js';
+import { BUSYBOX, initramfsEntries, inputKey, resolveModules, withLibraries, writeFileAtomic } from './initramfs.js';
 
 /** Repository root (this file runs from dist/bootimg/). */
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Where built guest images are cached (build/guest/), each under a hash of its inputs. */
+export function guestCacheDir(): string {
+  return path.join(repoRoot, 'build', 'guest');
+}
 
 /** Modules the guest loads, with their dependencies resolved from modules.dep. */
 export const GUEST_MODULES = [
@@ -52,38 +56,6 @@ export function defaultKernelVersion(): string {
   return v;
 }
 
-function resolveModules(version: string, names: string[]): string[] {
-  const dir = `/lib/modules/${version}`;
-  const depFile = path.join(dir, 'modules.dep');
-  if (!fs.existsSync(depFile)) throw new Error(`${depFile} is missing: reinstall linux-image-${version}`);
-  const deps = new Map<string, string[]>();
-  for (const line of fs.readFileSync(depFile, 'utf8').split('\n')) {
-    const [mod, rest] = line.split(':');
-    if (mod) deps.set(mod, (rest ?? '').trim().split(/\s+/).filter(Boolean));
-  }
-  const byName = new Map<string, string>();
-  for (const m of deps.keys()) byName.set(path.basename(m).replace(/\.ko(\.xz|\.zst|\.gz)?$/, '').replace(/-/g, '_'), m);
-  const order: string[] = [];
-  const visit = (m: string) => {
-    if (order.includes(m)) return;
-    for (const d of deps.get(m) ?? []) visit(d);
-    order.push(m);
-  };
-  for (const n of names) {
-    const m = byName.get(n);
-    if (m) visit(m); // built into this kernel when absent from modules.dep
-  }
-  for (const m of order) if (!m.endsWith('.ko')) throw new Error(`module ${m} is compressed; twindisk's guest builder expects plain .ko files`);
-  return order;
-}
-
-/** An ELF and the shared libraries ldd lists for it (with the dynamic loader). */
-function withLibraries(bin: string): string[] {
-  const out = execFileSync('ldd', [bin], { encoding: 'utf8' });
-  const libs = [...out.matchAll(/(\/\S+\.so[.\d]*)/g)].map((m) => m[1]!);
-  return [bin, ...new Set(libs)];
-}
-
 export interface BuildOptions {
   outDir?: string;
   kernelVersion?: string;
@@ -99,54 +71,19 @@ export async function buildGuestImage(o: BuildOptions = {}): Promise<{ kernel: s
   const version = o.kernelVersion ?? defaultKernelVersion();
   const kernel = `/boot/vmlinuz-${version}`;
   if (!fs.existsSync(kernel)) throw new Error(`${kernel} is missing: apt-get install linux-image-amd64`);
-  const busybox = '/bin/busybox';
+  const busybox = BUSYBOX;
   if (!fs.existsSync(busybox)) throw new Error('/bin/busybox is missing: apt-get install busybox-static');
   for (const b of EXTRA_BINARIES) if (!fs.existsSync(b)) throw new Error(`${b} is missing: apt-get install util-linux`);
   const modules = resolveModules(version, GUEST_MODULES);
   const files = [busybox, ...EXTRA_BINARIES.flatMap(withLibraries)];
-  const h = createHash('sha256').update(version).update(INIT_SCRIPT).update(modules.join(','));
-  for (const f of files) {
-    const st = fs.statSync(f);
-    h.update(`${f}:${st.size}:${st.mtimeMs}`);
-  }
-  const key = h.digest('hex').slice(0, 16);
-  const outDir = o.outDir ?? path.join(repoRoot, 'build', 'guest');
+  const key = inputKey([version, INIT_SCRIPT, modules.join(',')], files);
+  const outDir = o.outDir ?? guestCacheDir();
   const initrd = path.join(outDir, `initrd-${key}.cpio.gz`);
   if (fs.existsSync(initrd)) return { kernel, initrd };
   log(`building the test guest's initramfs (kernel ${version}, ${modules.length} modules)`);
-  const entries: CpioEntry[] = [];
-  const dirs = new Set<string>();
-  const mkdirs = (p: string) => {
-    const parts = p.split('/').filter(Boolean);
-    for (let i = 1; i <= parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (!dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ type: 'dir', path: d });
-      }
-    }
-  };
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'proc', 'sys', 'dev', 'tmp', 'mnt', 'etc', 'lib/modules']) mkdirs(d);
-  entries.push({ type: 'char', path: 'dev/console', major: 5, minor: 1 });
-  entries.push({ type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
-  entries.push({ type: 'file', path: 'bin/busybox', data: fs.readFileSync(busybox), mode: 0o755 });
-  entries.push({ type: 'symlink', path: 'bin/sh', target: 'busybox' });
-  for (const f of files.slice(1)) {
-    mkdirs(path.dirname(f));
-    const real = fs.realpathSync(f);
-    entries.push({ type: 'file', path: f, data: fs.readFileSync(real), mode: 0o755 });
-  }
-  for (const m of modules) {
-    mkdirs(path.dirname(`lib/modules/${m}`));
-    entries.push({ type: 'file', path: `lib/modules/${m}`, data: fs.readFileSync(`/lib/modules/${version}/${m}`) });
-  }
-  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(modules.join('\n') + '\n') });
-  entries.push({ type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 });
+  const entries = initramfsEntries({ kernelVersion: version, modules, files: files.slice(1), init: INIT_SCRIPT });
   const archive = gzipSync(writeCpio(entries), { level: 6 });
-  fs.mkdirSync(outDir, { recursive: true });
-  const tmp = `${initrd}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, archive);
-  fs.renameSync(tmp, initrd);
+  writeFileAtomic(initrd, archive);
   log(`wrote ${initrd} (${(archive.length / 2 ** 20).toFixed(1)} MiB)`);
   return { kernel, initrd };
 }

@@ -11,6 +11,7 @@ import { Logger } from '../engine/log.js';
 import { countArg, finishHelp, newProgram, secondsArg } from './args.js';
 import { CommandError, EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
 import { addResourceCommands } from './resource-commands.js';
+import { addBootimgCommands } from './bootimg.js';
 import { runDemo } from './demo.js';
 import { addServeCommand, parseChap } from './serve.js';
 
@@ -87,6 +88,7 @@ ${EXIT_CODES_HELP}`);
     });
 
   addResourceCommands(program);
+  addBootimgCommands(program);
 
   program.command('gen-secret')
     .summary('print a new random secret for a resource file')
