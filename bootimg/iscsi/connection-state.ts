@@ -16,8 +16,8 @@ import {
 } from './text.js';
 
 export {
-  SessionError, type CompareAndWriteOp, type CompareOp, type DiskOp, type DiskOpResult, type ReadOp, type SyncOp, type TrimOp, type WriteOp,
-  type WriteSameOp,
+  SessionError, type CompareAndWriteOp, type CompareOp, type DiskOp, type DiskOpResult, type OrWriteOp, type ReadOp, type SyncOp, type TrimOp,
+  type WriteOp, type WriteSameOp, type WriteVerifyOp,
 } from './tasks.js';
 
 /** One target this portal serves: its IQN, the LUN 0 disk and the portal addresses (host:port) SendTargets reports. */

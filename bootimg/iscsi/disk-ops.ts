@@ -14,16 +14,17 @@
 // or VERIFY, an op waiting for the range lock) are kicked by the runner itself.
 // execute(op, cb) is the same without a ConnectionState: cb gets the DiskOpResult.
 //
-// Writes (WRITE, WRITE SAME, UNMAP, COMPARE AND WRITE) take an exclusive lock on their block range, granted in arrival
-// order among overlapping ranges, so COMPARE AND WRITE's read, compare and write are atomic with respect to every other
-// write made through this runner (SBC-3 5.3). Reads, VERIFY and SYNCHRONIZE CACHE take no lock.
+// Writes (WRITE, WRITE SAME, UNMAP, COMPARE AND WRITE, WRITE AND VERIFY, ORWRITE) take an exclusive lock on their block
+// range, granted in arrival order among overlapping ranges, so COMPARE AND WRITE's read, compare and write (and ORWRITE's
+// read, OR and write, WRITE AND VERIFY's write and read-back) are atomic with respect to every other write made through
+// this runner (SBC-3 5.3). Reads, VERIFY and SYNCHRONIZE CACHE take no lock.
 // Memory per op is bounded: WRITE SAME and VERIFY go through pieces of at most CHUNK_BYTES; READ, WRITE and COMPARE AND
 // WRITE hold one command's data (bounded by the VPD Block Limits the target reports).
 import { isAsyncBackend, type Backend, type Completion, type IoStatus } from '../../engine/backend.js';
 import { IoVector } from '../../engine/iovec.js';
 import type { ConnectionState, DiskOp, DiskOpResult, Step } from './connection-state.js';
-import { miscompareAt, type CheckCondition } from './scsi.js';
-import type { CompareAndWriteOp, CompareOp, TrimOp, WriteSameOp } from './tasks.js';
+import { miscompareAt, readErrorAt, type CheckCondition } from './scsi.js';
+import type { CompareAndWriteOp, CompareOp, OrWriteOp, TrimOp, WriteSameOp, WriteVerifyOp } from './tasks.js';
 
 /** Largest piece WRITE SAME writes and VERIFY reads at a time. */
 export const CHUNK_BYTES = 1 << 20;
@@ -147,6 +148,8 @@ export class DiskOpRunner {
       case 'write-same': this.locked(op.lba, op.blocks, cb, (release) => this.writeSame(op, release)); return;
       case 'compare': this.compare(op, cb); return;
       case 'compare-and-write': this.locked(op.lba, op.blocks, cb, (release) => this.compareAndWrite(op, release)); return;
+      case 'write-verify': this.locked(op.lba, op.blocks, cb, (release) => this.writeAndVerify(op, release)); return;
+      case 'or-write': this.locked(op.lba, op.blocks, cb, (release) => this.orWrite(op, release)); return;
     }
   }
 
@@ -283,6 +286,42 @@ export class DiskOpRunner {
       const at = firstDifference(current, op.verify, n);
       if (at >= 0) { release(miscompareAt(at) satisfies CheckCondition); return; }
       this.write(op.write, offset, op.fua, (st2) => release(st2 < 0 ? ioError('compare and write write', st2) : 'ok'));
+    });
+  }
+
+  /**
+   * WRITE AND VERIFY (lock held): SBC-3 r36 5.38 asks the device server to "write them to the medium, and then verify that
+   * they are correctly written", so the data is written through (FUA: on the medium, not in a cache) and read back. A
+   * failed read-back is UNRECOVERED READ ERROR; with BYTCHK 01b a difference is MISCOMPARE DURING VERIFY OPERATION with
+   * the offset of the first differing byte in the Data-Out buffer.
+   */
+  private writeAndVerify(op: WriteVerifyOp, release: (r: DiskOpResult) => void): void {
+    const bs = this.backend.info.blockSize;
+    const offset = Number(op.lba) * bs;
+    const n = op.blocks * bs;
+    if (op.data.length !== n) { release(new Error(`write and verify: ${op.data.length} bytes of data for ${op.blocks} blocks`)); return; }
+    this.write(op.data, offset, true, (st) => {
+      if (st < 0) { release(ioError('write and verify write', st)); return; }
+      const back = new Uint8Array(n);
+      this.read(back, offset, (st2) => {
+        if (st2 < 0) { release(readErrorAt(op.lba)); return; }
+        const at = op.bytchk ? firstDifference(back, op.data, n) : -1;
+        release(at >= 0 ? miscompareAt(at) : 'ok');
+      });
+    });
+  }
+
+  /** ORWRITE (16) (lock held): reads the range, ORs the Data-Out into it and writes the result (SBC-3 r36 5.5). */
+  private orWrite(op: OrWriteOp, release: (r: DiskOpResult) => void): void {
+    const bs = this.backend.info.blockSize;
+    const offset = Number(op.lba) * bs;
+    const n = op.blocks * bs;
+    if (op.data.length !== n) { release(new Error(`orwrite: ${op.data.length} bytes of data for ${op.blocks} blocks`)); return; }
+    const current = new Uint8Array(n);
+    this.read(current, offset, (st) => {
+      if (st < 0) { release(readErrorAt(op.lba)); return; }
+      for (let i = 0; i < n; i++) current[i] = current[i]! | op.data[i]!;
+      this.write(current, offset, op.fua, (st2) => release(st2 < 0 ? ioError('orwrite write', st2) : 'ok'));
     });
   }
 }

@@ -51,8 +51,9 @@ type Access = 'none' | 'read' | 'write';
 /**
  * The access each command needs, from the SPC-4 (5.12.1) and SBC-3 (4.17) tables of commands allowed in the presence
  * of persistent reservations: INQUIRY, REPORT LUNS, REQUEST SENSE, TEST UNIT READY, READ CAPACITY, REPORT SUPPORTED OPERATION CODES and
- * PERSISTENT RESERVE IN are "Allowed" under both types; READ and VERIFY are allowed under Write Exclusive only; MODE SENSE
- * (SPC-4: "Conflict" under both), writes, SYNCHRONIZE CACHE, UNMAP, WRITE SAME and COMPARE AND WRITE conflict under both.
+ * PERSISTENT RESERVE IN are "Allowed" under both types; READ, VERIFY, PRE-FETCH and READ DEFECT DATA are allowed under
+ * Write Exclusive only; MODE SENSE (SPC-4: "Conflict" under both), writes (WRITE AND VERIFY and ORWRITE too), SYNCHRONIZE
+ * CACHE, UNMAP, WRITE SAME and COMPARE AND WRITE conflict under both.
  */
 function accessOf(cdb: Uint8Array): Access {
   switch (cdb[0]) {
@@ -61,8 +62,13 @@ function accessOf(cdb: Uint8Array): Access {
       return 'none';
     case Op.SERVICE_ACTION_IN_16: return (cdb[1]! & 0x1f) === ServiceAction.READ_CAPACITY_16 ? 'none' : 'write';
     case Op.MAINTENANCE_IN: return (cdb[1]! & 0x1f) === ServiceAction.REPORT_SUPPORTED_OPERATION_CODES ? 'none' : 'write';
-    case Op.READ_10: case Op.READ_16: case Op.VERIFY_10: case Op.VERIFY_16:
+    case Op.READ_6: case Op.READ_10: case Op.READ_12: case Op.READ_16: case Op.VERIFY_10: case Op.VERIFY_12: case Op.VERIFY_16:
+    case Op.PRE_FETCH_10: case Op.PRE_FETCH_16: case Op.READ_DEFECT_DATA_10: case Op.READ_DEFECT_DATA_12:
       return 'read';
+    // SBC-3 4.17 (and SPC-4 5.12.1): START STOP UNIT with START 1 and POWER CONDITION 0, and PREVENT ALLOW MEDIUM REMOVAL
+    // with PREVENT 0, are allowed under every reservation; their other forms conflict.
+    case Op.START_STOP_UNIT: return (cdb[4]! & 0xf1) === 0x01 ? 'none' : 'write';
+    case Op.PREVENT_ALLOW_MEDIUM_REMOVAL: return (cdb[4]! & 0x03) === 0 ? 'none' : 'write';
     default: return 'write';
   }
 }

@@ -33,6 +33,8 @@ export const Sense = {
   invalidOpcode: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x20, ascq: 0x00 },
   lbaOutOfRange: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x21, ascq: 0x00 },
   invalidFieldInCdb: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x24, ascq: 0x00 },
+  /** INVALID FIELD IN COMMAND INFORMATION UNIT: the transport's command (here the iSCSI EDTL) disagrees with the CDB. */
+  invalidFieldInCommandIu: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x0e, ascq: 0x03 },
   /** LOGICAL UNIT NOT SUPPORTED: this target serves LUN 0 only. */
   lunNotSupported: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x25, ascq: 0x00 },
   invalidFieldInParameterList: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x26, ascq: 0x00 },

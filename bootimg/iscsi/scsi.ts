@@ -1,5 +1,6 @@
 // The SCSI block-device command set the iSCSI target answers: CDB in, response bytes or a typed I/O operation out.
 import { be16, be32, be64, cdbLength, Op, put16, put32, put64, ServiceAction } from './scsi-cdb.js';
+import { mediumAccess, MEDIUM_OPS, outOfRange, type MediumResult } from './scsi-read-write.js';
 import { checkCondition, encodeFixedSense, invalidField, invalidParameter, Sense, type CheckCondition } from './scsi-sense.js';
 import { standardInquiry, vpdPageFor, type ScsiDisk } from './scsi-vpd.js';
 
@@ -11,18 +12,14 @@ export { checkCondition, miscompareAt, readErrorAt, writeErrorAt, Sense, type Ch
  * caller performs (with the Data-Out it receives, for writes) before it answers GOOD or CHECK CONDITION.
  */
 export type ScsiResult =
-  | { kind: 'good' }
   | { kind: 'data-in'; data: Uint8Array }
-  | CheckCondition
-  | { kind: 'read'; lba: bigint; blocks: number; fua: boolean }
-  | { kind: 'write'; lba: bigint; blocks: number; fua: boolean }
+  /** good, check, read, write, verify (BYTCHK 0, 1 or 3), write-verify, or-write: see scsi-read-write.ts. */
+  | MediumResult
   | { kind: 'sync'; lba: bigint; blocks: bigint; immed: boolean }
   /** UNMAP: receive `length` bytes of Data-Out, then decode them with `parseUnmapList`. */
   | { kind: 'unmap-params'; length: number }
   /** WRITE SAME: one block of Data-Out (none when `ndob`) written to every block of the range, or the range unmapped. */
   | { kind: 'write-same'; lba: bigint; blocks: number; unmap: boolean; ndob: boolean }
-  /** VERIFY: bytchk 0 checks the medium only; 1 compares `blocks` blocks of Data-Out; 3 compares one block against each (SBC-3 5.32). */
-  | { kind: 'verify'; lba: bigint; blocks: number; bytchk: 0 | 1 | 3 }
   /** COMPARE AND WRITE: Data-Out holds 2 x `blocks` blocks, the verify data then the write data (SBC-3 5.3). */
   | { kind: 'compare-and-write'; lba: bigint; blocks: number; fua: boolean }
   /** PERSISTENT RESERVE IN (SPC-4 6.15): answered from the target's Reservations. */
@@ -58,6 +55,7 @@ export function handleCdb(cdb: Uint8Array, disk: ScsiDisk, expectedLength = Infi
 
 /** One flat dispatcher: one small function per command. */
 function dispatch(op: number, cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
+  if (MEDIUM_OPS.has(op)) return mediumAccess(cdb, disk);
   switch (op) {
     case Op.TEST_UNIT_READY: return { kind: 'good' };
     case Op.REQUEST_SENSE: return requestSense(cdb);
@@ -68,17 +66,11 @@ function dispatch(op: number, cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
     case Op.SERVICE_ACTION_IN_16:
       if ((cdb[1]! & 0x1f) === ServiceAction.READ_CAPACITY_16) return readCapacity16(cdb, disk);
       return invalidField(1, 4); // SPC-4 4.2.5.1: an unsupported service action is an invalid field
-    case Op.READ_10: return readWrite(cdb, disk, 'read', BigInt(be32(cdb, 2)), be16(cdb, 7));
-    case Op.READ_16: return readWrite(cdb, disk, 'read', be64(cdb, 2), be32(cdb, 10));
-    case Op.WRITE_10: return readWrite(cdb, disk, 'write', BigInt(be32(cdb, 2)), be16(cdb, 7));
-    case Op.WRITE_16: return readWrite(cdb, disk, 'write', be64(cdb, 2), be32(cdb, 10));
     case Op.SYNCHRONIZE_CACHE_10: return synchronizeCache(cdb, disk, BigInt(be32(cdb, 2)), BigInt(be16(cdb, 7)));
     case Op.SYNCHRONIZE_CACHE_16: return synchronizeCache(cdb, disk, be64(cdb, 2), BigInt(be32(cdb, 10)));
     case Op.UNMAP: return unmap(cdb, disk);
     case Op.WRITE_SAME_10: return writeSame(cdb, disk, BigInt(be32(cdb, 2)), be16(cdb, 7));
     case Op.WRITE_SAME_16: return writeSame(cdb, disk, be64(cdb, 2), be32(cdb, 10));
-    case Op.VERIFY_10: return verify(cdb, disk, BigInt(be32(cdb, 2)), be16(cdb, 7));
-    case Op.VERIFY_16: return verify(cdb, disk, be64(cdb, 2), be32(cdb, 10));
     case Op.COMPARE_AND_WRITE: return compareAndWrite(cdb, disk);
     case Op.REPORT_LUNS: return reportLuns(cdb);
     case Op.MAINTENANCE_IN:
@@ -86,6 +78,10 @@ function dispatch(op: number, cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
       return invalidField(1, 4);
     case Op.PERSISTENT_RESERVE_IN: return persistentReserveIn(cdb);
     case Op.PERSISTENT_RESERVE_OUT: return persistentReserveOut(cdb);
+    case Op.START_STOP_UNIT: return startStopUnit(cdb);
+    case Op.PREVENT_ALLOW_MEDIUM_REMOVAL: return preventAllowMediumRemoval(cdb);
+    case Op.READ_DEFECT_DATA_10: return readDefectData(cdb, false);
+    case Op.READ_DEFECT_DATA_12: return readDefectData(cdb, true);
     default: return checkCondition(Sense.invalidOpcode);
   }
 }
@@ -93,12 +89,6 @@ function dispatch(op: number, cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
 /** Data-In truncated to the ALLOCATION LENGTH (SPC-4 4.2.5.6). */
 function dataIn(data: Uint8Array, allocationLength: number): ScsiResult {
   return { kind: 'data-in', data: data.length > allocationLength ? data.subarray(0, allocationLength) : data };
-}
-
-/** LBA range check (SBC-3 4.5): an LBA past the last, or a range ending past it, is LBA OUT OF RANGE. */
-function outOfRange(disk: ScsiDisk, lba: bigint, blocks: bigint): CheckCondition | undefined {
-  if (lba >= disk.blocks || lba + blocks > disk.blocks) return checkCondition(Sense.lbaOutOfRange);
-  return undefined;
 }
 
 /** INQUIRY (SPC-4 6.4.1, Table 141): EVPD in byte 1 bit 0, PAGE CODE in byte 2, ALLOCATION LENGTH in bytes 3-4. */
@@ -145,18 +135,6 @@ function readCapacity16(cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
   put32(b, 8, disk.blockSize);
   if (disk.thinProvisioning) b[14] = 0x80 | (disk.unmapReadsZero ? 0x40 : 0);
   return dataIn(b, be32(cdb, 10));
-}
-
-/** READ/WRITE (10) and (16) (SBC-3 5.8, 5.10, 5.33, 5.35): protection fields refused, FUA in byte 1 bit 3. */
-function readWrite(cdb: Uint8Array, disk: ScsiDisk, kind: 'read' | 'write', lba: bigint, blocks: number): ScsiResult {
-  if (cdb[1]! & 0xe0) return invalidField(1, 7); // RDPROTECT/WRPROTECT: no protection information
-  if (kind === 'write' && disk.readOnly) return checkCondition(Sense.writeProtected);
-  if (blocks > disk.maxTransferBlocks) return invalidField(cdb[0] === Op.READ_10 || cdb[0] === Op.WRITE_10 ? 7 : 10);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  // SBC-3 5.8: "A TRANSFER LENGTH field set to zero specifies that no logical blocks shall be read."
-  if (blocks === 0) return { kind: 'good' };
-  return { kind, lba, blocks, fua: (cdb[1]! & 0x08) !== 0 };
 }
 
 /** SYNCHRONIZE CACHE (10)/(16) (SBC-3 5.22, 5.23): NUMBER OF LOGICAL BLOCKS zero means through the last LBA. */
@@ -227,18 +205,6 @@ function writeSame(cdb: Uint8Array, disk: ScsiDisk, lba: bigint, blocks: number)
   return { kind: 'write-same', lba, blocks, unmap, ndob };
 }
 
-/** VERIFY (10)/(16) (SBC-3 5.32, 5.34): BYTCHK in byte 1 bits 2-1; 2 is reserved. */
-function verify(cdb: Uint8Array, disk: ScsiDisk, lba: bigint, blocks: number): ScsiResult {
-  if (cdb[1]! & 0xe0) return invalidField(1, 7); // VRPROTECT
-  const bytchk = (cdb[1]! >> 1) & 0x03;
-  if (bytchk === 2) return invalidField(1, 2);
-  if (blocks > disk.maxTransferBlocks) return invalidField(cdb[0] === Op.VERIFY_10 ? 7 : 10);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  if (blocks === 0) return { kind: 'good' };
-  return { kind: 'verify', lba, blocks, bytchk: bytchk as 0 | 1 | 3 };
-}
-
 /** COMPARE AND WRITE (SBC-3 5.3, Table 15): LBA bytes 2-9, NUMBER OF LOGICAL BLOCKS byte 13 (VPD 0xB0 limit). */
 function compareAndWrite(cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
   if (cdb[1]! & 0xe0) return invalidField(1, 7); // WRPROTECT
@@ -271,6 +237,45 @@ function persistentReserveOut(cdb: Uint8Array): ScsiResult {
   const length = be32(cdb, 5);
   if (length !== 24) return checkCondition(Sense.parameterListLengthError);
   return { kind: 'persistent-reserve-out', serviceAction, scopeType: cdb[2]!, length };
+}
+
+/**
+ * START STOP UNIT (SBC-3 r36 5.25): POWER CONDITION in byte 4 bits 7-4, POWER CONDITION MODIFIER in byte 3, LOEJ bit 1 and
+ * START bit 0 of byte 4. The logical unit has no power conditions (no Power Condition mode page), so a POWER CONDITION or
+ * modifier other than 0 (START_VALID) is an invalid field. START 1 asks for the active state, where the unit always is:
+ * GOOD (with LOEJ 1, "load the medium", the medium is loaded already). START 0 would stop the unit for every session of
+ * the target (and, replicated, on every node) and is refused as an invalid field, as Linux LIO does; IMMED changes nothing.
+ */
+function startStopUnit(cdb: Uint8Array): ScsiResult {
+  if (cdb[4]! & 0xf0) return invalidField(4, 7);
+  if (cdb[3]! & 0x0f) return invalidField(3, 3);
+  if (!(cdb[4]! & 0x01)) return invalidField(4, 0);
+  return { kind: 'good' };
+}
+
+/**
+ * PREVENT ALLOW MEDIUM REMOVAL (SBC-3 r36 5.10): PREVENT in byte 4 bits 1-0, 00b allow and 01b prevent; 10b and 11b are
+ * obsolete (media changers) and refused. The medium is not removable (INQUIRY RMB 0), so nothing can remove it and both
+ * states hold trivially: GOOD, with nothing to remember.
+ */
+function preventAllowMediumRemoval(cdb: Uint8Array): ScsiResult {
+  if (cdb[4]! & 0x02) return invalidField(4, 1);
+  return { kind: 'good' };
+}
+
+/**
+ * READ DEFECT DATA (10)/(12) (SBC-3 r36 5.18, 5.19): REQ_PLIST (bit 4), REQ_GLIST (bit 3) and DEFECT LIST FORMAT (bits 2-0) in
+ * byte 2 (10) or byte 1 (12); ALLOCATION LENGTH in bytes 7-8 (10) or 6-9 (12). The volume has no defects: the lists asked
+ * for are returned valid (PLISTV, GLISTV) and empty, in the requested format (an empty list has the same bytes in every
+ * format), after a 4-byte (10) or 8-byte (12, with GENERATION CODE 0) header. Format 111b is reserved.
+ */
+function readDefectData(cdb: Uint8Array, twelve: boolean): ScsiResult {
+  const flagsByte = twelve ? 1 : 2;
+  const flags = cdb[flagsByte]! & 0x1f;
+  if ((flags & 0x07) === 0x07) return invalidField(flagsByte, 2);
+  const b = new Uint8Array(twelve ? 8 : 4);
+  b[1] = flags; // PLISTV = REQ_PLIST, GLISTV = REQ_GLIST, DEFECT LIST FORMAT as requested; DEFECT LIST LENGTH 0
+  return dataIn(b, twelve ? be32(cdb, 6) : be16(cdb, 7));
 }
 
 /** REPORT LUNS (SPC-4 6.33, Table 282): LUN 0 only; an ALLOCATION LENGTH under 16 is INVALID FIELD IN CDB. */
@@ -384,13 +389,20 @@ const ff8 = [...ff4, ...ff4];
 export const SUPPORTED_COMMANDS: readonly CommandInfo[] = [
   { op: Op.TEST_UNIT_READY, usage: [0x00, 0, 0, 0, 0, 0] },
   { op: Op.REQUEST_SENSE, usage: [0x03, 0x00, 0, 0, 0xff, 0] },
+  { op: Op.READ_6, usage: [0x08, 0x1f, 0xff, 0xff, 0xff, 0] },
+  { op: Op.WRITE_6, usage: [0x0a, 0x1f, 0xff, 0xff, 0xff, 0] },
   { op: Op.INQUIRY, usage: [0x12, 0x01, 0xff, 0xff, 0xff, 0] },
   { op: Op.MODE_SENSE_6, usage: [0x1a, 0x08, 0xff, 0xff, 0xff, 0] },
+  { op: Op.START_STOP_UNIT, usage: [0x1b, 0x01, 0, 0x0f, 0xf3, 0] },
+  { op: Op.PREVENT_ALLOW_MEDIUM_REMOVAL, usage: [0x1e, 0, 0, 0, 0x03, 0] },
   { op: Op.READ_CAPACITY_10, usage: [0x25, 0, ...ff4, 0, 0, 0x01, 0] },
   { op: Op.READ_10, usage: [0x28, 0x18, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.WRITE_10, usage: [0x2a, 0x18, ...ff4, 0, 0xff, 0xff, 0] },
+  { op: Op.WRITE_AND_VERIFY_10, usage: [0x2e, 0x16, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.VERIFY_10, usage: [0x2f, 0x16, ...ff4, 0, 0xff, 0xff, 0] },
+  { op: Op.PRE_FETCH_10, usage: [0x34, 0x02, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.SYNCHRONIZE_CACHE_10, usage: [0x35, 0x02, ...ff4, 0, 0xff, 0xff, 0] },
+  { op: Op.READ_DEFECT_DATA_10, usage: [0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0] },
   { op: Op.WRITE_SAME_10, usage: [0x41, 0x08, ...ff4, 0, 0xff, 0xff, 0] },
   { op: Op.UNMAP, usage: [0x42, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0] },
   { op: Op.MODE_SENSE_10, usage: [0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0] },
@@ -399,12 +411,20 @@ export const SUPPORTED_COMMANDS: readonly CommandInfo[] = [
   { op: Op.READ_16, usage: [0x88, 0x18, ...ff8, ...ff4, 0, 0] },
   { op: Op.COMPARE_AND_WRITE, usage: [0x89, 0x18, ...ff8, 0, 0, 0, 0xff, 0, 0] },
   { op: Op.WRITE_16, usage: [0x8a, 0x18, ...ff8, ...ff4, 0, 0] },
+  { op: Op.ORWRITE_16, usage: [0x8b, 0x18, ...ff8, ...ff4, 0, 0] },
+  { op: Op.WRITE_AND_VERIFY_16, usage: [0x8e, 0x16, ...ff8, ...ff4, 0, 0] },
   { op: Op.VERIFY_16, usage: [0x8f, 0x16, ...ff8, ...ff4, 0, 0] },
+  { op: Op.PRE_FETCH_16, usage: [0x90, 0x02, ...ff8, ...ff4, 0, 0] },
   { op: Op.SYNCHRONIZE_CACHE_16, usage: [0x91, 0x02, ...ff8, ...ff4, 0, 0] },
   { op: Op.WRITE_SAME_16, usage: [0x93, 0x09, ...ff8, ...ff4, 0, 0] },
   { op: Op.SERVICE_ACTION_IN_16, sa: ServiceAction.READ_CAPACITY_16, usage: [0x9e, 0x1f, ...ff8, ...ff4, 0x01, 0] },
   { op: Op.REPORT_LUNS, usage: [0xa0, 0, 0xff, 0, 0, 0, ...ff4, 0, 0] },
   { op: Op.MAINTENANCE_IN, sa: ServiceAction.REPORT_SUPPORTED_OPERATION_CODES, usage: [0xa3, 0x1f, 0x87, 0xff, 0xff, 0xff, ...ff4, 0, 0] },
+  { op: Op.READ_12, usage: [0xa8, 0x18, ...ff4, ...ff4, 0, 0] },
+  { op: Op.WRITE_12, usage: [0xaa, 0x18, ...ff4, ...ff4, 0, 0] },
+  { op: Op.WRITE_AND_VERIFY_12, usage: [0xae, 0x16, ...ff4, ...ff4, 0, 0] },
+  { op: Op.VERIFY_12, usage: [0xaf, 0x16, ...ff4, ...ff4, 0, 0] },
+  { op: Op.READ_DEFECT_DATA_12, usage: [0xb7, 0x1f, ...ff4, ...ff4, 0, 0] },
 ];
 
 /** Command timeouts descriptor (SPC-4 6.35.4, Table 295): length 0x0A, timeouts not specified. */

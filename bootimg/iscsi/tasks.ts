@@ -49,8 +49,21 @@ export interface CompareAndWriteOp {
   kind: 'compare-and-write'; itt: number; target: string; lba: bigint; blocks: number; verify: Uint8Array; write: Uint8Array; fua: boolean;
 }
 
+/**
+ * WRITE AND VERIFY (SBC-3 r36 5.38): the caller writes `data` (blocks x block size bytes) through to the medium, reads the
+ * range back and, with `bytchk`, compares it with `data` (a difference is miscompareAt(offset)); the write and the read-back
+ * hold the range against other writes. Reported with completeOp.
+ */
+export interface WriteVerifyOp { kind: 'write-verify'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; bytchk: boolean }
+
+/**
+ * ORWRITE (16) (SBC-3 r36 5.5): the caller reads the range, ORs `data` (blocks x block size bytes) into it and writes the
+ * result, atomically with respect to other writes of the range. Reported with completeOp.
+ */
+export interface OrWriteOp { kind: 'or-write'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; fua: boolean }
+
 /** A disk operation for the caller. Every op holds at most one command's Data-Out (bounded by the VPD 0xB0 limits). */
-export type DiskOp = ReadOp | WriteOp | SyncOp | TrimOp | WriteSameOp | CompareOp | CompareAndWriteOp;
+export type DiskOp = ReadOp | WriteOp | SyncOp | TrimOp | WriteSameOp | CompareOp | CompareAndWriteOp | WriteVerifyOp | OrWriteOp;
 
 /**
  * What the caller reports for a DiskOp: the bytes of a ReadOp, 'ok' for the others, a CHECK CONDITION of its own (e.g.
@@ -90,6 +103,8 @@ type DataUse =
   | { kind: 'write-same'; lba: bigint; blocks: number; unmap: boolean }
   | { kind: 'verify'; lba: bigint; blocks: number }
   | { kind: 'compare-and-write'; lba: bigint; blocks: number; fua: boolean }
+  | { kind: 'write-verify'; lba: bigint; blocks: number; bytchk: boolean }
+  | { kind: 'or-write'; lba: bigint; blocks: number; fua: boolean }
   | { kind: 'persistent-reserve-out'; serviceAction: number; scopeType: number };
 
 /**
@@ -125,7 +140,7 @@ const DROPPED_ITTS = 256;
 function empty(): Step { return { pdus: [], ops: [], close: null, log: [] }; }
 const hex = (n: number): string => `0x${(n >>> 0).toString(16)}`;
 /** The op kinds that change the medium (counted by pendingWrites). */
-const WRITES: ReadonlySet<DiskOp['kind']> = new Set(['write', 'trim', 'write-same', 'compare-and-write']);
+const WRITES: ReadonlySet<DiskOp['kind']> = new Set(['write', 'trim', 'write-same', 'compare-and-write', 'write-verify', 'or-write']);
 
 /**
  * The SCSI tasks of one session, LUN 0, ErrorRecoveryLevel 0. ConnectionState hands it SCSI Commands (after their CmdSN
@@ -176,7 +191,7 @@ export class TaskSet {
         // A command with Data-Out whose CDB asks for none (e.g. COMPARE AND WRITE of 0 blocks) but whose EDTL says data
         // follows: refused like a write whose EDTL differs from its CDB (see collect()); we take no residual Data-Out.
         if (h.write && h.expectedDataTransferLength > 0 && h.cdb[0] === Op.COMPARE_AND_WRITE) {
-          this.sendCheck(s, h.itt, checkCondition(Sense.invalidFieldInCdb));
+          this.sendCheck(s, h.itt, checkCondition(Sense.invalidFieldInCommandIu), residual(0, h.expectedDataTransferLength));
           return s;
         }
         this.sendGood(s, h.itt, t.residual); return s;
@@ -211,6 +226,12 @@ export class TaskSet {
       case 'compare-and-write':
         t.lba = r.lba;
         return this.collect(s, h, pdu, t, 2 * r.blocks * bs, { kind: 'compare-and-write', lba: r.lba, blocks: r.blocks, fua: r.fua });
+      case 'write-verify':
+        t.lba = r.lba;
+        return this.collect(s, h, pdu, t, r.blocks * bs, { kind: 'write-verify', lba: r.lba, blocks: r.blocks, bytchk: r.bytchk });
+      case 'or-write':
+        t.lba = r.lba;
+        return this.collect(s, h, pdu, t, r.blocks * bs, { kind: 'or-write', lba: r.lba, blocks: r.blocks, fua: r.fua });
       case 'unmap-params':
         return this.collect(s, h, pdu, t, r.length, { kind: 'unmap' });
       case 'persistent-reserve-out':
@@ -233,11 +254,21 @@ export class TaskSet {
    * EDTL, takes the immediate data, opens the unsolicited sequence, sends the first R2Ts; `use` runs when the last byte is in.
    */
   private collect(s: Step, h: ScsiCommand, pdu: InPdu, t: Task, length: number, use: DataUse): Step {
-    // Section 11.3.4 / SAM: the EDTL of a command with Data-Out is the data it carries; no W bit, or an EDTL other than
-    // the CDB's length, is refused with INVALID FIELD IN CDB (we take no residual Data-Out).
-    if (!h.write || h.read || h.expectedDataTransferLength !== length) {
+    // A command with Data-Out needs the W bit and no R bit (section 11.3.1); without them it is refused with INVALID FIELD IN CDB.
+    if (!h.write || h.read) {
       this.sendCheck(s, h.itt, checkCondition(Sense.invalidFieldInCdb));
       s.log.push(`${use.kind} ${hex(h.itt)}: W=${h.write} R=${h.read} EDTL ${h.expectedDataTransferLength} for ${length} bytes`);
+      return s;
+    }
+    // An EDTL other than the CDB's data length (section 11.4.5.1: SPDTL != EDTL) is a residual, which "MUST be signaled in
+    // the SCSI Response PDU" with "the Residual Count ... set to the numerical value of (SPDTL - EDTL)" (or EDTL - SPDTL).
+    // What the target does with the command is the transport's choice; FCP-4 (9.4.2, the model iSCSI has none of) lets it
+    // "transfer no data and return CHECK CONDITION status with the sense key set to ILLEGAL REQUEST and the additional sense
+    // code set to INVALID FIELD IN COMMAND INFORMATION UNIT". We do that, as Linux LIO does (target_cmd_size_check): a
+    // write that disagrees with its own length is not written, not half written; its Data-Out is dropped.
+    if (h.expectedDataTransferLength !== length) {
+      this.sendCheck(s, h.itt, checkCondition(Sense.invalidFieldInCommandIu), residual(length, h.expectedDataTransferLength));
+      s.log.push(`${use.kind} ${hex(h.itt)}: EDTL ${h.expectedDataTransferLength} for ${length} bytes of Data-Out`);
       return s;
     }
     const p = this.host.params();
@@ -343,6 +374,12 @@ export class TaskSet {
     switch (use.kind) {
       case 'write':
         this.emit(s, t, { kind: 'write', ...base, lba: use.lba, blocks: use.blocks, data: buf, fua: use.fua });
+        return;
+      case 'write-verify':
+        this.emit(s, t, { kind: 'write-verify', ...base, lba: use.lba, blocks: use.blocks, data: buf, bytchk: use.bytchk });
+        return;
+      case 'or-write':
+        this.emit(s, t, { kind: 'or-write', ...base, lba: use.lba, blocks: use.blocks, data: buf, fua: use.fua });
         return;
       case 'verify':
         this.emit(s, t, { kind: 'compare', ...base, lba: use.lba, blocks: use.blocks, expected: buf });
@@ -518,9 +555,12 @@ export class TaskSet {
     s.pdus.push(encodeScsiResponse({ ...this.host.takeSN(), itt, status }));
   }
 
-  /** Section 11.4.7: CHECK CONDITION goes in a SCSI Response with SenseLength and the sense data in its data segment. */
-  private sendCheck(s: Step, itt: number, c: CheckCondition): void {
-    s.pdus.push(encodeScsiResponse({ ...this.host.takeSN(), itt, status: c.status, sense: c.sense }));
+  /**
+   * Section 11.4.7: CHECK CONDITION goes in a SCSI Response with SenseLength and the sense data in its data segment;
+   * `res` is the residual of a command refused for its EDTL (section 11.4.5.1).
+   */
+  private sendCheck(s: Step, itt: number, c: CheckCondition, res?: Residual): void {
+    s.pdus.push(encodeScsiResponse({ ...this.host.takeSN(), itt, status: c.status, sense: c.sense, residual: res }));
   }
 
   /**

@@ -49,8 +49,10 @@ test('UNMAP without immediate data: an R2T for the list, the Data-Out, then the 
   assert.equal(r2t.desiredDataTransferLength, list.length);
   const s = i.c.receive(i.dataOut(itt, r2t.ttt, 0, 0, list));
   assert.equal(s.ops[0]?.kind, 'trim');
+  // RFC 7143 section 11.4.5.1: the EDTL disagrees with the CDB: INVALID FIELD IN COMMAND INFORMATION UNIT and the residual
   const wrong = one(i.send([0x42, 0, 0, 0, 0, 0, 0, 0, list.length, 0], { write: true, edtl: 100 }), Opcode.ScsiResponse);
-  assert.deepEqual(senseOf(wrong.data), [0x5, 0x24, 0x00]);
+  assert.deepEqual(senseOf(wrong.data), [0x5, 0x0e, 0x03]);
+  assert.deepEqual([wrong.underflow, wrong.residualCount], [true, 100 - list.length]);
 });
 
 test('WRITE SAME: one block of data becomes a WriteSameOp; UNMAP with zeroes a zeroing TrimOp; NDOB needs no Data-Out', () => {
@@ -115,6 +117,55 @@ test('COMPARE AND WRITE: 2 x blocks of Data-Out over R2Ts split into verify and 
   assert.deepEqual(senseOf(m.data), [0xe, 0x1d, 0x00]);
   assert.equal(informationOf(m.data), 17);
   assert.throws(() => i.c.completeCompareAndWrite(itt, 'ok'), SessionError);
+});
+
+test('WRITE AND VERIFY and ORWRITE: their Data-Out becomes a write-verify or or-write op; GOOD, MISCOMPARE, MEDIUM ERROR', () => {
+  const i = new Initiator(makeTarget());
+  const data = new Uint8Array(1024).fill(9);
+  const wv = i.send([0x2e, 0x02, ...be32(6), 0, 0, 2, 0], { write: true, edtl: 1024, data }).ops[0]!;
+  assert.ok(wv.kind === 'write-verify');
+  assert.deepEqual([wv.lba, wv.blocks, wv.bytchk, wv.data.length, wv.data[0]], [6n, 2, true, 1024, 9]);
+  assert.equal(i.c.pendingWrites, 1);
+  const m = one(i.c.completeOp(wv, miscompareAt(3)), Opcode.ScsiResponse);
+  assert.deepEqual([senseOf(m.data), informationOf(m.data)], [[0xe, 0x1d, 0x00], 3]);
+  const wv16 = i.send([0x8e, 0, 0, 0, 0, 0, 0, 0, 0, 6, ...be32(1), 0, 0], { write: true, edtl: 512, data: data.subarray(0, 512) }).ops[0]!;
+  assert.ok(wv16.kind === 'write-verify' && !wv16.bytchk);
+  assert.equal(one(i.c.completeOp(wv16, 'ok'), Opcode.ScsiResponse).status, ScsiStatus.Good);
+  const ow = i.send([0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0, 8, ...be32(2), 0, 0], { write: true, edtl: 1024, data }).ops[0]!;
+  assert.ok(ow.kind === 'or-write');
+  assert.deepEqual([ow.lba, ow.blocks, ow.fua, ow.data.length], [8n, 2, true, 1024]);
+  const e = one(i.c.completeOp(ow, new Error('EIO')), Opcode.ScsiResponse);
+  assert.deepEqual([senseOf(e.data), informationOf(e.data)], [[0x3, 0x0c, 0x00], 8]);
+  // zero blocks: GOOD, no op
+  assert.equal(one(i.send([0x2e, 0, ...be32(6), 0, 0, 0, 0], { write: true }), Opcode.ScsiResponse).status, ScsiStatus.Good);
+  assert.equal(i.c.pendingTasks, 0);
+});
+
+test('EDTL other than the CDB length (RFC 7143 11.4.5.1): INVALID FIELD IN COMMAND IU with the residual; nothing written', () => {
+  const i = new Initiator(makeTarget(), { keys: [['InitialR2T', 'No']] });
+  const cases: [number[], number, [boolean, boolean, number]][] = [
+    [[0x2a, 0, ...be32(0), 0, 0, 1, 0], 0, [true, false, 512]], // WRITE (10), 1 block, EDTL 0
+    [[0x2a, 0, ...be32(0), 0, 0, 1, 0], 200, [true, false, 312]],
+    [[0x2a, 0, ...be32(0), 0, 0, 2, 0], 512, [true, false, 512]],
+    [[0xaa, 0, ...be32(0), ...be32(1), 0, 0], 1024, [false, true, 512]], // WRITE (12)
+    [[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0, ...be32(1), 0, 0], 10000, [false, true, 9488]], // WRITE (16)
+    [[0xae, 0x02, ...be32(0), ...be32(1), 0, 0], 1024, [false, true, 512]], // WRITE AND VERIFY (12)
+    [[0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 512, [false, true, 512]], // COMPARE AND WRITE of 0 blocks
+  ];
+  for (const [cdb, edtl, [overflow, underflow, count]] of cases) {
+    const itt = i.itt();
+    // with unsolicited Data-Out announced (F=0) when there is data, which is then dropped without a Reject
+    const unsolicited = edtl > 0 && edtl <= 8192;
+    const r = one(i.send(cdb, { write: true, edtl, itt, final: !unsolicited }), Opcode.ScsiResponse);
+    assert.equal(r.status, ScsiStatus.CheckCondition);
+    assert.deepEqual(senseOf(r.data), [0x5, 0x0e, 0x03], cdb[0]!.toString(16));
+    assert.deepEqual([r.overflow, r.underflow, r.residualCount], [overflow, underflow, count], `${cdb[0]!.toString(16)} EDTL ${edtl}`);
+    if (unsolicited) {
+      const d = i.c.receive(i.dataOut(itt, RESERVED_TAG, 0, 0, new Uint8Array(edtl)));
+      assert.deepEqual([d.pdus.length, d.ops.length, d.close], [0, 0, null]);
+    }
+  }
+  assert.equal(i.c.pendingTasks, 0);
 });
 
 test('persistent reservations between two sessions: register, reserve, conflict, read keys, preempt (a cluster failover)', () => {

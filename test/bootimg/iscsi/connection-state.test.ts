@@ -526,13 +526,20 @@ test('refused writes: short, overlapping, wrong TTT, wrong DataSN, immediate dat
     assert.equal(one(t, Opcode.Reject).reason, RejectReason.ProtocolError);
     assert.equal(c.pendingWrites, 0);
   }
-  { // no W bit, or EDTL not blocks x 512: CHECK CONDITION INVALID FIELD IN CDB
+  { // no W bit: CHECK CONDITION INVALID FIELD IN CDB; EDTL not blocks x 512: INVALID FIELD IN COMMAND INFORMATION UNIT
+    // with the residual (RFC 7143 section 11.4.5.1): overflow when the CDB asks for more than the EDTL, underflow when less
     const c = ipxeLogin({}, 8192, IPXE_WRITE_KEYS);
-    for (const o of [{ itt: 0x80, write: false }, { itt: 0x81, edtl: 4000 }]) {
+    const cases = [
+      { o: { itt: 0x80, write: false }, asc: [0x24, 0x00], res: [false, false, 0] },
+      { o: { itt: 0x81, edtl: 4000 }, asc: [0x0e, 0x03], res: [true, false, 96] },
+      { o: { itt: 0x82, edtl: 5000 }, asc: [0x0e, 0x03], res: [false, true, 904] },
+    ] as const;
+    for (const { o, asc, res } of cases) {
       const r = one(c.receive(writeCmd(0, 8, o)), Opcode.ScsiResponse);
       assert.equal(r.status, ScsiStatus.CheckCondition);
       assert.equal(r.data[2 + 2]! & 0x0f, 0x05); // ILLEGAL REQUEST
-      assert.equal(r.data[2 + 12], 0x24);
+      assert.deepEqual([r.data[2 + 12], r.data[2 + 13]], asc);
+      assert.deepEqual([r.overflow, r.underflow, r.residualCount], res);
     }
     assert.equal(c.pendingWrites, 0);
   }

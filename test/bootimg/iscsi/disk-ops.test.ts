@@ -114,6 +114,20 @@ for (const [name, make] of backends) {
     assert.deepEqual(runner.lockCounts, { held: 0, waiting: 0 });
     runner.backend.close();
   });
+
+  test(`${name}: WRITE AND VERIFY writes then reads back; ORWRITE ORs the data into the blocks`, () => {
+    const runner = new DiskOpRunner(make());
+    const data = filled(2 * 512, (i) => i * 7 + 3);
+    assert.equal(exec(runner, { kind: 'write-verify', ...base, lba: 60n, blocks: 2, data, bytchk: true }), 'ok');
+    assert.deepEqual(exec(runner, { kind: 'read', ...base, lba: 60n, blocks: 2, fua: false }), data);
+    assert.equal(exec(runner, { kind: 'write-verify', ...base, lba: 62n, blocks: 1, data: data.subarray(0, 512), bytchk: false }), 'ok');
+    assert.ok(exec(runner, { kind: 'write-verify', ...base, lba: BigInt(BLOCKS - 1), blocks: 2, data, bytchk: true }) instanceof Error);
+    exec(runner, { kind: 'write', ...base, lba: 70n, blocks: 2, data: filled(1024, (i) => (i & 1 ? 0x0f : 0x00)), fua: false });
+    assert.equal(exec(runner, { kind: 'or-write', ...base, lba: 70n, blocks: 2, data: filled(1024, () => 0xa0), fua: true }), 'ok');
+    assert.deepEqual(exec(runner, { kind: 'read', ...base, lba: 70n, blocks: 2, fua: false }), filled(1024, (i) => (i & 1 ? 0xaf : 0xa0)));
+    assert.deepEqual(runner.lockCounts, { held: 0, waiting: 0 });
+    runner.backend.close();
+  });
 }
 
 /** A memory disk whose operations complete only at poll(), in submission order; counts kicks. */
@@ -220,4 +234,50 @@ test('run(): the op goes to the disk and its result through ConnectionState into
   later.poll();
   const s = steps.pop()!;
   assert.deepEqual([out(s).length, s.close], [0, null]);
+});
+
+test('WRITE AND VERIFY: written through (FUA), read back under the range lock; a changed byte is a MISCOMPARE with BYTCHK only', () => {
+  class FuaBackend extends LaterBackend {
+    fua: boolean[] = [];
+    override write(iov: IoVector, offset: number, fua: boolean, done: Completion): void { this.fua.push(fua); super.write(iov, offset, fua, done); }
+  }
+  const be = new FuaBackend(64);
+  const runner = new DiskOpRunner(be);
+  const results: string[] = [];
+  const op = (o: DiskOp): void => runner.execute(o, (r) => results.push(`${o.kind}: ${typeof r === 'string' ? r : r instanceof Uint8Array || r instanceof Error ? 'other' : `check ${r.condition.asc.toString(16)} at ${r.condition.information}`}`));
+  const data = filled(1024, (i) => i + 1);
+  op({ kind: 'write-verify', ...base, lba: 4n, blocks: 2, data, bytchk: true });
+  op({ kind: 'write', ...base, lba: 5n, blocks: 1, data: new Uint8Array(512), fua: false });
+  runner.kick();
+  assert.deepEqual(be.submitted, ['write 4']);
+  be.poll(); // the write is in: the read-back goes out, the overlapping write still waits
+  assert.deepEqual(be.submitted, ['write 4', 'read 4']);
+  be.mem[4 * 512 + 700] = 0; // the medium does not hold what was written
+  be.poll();
+  be.poll();
+  assert.deepEqual(results, ['write-verify: check 1d at 700', 'write: ok']);
+  assert.deepEqual(be.fua, [true, false]);
+  // BYTCHK 0: the read-back only checks that the blocks can be read
+  op({ kind: 'write-verify', ...base, lba: 4n, blocks: 2, data, bytchk: false });
+  runner.kick();
+  be.poll();
+  be.mem[4 * 512 + 700] = 0;
+  be.poll();
+  assert.equal(results[2], 'write-verify: ok');
+});
+
+test('WRITE AND VERIFY and ORWRITE: a failed read is MEDIUM ERROR / UNRECOVERED READ ERROR at the first LBA', () => {
+  class NoReads extends LaterBackend {
+    override read(_iov: IoVector, _offset: number, done: Completion): void { done.complete(-5); }
+  }
+  const runner = new DiskOpRunner(new NoReads(16));
+  for (const o of [
+    { kind: 'write-verify', ...base, lba: 3n, blocks: 1, data: new Uint8Array(512), bytchk: true },
+    { kind: 'or-write', ...base, lba: 3n, blocks: 1, data: new Uint8Array(512), fua: false },
+  ] as DiskOp[]) {
+    const r = exec(runner, o);
+    assert.ok(typeof r === 'object' && 'condition' in r);
+    assert.deepEqual([r.condition.key, r.condition.asc, r.condition.information], [0x3, 0x11, 3n]);
+  }
+  assert.deepEqual(runner.lockCounts, { held: 0, waiting: 0 });
 });

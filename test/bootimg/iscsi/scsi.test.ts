@@ -276,6 +276,97 @@ test('VERIFY (10)/(16): BYTCHK, refusals', () => {
   assert.deepEqual(sense(handleCdb(cdb(0x8f, 0, ...be(0, 8), ...be(disk.maxTransferBlocks + 1, 4)), disk)), INVALID_FIELD);
 });
 
+test('READ/WRITE (6): 21-bit LBA, zero length means 256 blocks, no FUA, range refusals', () => {
+  assert.deepEqual(handleCdb(cdb(0x08, 0x01, 0x02, 0x03, 4), disk), { kind: 'read', lba: 0x10203n, blocks: 4, fua: false });
+  assert.deepEqual(handleCdb(cdb(0x0a, 0x1f, 0xff, 0x00, 0), disk), { kind: 'write', lba: 0x1fff00n, blocks: 256, fua: false });
+  assert.deepEqual(sense(handleCdb(cdb(0x08, 0x1f, 0xff, 0xff, 2), disk)), OUT_OF_RANGE);
+  assert.deepEqual(sense(handleCdb(cdb(0x0a, 0x1f, 0xff, 0x01, 0), disk)), OUT_OF_RANGE); // 256 blocks from 0x1fff01
+  assert.deepEqual(sense(handleCdb(cdb(0x08, 0x20, 0, 0, 1), disk)), INVALID_FIELD); // reserved bits of byte 1
+  const ro = makeScsiDisk({ id: 'ro', blocks: 8n, blockSize: 512, readOnly: true });
+  assert.deepEqual(sense(handleCdb(cdb(0x0a, 0, 0, 0, 1), ro)), [0x7, 0x27, 0x00]);
+  const small = makeScsiDisk({ id: 's', blocks: 1000n, blockSize: 512, maxTransferBlocks: 128 });
+  assert.deepEqual(sense(handleCdb(cdb(0x08, 0, 0, 0, 0), small)), INVALID_FIELD); // 256 > MAXIMUM TRANSFER LENGTH
+});
+
+test('READ/WRITE (12) and VERIFY (12): LBA bytes 2-5, length bytes 6-9, FUA, BYTCHK, refusals', () => {
+  assert.deepEqual(handleCdb(cdb(0xa8, 0x18, ...be(7, 4), ...be(3, 4)), disk), { kind: 'read', lba: 7n, blocks: 3, fua: true });
+  assert.deepEqual(handleCdb(cdb(0xaa, 0x00, ...be(7, 4), ...be(3, 4)), disk), { kind: 'write', lba: 7n, blocks: 3, fua: false });
+  assert.deepEqual(handleCdb(cdb(0xa8, 0, ...be(7, 4), ...be(0, 4)), disk), { kind: 'good' });
+  assert.deepEqual(handleCdb(cdb(0xaf, 0x02, ...be(1, 4), ...be(2, 4)), disk), { kind: 'verify', lba: 1n, blocks: 2, bytchk: 1 });
+  assert.deepEqual(handleCdb(cdb(0xaf, 0x16, ...be(1, 4), ...be(2, 4)), disk), { kind: 'verify', lba: 1n, blocks: 2, bytchk: 3 });
+  assert.deepEqual(sense(handleCdb(cdb(0xaf, 0x04, ...be(1, 4), ...be(2, 4)), disk)), INVALID_FIELD); // BYTCHK 10b
+  assert.deepEqual(sense(handleCdb(cdb(0xa8, 0, ...be(0x1fffff, 4), ...be(2, 4)), disk)), OUT_OF_RANGE);
+  assert.deepEqual(sense(handleCdb(cdb(0xaa, 0x20, ...be(0, 4), ...be(1, 4)), disk)), INVALID_FIELD); // WRPROTECT
+  assert.deepEqual(sense(handleCdb(cdb(0xa8, 0, ...be(0, 4), ...be(disk.maxTransferBlocks + 1, 4)), disk)), INVALID_FIELD);
+  assert.deepEqual(sense(handleCdb(cdb(0xaf, 0, ...be(0, 4), ...be(0xffffffff, 4)), disk)), INVALID_FIELD);
+});
+
+test('WRITE AND VERIFY (10)/(12)/(16): BYTCHK 0 or 1, zero length, refusals', () => {
+  assert.deepEqual(handleCdb(cdb(0x2e, 0x02, ...be(4, 4), 0, 0, 2), disk), { kind: 'write-verify', lba: 4n, blocks: 2, bytchk: true });
+  assert.deepEqual(handleCdb(cdb(0x2e, 0x10, ...be(4, 4), 0, 0, 2), disk), { kind: 'write-verify', lba: 4n, blocks: 2, bytchk: false }); // DPO
+  assert.deepEqual(handleCdb(cdb(0xae, 0x02, ...be(4, 4), ...be(3, 4)), disk), { kind: 'write-verify', lba: 4n, blocks: 3, bytchk: true });
+  assert.deepEqual(handleCdb(cdb(0x8e, 0, ...be(4, 8), ...be(5, 4)), disk), { kind: 'write-verify', lba: 4n, blocks: 5, bytchk: false });
+  assert.deepEqual(handleCdb(cdb(0x2e, 0x02, ...be(4, 4), 0, 0, 0), disk), { kind: 'good' });
+  assert.deepEqual(sense(handleCdb(cdb(0x2e, 0x04, ...be(4, 4), 0, 0, 1), disk)), INVALID_FIELD); // BYTCHK 10b
+  assert.deepEqual(sense(handleCdb(cdb(0x8e, 0x06, ...be(4, 8), ...be(1, 4)), disk)), INVALID_FIELD); // BYTCHK 11b: VERIFY's only
+  assert.deepEqual(sense(handleCdb(cdb(0xae, 0x20, ...be(4, 4), ...be(1, 4)), disk)), INVALID_FIELD); // WRPROTECT
+  assert.deepEqual(sense(handleCdb(cdb(0x8e, 0, ...be(0x1fffff, 8), ...be(2, 4)), disk)), OUT_OF_RANGE);
+  const ro = makeScsiDisk({ id: 'ro', blocks: 8n, blockSize: 512, readOnly: true });
+  assert.deepEqual(sense(handleCdb(cdb(0x2e, 0, 0, 0, 0, 0, 0, 0, 1), ro)), [0x7, 0x27, 0x00]);
+});
+
+test('ORWRITE (16): FUA, zero length, refusals', () => {
+  assert.deepEqual(handleCdb(cdb(0x8b, 0x08, ...be(9, 8), ...be(2, 4)), disk), { kind: 'or-write', lba: 9n, blocks: 2, fua: true });
+  assert.deepEqual(handleCdb(cdb(0x8b, 0x10, ...be(9, 8), ...be(0, 4)), disk), { kind: 'good' });
+  assert.deepEqual(sense(handleCdb(cdb(0x8b, 0x20, ...be(9, 8), ...be(1, 4)), disk)), INVALID_FIELD); // ORPROTECT
+  assert.deepEqual(sense(handleCdb(cdb(0x8b, 0, ...be(0x200000, 8), ...be(1, 4)), disk)), OUT_OF_RANGE);
+  const ro = makeScsiDisk({ id: 'ro', blocks: 8n, blockSize: 512, readOnly: true });
+  assert.deepEqual(sense(handleCdb(cdb(0x8b, 0, ...be(0, 8), ...be(1, 4)), ro)), [0x7, 0x27, 0x00]);
+});
+
+test('PRE-FETCH (10)/(16): GOOD in range (no cache: SBC-3 GOOD, not CONDITION MET), zero length to the end, range refusals', () => {
+  assert.deepEqual(handleCdb(cdb(0x34, 0x02, ...be(0, 4), 3, 0, 1), disk), { kind: 'good' }); // IMMED, GROUP 3
+  assert.deepEqual(handleCdb(cdb(0x34, 0, ...be(0x1fffff, 4), 0, 0, 1), disk), { kind: 'good' });
+  assert.deepEqual(handleCdb(cdb(0x34, 0, ...be(5, 4), 0, 0, 0), disk), { kind: 'good' }); // through the last LBA
+  assert.deepEqual(handleCdb(cdb(0x90, 0, ...be(0x1ffff0, 8), ...be(16, 4)), disk), { kind: 'good' });
+  assert.deepEqual(sense(handleCdb(cdb(0x34, 0, ...be(0x1fffff, 4), 0, 0, 2), disk)), OUT_OF_RANGE);
+  assert.deepEqual(sense(handleCdb(cdb(0x34, 0, ...be(0x200000, 4), 0, 0, 0), disk)), OUT_OF_RANGE);
+  assert.deepEqual(sense(handleCdb(cdb(0x90, 0, ...be(0xffffffffffffffffn, 8), ...be(1, 4)), disk)), OUT_OF_RANGE);
+});
+
+test('START STOP UNIT and PREVENT ALLOW MEDIUM REMOVAL on a non-removable unit that is always started', () => {
+  assert.deepEqual(handleCdb(cdb(0x1b, 0, 0, 0, 0x01), disk), { kind: 'good' }); // START
+  assert.deepEqual(handleCdb(cdb(0x1b, 0x01, 0, 0, 0x03), disk), { kind: 'good' }); // IMMED, LOEJ + START: loaded already
+  assert.deepEqual(sense(handleCdb(cdb(0x1b, 0, 0, 0, 0x00), disk)), INVALID_FIELD); // STOP: refused
+  assert.deepEqual(sense(handleCdb(cdb(0x1b, 0, 0, 0, 0x02), disk)), INVALID_FIELD); // eject
+  assert.deepEqual(sense(handleCdb(cdb(0x1b, 0, 0, 0, 0x31), disk)), INVALID_FIELD); // POWER CONDITION 3h
+  assert.deepEqual(sense(handleCdb(cdb(0x1b, 0, 0, 0x01, 0x01), disk)), INVALID_FIELD); // POWER CONDITION MODIFIER
+  assert.deepEqual(handleCdb(cdb(0x1e, 0, 0, 0, 0x00), disk), { kind: 'good' });
+  assert.deepEqual(handleCdb(cdb(0x1e, 0, 0, 0, 0x01), disk), { kind: 'good' });
+  assert.deepEqual(sense(handleCdb(cdb(0x1e, 0, 0, 0, 0x02), disk)), INVALID_FIELD); // obsolete
+});
+
+test('READ DEFECT DATA (10)/(12): empty lists, valid when requested, in the requested format; allocation length', () => {
+  assert.equal(hex(data(handleCdb(cdb(0x37, 0, 0x18, 0, 0, 0, 0, 0, 32), disk))), '00180000');
+  assert.equal(hex(data(handleCdb(cdb(0x37, 0, 0x05, 0, 0, 0, 0, 0, 32), disk))), '00050000');
+  assert.equal(data(handleCdb(cdb(0x37, 0, 0x18, 0, 0, 0, 0, 0, 2), disk)).length, 2);
+  assert.equal(hex(data(handleCdb(cdb(0xb7, 0x13, 0, 0, 0, 0, ...be(32, 4)), disk))), '0013000000000000');
+  assert.equal(data(handleCdb(cdb(0xb7, 0x13, 0, 0, 0, 0, ...be(0, 4)), disk)).length, 0);
+  assert.deepEqual(sense(handleCdb(cdb(0x37, 0, 0x07, 0, 0, 0, 0, 0, 32), disk)), INVALID_FIELD); // format 111b
+});
+
+test('REPORT SUPPORTED OPERATION CODES: the added commands and their usage data', () => {
+  const usage = (op: number): string => hex(data(handleCdb(cdb(0xa3, 0x0c, 0x01, op, 0, 0, 0, 0, 0x10, 0), disk)));
+  assert.equal(usage(0x08), '00030006' + '081fffffff00');
+  assert.equal(usage(0x2e), '0003000a' + '2e16ffffffff00ffff00'); // DPO and BYTCHK
+  assert.equal(usage(0xa8), '0003000c' + 'a818ffffffffffffffff0000');
+  assert.equal(usage(0x8b), '00030010' + '8b18ffffffffffffffffffffffff0000');
+  assert.equal(usage(0x34), '0003000a' + '3402ffffffff00ffff00');
+  assert.equal(usage(0xb7), '0003000c' + 'b71fffffffffffffffff0000');
+  for (const op of [0x0a, 0x1b, 0x1e, 0x37, 0x8e, 0x90, 0xaa, 0xae, 0xaf]) assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x01, op, 0, 0, 0, 0, 0x10, 0), disk))[1]! & 7, 3, op.toString(16));
+  assert.equal(data(handleCdb(cdb(0xa3, 0x0c, 0x01, 0x16, 0, 0, 0, 0, 0x10, 0), disk))[1]! & 7, 1); // RESERVE (6): not supported
+});
+
 test('COMPARE AND WRITE: one block, refusals', () => {
   assert.deepEqual(handleCdb(cdb(0x89, 0x08, ...be(9, 8), 0, 0, 0, 1), disk), { kind: 'compare-and-write', lba: 9n, blocks: 1, fua: true });
   assert.deepEqual(handleCdb(cdb(0x89, 0, ...be(9, 8), 0, 0, 0, 0), disk), { kind: 'good' });
@@ -327,7 +418,7 @@ test('REPORT SUPPORTED OPERATION CODES: all commands, one command, timeouts', ()
 });
 
 test('unsupported commands: INVALID COMMAND OPERATION CODE', () => {
-  for (const op of [0x08, 0x0a, 0x15, 0x55, 0x1b, 0x1e, 0x7f, 0xc0, 0xff, 0x04, 0x3b, 0x3c]) {
+  for (const op of [0x15, 0x55, 0x16, 0x17, 0x7f, 0xc0, 0xff, 0x04, 0x3b, 0x3c, 0x8c]) {
     assert.deepEqual(sense(handleCdb(cdb(op), disk)), INVALID_OPCODE, op.toString(16));
   }
 });
@@ -374,13 +465,16 @@ const rnd = (): number => {
 const bytes = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => Math.floor(rnd() * 256));
 
 test('fuzz: random CDBs never throw and never return more than the allocation length', () => {
-  const known = [0x00, 0x03, 0x12, 0x1a, 0x25, 0x28, 0x2a, 0x2f, 0x35, 0x41, 0x42, 0x5a, 0x88, 0x89, 0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa0, 0xa3];
+  const known = [0x00, 0x03, 0x08, 0x0a, 0x12, 0x1a, 0x1b, 0x1e, 0x25, 0x28, 0x2a, 0x2e, 0x2f, 0x34, 0x35, 0x37, 0x41, 0x42, 0x5a, 0x88, 0x89,
+    0x8a, 0x8b, 0x8e, 0x8f, 0x90, 0x91, 0x93, 0x9e, 0xa0, 0xa3, 0xa8, 0xaa, 0xae, 0xaf, 0xb7];
   const allocAt: Record<number, (c: Uint8Array) => number> = {
     0x03: (c) => c[4]!, 0x12: (c) => (c[3]! << 8) | c[4]!, 0x1a: (c) => c[4]!, 0x5a: (c) => (c[7]! << 8) | c[8]!,
+    0x37: (c) => (c[7]! << 8) | c[8]!, 0xb7: (c) => ((c[6]! << 24) >>> 0) + ((c[7]! << 16) | (c[8]! << 8) | c[9]!),
     0x25: () => 8, 0x9e: (c) => ((c[10]! << 24) >>> 0) + ((c[11]! << 16) | (c[12]! << 8) | c[13]!),
     0xa0: (c) => ((c[6]! << 24) >>> 0) + ((c[7]! << 16) | (c[8]! << 8) | c[9]!), 0xa3: (c) => ((c[6]! << 24) >>> 0) + ((c[7]! << 16) | (c[8]! << 8) | c[9]!),
   };
-  const kinds = new Set(['good', 'data-in', 'check', 'read', 'write', 'sync', 'unmap-params', 'write-same', 'verify', 'compare-and-write', 'persistent-reserve-in', 'persistent-reserve-out']);
+  const kinds = new Set(['good', 'data-in', 'check', 'read', 'write', 'sync', 'unmap-params', 'write-same', 'verify', 'compare-and-write',
+    'write-verify', 'or-write', 'persistent-reserve-in', 'persistent-reserve-out']);
   for (let i = 0; i < 20000; i++) {
     const len = i % 5 === 0 ? Math.floor(rnd() * 20) : 16;
     const c = bytes(len);
@@ -397,7 +491,9 @@ test('fuzz: random CDBs never throw and never return more than the allocation le
       assert.ok(r.data.length <= a(c), `opcode ${c[0]!.toString(16)} returned ${r.data.length} > ${a(c)}`);
     }
     if (r.kind === 'check') assert.equal(r.sense.length, 18);
-    if (r.kind === 'read' || r.kind === 'write') assert.ok(r.lba + BigInt(r.blocks) <= d.blocks && r.blocks <= d.maxTransferBlocks);
+    if (r.kind === 'read' || r.kind === 'write' || r.kind === 'write-verify' || r.kind === 'or-write' || r.kind === 'verify') {
+      assert.ok(r.lba + BigInt(r.blocks) <= d.blocks && r.blocks > 0 && r.blocks <= d.maxTransferBlocks);
+    }
   }
   for (let i = 0; i < 5000; i++) {
     const b = bytes(Math.floor(rnd() * 80));
