@@ -5,38 +5,21 @@ import {
   Opcode, RESERVED_TAG, RejectReason,
 } from './constants.js';
 import {
-  encodeLoginResponse, encodeLogoutResponse, encodeNopIn, encodeReject, encodeTextResponse, opcodeName, type Digests, type InPdu, type LoginRequest,
-  type LogoutRequest, type NopOut, type OutPdu, type ScsiCommand, type TaskMgmtRequest, type TargetSN, type TextRequest,
+  encodeLoginResponse, encodeLogoutResponse, encodeNopIn, encodeReject, encodeTextResponse, opcodeName, type InPdu, type LoginRequest,
+  type LogoutRequest, type NopOut, type ScsiCommand, type TaskMgmtRequest, type TargetSN, type TextRequest,
 } from './pdu.js';
-import type { Reservations } from './reservations.js';
-import type { CheckCondition, ScsiDisk } from './scsi.js';
+import type { CheckCondition } from './scsi.js';
 import { TaskSet, snLess, type DiskOp, type DiskOpResult } from './tasks.js';
 import {
   DEFAULT_POLICY, TextError, defaultParams, encodeText, negotiate, parseText, pickFromList, type NegotiationPolicy, type SessionParams,
 } from './text.js';
 
+export type { Step, TargetConfig } from './target.js';
+import type { Step, TargetConfig } from './target.js';
 export {
   SessionError, type CompareAndWriteOp, type CompareOp, type DiskOp, type DiskOpResult, type OrWriteOp, type ReadOp, type SyncOp, type TrimOp,
   type WriteOp, type WriteSameOp, type WriteVerifyOp,
 } from './tasks.js';
-
-/** One target this portal serves: its IQN, the LUN 0 disk and the portal addresses (host:port) SendTargets reports. */
-export interface TargetConfig {
-  name: string;
-  disk: ScsiDisk;
-  addresses: readonly string[];
-  /**
-   * LUN 0's persistent reservations, shared by every session of the target (in memory only: see reservations.ts);
-   * default one made on first use for this TargetConfig object.
-   */
-  reservations?: Reservations;
-  /**
-   * CHAP required of every initiator logging in to this target (RFC 7143 section 12.1.3), with the target's own
-   * credentials for mutual CHAP; without it the target takes AuthMethod=None only. Check it with validateChapConfig
-   * (chap.ts) where it is built: a login to a target whose CHAP configuration fails that check fails with 0x0300.
-   */
-  chap?: ChapConfig;
-}
 
 /** What to do with a Normal session login: accept it, redirect it to the Primary, or refuse it (the reason is logged). */
 export type LoginDecision = 'accept' | { redirect: string } | { refuse: string };
@@ -60,21 +43,6 @@ export interface ConnectionOptions {
   cmdWindow?: number;
   /** Target Portal Group Tag reported at login and in SendTargets; default 1. */
   portalGroupTag?: number;
-}
-
-/** The result of one receive() or complete call. Send `pdus` in order; then, if `close` is set, close the connection. */
-export interface Step {
-  pdus: OutPdu[];
-  ops: DiskOp[];
-  /** Close the connection after sending `pdus`; the reason is for the log. */
-  close: string | null;
-  /** Things worth a log line that did not close the connection (rejects, ignored PDUs). */
-  log: string[];
-  /**
-   * Set with the final Login Response: after sending it, switch the PduReader and the writer to these digests and
-   * the reader to this data segment limit (RFC 7143 section 13.1: digests start after the last Login Response).
-   */
-  fullFeature?: { digests: Digests; maxRecvDataSegmentLength: number };
 }
 
 /** The connection's phase (RFC 7143 section 6: login, full feature; then closed). */

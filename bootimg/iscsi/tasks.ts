@@ -6,70 +6,14 @@ import {
   type TargetSN, type TaskMgmtRequest,
 } from './pdu.js';
 import { reservationsOf, nexusKey, type ITNexus } from './reservations.js';
-import { checkCondition, handleCdb, parseUnmapList, readErrorAt, writeErrorAt, Sense, type CheckCondition, type UnmapRange } from './scsi.js';
+import { checkCondition, handleCdb, parseUnmapList, readErrorAt, writeErrorAt, Sense, type CheckCondition } from './scsi.js';
 import { Op } from './scsi-cdb.js';
 import type { SessionParams } from './text.js';
-import type { Step, TargetConfig } from './connection-state.js';
+import type { DiskOp, DiskOpResult, Step, TargetConfig } from './target.js';
 
-/** A read the caller runs on the disk, then reports with completeRead(itt, ...) (or completeOp). */
-export interface ReadOp { kind: 'read'; itt: number; target: string; lba: bigint; blocks: number; fua: boolean }
-
-/** A write the caller runs on the disk once all its data is in (`data` is blocks x block size bytes), then reports with completeWrite. */
-export interface WriteOp { kind: 'write'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; fua: boolean }
-
-/** SYNCHRONIZE CACHE: the caller flushes the disk, then reports with completeSync(itt, ...). */
-export interface SyncOp { kind: 'sync'; itt: number; target: string }
-
-/**
- * Deallocates `ranges` (UNMAP), then reported with completeTrim. With `zero` (WRITE SAME with the UNMAP bit and zero data)
- * the ranges must read back as zeroes afterwards (Backend.writeZeroes with mayUnmap); without it (UNMAP, SBC-3 5.28) the
- * caller may also do nothing, since deallocation is a hint.
- */
-export interface TrimOp { kind: 'trim'; itt: number; target: string; ranges: readonly UnmapRange[]; zero: boolean }
-
-/**
- * WRITE SAME: `pattern` (one block) written to each of `blocks` blocks from `lba`, then reported with completeWriteSame.
- * The caller writes it in bounded pieces (no buffer of the whole range), or zeroes the range when the pattern is all zero.
- */
-export interface WriteSameOp { kind: 'write-same'; itt: number; target: string; lba: bigint; blocks: number; pattern: Uint8Array }
-
-/**
- * VERIFY (SBC-3 5.32): the caller reads the range; with `expected` null (BYTCHK 0) it only reports medium errors; else it
- * compares with `expected`, which is blocks x block size bytes (BYTCHK 1) or one block compared with every block
- * (BYTCHK 3), and reports the first difference as miscompareAt(byte offset from the start of the range). completeCompare.
- */
-export interface CompareOp { kind: 'compare'; itt: number; target: string; lba: bigint; blocks: number; expected: Uint8Array | null }
-
-/**
- * COMPARE AND WRITE (SBC-3 5.3): the caller reads the range, compares it with `verify`, and only if equal writes `write`,
- * the three atomically with respect to other writes of the range; a difference is miscompareAt(offset into `verify`),
- * and nothing is written. Reported with completeCompareAndWrite.
- */
-export interface CompareAndWriteOp {
-  kind: 'compare-and-write'; itt: number; target: string; lba: bigint; blocks: number; verify: Uint8Array; write: Uint8Array; fua: boolean;
-}
-
-/**
- * WRITE AND VERIFY (SBC-3 r36 5.38): the caller writes `data` (blocks x block size bytes) through to the medium, reads the
- * range back and, with `bytchk`, compares it with `data` (a difference is miscompareAt(offset)); the write and the read-back
- * hold the range against other writes. Reported with completeOp.
- */
-export interface WriteVerifyOp { kind: 'write-verify'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; bytchk: boolean }
-
-/**
- * ORWRITE (16) (SBC-3 r36 5.5): the caller reads the range, ORs `data` (blocks x block size bytes) into it and writes the
- * result, atomically with respect to other writes of the range. Reported with completeOp.
- */
-export interface OrWriteOp { kind: 'or-write'; itt: number; target: string; lba: bigint; blocks: number; data: Uint8Array; fua: boolean }
-
-/** A disk operation for the caller. Every op holds at most one command's Data-Out (bounded by the VPD 0xB0 limits). */
-export type DiskOp = ReadOp | WriteOp | SyncOp | TrimOp | WriteSameOp | CompareOp | CompareAndWriteOp | WriteVerifyOp | OrWriteOp;
-
-/**
- * What the caller reports for a DiskOp: the bytes of a ReadOp, 'ok' for the others, a CHECK CONDITION of its own (e.g.
- * MISCOMPARE), or an Error: MEDIUM ERROR at the first LBA (UNRECOVERED READ ERROR for reads and compares, WRITE ERROR else).
- */
-export type DiskOpResult = Uint8Array | 'ok' | CheckCondition | Error;
+export type {
+  CompareAndWriteOp, CompareOp, DiskOp, DiskOpResult, OrWriteOp, ReadOp, SyncOp, TrimOp, WriteOp, WriteSameOp, WriteVerifyOp,
+} from './target.js';
 
 /** Misuse of the state machine by its caller (e.g. completeRead for an unknown task). receive() never throws anything else. */
 export class SessionError extends Error {
