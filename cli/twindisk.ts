@@ -11,6 +11,7 @@ import { Logger } from '../engine/log.js';
 import { countArg, finishHelp, newProgram, secondsArg } from './args.js';
 import { CommandError, EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
 import { addResourceCommands } from './resource-commands.js';
+import { addQemuCommands } from './qemu-commands.js';
 import { addBootimgCommands } from './bootimg.js';
 import { runDemo } from './demo.js';
 import { addServeCommand, parseChap } from './serve.js';
@@ -88,6 +89,7 @@ ${EXIT_CODES_HELP}`);
     });
 
   addResourceCommands(program);
+  addQemuCommands(program);
   addBootimgCommands(program);
 
   program.command('gen-secret')
