@@ -5,8 +5,10 @@ import { Option, type Command } from 'commander';
 import { ISCSI_DEFAULT_PORT, iscsiNameProblem } from '../bootimg/ipxe.js';
 import { ChapConfigError, validateChapConfig, type ChapConfig, type ChapCredentials } from '../bootimg/iscsi/chap.js';
 import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
+import { ControlServer, type ControlRequest } from '../daemon/control.js';
 import { IscsiPortal } from '../bootimg/iscsi/portal.js';
 import { makeScsiDisk } from '../bootimg/iscsi/scsi.js';
+import type { ScsiDisk } from '../bootimg/iscsi/scsi-vpd.js';
 import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { FileBackend } from '../engine/file-backend.js';
 import { Logger } from '../engine/log.js';
@@ -57,10 +59,12 @@ interface ServeArgs {
   size?: number;
   pollUs: number;
   aio: 'sync' | 'io_uring';
+  /** The control socket (`twindisk resize --control`), or null. */
+  control: string | null;
 }
 
-/** What is being served, for the banner. */
-interface Serving { vhost: VhostUserServer | null; portal: IscsiPortal | null }
+/** What is being served, for the banner (and for `resize`: the iSCSI LUN's back-end and capacity). */
+interface Serving { vhost: VhostUserServer | null; portal: IscsiPortal | null; iscsi?: { backend: FileBackend; disk: ScsiDisk } }
 
 function hostPortArg(option: string): (v: string) => HostPort {
   return (v) => {
@@ -95,11 +99,12 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--size <size>', 'create FILE with this size when missing, e.g. 1G').argParser(sizeArg))
     .addOption(new Option('--poll-us <us>', 'how long a queue worker polls its ring after work before it sleeps, in µs (0: never polls)')
       .argParser(countArg(0, Number.MAX_SAFE_INTEGER, 'a whole number of microseconds, 0 or more')).default(DEFAULT_POLL_US))
+    .option('--control <path>', 'a control socket for `twindisk resize --control PATH` (online resize)')
     .addOption(new Option('--aio <mode>', 'io_uring keeps many requests per queue in flight (disks slower than the page cache); sync reads and writes in the queue\'s thread')
       .choices(['sync', 'io_uring']).default('sync'))
     .action(async (o: {
       image?: string; socket?: string; iscsi?: HostPort; iscsiAdvertise?: HostPort; targetName?: string; chap?: string; mutualChap?: string;
-      queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; aio: 'sync' | 'io_uring';
+      queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; aio: 'sync' | 'io_uring'; control?: string;
     }) => {
       // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
       if (!o.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
@@ -126,7 +131,7 @@ export function addServeCommand(program: Command): void {
         image: o.image, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName,
         chap,
         queues: o.queues, readOnly: !!o.readOnly, blockSize: Number(o.blockSize) as 512 | 4096,
-        pollUs: o.pollUs, aio: o.aio, ...(o.size !== undefined ? { size: o.size } : {}),
+        pollUs: o.pollUs, aio: o.aio, control: o.control ?? null, ...(o.size !== undefined ? { size: o.size } : {}),
       }, (s) => {
         if (s.vhost) process.stdout.write(`twindisk: serving ${o.image} on ${o.socket}; attach it with:\n  ${qemuAttachArgs(o.socket!, o.queues).join(' ')}\n`);
         if (s.portal) {
@@ -171,7 +176,9 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
   const image = path.resolve(a.image);
   const serving: Serving = { vhost: null, portal: null };
   let iscsiBackend: FileBackend | null = null;
+  let control: ControlServer | null = null;
   const closeAll = async (): Promise<void> => {
+    await control?.close();
     await serving.portal?.close();
     await serving.vhost?.close();
     iscsiBackend?.close();
@@ -184,6 +191,8 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
         numQueues: a.queues,
         serial: serialFor({ image: a.image }),
         pollUs: a.pollUs,
+        // Live migration on this host: the destination QEMU connects while the source still runs.
+        maxFrontEnds: 2,
       });
       await server.start();
       serving.vhost = server;
@@ -209,6 +218,12 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
       await portal.start();
       addresses.push(showHostPort(a.iscsiAdvertise ?? portal.address));
       serving.portal = portal;
+      serving.iscsi = { backend: iscsiBackend, disk };
+    }
+    if (a.control) {
+      const resizer = new ImageResizer(image, a, serving, log);
+      control = new ControlServer(a.control, (r) => serveCommand(r, resizer, serving));
+      await control.start();
     }
   } catch (e) {
     await closeAll();
@@ -226,4 +241,71 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+}
+
+/** The control socket's requests for a standalone `serve`: status and resize. */
+async function serveCommand(r: ControlRequest, resizer: ImageResizer, serving: Serving): Promise<unknown> {
+  switch (r.cmd) {
+    case 'status':
+      return { image: resizer.image, size: resizer.size, vhostConnected: serving.vhost?.connected ?? false, iscsiSessions: serving.portal?.stats.sessions ?? 0 };
+    case 'resize':
+      return resizer.resize(r.size, !!r.allowShrink);
+    default:
+      throw new Error(`${r.cmd} is a command for a replicated node (twindisk up); serve takes status and resize`);
+  }
+}
+
+/**
+ * Online resize of a served image (`twindisk resize --control`). Growing: the file is extended (sparse:
+ * the new blocks read as zeroes and take no space until written), then every front-end takes the new
+ * size: the vhost-user queue workers check requests against it, the config space says it and QEMU is
+ * told (BACKEND_CONFIG_CHANGE_MSG); the iSCSI LUN's READ CAPACITY reports it. Shrinking (--allow-shrink)
+ * is refused while a front-end is connected (a guest may hold data past the new end, and a guest's
+ * kernel does not expect its disk to lose blocks under it); with none, the front-ends take the smaller
+ * size first and the file is cut after. One resize at a time.
+ */
+class ImageResizer {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly image: string, private readonly a: ServeArgs, private readonly serving: Serving, private readonly log: Logger) {}
+
+  /** The size served now. */
+  get size(): number {
+    return this.serving.vhost?.info.size ?? this.serving.iscsi?.backend.info.size ?? 0;
+  }
+
+  resize(size: number, allowShrink: boolean): Promise<unknown> {
+    const run = this.queue.catch(() => undefined).then(() => this.resizeNow(size, allowShrink));
+    this.queue = run;
+    return run;
+  }
+
+  private async resizeNow(size: number, allowShrink: boolean): Promise<unknown> {
+    const bs = this.a.blockSize;
+    const old = this.size;
+    if (size % bs !== 0) throw new Error(`size ${size} is not a multiple of the ${bs}-byte block size`);
+    if (this.a.readOnly) throw new Error(`${this.image} is served read-only: it cannot be resized`);
+    if (size === old) return { size, oldSize: old, changed: false };
+    const st = fs.statSync(this.image);
+    if (size < old) {
+      if (!allowShrink) throw new Error(`${size} bytes is smaller than the ${old} served: shrinking loses the data past the new end; pass --allow-shrink to do it anyway`);
+      const busy = (this.serving.vhost?.connected ? 1 : 0) + (this.serving.portal?.stats.sessions ?? 0);
+      if (busy > 0) throw new Error('a front-end is connected (a guest or an iSCSI session): shrinking under it would cut off blocks it may use; stop it first');
+    } else if (st.isBlockDevice()) {
+      const fd = fs.openSync(this.image, 'r');
+      const devSize = (() => { try { return fs.fstatSync(fd).size; } finally { fs.closeSync(fd); } })();
+      if (devSize > 0 && devSize < size) throw new Error(`${this.image} is a block device of ${devSize} bytes: grow it first (e.g. lvextend), then resize to its size`);
+    }
+    if (size > old && st.isFile() && st.size < size) fs.truncateSync(this.image, size); // sparse: the new blocks read as zeroes
+    let notified = false;
+    if (this.serving.vhost) notified = (await this.serving.vhost.resize(size)).notified;
+    if (this.serving.iscsi) {
+      this.serving.iscsi.backend.resize(size);
+      // READ CAPACITY answers from here on; initiators learn it when they ask again (see README: Growing a volume).
+      this.serving.iscsi.disk.blocks = BigInt(size / bs);
+    }
+    if (size < old && st.isFile()) fs.truncateSync(this.image, size);
+    this.log.info('image resized', { image: this.image, from: old, to: size, guestNotified: notified });
+    return { size, oldSize: old, changed: true, guestNotified: notified };
+  }
 }

@@ -11,6 +11,7 @@ import { Logger } from '../engine/log.js';
 import { countArg, finishHelp, newProgram, secondsArg } from './args.js';
 import { CommandError, EXIT_CODES_HELP, EXIT_OK, EXIT_USAGE, UsageError, exitCodeFor } from './errors.js';
 import { addResourceCommands } from './resource-commands.js';
+import { addResizeCommand } from './resize.js';
 import { addQemuCommands } from './qemu-commands.js';
 import { addBootimgCommands } from './bootimg.js';
 import { runDemo } from './demo.js';
@@ -53,6 +54,20 @@ ${EXIT_CODES_HELP}`);
       const { runVhostBench } = await import('../bench/vhost.js');
       await runVhostBench({ json: !!o.json, quick: !!o.quick, seconds: o.seconds });
     });
+  benchOptions(bench.command('migrate'))
+    .summary('live-migration downtime of a writing guest: twindisk against qemu-storage-daemon')
+    .description('Live-migrate a QEMU guest (1 GiB, TCG) that writes to its vhost-user-blk disk without pause, from one QEMU to\n'
+      + 'another on the same host, served by twindisk and by qemu-storage-daemon in turn, with the same migration\n'
+      + 'parameters; prints QEMU\'s downtime and total time per migration, the medians and their ratio.')
+    .addOption(new Option('--runs <n>', 'migrations per target').argParser((v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`bench migrate: --runs ${v}: give a whole number of at least 1`);
+      return n;
+    }))
+    .action(async (o: { json?: boolean; quick?: boolean; runs?: number }) => {
+      const { runMigrateBench } = await import('../bench/migrate.js');
+      await runMigrateBench({ json: !!o.json, quick: !!o.quick, ...(o.runs ? { runs: o.runs } : {}) });
+    });
   benchOptions(bench.command('kernels'))
     .description('Measure the WebAssembly kernels against their JS and native peers.')
     .action(async (o: { json?: boolean; quick?: boolean }) => {
@@ -89,6 +104,7 @@ ${EXIT_CODES_HELP}`);
     });
 
   addResourceCommands(program);
+  addResizeCommand(program);
   addQemuCommands(program);
   addBootimgCommands(program);
 

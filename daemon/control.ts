@@ -12,6 +12,8 @@ export type ControlRequest =
   | { cmd: 'verify'; resync?: boolean }
   | { cmd: 'fault'; kind: 'read' | 'write' | 'clear'; offset?: number; length?: number }
   | { cmd: 'attach' }
+  /** Online resize to `size` bytes (`twindisk resize`); a smaller size only with `allowShrink` (standalone `serve`). */
+  | { cmd: 'resize'; size: number; allowShrink?: boolean }
   | { cmd: 'down' };
 
 export type ControlReply = { ok: true; result?: unknown } | { ok: false; error: string };
@@ -25,8 +27,12 @@ export function parseControlRequest(line: string): ControlRequest | string {
     return 'request is not JSON';
   }
   if (typeof v !== 'object' || v === null || typeof (v as { cmd?: unknown }).cmd !== 'string') return 'request has no "cmd"';
-  const cmds = ['status', 'primary', 'secondary', 'connect', 'disconnect', 'verify', 'fault', 'attach', 'down'];
+  const cmds = ['status', 'primary', 'secondary', 'connect', 'disconnect', 'verify', 'fault', 'attach', 'resize', 'down'];
   if (!cmds.includes((v as { cmd: string }).cmd)) return `unknown command "${(v as { cmd: string }).cmd}"`;
+  if ((v as { cmd: string }).cmd === 'resize') {
+    const size = (v as { size?: unknown }).size;
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size <= 0) return 'resize needs "size": a whole number of bytes above 0';
+  }
   return v as ControlRequest;
 }
 

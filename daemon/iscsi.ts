@@ -11,6 +11,7 @@ import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
 import type { LoginDecision } from '../bootimg/iscsi/connection-state.js';
 import { IscsiPortal, type PortalStats } from '../bootimg/iscsi/portal.js';
 import { makeScsiDisk } from '../bootimg/iscsi/scsi.js';
+import type { ScsiDisk } from '../bootimg/iscsi/scsi-vpd.js';
 import { iscsiNameProblem } from '../bootimg/ipxe.js';
 import type { Logger } from '../engine/log.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, close, eventfd } from '../engine/os.js';
@@ -32,6 +33,7 @@ export class NodeIscsi {
   private backend: ReplicatedBackend | null = null;
   private eventFd = -1;
   private sessions = 0;
+  private disk: ScsiDisk | null = null;
 
   constructor(private readonly cfg: ResourceConfig, private readonly me: NodeConfig, private readonly resource: Resource, private readonly log: Logger) {
     const problem = iscsiNameProblem(cfg.iscsiTarget);
@@ -59,6 +61,7 @@ export class NodeIscsi {
       id: `resource:${this.cfg.resource}`, blocks: BigInt(this.resource.size / this.cfg.blockSize), blockSize: this.cfg.blockSize,
       serial: serialFor({ resource: this.cfg.resource }),
     });
+    this.disk = disk;
     this.portal = new IscsiPortal({
       host: portalAt.host, port: portalAt.port, log: this.log,
       targets: [{ name: this.cfg.iscsiTarget, disk, addresses: [show(this.me.iscsiAdvertise ?? portalAt)], runner: new DiskOpRunner(this.backend) }],
@@ -99,6 +102,15 @@ export class NodeIscsi {
   private sessionEnd(): void {
     this.sessions = Math.max(0, this.sessions - 1);
     this.resource.clientClosed();
+  }
+
+  /**
+   * Online resize (the size every node agreed on): requests are checked against it and READ CAPACITY
+   * reports it from the next command on. Initiators are not sent a unit attention (see README).
+   */
+  resize(size: number): void {
+    this.backend?.resize(size);
+    if (this.disk) this.disk.blocks = BigInt(size / this.cfg.blockSize);
   }
 
   /** Closes the portal (initiators see their connection drop) and the channel. */

@@ -87,6 +87,7 @@ export class Node {
     this.log = opts.log ?? new Logger(`${this.cfg.resource}/${this.me.name}`);
     for (const w of this.cfg.warnings) this.log.warn(w);
     this.resource = new Resource({ cfg: this.cfg, me: this.me, log: this.log });
+    this.resource.onResize = (size) => this.frontendsResized(size);
     this.one.u8[0] = 1;
   }
 
@@ -215,9 +216,21 @@ export class Node {
           res.reattach(md);
         }
         return res.status();
+      case 'resize':
+        return res.resizer.resize(r.size);
       case 'down':
         setImmediate(() => void this.stop());
         return { stopping: true };
+    }
+  }
+
+  /** The volume's size was agreed (online resize): the front-ends take it; a connected guest is told. */
+  private async frontendsResized(size: number): Promise<void> {
+    this.iscsi?.resize(size);
+    const vhost = this.vhost;
+    if (vhost && vhost.info.size !== size) {
+      const { notified } = await vhost.resize(size);
+      this.log.info('front-ends take the new size', { size, guestNotified: notified });
     }
   }
 

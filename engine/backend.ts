@@ -48,6 +48,12 @@ export interface Backend {
   writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void;
   /** Releases the back-end's resources (files stay as they are). */
   close(): void;
+  /**
+   * Online resize: the volume now has `size` bytes (a multiple of the block size; the medium was grown
+   * first, or will be shrunk after). Requests are checked against it from the next one on. Back-ends
+   * whose size cannot change leave it out.
+   */
+  resize?(size: number): void;
 }
 
 /**

@@ -23,7 +23,8 @@ export interface FileBackendOptions {
  * Every call is synchronous and completes before it returns: use it from a worker thread.
  */
 export class FileBackend implements Backend {
-  readonly info: BackendInfo;
+  /** Replaced (never mutated) by resize(). */
+  info: BackendInfo;
   /** The open image; the io_uring back-end submits on it. */
   readonly fd: number;
   private readonly iov: NativeBuffer;
@@ -85,6 +86,16 @@ export class FileBackend implements Backend {
     if (this.info.readOnly) return done.complete(-EROFS);
     if (!this.inRange(offset, length)) return done.complete(-EINVAL);
     done.complete(zeroRange(this.fd, offset, length, mayUnmap));
+  }
+
+  /** Takes the image's new size (online resize): refused past the end of the file or off the block size. */
+  resize(size: number): void {
+    const bs = this.info.blockSize;
+    if (!Number.isSafeInteger(size) || size < bs || size % bs !== 0) throw new BackendError(`size ${size} is not a positive multiple of the ${bs}-byte block size`);
+    const st = fs.fstatSync(this.fd);
+    const avail = st.isBlockDevice() ? Infinity : st.size;
+    if (size > Math.min(avail, this.options.limit ?? Infinity)) throw new BackendError(`${this.options.path} holds ${st.size} bytes, less than ${size}: grow it first`);
+    this.info = { ...this.info, size };
   }
 
   close(): void {

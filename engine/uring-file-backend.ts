@@ -26,7 +26,6 @@ interface Op {
  * short transfers' remainders. Call `kick()` to end a batch of submissions.
  */
 export class UringFileBackend implements AsyncBackend {
-  readonly info: BackendInfo;
   readonly eventFd: number;
   private readonly file: FileBackend;
   private readonly ring: IoUring;
@@ -40,7 +39,6 @@ export class UringFileBackend implements AsyncBackend {
 
   constructor(options: FileBackendOptions & { depth?: number }) {
     this.file = new FileBackend(options);
-    this.info = this.file.info;
     const depth = options.depth ?? 256;
     this.ring = new IoUring(depth);
     this.eventFd = this.ring.fd;
@@ -48,6 +46,16 @@ export class UringFileBackend implements AsyncBackend {
     this.iovs = new NativeBuffer(depth * Math.min(this.maxSegs, 260) * 16);
     this.ops = Array.from({ length: depth }, () => ({ done: null, iov: null, offset: 0, write: false, fua: false, expect: 0 }));
     this.freeOps = Array.from({ length: depth }, (_, i) => depth - 1 - i);
+  }
+
+  /** The wrapped file's (resize() replaces it). */
+  get info(): BackendInfo {
+    return this.file.info;
+  }
+
+  /** Online resize, as FileBackend.resize. */
+  resize(size: number): void {
+    this.file.resize(size);
   }
 
   read(iov: IoVector, offset: number, done: Completion): void {

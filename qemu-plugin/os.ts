@@ -3,6 +3,7 @@
 // Node cannot receive SCM_RIGHTS fds, map shared memory or wait on eventfds; koffi (FFI to libc,
 // prebuilt) can, from TypeScript. Blocking calls run either in worker threads (queue workers) or as
 // koffi async calls on libuv's thread pool (the control socket), never on the main loop.
+import fs from 'node:fs';
 import koffi from 'koffi';
 import {
   EFD_CLOEXEC, EFD_NONBLOCK, MAP_SHARED, MFD_CLOEXEC, NativeBuffer, POLLIN, PROT_READ, PROT_WRITE, close, errno, eventfd, ftruncate,
@@ -133,6 +134,31 @@ export class MsgBuffers {
     this.hdr.free();
     this.data.free();
   }
+}
+
+/**
+ * Maps `length` bytes of `fd` from byte `offset` (any offset: the mapping starts at the page below it),
+ * read-write and shared, without viewing them. Returns the address of byte `offset` and what to pass
+ * to munmap. Throws, with nothing mapped, when the fd is a file shorter than the range (touching the
+ * missing part would raise SIGBUS) or mmap fails.
+ */
+export function mapRange(fd: number, offset: number, length: number): { addr: number; base: number; mapped: number } {
+  const st = fs.fstatSync(fd);
+  if (st.isFile() && st.size < offset + length) throw new Error(`fd ${fd} holds ${st.size} bytes; bytes ${offset} to ${offset + length} were to be mapped`);
+  const start = offset - (offset % PAGE);
+  const mapped = offset - start + length;
+  const p = mmapPtr(null, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, start);
+  const base = Number(koffi.address(p));
+  if (p === null || base === 0 || base >= 2 ** 63) throw new Error(`mmap of ${mapped} bytes of fd ${fd} failed: errno ${errno()}`);
+  return { addr: base + offset - start, base, mapped };
+}
+
+const PAGE = 4096;
+
+/** An ArrayBuffer over `len` bytes of native memory at `addr`, which the caller keeps mapped (at most 4 GiB: Node 20's limit, beyond which koffi aborts). */
+export function viewAt(addr: number, len: number): ArrayBuffer {
+  if (!(len > 0 && len <= 2 ** 32)) throw new Error(`cannot view ${len} bytes at once (1 byte to 4 GiB)`);
+  return koffi.view(addr, len) as ArrayBuffer;
 }
 
 /** Runs a koffi async call and resolves with its integer result. */

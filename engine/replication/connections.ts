@@ -48,6 +48,7 @@ export class PeerConnections {
     this.r.changeState({ replication: [[p, 'Off']] });
     this.r.log.warn(`lost connection to ${p.name}: ${reason}`, wasResync ? { resyncLeftBytes: this.r.outOfSyncBytes(p) } : {});
     this.r.requests.peerLost(p, link);
+    this.r.resizer.peerLost(p);
     this.r.md?.flushBitmaps();
     this.r.quorumChanged();
     this.r.requests.releaseHeld();
@@ -116,9 +117,21 @@ export class PeerConnections {
       // a node with older data cannot be promoted behind its back (see promote).
       this.r.generations.vgens = { current: s.gens.current, bitmap: new Array<bigint>(32).fill(0n), history: [...s.gens.history] };
     }
-    if (s.size > 0 && this.r.disk && s.size !== this.r.size) {
-      p.link!.close(ErrorCode.SizeMismatch, `${p.name}'s disk has ${s.size} usable bytes and ${this.r.me.name}'s ${this.r.size}: give both backing files the same size (and the same metadata layout)`);
+    // Sizes are compared at the handshake; on an established link they differ for a moment while an
+    // online resize grows one node after the other (resize.ts).
+    if (s.size > 0 && this.r.disk && s.size !== this.r.size && (first || p.replication === 'Handshake')) {
+      const [small, big] = s.size < this.r.size ? [p.name, this.r.me.name] : [this.r.me.name, p.name];
+      const msg = `${p.name}'s disk has ${s.size} usable bytes and ${this.r.me.name}'s ${this.r.size}: `
+        + `an online resize did not finish on ${small} (run \`twindisk resize --size ${Math.max(s.size, this.r.size)}\` against ${small}), `
+        + `or the disks were created with different sizes (give ${small} the size of ${big} with create-md)`;
+      this.r.log.error(msg);
+      p.link!.close(ErrorCode.SizeMismatch, msg);
       return;
+    }
+    if (!this.r.md && this.r.size > 0 && s.size > this.r.size && s.disk === 'UpToDate') {
+      // A diskless node takes a size agreed while it was away from a peer with a disk (resize.ts).
+      this.r.size = s.size;
+      void this.r.onResize?.(s.size);
     }
     if (s.role === 'Primary' && this.r.role === 'Primary' && !this.r.cfg.allowTwoPrimaries && (first || before?.role !== 'Primary')) {
       this.r.log.error(`${p.name} is Primary too and allow-two-primaries is off: dropping the connection (demote one of them)`);

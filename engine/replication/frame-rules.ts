@@ -61,6 +61,8 @@ const transportOnly = never('the transport handles it; it never reaches the engi
  * - RS_REQUEST, CSUM_REQUEST, RS_DONE: only to a SyncSource (this node) from its SyncTarget.
  * - RS_DATA, RS_IN_SYNC: only to a SyncTarget, or to a node whose abandoned requests are still answered.
  * - VERIFY_REQUEST: on an established link (verify runs between UpToDate replicas; it reads only).
+ * - RESIZE: on an established link (no resync or bitmap exchange under way: bitmaps change size); RESIZE_ACK
+ *   after the peer's state (it answers this node's RESIZE by seq; an unknown seq is ignored).
  * - HELLO, AUTH, PING, PONG: never; the transport consumes them.
  */
 export const FRAME_RULES: Readonly<Record<number, Rule>> = {
@@ -84,6 +86,8 @@ export const FRAME_RULES: Readonly<Record<number, Rule>> = {
   [FrameType.ResyncInSync]: resyncAnswer,
   [FrameType.VerifyRequest]: inState('Established', 'SyncSource', 'SyncTarget', 'WFBitMap'),
   [FrameType.VerifyReply]: linked,
+  [FrameType.Resize]: inState('Established'),
+  [FrameType.ResizeAck]: linked,
 };
 
 /** Null when a frame of `type` may arrive in `ctx`; otherwise the log line's reason, naming the frame and the state. */

@@ -4,8 +4,9 @@
 /**
  * Protocol version spoken by this build; a peer with another version is refused at HELLO.
  * 2: the acceptor answers HELLO with a bare nonce and proves the secret only after the dialler has (session.ts).
+ * 3: RESIZE and RESIZE_ACK (online resize).
  */
-export const WIRE_VERSION = 2;
+export const WIRE_VERSION = 3;
 /** Largest frame accepted from the network: a 1 MiB payload plus headers. */
 export const MAX_FRAME = (1 << 20) + 4096;
 /** Largest payload in DATA, RS_DATA and READ_REPLY frames (requests are split to fit). */
@@ -34,6 +35,8 @@ export const enum FrameType {
   Error = 18,
   ChecksumRequest = 19,
   ResyncDone = 20,
+  Resize = 21,
+  ResizeAck = 22,
 }
 
 /** Roles as DRBD names them. */
@@ -146,6 +149,18 @@ export interface PingFrame { type: FrameType.Ping; seq: number }
 export interface PongFrame { type: FrameType.Pong; seq: number }
 /** The sender refuses or ends the connection; `code` names why (ErrorCode), `message` says it for logs. */
 export interface ErrorFrame { type: FrameType.Error; code: number; message: string }
+/**
+ * Online resize, from the node coordinating it. Phase RESIZE_GROW: grow the disk and metadata to `size`
+ * (a disk node) or get ready for it (a diskless one) and answer RESIZE_ACK; phase RESIZE_DONE: every node
+ * has grown, the volume has `size` bytes: tell the front-ends. `seq` names the resize in the answer.
+ */
+export interface ResizeFrame { type: FrameType.Resize; seq: number; size: number; phase: number }
+/** The answer to a RESIZE_GROW: status 0, or an errno-style failure with its reason for the operator. */
+export interface ResizeAckFrame { type: FrameType.ResizeAck; seq: number; status: number; message: string }
+
+/** RESIZE phases. */
+export const RESIZE_GROW = 1;
+export const RESIZE_DONE = 2;
 
 export const enum ErrorCode {
   BadVersion = 1,
@@ -164,4 +179,5 @@ export const enum ErrorCode {
 export type Frame =
   | HelloFrame | AuthFrame | StateFrame | BitmapFrame | DataFrame | AckFrame | FlushFrame | TrimFrame
   | ResyncRequestFrame | ChecksumRequestFrame | ResyncDataFrame | ResyncInSyncFrame | ResyncDoneFrame
-  | ReadRequestFrame | ReadReplyFrame | VerifyRequestFrame | VerifyReplyFrame | PingFrame | PongFrame | ErrorFrame;
+  | ReadRequestFrame | ReadReplyFrame | VerifyRequestFrame | VerifyReplyFrame | PingFrame | PongFrame | ErrorFrame
+  | ResizeFrame | ResizeAckFrame;

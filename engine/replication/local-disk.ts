@@ -28,7 +28,8 @@ export class LocalDisk {
   private faults: Fault[] = [];
   private closed = false;
 
-  constructor(readonly path: string, readonly size: number) {
+  /** `size`: the data area's bytes; an online resize grows it (Resource.resizer). */
+  constructor(readonly path: string, public size: number) {
     this.fd = fs.openSync(path, 'r+');
   }
 

@@ -5,10 +5,12 @@
 // fdatasync always surfaces as the same kind of error: an Error with `code` and `errno`, as fs throws,
 // on which the engine detaches the disk.
 import util from 'node:util';
-import { preadUpTo, pwriteFull, syncData } from '../positional-io.js';
+import fs from 'node:fs';
+import { preadUpTo, pwriteFull, syncData, zeroRange } from '../positional-io.js';
 import {
-  AL_TX_UNITS, IO_UNITS, KIND_AL, KIND_BITMAP, MD_UNIT, decodeSuperblock, encodeSuperblock, pagesPerPeer, sealUnit,
-  superblockDamage, unitView, type BadSuperblock, type MetadataIo, type MetadataStats, type Superblock,
+  AL_TX_UNITS, BITMAP_PAGE_BYTES, IO_UNITS, KIND_AL, KIND_BITMAP, MD_UNIT, decodeMoveMarker, decodeSuperblock, encodeBitmapPage,
+  encodeMoveMarker, encodeSuperblock, encodeTransaction, pagesPerPeer, sealUnit, superblockDamage, unitView,
+  type BadSuperblock, type MetadataIo, type MetadataStats, type Superblock,
 } from './md-format.js';
 
 /** A failed metadata read, write or fdatasync as the errno error fs would throw (the engine detaches on it). */
@@ -76,7 +78,7 @@ export function readSuperblock(fd: number, end: number, path: string): { sb: Sup
     preadAll(fd, u, end - (2 - slot) * MD_UNIT, path);
     const sb = decodeSuperblock(u, slot);
     if (sb === 'version') otherVersion = true;
-    else if (sb === null) damage[slot] = superblockDamage(u, slot);
+    else if (sb === null) damage[slot] = slot === 1 && decodeMoveMarker(u) ? null : superblockDamage(u, slot);
     else if (!best || sb.seq > best.sb.seq) best = { sb, slot };
   }
   if (!best) return otherVersion ? 'version' : null;
@@ -127,4 +129,88 @@ export function writeFreshMetadata(fd: number, sb: Superblock, path: string): vo
   encodeSuperblock(u, unitView(u), sb, 0);
   pwriteAll(fd, u, sb.areaOffset + sb.areaSize - 2 * MD_UNIT, path);
   fdatasync(fd, path);
+}
+
+/** The move marker in superblock slot B at `end` of `fd`'s file (see KIND_MOVED), or null. */
+export function readMoveMarker(fd: number, end: number, path: string): { end: number; mdId: bigint } | null {
+  if (end < 2 * MD_UNIT) return null;
+  const u = new Uint8Array(MD_UNIT);
+  preadAll(fd, u, end - MD_UNIT, path);
+  return decodeMoveMarker(u);
+}
+
+/** Zeroes [from, to) of `fd`'s file (a hole where the file system can punch one) and syncs it. */
+export function zeroStale(fd: number, from: number, to: number, path: string): void {
+  if (to <= from) return;
+  const st = zeroRange(fd, from, to - from, true);
+  if (st < 0) throw ioError('write', st, path);
+  fdatasync(fd, path);
+}
+
+/** The steps of a metadata move, in order, for crash tests (`onStep` may throw to stop there, as a crash would). */
+export type MoveStep = 'truncated' | 'marker' | 'area' | 'switched' | 'zeroed' | 'done';
+
+/** What the new area holds: each peer's bitmap bytes (old bits, new bits clear) and the active extents. */
+export interface GrownContent {
+  bitmaps: readonly Uint8Array[];
+  alExtents: readonly number[];
+}
+
+/**
+ * Moves metadata to the layout `next` (grownSuperblock) in an order that survives a crash at any point:
+ * after one, open() finds either the metadata in force before (`cur`) or the new one, whole.
+ *
+ *   1. the file is cut back to the end of the area in force (a leftover of an earlier attempt goes);
+ *   2. the file is grown by one write of the new superblock slots at its new end: slot A empty, slot B
+ *      a move marker naming the end of the area in force, which open() follows while slot A is empty;
+ *   3. the new area's activity log (one transaction: the active extents) and bitmap pages are written;
+ *   4. the new superblock goes to slot A: from here open() uses the new layout (the switch);
+ *   5. the stale range (the old area, now inside the data or unused) is zeroed;
+ *   6. a second superblock write (slot B, replacing the marker) clears the stale range.
+ * Each step is fdatasync'ed before the next. A crash between 4 and 6 leaves the stale range recorded:
+ * Metadata.finishMove() zeroes it at the next attach, before any data is served.
+ */
+export function moveMetadata(fd: number, path: string, cur: Superblock, next: Superblock, content: GrownContent, onStep: (s: MoveStep) => void = () => undefined): void {
+  const curEnd = cur.areaOffset + cur.areaSize;
+  const end = next.areaOffset + next.areaSize;
+  if (fs.fstatSync(fd).size !== curEnd) {
+    fs.ftruncateSync(fd, curEnd);
+    fdatasync(fd, path);
+  }
+  onStep('truncated');
+  const two = new Uint8Array(2 * MD_UNIT);
+  encodeMoveMarker(two.subarray(MD_UNIT), cur.mdId, cur.seq, curEnd);
+  pwriteAll(fd, two, end - 2 * MD_UNIT, path);
+  fdatasync(fd, path);
+  onStep('marker');
+  // Activity log: transaction seq 1 in ring slot 0 lists the active extents; the other slots stay empty.
+  const tx = new Uint8Array(AL_TX_UNITS * MD_UNIT);
+  const views = Array.from({ length: AL_TX_UNITS }, (_, k) => unitView(tx.subarray(k * MD_UNIT, (k + 1) * MD_UNIT)));
+  encodeTransaction(tx, views, content.alExtents, 1, 0, next.mdId);
+  pwriteAll(fd, tx, next.areaOffset, path);
+  const ppp = pagesPerPeer(next.dataSize, next.granularity);
+  const bmBase = next.areaOffset + next.alSlots * MD_UNIT;
+  const chunk = new Uint8Array(IO_UNITS * MD_UNIT);
+  next.peerIds.forEach((peer, i) => {
+    const map = content.bitmaps[i]!;
+    if (map.length > ppp * BITMAP_PAGE_BYTES) throw new RangeError(`bitmap of ${map.length} bytes does not fit ${ppp} pages`);
+    for (let first = 0; first < ppp; first += IO_UNITS) {
+      const n = Math.min(IO_UNITS, ppp - first);
+      for (let k = 0; k < n; k++) encodeBitmapPage(chunk.subarray(k * MD_UNIT, (k + 1) * MD_UNIT), map, peer, first + k, 1, next.mdId);
+      pwriteAll(fd, chunk.subarray(0, n * MD_UNIT), bmBase + (i * ppp + first) * MD_UNIT, path);
+    }
+  });
+  fdatasync(fd, path);
+  onStep('area');
+  const u = new Uint8Array(MD_UNIT);
+  encodeSuperblock(u, unitView(u), next, 0);
+  pwriteAll(fd, u, end - 2 * MD_UNIT, path);
+  fdatasync(fd, path);
+  onStep('switched');
+  zeroStale(fd, next.staleFrom, next.staleTo, path);
+  onStep('zeroed');
+  encodeSuperblock(u, unitView(u), { ...next, seq: next.seq + 1, staleFrom: 0, staleTo: 0 }, 1);
+  pwriteAll(fd, u, end - MD_UNIT, path);
+  fdatasync(fd, path);
+  onStep('done');
 }

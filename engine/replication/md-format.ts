@@ -36,6 +36,13 @@ export const MD_FORMAT_VERSION = 1;
 export const KIND_SUPER = 1;
 export const KIND_BITMAP = 2;
 export const KIND_AL = 3;
+/**
+ * A move marker (online resize): written in superblock slot B at the end of a file that was just grown,
+ * before the metadata there is valid; it says where the metadata in force ends (a = 1, body: u64 end).
+ * open() follows it while slot A holds no valid superblock; the first superblock write there replaces it.
+ */
+export const KIND_MOVED = 4;
+const MV_END = 64;
 
 const H_MAGIC = 0;
 const H_KIND = 4;
@@ -69,6 +76,9 @@ const SB_HISTORY_COUNT = SB_GEN_BITMAP + MAX_NODES * 8; // 424
 const SB_GEN_HISTORY = SB_HISTORY_COUNT + 8; // 432, MAX_HISTORY u64
 const SB_RESYNC_FROM = SB_GEN_HISTORY + 8 * MAX_HISTORY; // 464: u64, 0 when no resync is owed (older superblocks have 0 here)
 const SB_RESYNC_TOTAL = SB_RESYNC_FROM + 8; // 472: u64 bits
+/** 480, 488: u64 [from, to) of this file left over from before an online resize, zeroed before data is served; 0, 0 when none. */
+const SB_STALE_FROM = SB_RESYNC_TOTAL + 8;
+const SB_STALE_TO = SB_STALE_FROM + 8;
 
 /** Superblock flag: the node is Primary; still set on open means it crashed as Primary. */
 export const FLAG_PRIMARY = 1;
@@ -126,6 +136,8 @@ export interface OpenReport {
    * other slot was used; null when both are valid or the other was never written. The caller logs it.
    */
   badSuperblock: BadSuperblock | null;
+  /** An online resize was interrupted after its switch: [from, to) still holds the old area (Metadata.finishMove zeroes it). */
+  staleRange: readonly [number, number] | null;
 }
 
 /** See OpenReport.badSuperblock. */
@@ -196,6 +208,13 @@ export interface Superblock {
   gens: Generations;
   resyncFrom: bigint;
   resyncTotal: number;
+  /**
+   * Bytes [staleFrom, staleTo) of the metadata file that an online resize left behind (the old metadata
+   * area, and for internal metadata the slack before it): the new data area covers them, so they are
+   * zeroed before any data is served (Metadata.finishMove). Both 0 when none.
+   */
+  staleFrom: number;
+  staleTo: number;
 }
 
 // ----------------------------------------------------------------------------------- layout arithmetic
@@ -333,7 +352,50 @@ export function freshSuperblock(o: GeometryOptions, internal: boolean, backingSi
     disk: 'Inconsistent', peerIds: [...o.peerIds], promotedAt: 0,
     areaOffset, areaSize: metadataSize(dataSize, peers, granularity, alSlots),
     gens: { current: 0n, bitmap: new Array<bigint>(MAX_NODES).fill(0n), history: [] }, resyncFrom: 0n, resyncTotal: 0,
+    staleFrom: 0, staleTo: 0,
   };
+}
+
+/**
+ * Where grown metadata goes (online resize to `dataSize` bytes of data, more than `sb` describes): a new
+ * area that overlaps neither the new data nor the area in force, so the area in force stays intact until
+ * the switch. Internal: it starts at the larger of the new data size and the end of the area in force
+ * (the file is grown to its end); external: right after the area in force. Returns the new superblock
+ * (seq + 1, same generations and flags) whose stale range is what the new data area inherits from
+ * the old layout (internal: the slack and the old area; external: the old area).
+ */
+export function grownSuperblock(sb: Superblock, dataSize: number, internal: boolean): Superblock {
+  if (!Number.isSafeInteger(dataSize) || dataSize <= sb.dataSize || dataSize % MD_UNIT !== 0) {
+    throw new MetadataError(`cannot grow metadata of ${sb.dataSize} bytes to ${dataSize}: give a larger multiple of 4096`);
+  }
+  if (Math.ceil(dataSize / sb.alExtentSize) > 0xffffffff) {
+    throw new MetadataError(`activity-log extent size ${sb.alExtentSize} is too small for ${dataSize} bytes`);
+  }
+  const areaSize = metadataSize(dataSize, sb.peerIds.length, sb.granularity, sb.alSlots);
+  const oldEnd = sb.areaOffset + sb.areaSize;
+  const areaOffset = internal ? Math.max(dataSize, oldEnd) : oldEnd;
+  return {
+    ...sb, seq: sb.seq + 1, dataSize, areaOffset, areaSize, gens: { ...sb.gens, bitmap: [...sb.gens.bitmap], history: [...sb.gens.history] },
+    peerIds: [...sb.peerIds],
+    staleFrom: internal ? sb.dataSize : sb.areaOffset, staleTo: oldEnd,
+  };
+}
+
+/** Encodes a move marker into unit `u` for superblock slot B: the metadata in force ends at `end`. */
+export function encodeMoveMarker(u: Uint8Array, mdId: bigint, seq: number, end: number): void {
+  u.fill(0);
+  const dv = unitView(u);
+  dv.setBigUint64(MV_END, BigInt(end), true);
+  sealUnit(u, dv, KIND_MOVED, seq, mdId, 1, 0, 0);
+}
+
+/** The end of the metadata in force and its id if `u` is an intact move marker, else null. */
+export function decodeMoveMarker(u: Uint8Array): { end: number; mdId: bigint } | null {
+  const dv = unitView(u);
+  if (!unitValid(u, dv, KIND_MOVED, null) || dv.getUint32(H_A, true) !== 1) return null;
+  const end = getU64(dv, MV_END);
+  if (!Number.isSafeInteger(end) || end % MD_UNIT !== 0) return null;
+  return { end, mdId: dv.getBigUint64(H_MDID, true) };
 }
 
 /** Where each structure of the metadata described by `sb` sits in `file`. */
@@ -500,6 +562,8 @@ export function encodeSuperblock(u: Uint8Array, dv: DataView, sb: Superblock, sl
   sb.gens.history.forEach((h, i) => dv.setBigUint64(SB_GEN_HISTORY + 8 * i, h, true));
   dv.setBigUint64(SB_RESYNC_FROM, sb.resyncFrom, true);
   dv.setBigUint64(SB_RESYNC_TOTAL, BigInt(sb.resyncTotal), true);
+  dv.setBigUint64(SB_STALE_FROM, BigInt(sb.staleFrom), true);
+  dv.setBigUint64(SB_STALE_TO, BigInt(sb.staleTo), true);
   sealUnit(u, dv, KIND_SUPER, sb.seq, sb.mdId, slot, 0, 0);
 }
 
@@ -535,6 +599,8 @@ export function decodeSuperblock(u: Uint8Array, slot: 0 | 1): Superblock | 'vers
     gens: { current: dv.getBigUint64(SB_GEN_CURRENT, true), bitmap, history },
     resyncFrom: dv.getBigUint64(SB_RESYNC_FROM, true),
     resyncTotal: getU64(dv, SB_RESYNC_TOTAL),
+    staleFrom: getU64(dv, SB_STALE_FROM),
+    staleTo: getU64(dv, SB_STALE_TO),
   };
 }
 
@@ -562,6 +628,8 @@ export function superblockProblem(sb: Superblock, end: number): string | null {
   if (!Number.isSafeInteger(sb.dataSize) || sb.dataSize <= 0 || sb.dataSize % MD_UNIT !== 0) return `bad data size ${sb.dataSize}`;
   if (!Number.isSafeInteger(sb.promotedAt)) return 'bad promotion time';
   if (!Number.isSafeInteger(sb.resyncTotal)) return 'bad resync total';
+  if (!Number.isSafeInteger(sb.staleFrom) || !Number.isSafeInteger(sb.staleTo) || sb.staleFrom > sb.staleTo
+    || sb.staleTo > sb.areaOffset) return `bad stale range [${sb.staleFrom}, ${sb.staleTo})`;
   const size = metadataSize(sb.dataSize, sb.peerIds.length, sb.granularity, sb.alSlots);
   if (sb.areaSize !== size) return `metadata area of ${sb.areaSize} bytes, expected ${size}`;
   if (sb.areaOffset !== end - size) return `metadata area recorded at ${sb.areaOffset}, found ending at ${end}`;

@@ -10,10 +10,10 @@ import type { BitRun } from '../../wasm/index.js';
 import { ActivityLog, type ActivityLogGeometry, type RecoveredLog } from './activity-log.js';
 import { OutOfSyncBitmaps, type CapturedBitmaps } from './bitmap.js';
 import { MAX_NODES, advanceGenerations, type Generations, type ReadonlyGenerations } from './frames.js';
-import { MetadataFile, readSuperblock, writeFreshMetadata } from './md-file.js';
+import { MetadataFile, moveMetadata, readMoveMarker, readSuperblock, writeFreshMetadata, zeroStale, type MoveStep } from './md-file.js';
 import {
   FLAG_CLEAN, FLAG_PRIMARY, MAX_HISTORY, MD_FORMAT_VERSION, MD_UNIT, MetadataError, checkGenerations, checkResyncProgress,
-  checkGeometryOptions, encodeSuperblock, floorUnit, freshSuperblock, layoutOf, superblockProblem, unitView,
+  checkGeometryOptions, encodeSuperblock, floorUnit, freshSuperblock, grownSuperblock, layoutOf, superblockProblem, unitView,
   type MetadataIo, type MetadataLayout, type MetadataStats, type OpenReport, type PersistedDiskState, type Superblock,
 } from './md-format.js';
 
@@ -22,6 +22,7 @@ export {
   MAX_HISTORY, MD_FORMAT_VERSION, MD_UNIT, MetadataError, metadataSize,
   type BadSuperblock, type MetadataLayout, type MetadataStats, type OpenReport, type PersistedDiskState,
 } from './md-format.js';
+export type { MoveStep } from './md-file.js';
 export type { CapturedBitmaps } from './bitmap.js';
 
 // ---------------------------------------------------------------------------------------------- types
@@ -51,6 +52,7 @@ export interface CreateOptions extends MetadataLocation {
 }
 
 interface Init {
+  loc: MetadataLocation;
   file: MetadataFile;
   layout: MetadataLayout;
   sb: Superblock;
@@ -84,7 +86,7 @@ function sizeOf(path: string, what: string): number {
 }
 
 function emptyReport(): OpenReport {
-  return { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false, badSuperblock: null };
+  return { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false, badSuperblock: null, staleRange: null };
 }
 
 /** Throws unless `g` is a u64 generation identifier. */
@@ -139,8 +141,13 @@ export class Metadata {
   resyncFrom: bigint;
   resyncTotal: number;
 
+  /** Where the metadata lives (the backing file, and the metadata file when external). */
+  readonly location: MetadataLocation;
   private readonly file: MetadataFile;
   private closed = false;
+  /** See Superblock.staleFrom: set after an interrupted move until finishMove(). */
+  private staleFrom: number;
+  private staleTo: number;
   private readonly mdId: bigint;
   private sbSlot: 0 | 1;
   private sbSeq: number;
@@ -153,6 +160,9 @@ export class Metadata {
 
   private constructor(init: Init) {
     const sb = init.sb;
+    this.location = init.loc;
+    this.staleFrom = sb.staleFrom;
+    this.staleTo = sb.staleTo;
     this.file = init.file;
     this.stats = init.file.stats;
     this.file.onMarkInUse = () => this.markInUse();
@@ -231,7 +241,7 @@ export class Metadata {
       const file = new MetadataFile(fd, path);
       const layout = layoutOf(sb, path);
       return new Metadata({
-        file, layout, sb, sbSlot: 0, bitmaps: Metadata.bitmapsOf(sb, layout, file), // all clear, as written
+        loc: { backingFile: opts.backingFile, metaFile: opts.metaFile }, file, layout, sb, sbSlot: 0, bitmaps: Metadata.bitmapsOf(sb, layout, file), // all clear, as written
         log: { seq: 1, extents: [] }, report: emptyReport(),
       });
     } catch (e) {
@@ -249,7 +259,8 @@ export class Metadata {
       return; // no file, no metadata
     }
     try {
-      const found = readSuperblock(fd, floorUnit(fs.fstatSync(fd).size), path);
+      const end = floorUnit(fs.fstatSync(fd).size);
+      const found = readSuperblock(fd, end, path) ?? readMoveMarker(fd, end, path);
       if (found !== null) {
         throw new MetadataError(`${path} already holds twindisk metadata: pass force to overwrite it`
           + ' (this discards the bitmaps and generations)');
@@ -283,8 +294,20 @@ export class Metadata {
   }
 
   private static load(fd: number, path: string, loc: MetadataLocation): Metadata {
-    const end = floorUnit(fs.fstatSync(fd).size);
-    const found = readSuperblock(fd, end, path);
+    let end = floorUnit(fs.fstatSync(fd).size);
+    let found = readSuperblock(fd, end, path);
+    if (found === null) {
+      // An online resize grew the file and stopped before its switch: the metadata in force ends where
+      // the move marker says (the same metadata: same id).
+      const moved = readMoveMarker(fd, end, path);
+      if (moved !== null && moved.end < end) {
+        const there = readSuperblock(fd, moved.end, path);
+        if (there !== null && there !== 'version' && there.sb.mdId === moved.mdId) {
+          end = moved.end;
+          found = there;
+        }
+      }
+    }
     const hint = loc.metaFile === null
       ? ' (internal metadata is found at the end of the backing file; was it resized?)' : '';
     if (found === 'version') {
@@ -330,8 +353,9 @@ export class Metadata {
       cleanShutdown: (sb.flags & FLAG_CLEAN) !== 0,
       alLost: log.seq === 0,
       badSuperblock: bad,
+      staleRange: sb.staleTo > sb.staleFrom ? [sb.staleFrom, sb.staleTo] : null,
     };
-    return new Metadata({ file, layout, sb, sbSlot: slot, bitmaps, log, report });
+    return new Metadata({ loc, file, layout, sb, sbSlot: slot, bitmaps, log, report });
   }
 
   // -------------------------------------------------------------------------------------- superblock
@@ -340,6 +364,11 @@ export class Metadata {
   writeSuperblock(): void {
     this.checkOpen();
     this.writeSb(false);
+  }
+
+  /** False once closed, abandoned or replaced by grow(). */
+  get isOpen(): boolean {
+    return !this.closed;
   }
 
   /** The sequence number of the newest superblock on disk. */
@@ -364,7 +393,7 @@ export class Metadata {
       dataSize: this.dataSize, granularity: this.granularity, alExtentSize: this.alExtentSize,
       alExtents: this.alExtents, alSlots: this.alSlots, disk: this.disk, peerIds: [...this.peerIds],
       promotedAt: this.promotedAt, areaOffset: this.layout.areaOffset, areaSize: this.layout.areaSize, gens: this.g,
-      resyncFrom: this.resyncFrom, resyncTotal: this.resyncTotal,
+      resyncFrom: this.resyncFrom, resyncTotal: this.resyncTotal, staleFrom: this.staleFrom, staleTo: this.staleTo,
     }, slot);
     this.file.pwrite(this.unit, this.layout.superblocks[slot]);
     this.file.sync();
@@ -572,6 +601,80 @@ export class Metadata {
     this.flushBitmaps();
     if (this.al.empty) return;
     this.al.clear();
+  }
+
+  // ------------------------------------------------------------------------------------ online resize
+
+  /** The superblock as it would be written now (for a move). */
+  private currentSuperblock(): Superblock {
+    return {
+      seq: this.sbSeq, mdId: this.mdId, nodeId: this.nodeId,
+      flags: (this.primary ? FLAG_PRIMARY : 0) | (this.onDiskClean ? FLAG_CLEAN : 0),
+      dataSize: this.dataSize, granularity: this.granularity, alExtentSize: this.alExtentSize,
+      alExtents: this.alExtents, alSlots: this.alSlots, disk: this.disk, peerIds: [...this.peerIds],
+      promotedAt: this.promotedAt, areaOffset: this.layout.areaOffset, areaSize: this.layout.areaSize,
+      gens: { current: this.g.current, bitmap: [...this.g.bitmap], history: [...this.g.history] },
+      resyncFrom: this.resyncFrom, resyncTotal: this.resyncTotal, staleFrom: this.staleFrom, staleTo: this.staleTo,
+    };
+  }
+
+  /**
+   * Online resize: moves the metadata to cover `dataSize` bytes of data (more than now) and returns it
+   * opened anew; this object is closed (its fd passes to the new one). Internal metadata moves to the
+   * new end of the backing file, which grows; external metadata is appended to its file, and the caller
+   * has grown the backing file first. The new blocks are in sync toward every peer (clear bits): they
+   * read as zeroes on every node (the files grow sparse, and the old area is zeroed before the switch
+   * completes), so only a resize every disk node takes part in may use this (see Resource.growDisk).
+   * Crash-safe: see moveMetadata (md-file.ts); `onStep` is for crash tests. Throws MetadataError (nothing
+   * switched) or the I/O error; after a failure this object stays usable unless the switch happened,
+   * in which case reopen the metadata.
+   */
+  grow(dataSize: number, onStep?: (s: MoveStep) => void): Metadata {
+    this.checkOpen();
+    if (this.staleTo > this.staleFrom) this.finishMove();
+    const internal = this.location.metaFile === null;
+    const cur = this.currentSuperblock();
+    const next = grownSuperblock(cur, dataSize, internal);
+    next.flags &= ~FLAG_CLEAN;
+    if (!internal) {
+      const backing = floorUnit(sizeOf(this.location.backingFile, 'backing file'));
+      if (backing < dataSize) throw new MetadataError(`backing file ${this.location.backingFile} holds ${backing} bytes, less than ${dataSize}: grow it first`);
+    }
+    // Everything in memory on disk first: the new area is made from it.
+    this.flushBitmaps(true);
+    const bytes = Math.ceil(Math.ceil(dataSize / this.granularity) / 8);
+    const bitmaps = this.peerIds.map((p) => {
+      const m = new Uint8Array(bytes);
+      m.set(this.bitmap(p)); // bits past the old end are clear, and stay clear: the new blocks are in sync
+      return m;
+    });
+    let switched = false;
+    try {
+      moveMetadata(this.file.fd, this.layout.file, cur, next, { bitmaps, alExtents: this.activeExtents() }, (step) => {
+        if (step === 'switched') switched = true;
+        onStep?.(step);
+      });
+    } catch (e) {
+      // Past the switch this object describes a layout no longer in force: it must write nothing more.
+      if (switched) this.closed = true;
+      throw e;
+    }
+    this.closed = true;
+    this.bitmaps.dispose();
+    return Metadata.load(this.file.fd, this.layout.file, this.location);
+  }
+
+  /**
+   * Finishes a move that a crash interrupted after its switch (openReport.staleRange): zeroes the old area,
+   * which lies in the data (internal) or in the metadata file (external), then records it done. Call it
+   * before the data is served (Resource.attach does).
+   */
+  finishMove(): void {
+    this.checkOpen();
+    if (this.staleTo <= this.staleFrom) return;
+    zeroStale(this.file.fd, this.staleFrom, this.staleTo, this.layout.file);
+    this.staleFrom = this.staleTo = 0;
+    this.writeSb(false);
   }
 
   // ------------------------------------------------------------------------------------------- close

@@ -38,7 +38,8 @@ class Request {
  * the engine otherwise (diskless node, resync in progress). Completions arrive on `eventFd`.
  */
 export class ReplicatedBackend implements AsyncBackend {
-  readonly info: BackendInfo;
+  /** Replaced (never mutated) by resize(). */
+  info: BackendInfo;
   readonly eventFd: number;
   private readonly ch: ChannelClient;
   private local: FileBackend | null;
@@ -96,6 +97,16 @@ export class ReplicatedBackend implements AsyncBackend {
       this.localAttachment = attachment;
     }
     return this.local;
+  }
+
+  /**
+   * Online resize: the engine has agreed on the volume's new size (it checks every request against it
+   * too); local reads reopen the file with the new limit.
+   */
+  resize(size: number): void {
+    this.info = { ...this.info, size };
+    this.local?.close();
+    this.local = null;
   }
 
   close(): void {

@@ -23,6 +23,7 @@ import { Peer, type Connection } from './peer.js';
 import { Receiver } from './receiver.js';
 import { RequestPath } from './requests.js';
 import { ResyncDriver } from './resync.js';
+import { VolumeResize } from './resize.js';
 import { RoleError, StateError, invalidChange, type NodeState } from './states.js';
 import { OnlineVerify, VERIFY_BLOCK } from './verify.js';
 
@@ -103,6 +104,7 @@ export class Resource implements LinkHandler {
   readonly generations = new GenerationTracker(this);
   readonly receiver = new Receiver(this);
   readonly connections = new PeerConnections(this);
+  readonly resizer = new VolumeResize(this);
   readonly cfg: ResourceConfig;
   readonly me: NodeConfig;
   readonly log: Logger;
@@ -132,6 +134,8 @@ export class Resource implements LinkHandler {
   linkControl: LinkControl | null = null;
   /** Called when role, disk, connection or sync state change (the daemon logs status and wakes waiters). */
   onChange: (() => void) | null = null;
+  /** Called once every node agreed on a new (larger) size: the daemon tells the front-ends (vhost-user, iSCSI). */
+  onResize: ((size: number) => Promise<void>) | null = null;
 
   constructor(opts: ResourceOptions) {
     this.cfg = opts.cfg;
@@ -199,6 +203,11 @@ export class Resource implements LinkHandler {
 
   /** Opens the local disk and its metadata; applies a crashed Primary's activity log. */
   attach(md: Metadata, flags = 0): void {
+    // An online resize interrupted after its metadata switched: the old area is zeroed before anything is served.
+    if (md.openReport.staleRange) {
+      this.log.warn('finishing an online resize interrupted by a crash: zeroing the old metadata area', { range: md.openReport.staleRange.join('-') });
+      md.finishMove();
+    }
     this.attachments++;
     this.md = md;
     this.size = md.dataSize;
@@ -505,6 +514,8 @@ export class Resource implements LinkHandler {
       case FrameType.ResyncDone: return this.resync.onResyncDone(p, f.gens);
       case FrameType.VerifyRequest: return this.verify.onVerifyRequest(p, f.seq, f.offset, f.length, f.blockSize);
       case FrameType.VerifyReply: return this.verify.onVerifyReply(p, f.seq, f.status, f.hashes);
+      case FrameType.Resize: return this.resizer.onResize(p, f.seq, f.size, f.phase);
+      case FrameType.ResizeAck: return this.resizer.onResizeAck(p, f.seq, f.status, f.message);
       case FrameType.Error:
         this.log.warn(`${p.name} reports: ${f.message}`);
         return;

@@ -6,7 +6,8 @@
 // a WireError; the encoder refuses values the decoder would refuse (RangeError: a bug of the caller).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import {
-  AckKind, DISK_CODES, FrameType, MAX_FRAME, MAX_HISTORY, MAX_NODES, MAX_PAYLOAD, ROLE_CODES, TRIM_DISCARD, TRIM_ZEROES_UNMAP,
+  AckKind, DISK_CODES, FrameType, MAX_FRAME, MAX_HISTORY, MAX_NODES, MAX_PAYLOAD, RESIZE_DONE, RESIZE_GROW, ROLE_CODES,
+  TRIM_DISCARD, TRIM_ZEROES_UNMAP, type ResizeAckFrame, type ResizeFrame,
   type AckFrame, type AuthFrame, type BitmapFrame, type ChecksumRequestFrame, type DataFrame, type ErrorFrame,
   type FlushFrame, type Frame, type Generations, type HelloFrame, type PingFrame, type PongFrame, type ReadReplyFrame,
   type ReadRequestFrame, type ResyncDataFrame, type ResyncDoneFrame, type ResyncInSyncFrame, type ResyncRequestFrame,
@@ -57,6 +58,8 @@ const FIXED_SIZE: Record<number, number> = {
   [FrameType.Error]: 5,
   [FrameType.ChecksumRequest]: 33,
   [FrameType.ResyncDone]: 1 + GENS_SIZE,
+  [FrameType.Resize]: 18,
+  [FrameType.ResizeAck]: 15,
 };
 
 const FRAME_NAMES: Record<number, string> = {
@@ -66,6 +69,7 @@ const FRAME_NAMES: Record<number, string> = {
   [FrameType.ReadRequest]: 'READ_REQUEST', [FrameType.ReadReply]: 'READ_REPLY', [FrameType.VerifyRequest]: 'VERIFY_REQUEST',
   [FrameType.VerifyReply]: 'VERIFY_REPLY', [FrameType.Ping]: 'PING', [FrameType.Pong]: 'PONG', [FrameType.Error]: 'ERROR',
   [FrameType.ChecksumRequest]: 'CSUM_REQUEST', [FrameType.ResyncDone]: 'RS_DONE',
+  [FrameType.Resize]: 'RESIZE', [FrameType.ResizeAck]: 'RESIZE_ACK',
 };
 
 /** A received frame that breaks the wire format; the link that carried it is closed. */
@@ -582,6 +586,50 @@ function decodeError(b: Uint8Array): ErrorFrame {
   return { type: FrameType.Error, code: getU16(b, 1), message: getString(b, 5, len, 'message') };
 }
 
+// RESIZE: type | seq u64 | size u64 | phase u8 (1 grow, 2 done)
+function encodeResize(f: ResizeFrame): Buffer {
+  if (f.phase !== RESIZE_GROW && f.phase !== RESIZE_DONE) throw new RangeError(`RESIZE phase ${f.phase} is unknown`);
+  const out = Buffer.allocUnsafe(FIXED_SIZE[FrameType.Resize]!);
+  out[0] = FrameType.Resize;
+  putU53(out, 1, f.seq, 'RESIZE seq');
+  putU53(out, 9, f.size, 'RESIZE size');
+  out[17] = f.phase;
+  return out;
+}
+
+function decodeResize(b: Uint8Array): ResizeFrame {
+  expectSize(b, FIXED_SIZE[FrameType.Resize]!);
+  const phase = b[17]!;
+  if (phase !== RESIZE_GROW && phase !== RESIZE_DONE) throw new WireError(`RESIZE frame: unknown phase ${phase}`);
+  const size = getU53(b, 9, 'size');
+  if (size === 0 || size % 4096 !== 0) throw new WireError(`RESIZE frame: size ${size} is not a positive multiple of 4096`);
+  return { type: FrameType.Resize, seq: getU53(b, 1, 'seq'), size, phase };
+}
+
+// RESIZE_ACK: type | seq u64 | status i32 | message length u16 | message (UTF-8, <= 1024 bytes, truncated like ERROR's)
+function encodeResizeAck(f: ResizeAckFrame): Buffer {
+  let msg = Buffer.from(f.message, 'utf8');
+  if (msg.length > MAX_ERROR_MESSAGE) {
+    let end = MAX_ERROR_MESSAGE;
+    while (end > 0 && (msg[end]! & 0xc0) === 0x80) end--;
+    msg = msg.subarray(0, end);
+  }
+  const out = Buffer.alloc(FIXED_SIZE[FrameType.ResizeAck]! + msg.length);
+  out[0] = FrameType.ResizeAck;
+  putU53(out, 1, f.seq, 'RESIZE_ACK seq');
+  putI32(out, 9, f.status, 'RESIZE_ACK status');
+  out.writeUInt16LE(msg.length, 13);
+  out.set(msg, 15);
+  return out;
+}
+
+function decodeResizeAck(b: Uint8Array): ResizeAckFrame {
+  const len = getU16(b, 13);
+  if (len > MAX_ERROR_MESSAGE) throw new WireError(`RESIZE_ACK frame: message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE}`);
+  expectSize(b, FIXED_SIZE[FrameType.ResizeAck]! + len);
+  return { type: FrameType.ResizeAck, seq: getU53(b, 1, 'seq'), status: getI32(b, 9), message: getString(b, 15, len, 'message') };
+}
+
 // ---- the two entry points ----
 
 /**
@@ -610,6 +658,8 @@ export function encodeFrame(f: Frame): Buffer {
     case FrameType.VerifyRequest: return encodeVerifyRequest(f);
     case FrameType.VerifyReply: return encodeVerifyReply(f);
     case FrameType.Error: return encodeError(f);
+    case FrameType.Resize: return encodeResize(f);
+    case FrameType.ResizeAck: return encodeResizeAck(f);
     default: throw new RangeError(`cannot encode ${frameName((f as { type: number }).type)}`);
   }
 }
@@ -646,6 +696,8 @@ export function decodeFrame(buf: Uint8Array): Frame {
     case FrameType.VerifyRequest: return decodeVerifyRequest(buf);
     case FrameType.VerifyReply: return decodeVerifyReply(buf);
     case FrameType.Error: return decodeError(buf);
+    case FrameType.Resize: return decodeResize(buf);
+    case FrameType.ResizeAck: return decodeResizeAck(buf);
   }
   throw new WireError(`unknown frame type ${type}`);
 }

@@ -20,14 +20,19 @@ export class BlkDriver {
   private readonly byHead: Int32Array;
   readonly dv: DataView;
 
-  constructor(readonly ring: SplitRingDriver, base: number, nslots: number, readonly maxData: number) {
+  /**
+   * @param dataAt guest-physical address of the data buffers when they live elsewhere (another
+   *   region, above 4 GiB); by default they follow the headers in `ring.mem`
+   */
+  constructor(readonly ring: SplitRingDriver, base: number, nslots: number, readonly maxData: number, dataAt = -1) {
     const mem = ring.mem;
     this.dv = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
     const meta = (nslots * 32 + 4095) & ~4095;
+    const data = dataAt >= 0 ? dataAt : base + meta;
     this.slots = Array.from({ length: nslots }, (_, i) => ({
-      hdr: base + i * 32, status: base + i * 32 + 16, data: base + meta + i * maxData, started: 0, busy: false,
+      hdr: base + i * 32, status: base + i * 32 + 16, data: data + i * maxData, started: 0, busy: false,
     }));
-    if (base + meta + nslots * maxData > mem.length) throw new Error('guest memory too small for the request slots');
+    if (base + meta + (dataAt >= 0 ? 0 : nslots * maxData) > mem.length) throw new Error('guest memory too small for the request slots');
     this.byHead = new Int32Array(ring.layout.size).fill(-1);
   }
 

@@ -2,8 +2,8 @@
 // The benchmark drives twindisk and qemu-storage-daemon through it; tests use it to send good and bad messages.
 import {
   EFD_CLOEXEC, EFD_NONBLOCK, MFD_CLOEXEC, MsgBuffers, NativeBuffer, POLLIN, AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM, close, connect,
-  errno, eventfd, ftruncate, mapShared, memfdCreate, poll, read, recvmsg, sendmsg, sockaddrUn, socket, unmap, write,
-  type Mapping, MSG_NOSIGNAL,
+  errno, eventfd, ftruncate, mapRange, mapShared, memfdCreate, munmap, poll, read, recvmsg, sendmsg, sockaddrUn, socket, unmap,
+  viewAt, write, type Mapping, MSG_NOSIGNAL,
 } from '../os.js';
 import { Feature, HEADER_SIZE, MAX_PAYLOAD, ProtocolFeature, Req, VRING_NOFD_MASK, bit } from '../vhost-user/constants.js';
 import { decodeReplyHeader, encodeRequest, statePayload, u64Payload } from '../vhost-user/message.js';
@@ -26,9 +26,38 @@ export interface SetupOptions {
   indirect?: boolean;
   /** Longest indirect table the driver may build (default 32). */
   maxIndirect?: number;
+  /**
+   * A second region as q35 makes for guests above ~3 GiB: `size` bytes at guest-physical `gpa` (4 GiB
+   * or more), from the same memfd right after the first region (its mmap offset is `memSize`).
+   */
+  highMem?: { gpa: number; size: number };
+  /** Protocol features to negotiate besides MQ, REPLY_ACK and CONFIG (when offered). */
+  protocolFeatures?: bigint;
+}
+
+/** A guest memory region the front-end shared: `size` bytes at guest-physical `gpa`, mapped here at `addr` (its user address). */
+export interface FrontendRegion {
+  gpa: number;
+  size: number;
+  fd: number;
+  mmapOffset: number;
+  addr: number;
+  /** What munmap needs (0: the first region, unmapped with the front-end's own mapping). */
+  base: number;
+  mapped: number;
 }
 
 const RING_SLOT = 1 << 20;
+
+/** A region as SET_MEM_TABLE and ADD/REM_MEM_REG carry it: guest address, size, user address, mmap offset. */
+function regionBytes(r: FrontendRegion): Buffer {
+  const b = Buffer.alloc(32);
+  b.writeBigUInt64LE(BigInt(r.gpa), 0);
+  b.writeBigUInt64LE(BigInt(r.size), 8);
+  b.writeBigUInt64LE(BigInt(r.addr), 16);
+  b.writeBigUInt64LE(BigInt(r.mmapOffset), 24);
+  return b;
+}
 const GPA_BASE = 0;
 
 /**
@@ -49,6 +78,8 @@ export class VhostUserFrontend {
   queues: FrontendQueue[] = [];
   /** First guest-physical address free for data buffers (after the rings). */
   dataBase = 0;
+  /** Every region shared with the back-end, the first one first. */
+  regions: FrontendRegion[] = [];
 
   private constructor(fd: number) {
     this.fd = fd;
@@ -106,6 +137,21 @@ export class VhostUserFrontend {
     return out;
   }
 
+  /** Reads exactly `n` bytes and the fds that came with them (a reply that passes fds: GET_INFLIGHT_FD). */
+  readWithFds(n: number): { bytes: Buffer; fds: number[] } {
+    const bytes = Buffer.alloc(n);
+    const fds: number[] = [];
+    let got = 0;
+    while (got < n) {
+      const r = recvmsg(this.fd, this.inb.prepareRecv(n - got), 0);
+      if (r <= 0) throw new Error(`receive failed (${r}, errno ${errno()})`);
+      fds.push(...this.inb.receivedFds().fds);
+      bytes.set(this.inb.data.u8.subarray(0, r), got);
+      got += r;
+    }
+    return { bytes, fds };
+  }
+
   /** Whether the back-end has closed the connection (waits up to `ms`). */
   closedByPeer(ms: number): boolean {
     this.pfd.dv.setInt32(0, this.fd, true);
@@ -135,7 +181,7 @@ export class VhostUserFrontend {
     this.features = offered & want;
     if (offered & bit(Feature.PROTOCOL_FEATURES)) {
       const pf = this.u64(Req.GET_PROTOCOL_FEATURES);
-      this.protocolFeatures = pf & (bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG));
+      this.protocolFeatures = pf & (bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG) | (o.protocolFeatures ?? 0n));
       this.request(Req.SET_PROTOCOL_FEATURES, u64Payload(this.protocolFeatures));
       if (pf & bit(ProtocolFeature.MQ)) {
         const n = Number(this.u64(Req.GET_QUEUE_NUM));
@@ -145,17 +191,21 @@ export class VhostUserFrontend {
     this.request(Req.SET_OWNER);
     this.request(Req.SET_FEATURES, u64Payload(this.features));
     // Guest memory: one memfd region at guest-physical 0, mapped here too.
+    // (A memfd is sparse: only the pages touched take memory, so a high region of gigabytes is cheap.)
+    const total = o.memSize + (o.highMem?.size ?? 0);
     this.memFd = memfdCreate('twindisk-guest', MFD_CLOEXEC);
-    if (this.memFd < 0 || ftruncate(this.memFd, o.memSize) < 0) throw new Error(`cannot create ${o.memSize} bytes of guest memory: errno ${errno()}`);
+    if (this.memFd < 0 || ftruncate(this.memFd, total) < 0) throw new Error(`cannot create ${total} bytes of guest memory: errno ${errno()}`);
     this.mapping = mapShared(this.memFd, o.memSize);
     this.mem = new Uint8Array(this.mapping.ab);
-    const region = Buffer.alloc(8 + 32);
-    region.writeUInt32LE(1, 0);
-    region.writeBigUInt64LE(BigInt(GPA_BASE), 8);
-    region.writeBigUInt64LE(BigInt(o.memSize), 16);
-    region.writeBigUInt64LE(BigInt(this.mapping.addr), 24);
-    region.writeBigUInt64LE(0n, 32);
-    this.ackedRequest(Req.SET_MEM_TABLE, region, [this.memFd]);
+    this.regions = [{ gpa: GPA_BASE, size: o.memSize, fd: this.memFd, mmapOffset: 0, addr: this.mapping.addr, base: 0, mapped: 0 }];
+    if (o.highMem) {
+      const m = mapRange(this.memFd, o.memSize, o.highMem.size);
+      this.regions.push({ gpa: o.highMem.gpa, size: o.highMem.size, fd: this.memFd, mmapOffset: o.memSize, ...m });
+    }
+    const table = Buffer.alloc(8 + 32 * this.regions.length);
+    table.writeUInt32LE(this.regions.length, 0);
+    this.regions.forEach((r, i) => regionBytes(r).copy(table, 8 + 32 * i));
+    this.ackedRequest(Req.SET_MEM_TABLE, table, this.regions.map((r) => r.fd));
     const maxIndirect = o.maxIndirect ?? 32;
     const indirect = (this.features & bit(Feature.RING_INDIRECT_DESC)) !== 0n;
     for (let q = 0; q < o.numQueues; q++) {
@@ -182,6 +232,59 @@ export class VhostUserFrontend {
       this.queues.push({ index: q, driver, kickFd, callFd });
     }
     this.dataBase = o.numQueues * RING_SLOT;
+  }
+
+  /**
+   * Bytes of guest memory at guest-physical `gpa`, in whichever region holds them (a new view each
+   * call: for setting up and checking buffers, not for hot loops).
+   */
+  view(gpa: number, len: number): Uint8Array {
+    for (const r of this.regions) {
+      if (gpa >= r.gpa && gpa + len <= r.gpa + r.size) return new Uint8Array(viewAt(r.addr + gpa - r.gpa, len));
+    }
+    throw new Error(`guest memory has no ${len} bytes at 0x${gpa.toString(16)}`);
+  }
+
+  /**
+   * Hot-plugs `size` bytes at guest-physical `gpa` (ADD_MEM_REG; CONFIGURE_MEM_SLOTS must be
+   * negotiated): a new memfd, or `fd` from `mmapOffset` when given. Returns the region, or throws
+   * when the back-end refused it (the region is then not kept).
+   */
+  addRegion(gpa: number, size: number, o: { fd?: number; mmapOffset?: number; name?: string } = {}): FrontendRegion {
+    let fd = o.fd ?? -1;
+    if (fd < 0) {
+      fd = memfdCreate(o.name ?? 'twindisk-guest-dimm', MFD_CLOEXEC);
+      if (fd < 0 || ftruncate(fd, size) < 0) throw new Error(`cannot create ${size} bytes of guest memory: errno ${errno()}`);
+    }
+    const mmapOffset = o.mmapOffset ?? 0;
+    let m: { addr: number; base: number; mapped: number };
+    try {
+      m = mapRange(fd, mmapOffset, size);
+    } catch {
+      // A region the front-end itself cannot map (the tests' bad regions): announce an address anyway.
+      m = { addr: 0x7e0000000000 + gpa, base: 0, mapped: 0 };
+    }
+    const r: FrontendRegion = { gpa, size, fd, mmapOffset, ...m };
+    try {
+      this.ackedRequest(Req.ADD_MEM_REG, Buffer.concat([Buffer.alloc(8), regionBytes(r)]), [fd]);
+    } catch (e) {
+      this.dropRegion(r);
+      throw e;
+    }
+    this.regions.push(r);
+    return r;
+  }
+
+  /** Hot-unplugs a region added with addRegion (REM_MEM_REG); throws when the back-end refused (the region stays). */
+  removeRegion(r: FrontendRegion): void {
+    this.ackedRequest(Req.REM_MEM_REG, Buffer.concat([Buffer.alloc(8), regionBytes(r)]));
+    this.regions = this.regions.filter((x) => x !== r);
+    this.dropRegion(r);
+  }
+
+  private dropRegion(r: FrontendRegion): void {
+    if (r.mapped > 0) munmap(r.base, r.mapped);
+    if (r.fd !== this.memFd) close(r.fd);
   }
 
   /** Sends a request with NEED_REPLY when REPLY_ACK was negotiated, and checks the ack. */
@@ -231,6 +334,8 @@ export class VhostUserFrontend {
       close(q.callFd);
     }
     this.queues = [];
+    for (const r of this.regions.slice(1)) this.dropRegion(r);
+    this.regions = [];
     if (this.mapping) unmap(this.mapping);
     this.mapping = null;
     if (this.memFd >= 0) close(this.memFd);

@@ -21,11 +21,16 @@ export class VhostUserBlkBackend implements VhostUserBackend {
   private writeback = true;
 
   constructor(
-    private readonly info: BackendInfo,
+    private info: BackendInfo,
     readonly numQueues: number,
     private readonly log: Logger,
   ) {
     this.features = blkFeatureBits(info, numQueues).reduce((f, b) => f | bit(b), 0n);
+  }
+
+  /** Online resize: `capacity` in the config space says `size` bytes from now on. */
+  resize(size: number): void {
+    this.info = { ...this.info, size };
   }
 
   /** struct virtio_blk_config as it stands. */

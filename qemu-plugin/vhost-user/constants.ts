@@ -76,6 +76,13 @@ export const MEM_REGION_SIZE = 32;
 export const CONFIG_HEADER_SIZE = 12;
 export const MAX_CONFIG_SIZE = 256;
 
+/** SET_VRING_ADDR flags: VHOST_VRING_F_LOG (bit 0), log_guest_addr is valid and used ring writes are logged. */
+export const VRING_F_LOG = 0x1;
+/** SET_LOG_BASE payload (VhostUserLog): u64 mmap_size, u64 mmap_offset. */
+export const LOG_PAYLOAD_SIZE = 16;
+/** Largest dirty log mapped: 256 MiB of bits cover 8 TiB of guest memory. */
+export const MAX_LOG_SIZE = 256 * 1024 * 1024;
+
 /** Vring index/fd word: bits 0-7 index, bit 8 "no fd" (polling). */
 export const VRING_IDX_MASK = 0xff;
 export const VRING_NOFD_MASK = 0x100;
@@ -94,6 +101,8 @@ export const enum Feature {
   BLK_DISCARD = 13,
   BLK_WRITE_ZEROES = 14,
   NOTIFY_ON_EMPTY = 24,
+  /** VHOST_F_LOG_ALL: the back-end logs the guest pages it writes (live migration). */
+  LOG_ALL = 26,
   RING_INDIRECT_DESC = 28,
   RING_EVENT_IDX = 29,
   /** VHOST_USER_F_PROTOCOL_FEATURES. */
@@ -123,6 +132,19 @@ export const enum ProtocolFeature {
   CONFIGURE_MEM_SLOTS = 15,
   STATUS = 16,
 }
+
+/**
+ * Back-end → front-end requests, sent on the back-end request channel (SET_BACKEND_REQ_FD; "Back-end
+ * message types" in the spec; formerly VHOST_USER_SLAVE_*).
+ */
+export const enum BackendReq {
+  IOTLB_MSG = 1,
+  CONFIG_CHANGE_MSG = 2,
+  VRING_HOST_NOTIFIER_MSG = 3,
+}
+
+/** Names of back-end requests, for logs. */
+export const BACKEND_REQ_NAMES: Record<number, string> = { 1: 'BACKEND_IOTLB_MSG', 2: 'BACKEND_CONFIG_CHANGE_MSG', 3: 'BACKEND_VRING_HOST_NOTIFIER_MSG' };
 
 /** Bit `n` as a bigint mask. */
 export function bit(n: number): bigint {

@@ -5,12 +5,13 @@ import { MFD_CLOEXEC, close, ftruncate, memfdCreate } from '../os.js';
 import { inflightQueueSize } from '../virtio/inflight.js';
 import type { DeviceSettings } from '../virtio/queue-handler.js';
 import {
-  Feature, MAX_CONFIG_SIZE, MAX_MEM_SLOTS, ProtocolFeature, Req, bit,
+  BackendReq, Feature, MAX_CONFIG_SIZE, MAX_LOG_SIZE, MAX_MEM_SLOTS, ProtocolFeature, Req, VRING_F_LOG, bit,
 } from './constants.js';
 import {
   ProtocolError, configPayload, requestName, statePayload, u64Payload, type MemRegion, type Message,
 } from './message.js';
-import type { RegionMsg, RingHost, RingMsg } from './ring-host.js';
+import type { LogArea, RegionMsg, RingHost, RingMsg } from './ring-host.js';
+import { BackendChannel } from './backend-channel.js';
 
 /**
  * The device type behind a vhost-user back-end, what QEMU's libvhost-user calls VuDevIface and
@@ -57,15 +58,25 @@ interface Vring {
   enabled: boolean;
   /** Running in the ring host. */
   running: boolean;
+  /** log_guest_addr of SET_VRING_ADDR with VHOST_VRING_F_LOG; -1 without. */
+  logAddr: number;
+  /** Where the running ring logs its used ring (-1: not known). */
+  runningLogAddr: number;
 }
 
 /** Ring features every device gets, on top of its own. */
-const TRANSPORT_FEATURES = bit(Feature.VERSION_1) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES);
+const TRANSPORT_FEATURES = bit(Feature.VERSION_1) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES)
+  | bit(Feature.LOG_ALL);
 
 /** Protocol features offered. */
 const SUPPORTED_PROTOCOL = [
   ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.CONFIG, ProtocolFeature.CONFIGURE_MEM_SLOTS,
   ProtocolFeature.RESET_DEVICE, ProtocolFeature.INFLIGHT_SHMFD,
+  // Dirty page logging in a shared log (SET_LOG_BASE with an fd): live migration.
+  ProtocolFeature.LOG_SHMFD,
+  // The back-end channel, for BACKEND_CONFIG_CHANGE_MSG (online resize). BACKEND_SEND_FD is not
+  // offered: a config change carries no fd.
+  ProtocolFeature.BACKEND_REQ,
 ];
 
 /**
@@ -82,6 +93,17 @@ export class VhostUserDevice {
   private regions: RegionMsg[] = [];
   private readonly vrings: Vring[];
   private inflightSet = false;
+  /** The dirty log the front-end gave (SET_LOG_BASE); its fd is ours until replaced or reset. */
+  private logArea: LogArea | null = null;
+  /** The log the rings mark in now (null: logging off). */
+  private logPushed: LogArea | null = null;
+  /** The last SET_LOG_BASE could not be taken: turning logging on must fail rather than log nothing. */
+  private logFailed = false;
+  /** SET_LOG_FD's eventfd (kept, never signalled: QEMU reads the log when it syncs). */
+  private logFd = -1;
+  /** The back-end request channel (SET_BACKEND_REQ_FD); kept across RESET_DEVICE, closed with the connection. */
+  private backendChannel: BackendChannel | null = null;
+  private backendConfig = false;
 
   constructor(
     private readonly device: VhostUserBackend,
@@ -116,12 +138,26 @@ export class VhostUserDevice {
         return u64Payload(this.features);
       case Req.SET_FEATURES:
         return this.setFeatures(b.kind === 'u64' ? b.value : 0n);
+      case Req.SET_LOG_BASE:
+        if (b.kind !== 'log') break;
+        return this.setLogBase(m.fds[0]!, b.mmapSize, b.mmapOffset);
+      case Req.SET_LOG_FD:
+        if (m.fds.length !== 1) break;
+        if (this.logFd >= 0) close(this.logFd);
+        this.logFd = m.fds[0]!;
+        return null;
       case Req.SET_OWNER:
         return null;
       case Req.RESET_OWNER:
-      case Req.RESET_DEVICE:
+      case Req.RESET_DEVICE: {
+        // "reset all internal device state to the initial state, ready to be reinitialized. The
+        // back-end retains ownership of the device": the connection's protocol features (REPLY_ACK
+        // above all) were negotiated once for the session and stay; QEMU does not send them again.
+        const protocol = this.ackedProtocol;
         await this.reset();
+        this.ackedProtocol = protocol;
         return null;
+      }
       case Req.GET_PROTOCOL_FEATURES:
         return u64Payload(this.protocolFeatures);
       case Req.SET_PROTOCOL_FEATURES:
@@ -148,7 +184,7 @@ export class VhostUserDevice {
         return this.setVringNum(b.index, b.num);
       case Req.SET_VRING_ADDR:
         if (b.kind !== 'addr') break;
-        return this.setVringAddr(b.index, b.desc, b.avail, b.used);
+        return this.setVringAddr(b.index, b.desc, b.avail, b.used, (b.flags & VRING_F_LOG) !== 0 ? b.log : -1);
       case Req.SET_VRING_BASE:
         if (b.kind !== 'state') break;
         this.vring(b.index).base = b.num & 0xffff;
@@ -177,6 +213,8 @@ export class VhostUserDevice {
       case Req.SET_CONFIG:
         if (b.kind !== 'config') break;
         return this.setConfig(b.offset, b.data);
+      case Req.SET_BACKEND_REQ_FD:
+        return this.setBackendReqFd(m.fds[0]!);
       default:
         m.fds.forEach((fd) => close(fd));
         throw new RequestFailed(`${requestName(m.request)} is not supported by twindisk's vhost-user back-end (not negotiated)`);
@@ -189,18 +227,69 @@ export class VhostUserDevice {
     return m.needReply && this.replyAck() && !HAS_REPLY.has(m.request);
   }
 
+  /** Whether the front-end waits for a reply of the request's own to `m` (so a failure cannot be told with an ack). */
+  hasOwnReply(m: Message): boolean {
+    return HAS_REPLY.has(m.request);
+  }
+
   private vring(index: number): Vring {
     const v = this.vrings[index];
     if (!v) throw new ProtocolError(`queue index ${index} is out of range: the device has ${this.numQueues} queues`);
     return v;
   }
 
-  private setFeatures(f: bigint): null {
+  private async setFeatures(f: bigint): Promise<null> {
     const unknown = f & ~this.features;
     if (unknown) throw new RequestFailed(`SET_FEATURES acks features 0x${unknown.toString(16)} that were not offered`);
+    if ((f & bit(Feature.LOG_ALL)) !== 0n && this.logFailed) {
+      throw new RequestFailed('SET_FEATURES turns dirty logging on, but the last SET_LOG_BASE could not be taken');
+    }
     this.ackedFeatures = f;
     if (!this.has(Feature.VERSION_1)) this.log.warn('front-end did not accept VIRTIO_F_VERSION_1; legacy virtio is served little-endian');
+    // "To start/stop logging of data/used ring writes, the front-end may send messages
+    // VHOST_USER_SET_FEATURES with VHOST_F_LOG_ALL"; QEMU waits for the REPLY_ACK before it goes on migrating.
+    await this.syncDirtyLog();
     return null;
+  }
+
+  /**
+   * SET_LOG_BASE: the dirty log's shared memory. With LOG_SHMFD QEMU waits for a reply whether or not
+   * REPLY_ACK was negotiated (hw/virtio/vhost-user.c, vhost_user_set_log_base), so one is always sent:
+   * a u64, 0 when the log was taken (libvhost-user answers a u64 too).
+   */
+  private async setLogBase(fd: number, mmapSize: number, mmapOffset: number): Promise<Uint8Array> {
+    const old = this.logArea;
+    try {
+      if (mmapSize === 0 || mmapSize > MAX_LOG_SIZE) throw new Error(`a log of ${mmapSize} bytes (1 to ${MAX_LOG_SIZE} accepted)`);
+      this.logArea = { fd, mmapSize, mmapOffset };
+      await this.syncDirtyLog();
+    } catch (e) {
+      this.logArea = null;
+      this.logFailed = true;
+      await this.syncDirtyLog().catch(() => undefined);
+      close(fd);
+      if (old) close(old.fd);
+      this.log.error(`SET_LOG_BASE refused: ${(e as Error).message}; live migration of this guest will fail`);
+      return u64Payload(1);
+    }
+    this.logFailed = false;
+    if (old) close(old.fd);
+    this.log.info('dirty log received', { bytes: mmapSize, logging: this.has(Feature.LOG_ALL) });
+    return u64Payload(0);
+  }
+
+  /** Hands the rings the log to mark in: the front-end's while LOG_ALL is acknowledged and a log was given, else none. */
+  private async syncDirtyLog(): Promise<void> {
+    const want = this.has(Feature.LOG_ALL) ? this.logArea : null;
+    if (want === this.logPushed) return;
+    try {
+      await this.rings.setDirtyLog(want);
+    } catch (e) {
+      throw new RequestFailed(`cannot ${want ? 'map the dirty log' : 'stop dirty logging'}: ${(e as Error).message}`);
+    }
+    const was = this.logPushed;
+    this.logPushed = want;
+    if ((was === null) !== (want === null)) this.log.info(want ? 'dirty logging on (live migration)' : 'dirty logging off');
   }
 
   private setProtocolFeatures(f: bigint): null {
@@ -240,14 +329,24 @@ export class VhostUserDevice {
       close(r.fd);
       throw new RequestFailed(`cannot map the added memory region: ${(e as Error).message}`);
     }
+    this.log.info('memory region added', { gpa: `0x${r.guestPhysAddr.toString(16)}`, bytes: r.memorySize, regions: this.regions.length });
   }
 
   private async remMemReg(r: MemRegion): Promise<void> {
     const i = this.regions.findIndex((x) => x.guestPhysAddr === r.guestPhysAddr && x.memorySize === r.memorySize && x.userspaceAddr === r.userspaceAddr);
     if (i < 0) throw new RequestFailed(`REM_MEM_REG: no region at guest address 0x${r.guestPhysAddr.toString(16)}`);
-    const [gone] = this.regions.splice(i, 1);
-    await this.pushMemory();
-    close(gone!.fd);
+    const old = this.regions;
+    const gone = old[i]!;
+    this.regions = old.filter((_, j) => j !== i);
+    try {
+      await this.pushMemory();
+    } catch (e) {
+      // Every queue still runs on the table with the region (the ring host switches all or none).
+      this.regions = old;
+      throw new RequestFailed(`cannot remove the memory region at guest address 0x${r.guestPhysAddr.toString(16)}: ${(e as Error).message}`);
+    }
+    close(gone.fd);
+    this.log.info('memory region removed', { gpa: `0x${r.guestPhysAddr.toString(16)}`, bytes: r.memorySize, regions: this.regions.length });
   }
 
   private checkOverlap(rs: MemRegion[]): void {
@@ -269,17 +368,33 @@ export class VhostUserDevice {
   private setVringNum(index: number, num: number): null {
     const v = this.vring(index);
     if (num < 1 || num > MAX_QUEUE_SIZE) throw new ProtocolError(`SET_VRING_NUM: queue size ${num} is outside 1..${MAX_QUEUE_SIZE}`);
+    // Split virtqueues: "Queue Size value is always a power of 2."
+    if ((num & (num - 1)) !== 0) throw new ProtocolError(`SET_VRING_NUM: queue size ${num} is not a power of 2`);
     v.num = num;
     return null;
   }
 
-  private setVringAddr(index: number, desc: number, avail: number, used: number): null {
+  private async setVringAddr(index: number, desc: number, avail: number, used: number, logAddr: number): Promise<null> {
     const v = this.vring(index);
     v.desc = desc;
     v.avail = avail;
     v.used = used;
     v.hasAddr = true;
+    v.logAddr = logAddr;
+    // QEMU sends the addresses again with VHOST_VRING_F_LOG when migration starts, rings running. Its
+    // log address is the used ring's guest-physical address, where a ring logs already; a ring told
+    // another (a vIOMMU's) restarts with it.
+    if (v.running && logAddr >= 0 && logAddr !== v.runningLogAddr) {
+      await this.stopRing(index);
+      await this.maybeStart(index);
+    }
     return null;
+  }
+
+  /** The guest-physical address of front-end virtual address `uaddr` by the memory table, or -1. */
+  private uaddrToGpa(uaddr: number): number {
+    const r = this.regions.find((x) => uaddr >= x.userspaceAddr && uaddr < x.userspaceAddr + x.memorySize);
+    return r ? r.guestPhysAddr + (uaddr - r.userspaceAddr) : -1;
   }
 
   private async getVringBase(index: number): Promise<Uint8Array> {
@@ -311,8 +426,12 @@ export class VhostUserDevice {
       if (v.running) await this.rings.setCallFd(index, fd);
       if (old >= 0) close(old);
     } else {
-      if (v.errFd >= 0) close(v.errFd);
+      // The running ring is given the new fd before the old one is closed: a worker never writes to a
+      // closed fd (whose number may already name another file).
+      const old = v.errFd;
       v.errFd = fd;
+      if (v.running) await this.rings.setErrFd(index, fd);
+      if (old >= 0) close(old);
     }
     return null;
   }
@@ -333,9 +452,11 @@ export class VhostUserDevice {
     const ring: RingMsg = {
       index, num: v.num, desc: v.desc, avail: v.avail, used: v.used, base: v.base, kickFd: v.kickFd, callFd: v.callFd,
       errFd: v.errFd, eventIdx: this.has(Feature.RING_EVENT_IDX), indirect: this.has(Feature.RING_INDIRECT_DESC),
+      ...(v.logAddr >= 0 ? { logAddr: v.logAddr } : {}),
     };
     await this.rings.startRing(ring);
     v.running = true;
+    v.runningLogAddr = v.logAddr >= 0 ? v.logAddr : this.uaddrToGpa(v.used);
     this.log.info(`queue ${index} started`, { size: v.num, base: v.base });
   }
 
@@ -394,6 +515,43 @@ export class VhostUserDevice {
     return null;
   }
 
+  /** SET_BACKEND_REQ_FD: keeps the channel the back-end sends its own requests on (a second one replaces the first). */
+  private setBackendReqFd(fd: number): null {
+    if ((this.ackedProtocol & bit(ProtocolFeature.BACKEND_REQ)) === 0n) {
+      close(fd);
+      throw new RequestFailed('SET_BACKEND_REQ_FD without the BACKEND_REQ protocol feature negotiated');
+    }
+    this.backendChannel?.close();
+    this.backendChannel = new BackendChannel(fd, this.replyAck(), this.log);
+    this.backendConfig = (this.ackedProtocol & bit(ProtocolFeature.CONFIG)) !== 0n;
+    this.log.debug('back-end channel set', { replyAck: this.replyAck() });
+    return null;
+  }
+
+  /**
+   * Tells the front-end that the config space changed (BACKEND_CONFIG_CHANGE_MSG): it reads it again with
+   * GET_CONFIG and interrupts the driver. Resolves true once sent (and acknowledged, with REPLY_ACK),
+   * false when the front-end gave no back-end channel (the guest sees the change after its next reset);
+   * rejects when the front-end failed or did not answer.
+   */
+  async configChanged(): Promise<boolean> {
+    const ch = this.backendChannel;
+    if (!ch) return false;
+    // "When VHOST_USER_PROTOCOL_F_CONFIG is negotiated, vhost-user back-end sends such messages to
+    // notify that the virtio device's configuration space has changed"
+    // (Negotiated when the channel was set: RESET_DEVICE does not negotiate again.)
+    if (!this.backendConfig) return false;
+    await ch.send(BackendReq.CONFIG_CHANGE_MSG);
+    return true;
+  }
+
+  /** The connection ended: resets the device and closes the back-end channel. */
+  async close(): Promise<void> {
+    await this.reset();
+    this.backendChannel?.close();
+    this.backendChannel = null;
+  }
+
   /** Stops every ring and drops the connection's fds and memory. Called on RESET and on disconnect. */
   async reset(): Promise<void> {
     for (let i = 0; i < this.vrings.length; i++) await this.stopRing(i).catch(() => undefined);
@@ -407,6 +565,13 @@ export class VhostUserDevice {
       await this.rings.setInflight(null).catch(() => undefined);
       this.inflightSet = false;
     }
+    if (this.logPushed) await this.rings.setDirtyLog(null).catch(() => undefined);
+    this.logPushed = null;
+    if (this.logArea) close(this.logArea.fd);
+    this.logArea = null;
+    this.logFailed = false;
+    if (this.logFd >= 0) close(this.logFd);
+    this.logFd = -1;
     this.ackedFeatures = 0n;
     this.ackedProtocol = 0n;
   }
@@ -416,8 +581,13 @@ export class VhostUserDevice {
 const HAS_REPLY = new Set<number>([
   Req.GET_FEATURES, Req.GET_PROTOCOL_FEATURES, Req.GET_QUEUE_NUM, Req.GET_VRING_BASE, Req.GET_CONFIG, Req.GET_MAX_MEM_SLOTS,
   Req.GET_INFLIGHT_FD, Req.GET_STATUS,
+  // Answered with a u64 whether REPLY_ACK was negotiated or not (see setLogBase).
+  Req.SET_LOG_BASE,
 ]);
 
 function freshVring(): Vring {
-  return { num: 0, desc: 0, avail: 0, used: 0, hasAddr: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, enabled: false, running: false };
+  return {
+    num: 0, desc: 0, avail: 0, used: 0, hasAddr: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, enabled: false, running: false,
+    logAddr: -1, runningLogAddr: -1,
+  };
 }

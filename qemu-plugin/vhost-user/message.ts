@@ -1,6 +1,6 @@
 // vhost-user message codec: bytes (and received fds) in, typed messages out; replies out. No I/O here.
 import {
-  CONFIG_HEADER_SIZE, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_CONFIG_SIZE,
+  BACKEND_REQ_NAMES, BackendReq, CONFIG_HEADER_SIZE, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, LOG_PAYLOAD_SIZE, MAX_CONFIG_SIZE,
   MAX_MEM_TABLE_REGIONS, MAX_PAYLOAD, MEM_REGION_SIZE, REQ_NAMES, Req, VERSION, VRING_IDX_MASK, VRING_NOFD_MASK,
 } from './constants.js';
 
@@ -32,6 +32,7 @@ export type Body =
   | { kind: 'memReg'; region: MemRegion }
   | { kind: 'config'; offset: number; size: number; flags: number; data: Uint8Array }
   | { kind: 'inflight'; mmapSize: number; mmapOffset: number; numQueues: number; queueSize: number }
+  | { kind: 'log'; mmapSize: number; mmapOffset: number }
   | { kind: 'unknown'; payload: Uint8Array };
 
 export interface Message {
@@ -187,6 +188,25 @@ export function decodeMessage(h: Header, payload: Uint8Array, fds: number[]): Me
         numQueues: dv.getUint16(16, true), queueSize: dv.getUint16(18, true),
       });
     }
+    case Req.SET_LOG_BASE: {
+      // With LOG_SHMFD: "the log memory fd is provided in the ancillary data ... the size and offset
+      // of shared memory area provided in the message" (VhostUserLog).
+      expectSize(h, LOG_PAYLOAD_SIZE);
+      expectFds(h, fds, 1);
+      return msg({ kind: 'log', mmapSize: u64(dv, 0, 'log mmap size'), mmapOffset: u64(dv, 8, 'log mmap offset') });
+    }
+    case Req.SET_LOG_FD: {
+      // "Sets the logging file descriptor, which is passed as ancillary data"; no payload (a u64 is tolerated).
+      if (h.size !== 0) expectSize(h, 8);
+      expectFds(h, fds, 1);
+      return msg({ kind: 'none' });
+    }
+    case Req.SET_BACKEND_REQ_FD: {
+      // "The fd is provided via VHOST_USER_SET_BACKEND_REQ_FD ancillary data": no payload, exactly one fd.
+      expectSize(h, 0);
+      expectFds(h, fds, 1);
+      return msg({ kind: 'none' });
+    }
     default:
       return msg({ kind: 'unknown', payload });
   }
@@ -245,4 +265,28 @@ export function decodeReplyHeader(b: Uint8Array): Header {
   if ((h.flags & FLAG_VERSION_MASK) !== VERSION || !(h.flags & FLAG_REPLY)) throw new ProtocolError(`bad reply flags 0x${h.flags.toString(16)}`);
   if (h.size > MAX_PAYLOAD) throw new ProtocolError(`reply payload of ${h.size} bytes exceeds ${MAX_PAYLOAD}`);
   return h;
+}
+
+/**
+ * Encodes a back-end request for the back-end channel (SET_BACKEND_REQ_FD): header (version 1, NEED_REPLY
+ * when the back-end wants REPLY_ACK's answer) and `payload` (empty for CONFIG_CHANGE_MSG).
+ */
+export function encodeBackendRequest(request: BackendReq, payload: Uint8Array = new Uint8Array(0), needReply = false): Buffer {
+  if (payload.length > MAX_PAYLOAD) throw new RangeError(`back-end request payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD}`);
+  return encodeRequest(request, payload, needReply);
+}
+
+/**
+ * Decodes the front-end's answer to back-end request `request` sent with NEED_REPLY: "the front-end must
+ * respond with zero when operation is successfully completed, or non-zero otherwise". Returns that u64
+ * (0: success); throws ProtocolError for anything else (another request's reply, a missing REPLY flag, a
+ * payload other than a u64).
+ */
+export function decodeBackendReply(b: Uint8Array, request: BackendReq): bigint {
+  const h = decodeReplyHeader(b);
+  const name = BACKEND_REQ_NAMES[request] ?? `back-end request ${request}`;
+  if (h.request !== request) throw new ProtocolError(`${name}: the reply is for ${BACKEND_REQ_NAMES[h.request] ?? `request ${h.request}`}`);
+  if (h.size !== 8) throw new ProtocolError(`${name}: reply payload of ${h.size} bytes, expected 8`);
+  if (b.length < HEADER_SIZE + 8) throw new ProtocolError(`${name}: reply truncated: ${b.length} of ${HEADER_SIZE + 8} bytes`);
+  return new DataView(b.buffer, b.byteOffset + HEADER_SIZE, 8).getBigUint64(0, true);
 }

@@ -6,7 +6,7 @@ import type { BackendSpec } from '../../engine/open.js';
 import type { DeviceSettings, HandlerSpec } from '../virtio/queue-handler.js';
 import { EFD_CLOEXEC, NativeBuffer, close, eventfd, write } from '../os.js';
 import type { QueueWorkerData, WorkerReply, WorkerRequest } from './queue-worker.js';
-import type { InflightArea, RegionMsg, RingHost, RingMsg } from './ring-host.js';
+import type { InflightArea, LogArea, RegionMsg, RingHost, RingMsg } from './ring-host.js';
 
 type AckOk = Extract<WorkerReply, { op: 'ack'; ok: true }>;
 type Pending = { resolve: (r: AckOk) => void; reject: (e: Error) => void };
@@ -141,8 +141,18 @@ export class QueuePool implements RingHost {
     return this.workers[0]!.info;
   }
 
+  /**
+   * Every worker maps the new table beside its current one; only when all could does every worker
+   * switch (each drains its requests first). If one cannot, all stay on the old table.
+   */
   async setMemory(regions: RegionMsg[]): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.request({ op: 'mem', regions })));
+    const prepared = await Promise.allSettled(this.workers.map((w) => w.request({ op: 'mem-prepare', regions })));
+    const failed = prepared.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+    if (failed) {
+      await Promise.allSettled(this.workers.map((w) => w.request({ op: 'mem-abort' })));
+      throw failed.reason as Error;
+    }
+    await Promise.all(this.workers.map((w) => w.request({ op: 'mem-commit' })));
   }
 
   async startRing(ring: RingMsg): Promise<void> {
@@ -157,12 +167,28 @@ export class QueuePool implements RingHost {
     await this.worker(index).request({ op: 'call', fd });
   }
 
+  async setErrFd(index: number, fd: number): Promise<void> {
+    await this.worker(index).request({ op: 'err', fd });
+  }
+
   async setInflight(area: InflightArea | null): Promise<void> {
     await Promise.all(this.workers.map((w) => w.request({ op: 'inflight', area })));
   }
 
+  async setDirtyLog(area: LogArea | null): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.request({ op: 'log', area })));
+  }
+
   async configure(settings: DeviceSettings): Promise<void> {
     await Promise.all(this.workers.map((w) => w.request({ op: 'configure', settings })));
+  }
+
+  /**
+   * Online resize: every queue's back-end takes `size` (the image or volume has the new size already).
+   * Resolves once each worker acknowledged: from then on each request is checked against `size`.
+   */
+  async resize(size: number): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.request({ op: 'resize', size })));
   }
 
   /** Stops every worker (their back-ends are closed). */

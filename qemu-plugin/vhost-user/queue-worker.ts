@@ -11,23 +11,30 @@ import { BackendError, isAsyncBackend, type Backend } from '../../engine/backend
 import { Logger, RateLimit, setSink, type Fields, type Level } from '../../engine/log.js';
 import { openBackend, type BackendSpec } from '../../engine/open.js';
 import { EINTR } from '../../engine/os.js';
-import { GuestMemory, type GuestRegion } from '../virtio/memory.js';
+import type { GuestMemory } from '../virtio/memory.js';
 import { InflightRegion, inflightQueueSize } from '../virtio/inflight.js';
+import { DirtyLog, VringLog } from '../virtio/dirty-log.js';
 import {
   publishUsed, serveQueue, type DeviceSettings, type HandlerSpec, type QueueHandler, type QueueHandlerFactory,
 } from '../virtio/queue-handler.js';
-import { RingBrokenError, Virtqueue, ringSizes } from '../virtio/virtqueue.js';
+import { RingBrokenError, Virtqueue, ringSizes, type RingLayout } from '../virtio/virtqueue.js';
 import { NativeBuffer, POLLIN, errno, mapShared, poll, read, unmap, write, type Mapping } from '../os.js';
-import type { InflightArea, RegionMsg, RingMsg } from './ring-host.js';
+import { MemTable } from './mem-table.js';
+import type { InflightArea, LogArea, RegionMsg, RingMsg } from './ring-host.js';
 
 /** Requests from the main thread; every one is answered with an `ack` of the same id. */
 export type WorkerRequest =
-  | { op: 'mem'; id: number; regions: RegionMsg[] }
+  | { op: 'mem-prepare'; id: number; regions: RegionMsg[] }
+  | { op: 'mem-commit'; id: number }
+  | { op: 'mem-abort'; id: number }
   | { op: 'start'; id: number; ring: RingMsg }
   | { op: 'stop'; id: number }
   | { op: 'call'; id: number; fd: number }
+  | { op: 'err'; id: number; fd: number }
   | { op: 'configure'; id: number; settings: DeviceSettings }
   | { op: 'inflight'; id: number; area: InflightArea | null }
+  | { op: 'log'; id: number; area: LogArea | null }
+  | { op: 'resize'; id: number; size: number }
   | { op: 'exit'; id: number };
 
 export type WorkerReply =
@@ -60,7 +67,11 @@ interface Ring {
   vq: Virtqueue;
   handler: QueueHandler;
   signal: () => void;
+  /** The inflight area the ring tracks requests in; it stays mapped until the ring stops, even if the front-end sent another. */
+  inflight: InflightMap | null;
 }
+
+type InflightMap = { map: Mapping; offset: number; queueSize: number };
 
 function fatal(e: unknown): never {
   post({ op: 'fatal', error: e instanceof BackendError ? e.message : String((e as Error).stack ?? e) });
@@ -86,11 +97,15 @@ try {
 const async = isAsyncBackend(backend) ? backend : null;
 post({ op: 'ready', info: backend.info });
 
-let mappings: Mapping[] = [];
-/** The front-end's inflight area (SET_INFLIGHT_FD), mapped; null when not negotiated. */
-let inflight: { map: Mapping; offset: number; queueSize: number } | null = null;
-let mem = new GuestMemory([]);
+const table = new MemTable();
+/** The front-end's inflight area (SET_INFLIGHT_FD), mapped, for rings started from now on; null when not negotiated. */
+let inflight: InflightMap | null = null;
+let mem: GuestMemory = table.mem;
 let ring: Ring | null = null;
+/** The front-end's dirty log while it logs (live migration), mapped; null when logging is off. */
+let dirtyLog: { map: Mapping; log: DirtyLog } | null = null;
+/** The last available index of a ring that stopped itself (a broken ring), for the GET_VRING_BASE that follows. */
+let stoppedBase: number | undefined;
 const rejects = new RateLimit(10, 1000);
 const pollUs = data.pollUs;
 const eight = new NativeBuffer(8);
@@ -130,62 +145,99 @@ function collectCompletions(): void {
   if (ring) publishUsed(ring.vq, ring.signal);
 }
 
-function mapRegions(regions: RegionMsg[]): void {
-  // Requests in flight hold addresses in the old mappings: finish them before anything moves.
-  if (ring) quiesce(ring);
-  const next: Mapping[] = [];
-  const gr: GuestRegion[] = [];
-  try {
-    for (const r of regions) {
-      const m = mapShared(r.fd, r.memorySize + r.mmapOffset);
-      next.push(m);
-      gr.push({
-        gpa: r.guestPhysAddr, size: r.memorySize, uaddr: r.userspaceAddr,
-        u8: new Uint8Array(m.ab, r.mmapOffset, r.memorySize), dv: new DataView(m.ab, r.mmapOffset, r.memorySize),
-        hostAddr: m.addr + r.mmapOffset,
-      });
+/** Where a ring's parts are in `m`; throws RingBrokenError if one is not in guest memory. */
+function ringLayout(m: GuestMemory, r: RingMsg): RingLayout {
+  const sz = ringSizes(r.num);
+  const part = (uaddr: number, len: number, what: string) => {
+    const region = m.findUaddr(uaddr, len);
+    if (region < 0) throw new RingBrokenError(`queue ${r.index}: ${what} at 0x${uaddr.toString(16)} is not in guest memory`);
+    return { region, off: m.off };
+  };
+  return { size: r.num, desc: part(r.desc, sz.desc, 'descriptor table'), avail: part(r.avail, sz.avail, 'available ring'), used: part(r.used, sz.used, 'used ring') };
+}
+
+/**
+ * Maps a new memory table beside the current one (the first half of a table change, on every
+ * worker before any commits). Refuses a table without the running ring's memory, so the commit
+ * cannot fail.
+ */
+function prepareMemory(regions: RegionMsg[]): void {
+  const next = table.prepare(regions);
+  if (ring) {
+    try {
+      ringLayout(next, ring.msg);
+    } catch (e) {
+      table.abort();
+      throw new Error(`the new memory table leaves out queue ${ring.msg.index}'s ring, which is running: ${(e as Error).message}`);
     }
-  } catch (e) {
-    next.forEach(unmap);
-    throw e;
-  }
-  const old = mappings;
-  mappings = next;
-  mem = new GuestMemory(gr);
-  // A running ring keeps its indices and moves to the new mappings.
-  try {
-    if (ring) {
-      const restart = { ...ring.msg, base: ring.vq.lastAvail };
-      ring = null;
-      startRing(restart);
-    }
-  } finally {
-    old.forEach(unmap);
   }
 }
 
-function startRing(m: RingMsg): void {
-  const sz = ringSizes(m.num);
-  const part = (uaddr: number, len: number, what: string) => {
-    const region = mem.findUaddr(uaddr, len);
-    if (region < 0) throw new RingBrokenError(`queue ${m.index}: ${what} at 0x${uaddr.toString(16)} is not in guest memory`);
-    return { region, off: mem.off };
-  };
-  const layout = { size: m.num, desc: part(m.desc, sz.desc, 'descriptor table'), avail: part(m.avail, sz.avail, 'available ring'), used: part(m.used, sz.used, 'used ring') };
+/** Switches to the prepared table: requests in flight finish on the old one, the ring moves over, then the old mappings go. */
+function commitMemory(): void {
+  // Requests in flight hold addresses in the old mappings: finish them before anything moves.
+  if (ring) quiesce(ring);
+  const release = table.commit();
+  mem = table.mem;
+  const r = ring;
+  try {
+    // A running ring keeps its indices (and its inflight area) and moves to the new mappings.
+    if (r) {
+      ring = null;
+      try {
+        startRing({ ...r.msg, base: r.vq.lastAvail }, r.inflight);
+      } catch (e) {
+        log.error(`queue ${r.msg.index} stopped: it cannot run in the new memory table: ${(e as Error).message}`);
+        stoppedBase = r.vq.lastAvail;
+        releaseInflight(r);
+        if (r.msg.errFd >= 0) write(r.msg.errFd, one.addr, 8);
+      }
+    }
+  } finally {
+    release();
+  }
+}
+
+/** Unmaps the inflight area a ring tracked requests in, unless it is still the current one. */
+function releaseInflight(r: Ring): void {
+  if (r.inflight && r.inflight !== inflight) unmap(r.inflight.map);
+}
+
+/** Starts serving ring `m`, tracking its requests in the inflight area `area` (the current one unless told). */
+function startRing(m: RingMsg, area: InflightMap | null = inflight): void {
+  stoppedBase = undefined;
+  const layout = ringLayout(mem, m);
   let region: InflightRegion | null = null;
-  if (inflight && inflight.queueSize === m.num) {
+  if (area && area.queueSize === m.num) {
     const size = inflightQueueSize(m.num);
-    const off = inflight.offset + m.index * size;
-    if (off + size <= inflight.map.length) region = new InflightRegion(new Uint8Array(inflight.map.ab, off, size), m.num);
+    const off = area.offset + m.index * size;
+    if (off + size <= area.map.length) region = new InflightRegion(new Uint8Array(area.map.ab, off, size), m.num);
   }
   const vq = new Virtqueue(mem, layout, m.base, m.eventIdx, m.indirect, region);
+  attachLog(vq, m);
   if (vq.resubmitting > 0) log.warn(`queue ${m.index}: serving again ${vq.resubmitting} requests a previous run left unfinished`);
   const handler = createHandler({ backend, vq, mem, reject, settings });
-  const r: Ring = { msg: m, vq, handler, signal: () => { if (r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8); } };
+  const r: Ring = {
+    msg: m, vq, handler, signal: () => { if (r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8); }, inflight: region ? area : null,
+  };
   ring = r;
   pfd.dv.setInt32(PFD_KICK, m.kickFd, true); // -1: a polled ring (no kick fd); poll() skips it
   log.debug('ring started', { queue: m.index, size: m.num, base: m.base, eventIdx: m.eventIdx });
   serveRing(r, true); // requests made available before the kick fd arrived
+}
+
+/**
+ * Points a ring's virtqueue at the dirty log, or at none. The used ring is logged at the address the
+ * front-end gave (log_guest_addr), else at its own guest-physical address.
+ */
+function attachLog(vq: Virtqueue, m: RingMsg): void {
+  if (dirtyLog === null) {
+    vq.dirtyLog = null;
+    return;
+  }
+  const layout = ringLayout(mem, m);
+  const used = mem.regions[layout.used.region]!;
+  vq.dirtyLog = new VringLog(dirtyLog.log, mem, m.logAddr ?? used.gpa + layout.used.off, ringSizes(m.num).used);
 }
 
 /** Stops the ring once its requests in flight completed; returns its last available index. */
@@ -196,6 +248,7 @@ function stopRing(): number | undefined {
   quiesce(r);
   ring = null;
   pfd.dv.setInt32(PFD_KICK, -1, true);
+  releaseInflight(r);
   return r.vq.lastAvail;
 }
 
@@ -210,7 +263,7 @@ function serveRing(r: Ring, arm: boolean): void {
   } catch (e) {
     if (!(e instanceof RingBrokenError)) throw e;
     log.error(`queue ${r.msg.index} stopped: ${e.message}; the guest driver must reset the device`);
-    stopRing();
+    stoppedBase = stopRing();
     if (r.msg.errFd >= 0) write(r.msg.errFd, one.addr, 8);
   }
 }
@@ -246,8 +299,16 @@ function pollRing(): void {
 function handle(m: WorkerRequest): boolean {
   try {
     switch (m.op) {
-      case 'mem':
-        mapRegions(m.regions);
+      case 'mem-prepare':
+        prepareMemory(m.regions);
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
+      case 'mem-commit':
+        commitMemory();
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
+      case 'mem-abort':
+        table.abort();
         post({ op: 'ack', id: m.id, ok: true });
         return true;
       case 'start':
@@ -256,7 +317,9 @@ function handle(m: WorkerRequest): boolean {
         post({ op: 'ack', id: m.id, ok: true });
         return true;
       case 'stop': {
-        const lastAvail = stopRing();
+        // "stop the vring and return the value of last_avail_idx": also for a ring that stopped itself.
+        const lastAvail = ring ? stopRing() : stoppedBase;
+        stoppedBase = undefined;
         post({ op: 'ack', id: m.id, ok: true, ...(lastAvail === undefined ? {} : { lastAvail }) });
         return true;
       }
@@ -264,10 +327,30 @@ function handle(m: WorkerRequest): boolean {
         if (ring) ring.msg.callFd = m.fd;
         post({ op: 'ack', id: m.id, ok: true });
         return true;
+      case 'err':
+        if (ring) ring.msg.errFd = m.fd;
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
       case 'inflight': {
         const a = m.area;
-        if (inflight) unmap(inflight.map);
+        const old = inflight;
         inflight = a === null ? null : { map: mapShared(a.fd, a.mmapOffset + a.mmapSize), offset: a.mmapOffset, queueSize: a.queueSize };
+        // A running ring keeps tracking in the area it started with: it is unmapped when the ring stops.
+        if (old && ring?.inflight !== old) unmap(old.map);
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
+      }
+      case 'log': {
+        // Marking is synchronous in this thread: once the ring points at the new log, nothing marks the old one.
+        const a = m.area;
+        const old = dirtyLog;
+        if (a === null) dirtyLog = null;
+        else {
+          const map = mapShared(a.fd, a.mmapOffset + a.mmapSize);
+          dirtyLog = { map, log: new DirtyLog(new Uint8Array(map.ab, a.mmapOffset, a.mmapSize)) };
+        }
+        if (ring) attachLog(ring.vq, ring.msg);
+        if (old) unmap(old.map);
         post({ op: 'ack', id: m.id, ok: true });
         return true;
       }
@@ -276,10 +359,17 @@ function handle(m: WorkerRequest): boolean {
         ring?.handler.configure(m.settings);
         post({ op: 'ack', id: m.id, ok: true });
         return true;
+      case 'resize':
+        // Online resize: requests are checked against the new size from the next one on. A shrink
+        // first lets the requests in flight finish (they were checked against the old size).
+        if (!backend.resize) throw new Error(`${backend.info.name} cannot change its size`);
+        if (ring && m.size < backend.info.size) quiesce(ring);
+        backend.resize(m.size);
+        post({ op: 'ack', id: m.id, ok: true });
+        return true;
       case 'exit':
         stopRing();
-        mappings.forEach(unmap);
-        mappings = [];
+        table.clear();
         backend.close();
         post({ op: 'ack', id: m.id, ok: true });
         return false;

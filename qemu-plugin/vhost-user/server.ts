@@ -31,6 +31,26 @@ export interface ServerOptions {
    */
   onOpen?: () => void;
   onClose?: () => void;
+  /**
+   * Front-ends served at once (default 1: a further one waits until one leaves). `twindisk serve`
+   * allows 2 so a guest can live-migrate between two QEMUs on this host: the destination connects
+   * while the source still runs. A front-end connecting beside the first gets queue workers of its
+   * own (started when it connects, stopped when it leaves), which open the back-end again: an image
+   * file can be, a replicated volume's per-queue channels cannot (a node serves one front-end).
+   */
+  maxFrontEnds?: number;
+}
+
+/** A connected front-end: its socket, the queue workers serving its rings, and the end of its connection. */
+interface FrontEnd {
+  fd: number;
+  pool: QueuePool;
+  done: Promise<void>;
+}
+
+/** A request that failed where the front-end expects a reply of its own: the connection is closed. */
+class UnanswerableRequest extends Error {
+  override readonly name = 'UnanswerableRequest';
 }
 
 /** How long queue workers poll after work. QEMU IOThreads poll up to 32 µs (poll-max-ns) and adapt; measured here, 32 µs gave 342 K and 100 µs 378 K random 4 KiB reads/s at depth 32 (8 µs: 230 K, none: 209 K). */
@@ -39,19 +59,26 @@ export const DEFAULT_POLL_US = 50;
 /**
  * Serves one virtio-blk disk over a vhost-user socket. Queue workers (one per queue, opened at
  * start) keep their back-end open across front-end connections, so a guest can restart or
- * reconnect; one front-end is served at a time.
+ * reconnect; one front-end is served at a time, or with `maxFrontEnds` a few, each on its own workers.
  */
 export class VhostUserServer {
   private pool: QueuePool | null = null;
   private listenFd = -1;
-  private connFd = -1;
+  /** The front-ends connected now. */
+  private readonly served = new Set<FrontEnd>();
   private closing = false;
   private acceptLoop: Promise<void> | null = null;
-  private connection: Promise<void> | null = null;
   readonly log: Logger;
   info!: BackendInfo;
   /** Number of front-end connections accepted so far (for tests and status). */
   connections = 0;
+  /** Whether a front-end is connected now. */
+  get connected(): boolean {
+    return this.served.size > 0;
+  }
+
+  /** The connection being served: its device and its config space (online resize reaches them). */
+  private current: { device: VhostUserDevice; blk: VhostUserBlkBackend } | null = null;
 
   constructor(private readonly opts: ServerOptions) {
     this.log = opts.log ?? new Logger('vhost-user');
@@ -61,9 +88,7 @@ export class VhostUserServer {
   async start(): Promise<void> {
     const { numQueues } = this.opts;
     if (!(numQueues >= 1 && numQueues <= MAX_QUEUES)) throw new Error(`--queues ${numQueues}: choose 1 to ${MAX_QUEUES} queues`);
-    const spec = this.opts.backend;
-    const pool = await QueuePool.start(numQueues, typeof spec === 'function' ? spec : () => spec, blkHandlerSpec(this.opts.serial),
-      this.opts.pollUs ?? DEFAULT_POLL_US, this.log);
+    const pool = await this.startPool();
     this.pool = pool;
     this.info = pool.info;
     try {
@@ -79,6 +104,13 @@ export class VhostUserServer {
       socket: this.opts.socketPath, disk: this.info.name, size: this.info.size, blockSize: this.info.blockSize,
       queues: numQueues, readOnly: this.info.readOnly,
     });
+  }
+
+  /** Starts one queue worker per queue, each with the back-end open. */
+  private startPool(): Promise<QueuePool> {
+    const spec = this.opts.backend;
+    return QueuePool.start(this.opts.numQueues, typeof spec === 'function' ? spec : () => spec, blkHandlerSpec(this.opts.serial),
+      this.opts.pollUs ?? DEFAULT_POLL_US, this.log);
   }
 
   private bindSocket(): number {
@@ -128,11 +160,14 @@ export class VhostUserServer {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      if (this.connection) {
-        // One front-end at a time: a second one (often QEMU reconnecting before the old
-        // connection's end was seen) waits until the disk is free.
-        this.log.warn('a second front-end connected; it is served when the current one disconnects');
-        await this.connection;
+      const max = this.opts.maxFrontEnds ?? 1;
+      if (this.served.size >= max) {
+        // A front-end beyond the limit (often QEMU reconnecting before the old connection's end was
+        // seen) waits until one leaves.
+        this.log.warn(max === 1
+          ? 'a second front-end connected; it is served when the current one disconnects'
+          : `another front-end connected; it is served when one of the ${max} connected disconnects`);
+        while (this.served.size >= max && !this.closing) await Promise.race([...this.served].map((f) => f.done.catch(() => undefined)));
         if (this.closing) {
           close(fd);
           break;
@@ -147,21 +182,43 @@ export class VhostUserServer {
           continue;
         }
       }
-      this.connFd = fd;
+      // The workers opened at start serve the first front-end; one connecting beside it (the
+      // destination QEMU of a live migration) gets workers of its own, with their own device state.
+      let pool = this.pool!;
+      if ([...this.served].some((f) => f.pool === pool)) {
+        this.log.info('a front-end connected while another is served (a live migration\'s destination?): starting queue workers for it');
+        try {
+          pool = await this.startPool();
+        } catch (e) {
+          this.log.error(`refused a front-end: its queue workers did not start: ${(e as Error).message}`);
+          close(fd);
+          this.opts.onClose?.();
+          continue;
+        }
+        if (this.closing) {
+          await pool.exit();
+          close(fd);
+          this.opts.onClose?.();
+          break;
+        }
+      }
       this.connections++;
-      this.connection = this.serveConnection(fd).finally(() => {
-        this.connFd = -1;
-        this.connection = null;
+      const f: FrontEnd = { fd, pool, done: Promise.resolve() };
+      f.done = this.serveConnection(fd, pool).finally(async () => {
+        this.served.delete(f);
+        if (pool !== this.pool) await pool.exit().catch((e) => this.log.error(`queue workers did not exit: ${e}`));
         this.opts.onClose?.();
       });
+      this.served.add(f);
     }
   }
 
-  private async serveConnection(fd: number): Promise<void> {
+  private async serveConnection(fd: number, pool: QueuePool): Promise<void> {
     const log = this.log.child(`conn${this.connections}`);
     log.info('front-end connected');
-    const pool = this.pool!;
-    const device = new VhostUserDevice(new VhostUserBlkBackend(this.info, pool.numQueues, log), pool, log);
+    const blk = new VhostUserBlkBackend(this.info, pool.numQueues, log);
+    const device = new VhostUserDevice(blk, pool, log);
+    this.current = { device, blk };
     const bufs = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, MAX_FDS);
     const out = new MsgBuffers(HEADER_SIZE + MAX_PAYLOAD, 1);
     let reason = 'front-end disconnected';
@@ -190,6 +247,9 @@ export class VhostUserServer {
             reply = await device.handle(m);
           } catch (e) {
             if (!(e instanceof RequestFailed)) throw e;
+            // A request with a reply of its own (GET_INFLIGHT_FD, GET_VRING_BASE...) has no way to
+            // say it failed, and the front-end would wait for that reply forever: close instead.
+            if (device.hasOwnReply(m)) throw new UnanswerableRequest(`${msgName} failed: ${e.message}`);
             log.warn(`${msgName} failed: ${e.message}`);
             reply = null;
             ackStatus = 1; // reported when REPLY_ACK was asked for; otherwise only logged
@@ -215,10 +275,13 @@ export class VhostUserServer {
     } catch (e) {
       reason = e instanceof ProtocolError
         ? `closed the connection: malformed ${e.message}`
-        : `closed the connection after an internal error: ${(e as Error).stack ?? e}`;
+        : e instanceof UnanswerableRequest
+          ? `closed the connection: ${e.message}, and its reply cannot tell the front-end`
+          : `closed the connection after an internal error: ${(e as Error).stack ?? e}`;
     } finally {
       if (!this.closing) (reason === 'front-end disconnected' ? log.info.bind(log) : log.error.bind(log))(reason);
-      await device.reset().catch((e) => log.error(`reset failed: ${e}`));
+      if (this.current?.device === device) this.current = null;
+      await device.close().catch((e) => log.error(`reset failed: ${e}`));
       close(fd);
       bufs.free();
       out.free();
@@ -247,14 +310,40 @@ export class VhostUserServer {
     }
   }
 
+  /**
+   * Online resize to `size` bytes (the image or volume already has it): first every queue worker checks
+   * requests against the new size, then the config space says it, then the front-end is told
+   * (BACKEND_CONFIG_CHANGE_MSG) so the guest sees the new capacity without a reboot. Resolves with
+   * whether a connected front-end was told; a front-end that fails or does not answer is logged, not fatal
+   * (its guest sees the new size at its next device reset).
+   */
+  async resize(size: number): Promise<{ notified: boolean }> {
+    await this.pool!.resize(size);
+    // A second front-end's own workers (live migration) check against the new size too.
+    await Promise.all([...this.served].filter((f) => f.pool !== this.pool).map((f) => f.pool.resize(size)));
+    this.info = { ...this.info, size };
+    const cur = this.current;
+    if (!cur) return { notified: false };
+    cur.blk.resize(size);
+    try {
+      const sent = await cur.device.configChanged();
+      if (sent) this.log.info('told the front-end the capacity changed', { size });
+      else this.log.warn('the front-end has no back-end channel (BACKEND_REQ): the guest sees the new size after a device reset');
+      return { notified: sent };
+    } catch (e) {
+      this.log.warn(`config change not acknowledged: ${(e as Error).message}`);
+      return { notified: false };
+    }
+  }
+
   /** Stops listening, disconnects the front-end, stops the workers and removes the socket. */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     if (this.listenFd >= 0) shutdown(this.listenFd, SHUT_RDWR);
-    if (this.connFd >= 0) shutdown(this.connFd, SHUT_RDWR);
+    for (const f of this.served) shutdown(f.fd, SHUT_RDWR);
     await this.acceptLoop?.catch(() => undefined);
-    await this.connection?.catch(() => undefined);
+    await Promise.all([...this.served].map((f) => f.done.catch(() => undefined)));
     if (this.listenFd >= 0) close(this.listenFd);
     this.listenFd = -1;
     await this.pool?.exit();

@@ -12,8 +12,15 @@ import { DrainStop, type DeviceSettings, type QueueContext, type QueueHandler, t
 import { Chain, Virtqueue } from './virtqueue.js';
 
 /**
+ * Most request slots one queue allocates (~17 KiB each: two vectors of SEG_MAX segments). Slots are
+ * made as requests in flight first need them, so a synchronous back-end uses one and a 32768-entry
+ * queue costs nothing up front; beyond this many in flight, the queue waits for completions.
+ */
+export const MAX_SLOTS = 256;
+
+/**
  * One request slot: the chain a request was popped into, the request parsed from it, and the
- * completion the back-end calls. Slots are preallocated per queue entry, so requests allocate nothing.
+ * completion the back-end calls. Slots are reused, so requests allocate nothing.
  */
 class BlkSlot implements Completion {
   readonly chain: Chain;
@@ -21,6 +28,8 @@ class BlkSlot implements Completion {
   /** Bytes written into device-writable buffers, not counting the status byte. */
   written = 0;
   busy = false;
+  /** Writethrough: a back-end to flush once the operation succeeded, before the request completes. */
+  flushAfter: Backend | null = null;
 
   constructor(private readonly vq: Virtqueue, maxSegments: number) {
     this.chain = new Chain(maxSegments);
@@ -28,6 +37,9 @@ class BlkSlot implements Completion {
 
   /** Back-end completion: 0 or -errno. */
   complete(status: number): void {
+    const b = this.flushAfter;
+    this.flushAfter = null;
+    if (b !== null && status === 0) return b.flush(this);
     this.finish(status === 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR, status === 0 ? this.written : 0);
   }
 
@@ -39,6 +51,10 @@ class BlkSlot implements Completion {
       r.statusBuf[r.statusOff] = status;
       len = written + 1;
     }
+    // Logging (live migration): the pages this request wrote, before its used element is published.
+    // A read's buffers are marked whole, since a failed read may have written part of them.
+    const log = this.vq.dirtyLog;
+    if (log !== null) log.markRequest(r.data === this.chain.wr ? r.data : null, r.statusBuf, r.statusOff);
     r.statusBuf = null;
     r.data = null;
     this.busy = false;
@@ -61,7 +77,8 @@ export interface BlkSettings {
  */
 export class BlkHandler implements QueueHandler {
   writeback: boolean;
-  private readonly slots: BlkSlot[];
+  private readonly slots: BlkSlot[] = [];
+  private readonly maxSlots: number;
   private readonly id: Uint8Array;
   private readonly sectorsPerBlock: number;
 
@@ -74,8 +91,7 @@ export class BlkHandler implements QueueHandler {
   ) {
     this.writeback = settings.writeback;
     // Header + SEG_MAX data segments + status, and room for segments split across memory regions.
-    const maxSegs = SEG_MAX + 16;
-    this.slots = Array.from({ length: vq.size }, () => new BlkSlot(vq, maxSegs));
+    this.maxSlots = Math.min(vq.size, MAX_SLOTS);
     this.id = new Uint8Array(VIRTIO_BLK_ID_BYTES);
     this.id.set(Buffer.from(settings.serial).subarray(0, VIRTIO_BLK_ID_BYTES));
     this.sectorsPerBlock = backend.info.blockSize / SECTOR_SIZE;
@@ -115,7 +131,11 @@ export class BlkHandler implements QueueHandler {
     // case, where slot 0 is always free again.
     const s = this.slots;
     for (let i = 0; i < s.length; i++) if (!s[i]!.busy) return s[i]!;
-    return null;
+    if (s.length === this.maxSlots) return null;
+    // Header + SEG_MAX data segments + status, and room for segments split across memory regions.
+    const slot = new BlkSlot(this.vq, SEG_MAX + 16);
+    s.push(slot);
+    return slot;
   }
 
   /** Checks a parsed request against the disk and executes it; the slot completes now or when the back-end calls it. */
@@ -203,6 +223,9 @@ export class BlkHandler implements QueueHandler {
     if (num > MAX_DISCARD_SECTORS) return this.refuse(slot, `${what} of ${num} sectors exceeds the advertised ${MAX_DISCARD_SECTORS}`);
     const off = this.checkRange(slot, r.segSector, num * SECTOR_SIZE, what);
     if (off < 0) return;
+    // Writethrough (VIRTIO_BLK_F_CONFIG_WCE, writeback = 0): like a write, a discard or write-zeroes
+    // is durable before it completes.
+    if (!this.writeback) slot.flushAfter = this.backend;
     if (isDiscard) return this.backend.discard(off, num * SECTOR_SIZE, slot);
     this.backend.writeZeroes(off, num * SECTOR_SIZE, (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0, slot);
   }

@@ -66,6 +66,10 @@ export const EARLY_NOTIFY_BYTES = 256 * 1024;
  */
 export function publishUsed(vq: Virtqueue, signal: () => void): void {
   vq.publish();
+  // Logging (live migration): the ring's writes are marked before the driver is told; the requests'
+  // buffers were marked as each completed.
+  const log = vq.dirtyLog;
+  if (log !== null) log.markUsed();
   if (vq.needsNotify()) signal();
 }
 

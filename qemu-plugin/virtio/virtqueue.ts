@@ -4,6 +4,7 @@ import {
   DESC_SIZE, MAX_INDIRECT, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from './constants.js';
+import type { VringLog } from './dirty-log.js';
 import type { InflightRegion } from './inflight.js';
 import type { GuestMemory } from './memory.js';
 
@@ -55,6 +56,8 @@ export class RingBrokenError extends Error {
 export class Virtqueue {
   readonly size: number;
   lastAvail: number;
+  /** While the front-end logs dirty pages (live migration): where completions and the used ring are marked. */
+  dirtyLog: VringLog | null = null;
   private usedIdx: number;
   private signalledUsed: number;
   private readonly avail16: Uint16Array;

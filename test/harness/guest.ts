@@ -19,6 +19,9 @@ export interface GuestOptions {
   /** Each becomes -chardev socket + -device vhost-user-blk-pci: /dev/vda, /dev/vdb... in order. */
   disks?: VhostUserDisk[];
   memoryMiB?: number;
+  /** Memory hot-plug: DIMM slots and the most memory with DIMMs (`-m SIZE,slots=N,maxmem=M`). */
+  memorySlots?: number;
+  maxMemoryMiB?: number;
   cpus?: number;
   /** Kill QEMU and reject after this long (default 120 s). */
   timeoutMs?: number;
@@ -42,7 +45,7 @@ export function qemuCommandLine(o: GuestOptions & { kernel: string; initrd: stri
   const accel = process.env.TWINDISK_ACCEL === 'kvm' ? 'kvm' : 'tcg';
   const args = [
     '-accel', accel, '-nodefaults', '-no-user-config', '-display', 'none', ...(o.allowReboot ? [] : ['-no-reboot']), '-serial', 'stdio',
-    '-m', `${mem}M`, '-smp', String(o.cpus ?? 1),
+    '-m', `${mem}M${o.memorySlots ? `,slots=${o.memorySlots},maxmem=${o.maxMemoryMiB ?? mem * 4}M` : ''}`, '-smp', String(o.cpus ?? 1),
     '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-machine', 'q35,memory-backend=mem',
     '-kernel', o.kernel, '-initrd', o.initrd,
     '-append', `console=ttyS0 quiet panic=-1 twindisk.disks=${o.disks?.length ?? 0}`,

@@ -29,7 +29,7 @@ function superblock(): Superblock {
   return {
     seq: 7, mdId: 0x1122334455667788n, nodeId: 0, flags: FLAG_PRIMARY, dataSize, granularity: 4096,
     alExtentSize: 4 * MiB, alExtents: 1237, alSlots: 64, disk: 'UpToDate', peerIds: [1, 2], promotedAt: 1_700_000_000_000,
-    areaOffset: 0, areaSize: metadataSize(dataSize, 2), resyncFrom: 0xabcn << 8n, resyncTotal: 99,
+    areaOffset: 0, areaSize: metadataSize(dataSize, 2), resyncFrom: 0xabcn << 8n, resyncTotal: 99, staleFrom: 0, staleTo: 0,
     gens: { current: 0x10n, bitmap: Array.from({ length: MAX_NODES }, (_, i) => BigInt(i) << 4n), history: [0x20n, 0x30n] },
   };
 }

@@ -46,7 +46,7 @@ test('internal metadata: data size is the file size minus the metadata area, rou
     assert.equal(back.promotedAt, 1_700_000_000_123);
     assert.equal(back.outOfSyncBits(7), 3);
     assert.equal(back.outOfSyncBits(0), 0);
-    assert.deepEqual(back.openReport, { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false, badSuperblock: null });
+    assert.deepEqual(back.openReport, { crashedPrimary: false, badPages: 0, alExtentsRecovered: [], cleanShutdown: true, alLost: false, badSuperblock: null, staleRange: null });
     back.close();
   });
 });

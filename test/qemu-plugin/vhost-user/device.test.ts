@@ -10,7 +10,7 @@ import { RequestFailed, VhostUserDevice, type HandlerResult, type VhostUserBacke
 import {
   ProtocolError, decodeHeader, decodeMessage, encodeRequest, statePayload, u64Payload,
 } from '../../../qemu-plugin/vhost-user/message.js';
-import type { InflightArea, RegionMsg, RingHost, RingMsg } from '../../../qemu-plugin/vhost-user/ring-host.js';
+import type { InflightArea, LogArea, RegionMsg, RingHost, RingMsg } from '../../../qemu-plugin/vhost-user/ring-host.js';
 
 const logs: string[] = [];
 setSink((level, _component, msg) => logs.push(`${level} ${msg}`));
@@ -58,12 +58,21 @@ class MockRings implements RingHost {
     this.calls.push(`call ${index}`);
     this.running.get(index)!.callFd = fd;
   }
+  async setErrFd(index: number, fd: number): Promise<void> {
+    this.calls.push(`err ${index}`);
+    this.running.get(index)!.errFd = fd;
+  }
   async setInflight(area: InflightArea | null): Promise<void> {
     this.calls.push(area ? 'inflight' : 'inflight none');
     this.inflight = area;
   }
   async configure(settings: DeviceSettings): Promise<void> {
     this.settings.push(settings);
+  }
+  dirtyLog: LogArea | null = null;
+  async setDirtyLog(log: LogArea | null): Promise<void> {
+    this.calls.push(log ? `log ${log.mmapSize}` : 'log off');
+    this.dirtyLog = log;
   }
 }
 
@@ -131,14 +140,16 @@ async function configureRing(t: ReturnType<typeof setup>, q: number, base = 0): 
 test('features: the transport adds its own to the device type\'s; unknown acks fail the request', async () => {
   const t = setup();
   const f = await t.u64(Req.GET_FEATURES);
-  const transport = bit(Feature.VERSION_1) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES);
+  const transport = bit(Feature.VERSION_1) | bit(Feature.RING_INDIRECT_DESC) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES)
+    | bit(Feature.LOG_ALL);
   assert.equal(f, transport | bit(Feature.BLK_FLUSH));
   await assert.rejects(t.send(Req.SET_FEATURES, u64Payload(bit(Feature.BLK_DISCARD))), RequestFailed);
   assert.equal(await t.u64(Req.GET_QUEUE_NUM), 2n);
   assert.equal(await t.u64(Req.GET_MAX_MEM_SLOTS), 32n);
   const pf = await t.u64(Req.GET_PROTOCOL_FEATURES);
   for (const p of [ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.CONFIG, ProtocolFeature.INFLIGHT_SHMFD]) assert.ok(pf & bit(p));
-  await assert.rejects(t.send(Req.SET_PROTOCOL_FEATURES, u64Payload(bit(ProtocolFeature.LOG_SHMFD))), RequestFailed);
+  assert.ok(pf & bit(ProtocolFeature.LOG_SHMFD), 'dirty logging in shared memory (live migration)');
+  await assert.rejects(t.send(Req.SET_PROTOCOL_FEATURES, u64Payload(bit(ProtocolFeature.PAGEFAULT))), RequestFailed);
 });
 
 test('REPLY_ACK: acknowledged only once negotiated, and never for requests with a reply of their own', async () => {
@@ -214,7 +225,7 @@ test('bad ring requests: out-of-range queues and sizes close the connection; a r
   await assert.rejects(t.send(Req.SET_VRING_ENABLE, statePayload(0, 1)), (e: Error) => e instanceof RequestFailed && /never set/.test(e.message));
   assert.equal(t.rings.running.size, 0);
   const other = fd();
-  await assert.rejects(t.send(Req.SET_LOG_BASE, Buffer.alloc(16), [other]), RequestFailed);
+  await assert.rejects(t.send(Req.GPU_SET_SOCKET, Buffer.alloc(0), [other]), RequestFailed);
   assert.equal(fdIsOpen(other), false, 'fds of a refused request are closed');
   await t.sm.reset();
   assert.equal(fdIsOpen(kick), false);
@@ -285,4 +296,75 @@ test('inflight: GET_INFLIGHT_FD hands out a sized area; SET_INFLIGHT_FD shares i
   await t.sm.reset();
   assert.equal(t.rings.inflight, null);
   assert.equal(t.rings.calls.at(-1), 'inflight none');
+});
+
+/** SET_LOG_BASE's payload: u64 mmap_size, u64 mmap_offset. */
+function logBase(size: number, offset = 0): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64LE(BigInt(size), 0);
+  b.writeBigUInt64LE(BigInt(offset), 8);
+  return b;
+}
+
+test('dirty log: SET_LOG_BASE always gets a u64 reply; rings mark only while LOG_ALL is acknowledged and a log was given', async () => {
+  const t = setup();
+  await negotiate(t);
+  const f = bit(Feature.VERSION_1) | bit(Feature.RING_EVENT_IDX) | bit(Feature.PROTOCOL_FEATURES);
+  t.rings.calls.length = 0;
+  const first = fd();
+  const r = await t.send(Req.SET_LOG_BASE, logBase(4096), [first]);
+  assert.equal(Buffer.from(r as Uint8Array).readBigUInt64LE(0), 0n, 'QEMU reads a reply after SET_LOG_BASE, REPLY_ACK or not');
+  assert.deepEqual(t.rings.calls, [], 'no logging before LOG_ALL');
+  assert.equal(fdIsOpen(first), true, 'the log fd is kept for when logging starts');
+  await t.send(Req.SET_FEATURES, u64Payload(f | bit(Feature.LOG_ALL)), [], true);
+  assert.deepEqual(t.rings.dirtyLog, { fd: first, mmapSize: 4096, mmapOffset: 0 });
+  // A bigger log (memory hot-plug) replaces the first one, which is closed once the rings moved over.
+  const second = fd();
+  await t.send(Req.SET_LOG_BASE, logBase(8192, 64), [second]);
+  assert.deepEqual(t.rings.dirtyLog, { fd: second, mmapSize: 8192, mmapOffset: 64 });
+  assert.equal(fdIsOpen(first), false);
+  await t.send(Req.SET_FEATURES, u64Payload(f));
+  assert.equal(t.rings.dirtyLog, null, 'LOG_ALL cleared: logging off');
+  assert.deepEqual(t.rings.calls, ['log 4096', 'log 8192', 'log off']);
+  const m = (req: number, payload: Uint8Array) => {
+    const b = encodeRequest(req, payload, true);
+    return decodeMessage(decodeHeader(b.subarray(0, HEADER_SIZE)), b.subarray(HEADER_SIZE), [3]);
+  };
+  assert.equal(t.sm.wantsAck(m(Req.SET_LOG_BASE, logBase(4096))), false, 'its reply is the acknowledgement');
+  const logFd = fd();
+  assert.equal(await t.send(Req.SET_LOG_FD, new Uint8Array(0), [logFd]), null);
+  await t.sm.reset();
+  assert.equal(fdIsOpen(second), false, 'reset closes the log');
+  assert.equal(fdIsOpen(logFd), false, 'and the log eventfd');
+});
+
+test('dirty log: a log that cannot be taken is answered non-zero, and turning logging on then fails', async () => {
+  const t = setup();
+  await negotiate(t);
+  const r = await t.send(Req.SET_LOG_BASE, logBase(0), [fd()]);
+  assert.equal(Buffer.from(r as Uint8Array).readBigUInt64LE(0), 1n);
+  const f = bit(Feature.VERSION_1) | bit(Feature.PROTOCOL_FEATURES) | bit(Feature.LOG_ALL);
+  await assert.rejects(t.send(Req.SET_FEATURES, u64Payload(f)), RequestFailed, 'QEMU must not migrate without the log');
+  assert.equal(t.rings.dirtyLog, null);
+  assert.throws(() => decodeMessage(decodeHeader(encodeRequest(Req.SET_LOG_BASE, logBase(4096)).subarray(0, HEADER_SIZE)), logBase(4096), []), ProtocolError,
+    'SET_LOG_BASE without its fd');
+});
+
+test('dirty log: SET_VRING_ADDR with VHOST_VRING_F_LOG hands the ring its log address; the used ring\'s own address needs no restart', async () => {
+  const t = setup();
+  await negotiate(t);
+  await configureRing(t, 0);
+  await t.send(Req.SET_VRING_ENABLE, statePayload(0, 1));
+  const withLog = (logAddr: number) => {
+    const b = vringAddr(0, 0x7f0000000000, 0x7f0000002000, 0x7f0000001000);
+    b.writeUInt32LE(1, 4); // VHOST_VRING_F_LOG
+    b.writeBigUInt64LE(BigInt(logAddr), 32);
+    return b;
+  };
+  t.rings.calls.length = 0;
+  await t.send(Req.SET_VRING_ADDR, withLog(0x2000));
+  assert.deepEqual(t.rings.calls, [], 'the used ring is at guest-physical 0x2000 already: the running ring is left alone');
+  await t.send(Req.SET_VRING_ADDR, withLog(0x90000));
+  assert.deepEqual(t.rings.calls, ['stop 0', 'start 0']);
+  assert.equal(t.rings.running.get(0)!.logAddr, 0x90000);
 });
