@@ -9,7 +9,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { parseHostPort, type HostPort } from '../engine/replication/config/address.js';
 import { loadResource, nodeByName } from '../engine/replication/config.js';
 import { MAX_QUEUES } from '../engine/replication/limits.js';
-import { QmpClient, QmpCommandError } from '../qemu-plugin/testing/qmp.js';
+import { QmpClient, QmpCommandError } from '../qemu-plugin/qmp.js';
 import { countArg, secondsArg, sizeArg } from './args.js';
 import { CommandError, UsageError } from './errors.js';
 import { kvmProblem } from './kvm.js';

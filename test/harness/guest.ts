@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildGuestImage, scriptArchive } from '../../bootimg/guest.js';
-import { QmpClient } from '../../qemu-plugin/testing/qmp.js';
+import { QmpClient } from '../../qemu-plugin/qmp.js';
 
 export interface VhostUserDisk {
   socket: string;

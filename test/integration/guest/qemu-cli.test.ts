@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { buildGuestImage, scriptArchive } from '../../../bootimg/guest.js';
 import { NEEDS_TWO_PRIMARIES } from '../../../cli/qemu-commands.js';
-import { QmpClient } from '../../../qemu-plugin/testing/qmp.js';
+import { QmpClient } from '../../../qemu-plugin/qmp.js';
 import { clusterFactory, freePort } from '../../harness/cluster.js';
 import { cli, serve, tmpDir, type Served } from '../../harness/serve.js';
 

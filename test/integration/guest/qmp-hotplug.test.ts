@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { QmpCommandError } from '../../../qemu-plugin/testing/qmp.js';
+import { QmpCommandError } from '../../../qemu-plugin/qmp.js';
 import { Guest } from '../../harness/guest.js';
 import { serve, tmpDir, type Served } from '../../harness/serve.js';
 

@@ -1,7 +1,7 @@
 // Tests of the QMP line parser.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { QmpProtocolError, parseQmpLines } from '../../../qemu-plugin/testing/qmp.js';
+import { QmpProtocolError, parseQmpLines } from '../../qemu-plugin/qmp.js';
 
 test('complete lines parse, the unfinished tail is kept', () => {
   const r = parseQmpLines('{"QMP": {"version": {}}}\r\n{"return": {}, "id": "td-1"}\n{"event": "STOP", "da');

@@ -1,4 +1,4 @@
-// A QMP client for tests: QEMU's JSON control protocol over a Unix socket (commands, replies matched by id, events).
+// A QMP client: QEMU's JSON control protocol over a Unix socket (commands, replies matched by id, events); used by `twindisk qemu` and the tests.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 
