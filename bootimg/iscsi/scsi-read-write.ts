@@ -31,6 +31,19 @@ export function outOfRange(disk: ScsiDisk, lba: bigint, blocks: bigint): CheckCo
   return undefined;
 }
 
+/**
+ * The blocks a medium-access CDB names, checked: a TRANSFER LENGTH over the transfer limit is INVALID FIELD IN CDB (at
+ * `lengthByte`), a range past the end LBA OUT OF RANGE, and zero blocks GOOD (SBC-3: "A TRANSFER LENGTH field set to zero
+ * specifies that no logical blocks shall be transferred ... not an error"). Returns the result to answer, or the extent.
+ */
+function extent(disk: ScsiDisk, lba: bigint, blocks: number, lengthByte: number): MediumResult | { lba: bigint; blocks: number } {
+  if (blocks > disk.maxTransferBlocks) return invalidField(lengthByte);
+  const bad = outOfRange(disk, lba, BigInt(blocks));
+  if (bad) return bad;
+  if (blocks === 0) return { kind: 'good' };
+  return { lba, blocks };
+}
+
 /** Decodes a medium-access CDB (the opcodes of MEDIUM_OPS); anything else is INVALID COMMAND OPERATION CODE. */
 export function mediumAccess(cdb: Uint8Array, disk: ScsiDisk): MediumResult {
   switch (cdb[0]) {
@@ -68,26 +81,18 @@ export const MEDIUM_OPS: ReadonlySet<number> = new Set([
 function readWrite6(cdb: Uint8Array, disk: ScsiDisk, kind: 'read' | 'write'): MediumResult {
   if (cdb[1]! & 0xe0) return invalidField(1, 7); // reserved
   if (kind === 'write' && disk.readOnly) return checkCondition(Sense.writeProtected);
-  const lba = BigInt(be24(cdb, 1) & 0x1fffff);
-  const blocks = cdb[4] === 0 ? 256 : cdb[4]!;
-  if (blocks > disk.maxTransferBlocks) return invalidField(4);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  return { kind, lba, blocks, fua: false };
+  const e = extent(disk, BigInt(be24(cdb, 1) & 0x1fffff), cdb[4] === 0 ? 256 : cdb[4]!, 4);
+  if ('kind' in e) return e;
+  return { kind, lba: e.lba, blocks: e.blocks, fua: false };
 }
 
 /** READ/WRITE (10), (12) and (16) (SBC-3 5.12-5.14, 5.34-5.36): protection fields refused, DPO ignored, FUA in byte 1 bit 3. */
 function readWrite(cdb: Uint8Array, disk: ScsiDisk, kind: 'read' | 'write', at: Layout): MediumResult {
   if (cdb[1]! & 0xe0) return invalidField(1, 7); // RDPROTECT/WRPROTECT: no protection information
   if (kind === 'write' && disk.readOnly) return checkCondition(Sense.writeProtected);
-  const lba = at.lba(cdb);
-  const blocks = at.length(cdb);
-  if (blocks > disk.maxTransferBlocks) return invalidField(at.lengthByte);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  // SBC-3 5.12: "A TRANSFER LENGTH field set to zero specifies that no logical blocks shall be read."
-  if (blocks === 0) return { kind: 'good' };
-  return { kind, lba, blocks, fua: (cdb[1]! & 0x08) !== 0 };
+  const e = extent(disk, at.lba(cdb), at.length(cdb), at.lengthByte);
+  if ('kind' in e) return e;
+  return { kind, lba: e.lba, blocks: e.blocks, fua: (cdb[1]! & 0x08) !== 0 };
 }
 
 /** VERIFY (10)/(12)/(16) (SBC-3 5.29-5.31): BYTCHK in byte 1 bits 2-1; 2 is reserved. */
@@ -95,13 +100,9 @@ function verify(cdb: Uint8Array, disk: ScsiDisk, at: Layout): MediumResult {
   if (cdb[1]! & 0xe0) return invalidField(1, 7); // VRPROTECT
   const bytchk = (cdb[1]! >> 1) & 0x03;
   if (bytchk === 2) return invalidField(1, 2);
-  const lba = at.lba(cdb);
-  const blocks = at.length(cdb);
-  if (blocks > disk.maxTransferBlocks) return invalidField(at.lengthByte);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  if (blocks === 0) return { kind: 'good' };
-  return { kind: 'verify', lba, blocks, bytchk: bytchk as 0 | 1 | 3 };
+  const e = extent(disk, at.lba(cdb), at.length(cdb), at.lengthByte);
+  if ('kind' in e) return e;
+  return { kind: 'verify', lba: e.lba, blocks: e.blocks, bytchk: bytchk as 0 | 1 | 3 };
 }
 
 /**
@@ -114,13 +115,9 @@ function writeAndVerify(cdb: Uint8Array, disk: ScsiDisk, at: Layout): MediumResu
   const bytchk = (cdb[1]! >> 1) & 0x03;
   if (bytchk > 1) return invalidField(1, 2);
   if (disk.readOnly) return checkCondition(Sense.writeProtected);
-  const lba = at.lba(cdb);
-  const blocks = at.length(cdb);
-  if (blocks > disk.maxTransferBlocks) return invalidField(at.lengthByte);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  if (blocks === 0) return { kind: 'good' };
-  return { kind: 'write-verify', lba, blocks, bytchk: bytchk === 1 };
+  const e = extent(disk, at.lba(cdb), at.length(cdb), at.lengthByte);
+  if ('kind' in e) return e;
+  return { kind: 'write-verify', lba: e.lba, blocks: e.blocks, bytchk: bytchk === 1 };
 }
 
 /**
@@ -131,13 +128,9 @@ function writeAndVerify(cdb: Uint8Array, disk: ScsiDisk, at: Layout): MediumResu
 function orWrite(cdb: Uint8Array, disk: ScsiDisk): MediumResult {
   if (cdb[1]! & 0xe0) return invalidField(1, 7); // ORPROTECT
   if (disk.readOnly) return checkCondition(Sense.writeProtected);
-  const lba = SIXTEEN.lba(cdb);
-  const blocks = SIXTEEN.length(cdb);
-  if (blocks > disk.maxTransferBlocks) return invalidField(SIXTEEN.lengthByte);
-  const bad = outOfRange(disk, lba, BigInt(blocks));
-  if (bad) return bad;
-  if (blocks === 0) return { kind: 'good' };
-  return { kind: 'or-write', lba, blocks, fua: (cdb[1]! & 0x08) !== 0 };
+  const e = extent(disk, SIXTEEN.lba(cdb), SIXTEEN.length(cdb), SIXTEEN.lengthByte);
+  if ('kind' in e) return e;
+  return { kind: 'or-write', lba: e.lba, blocks: e.blocks, fua: (cdb[1]! & 0x08) !== 0 };
 }
 
 /**
