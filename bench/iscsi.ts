@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writePattern } from './pattern.js';
+import { writePattern, type Row, type Workload } from './pattern.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = path.join(root, 'dist', 'cli', 'twindisk.js');
@@ -56,13 +56,8 @@ export const TGT_SESSION_PARAMS: Record<string, string> = {
  */
 export const TGT_NOP = { interval: 0, count: 0 };
 
-export interface IscsiWorkload {
-  name: string;
-  write: boolean;
-  random: boolean;
-  bs: number;
-  depth: number;
-}
+/** The iSCSI workloads have the shape of every I/O benchmark's (bench/pattern.ts). */
+export type IscsiWorkload = Workload;
 
 export const ISCSI_WORKLOADS: IscsiWorkload[] = [
   { name: 'randread-4k-qd1', write: false, random: true, bs: 4096, depth: 1 },
@@ -73,14 +68,7 @@ export const ISCSI_WORKLOADS: IscsiWorkload[] = [
   { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
 ];
 
-export interface IscsiRow {
-  target: string;
-  workload: string;
-  iops: number;
-  mbps: number;
-  p50_us: number;
-  p99_us: number;
-}
+export type IscsiRow = Row;
 
 /** A running iSCSI target with one disk LUN. */
 export interface IscsiTarget {

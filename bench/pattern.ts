@@ -1,4 +1,5 @@
-// What the I/O benchmarks write and where: shared so every target and the link ceiling see the same.
+// What the I/O benchmarks write and where, and the shape of their workloads and result rows: shared so every target and
+// the link ceiling see the same.
 import fs from 'node:fs';
 
 /** Writes a non-sparse pattern (each MiB filled with its own index's low byte) over `[0, size)` of `fd`. */
@@ -19,4 +20,23 @@ export function blockPicker(random: boolean, blocks: number): () => number {
     rng ^= rng << 13; rng >>>= 0; rng ^= rng >>> 17; rng ^= rng << 5; rng >>>= 0;
     return rng % blocks;
   };
+}
+
+/** One I/O workload of a benchmark: direction, pattern, block size and queue depth. */
+export interface Workload {
+  name: string;
+  write: boolean;
+  random: boolean;
+  bs: number;
+  depth: number;
+}
+
+/** One measured row, as `--json` prints it. */
+export interface Row {
+  target: string;
+  workload: string;
+  iops: number;
+  mbps: number;
+  p50_us: number;
+  p99_us: number;
 }

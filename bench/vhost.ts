@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { VhostUserFrontend } from '../qemu-plugin/testing/vhost-user-frontend.js';
 import { BlkDriver } from '../qemu-plugin/testing/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
-import { blockPicker, writePattern } from './pattern.js';
+import { blockPicker, writePattern, type Row, type Workload } from './pattern.js';
 
 export interface VhostBenchOptions {
   json: boolean;
@@ -21,13 +21,7 @@ export interface VhostBenchOptions {
   out?: (line: string) => void;
 }
 
-export interface Workload {
-  name: string;
-  write: boolean;
-  random: boolean;
-  bs: number;
-  depth: number;
-}
+export type { Row, Workload } from './pattern.js';
 
 export const WORKLOADS: Workload[] = [
   { name: 'randread-4k-qd1', write: false, random: true, bs: 4096, depth: 1 },
@@ -37,14 +31,6 @@ export const WORKLOADS: Workload[] = [
   { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
 ];
 
-export interface Row {
-  target: string;
-  workload: string;
-  iops: number;
-  mbps: number;
-  p50_us: number;
-  p99_us: number;
-}
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
