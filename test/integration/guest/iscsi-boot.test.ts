@@ -83,29 +83,17 @@ test('twindisk serve --iscsi: iPXE sanboots LUN 0, SYSLINUX loads Linux over INT
   const iqn = 'iqn.2026-12.io.twindisk:boot-twindisk';
   const disk = await buildBootDisk({ out: path.join(dir, 'twindisk.img'), log: (l) => t.diagnostic(l) });
   const port = await freePort();
-  let log = '';
-  const child: ChildProcess = spawn(process.execPath, [cli, 'serve', '--image', disk.image, '--iscsi', `127.0.0.1:${port}`, '--target-name', iqn], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', (d) => (log += d));
-  child.stderr!.on('data', (d) => (log += d));
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exit = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exit;
-    clearTimeout(timer);
-  };
-  cleanups.push(stop);
+  const target = background(['serve', '--image', disk.image, '--iscsi', `127.0.0.1:${port}`, '--target-name', iqn]);
   try {
-    await waitListening(port, 15_000, () => child.exitCode === null).catch((e: Error) => {
-      throw new Error(`twindisk serve --iscsi did not listen: ${e.message}\n${log}`);
+    await waitListening(port, 15_000, () => target.child.exitCode === null).catch((e: Error) => {
+      throw new Error(`twindisk serve --iscsi did not listen: ${e.message}\n${target.log()}`);
     });
     await bootAndCheck(t, disk, { host: USER_NET_HOST, port, lun: 0, iqn }).catch((e: Error) => {
-      e.message += `\ntwindisk serve log:\n${log}`;
+      e.message += `\ntwindisk serve log:\n${target.log()}`;
       throw e;
     });
   } finally {
-    await stop();
+    await target.stop();
     fs.rmSync(disk.image, { force: true });
   }
 });
