@@ -563,14 +563,18 @@ function decodeVerifyReply(b: Uint8Array): VerifyReplyFrame {
   return { type: FrameType.VerifyReply, seq: getU53(b, 1, 'seq'), status: getI32(b, 9), hashes };
 }
 
+/** A frame's message as UTF-8, cut to MAX_ERROR_MESSAGE bytes at a character boundary. */
+function messageBytes(text: string): Buffer {
+  const msg = Buffer.from(text, 'utf8');
+  if (msg.length <= MAX_ERROR_MESSAGE) return msg;
+  let end = MAX_ERROR_MESSAGE;
+  while (end > 0 && (msg[end]! & 0xc0) === 0x80) end--; // do not split a character
+  return msg.subarray(0, end);
+}
+
 // ERROR: type | code u16 | message length u16 | message (UTF-8, <= 1024 bytes; truncated at a character boundary)
 function encodeError(f: ErrorFrame): Buffer {
-  let msg = Buffer.from(f.message, 'utf8');
-  if (msg.length > MAX_ERROR_MESSAGE) {
-    let end = MAX_ERROR_MESSAGE;
-    while (end > 0 && (msg[end]! & 0xc0) === 0x80) end--; // do not split a character
-    msg = msg.subarray(0, end);
-  }
+  const msg = messageBytes(f.message);
   const out = Buffer.alloc(FIXED_SIZE[FrameType.Error]! + msg.length);
   out[0] = FrameType.Error;
   putU16(out, 1, f.code, 'ERROR code');
@@ -608,12 +612,7 @@ function decodeResize(b: Uint8Array): ResizeFrame {
 
 // RESIZE_ACK: type | seq u64 | status i32 | message length u16 | message (UTF-8, <= 1024 bytes, truncated like ERROR's)
 function encodeResizeAck(f: ResizeAckFrame): Buffer {
-  let msg = Buffer.from(f.message, 'utf8');
-  if (msg.length > MAX_ERROR_MESSAGE) {
-    let end = MAX_ERROR_MESSAGE;
-    while (end > 0 && (msg[end]! & 0xc0) === 0x80) end--;
-    msg = msg.subarray(0, end);
-  }
+  const msg = messageBytes(f.message);
   const out = Buffer.alloc(FIXED_SIZE[FrameType.ResizeAck]! + msg.length);
   out[0] = FrameType.ResizeAck;
   putU53(out, 1, f.seq, 'RESIZE_ACK seq');
