@@ -7,7 +7,7 @@ import { ChapConfigError, validateChapConfig, type ChapConfig, type ChapCredenti
 import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
 import { ControlServer, type ControlRequest } from '../daemon/control.js';
 import { IscsiPortal } from '../bootimg/iscsi/portal.js';
-import { makeScsiDisk } from '../bootimg/iscsi/scsi.js';
+import { capacityChanged, makeScsiDisk } from '../bootimg/iscsi/scsi.js';
 import type { ScsiDisk } from '../bootimg/iscsi/scsi-vpd.js';
 import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { FileBackend } from '../engine/file-backend.js';
@@ -259,10 +259,11 @@ async function serveCommand(r: ControlRequest, resizer: ImageResizer, serving: S
  * Online resize of a served image (`twindisk resize --control`). Growing: the file is extended (sparse:
  * the new blocks read as zeroes and take no space until written), then every front-end takes the new
  * size: the vhost-user queue workers check requests against it, the config space says it and QEMU is
- * told (BACKEND_CONFIG_CHANGE_MSG); the iSCSI LUN's READ CAPACITY reports it. Shrinking (--allow-shrink)
- * is refused while a front-end is connected (a guest may hold data past the new end, and a guest's
- * kernel does not expect its disk to lose blocks under it); with none, the front-ends take the smaller
- * size first and the file is cut after. One resize at a time.
+ * told (BACKEND_CONFIG_CHANGE_MSG); the iSCSI LUN's READ CAPACITY reports it and every iSCSI session
+ * gets a CAPACITY DATA HAS CHANGED unit attention. Shrinking (--allow-shrink) is refused while a
+ * front-end is connected (a guest may hold data past the new end, and a guest's kernel does not expect
+ * its disk to lose blocks under it); with none, the front-ends take the smaller size first and the file
+ * is cut after. One resize at a time.
  */
 class ImageResizer {
   private queue: Promise<unknown> = Promise.resolve();
@@ -301,8 +302,9 @@ class ImageResizer {
     if (this.serving.vhost) notified = (await this.serving.vhost.resize(size)).notified;
     if (this.serving.iscsi) {
       this.serving.iscsi.backend.resize(size);
-      // READ CAPACITY answers from here on; initiators learn it when they ask again (see README: Growing a volume).
-      this.serving.iscsi.disk.blocks = BigInt(size / bs);
+      // READ CAPACITY answers from here on, and every session gets a CAPACITY DATA HAS CHANGED unit attention on its
+      // next command (see README: Growing a volume).
+      capacityChanged(this.serving.iscsi.disk, BigInt(size / bs));
     }
     if (size < old && st.isFile()) fs.truncateSync(this.image, size);
     this.log.info('image resized', { image: this.image, from: old, to: size, guestNotified: notified });

@@ -10,7 +10,7 @@
 import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
 import type { LoginDecision } from '../bootimg/iscsi/connection-state.js';
 import { IscsiPortal, type PortalStats } from '../bootimg/iscsi/portal.js';
-import { makeScsiDisk } from '../bootimg/iscsi/scsi.js';
+import { capacityChanged, makeScsiDisk } from '../bootimg/iscsi/scsi.js';
 import type { ScsiDisk } from '../bootimg/iscsi/scsi-vpd.js';
 import { iscsiNameProblem } from '../bootimg/ipxe.js';
 import type { Logger } from '../engine/log.js';
@@ -105,12 +105,13 @@ export class NodeIscsi {
   }
 
   /**
-   * Online resize (the size every node agreed on): requests are checked against it and READ CAPACITY
-   * reports it from the next command on. Initiators are not sent a unit attention (see README).
+   * Online resize (the size every node agreed on): requests are checked against it, READ CAPACITY reports it from the
+   * next command on, and every session gets a CAPACITY DATA HAS CHANGED unit attention on its next command (see README:
+   * Growing a volume).
    */
   resize(size: number): void {
     this.backend?.resize(size);
-    if (this.disk) this.disk.blocks = BigInt(size / this.cfg.blockSize);
+    if (this.disk) capacityChanged(this.disk, BigInt(size / this.cfg.blockSize));
   }
 
   /** Closes the portal (initiators see their connection drop) and the channel. */

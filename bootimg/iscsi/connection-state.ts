@@ -285,6 +285,7 @@ export class ConnectionState {
       if (this.tsih === 0) this.tsih = 1;
       this.loginRespond(s, h, true, data);
       this.phaseValue = 'full';
+      if (this.target) this.tasks.loggedIn(); // the capacity this session starts from (unit attentions: tasks.ts)
       s.fullFeature = {
         digests: { header: this.params.headerDigest, data: this.params.dataDigest },
         maxRecvDataSegmentLength: this.params.maxRecvDataSegmentLength,

@@ -44,6 +44,8 @@ export const Sense = {
   writeError: { key: SenseKey.MEDIUM_ERROR, asc: 0x0c, ascq: 0x00 },
   writeProtected: { key: SenseKey.DATA_PROTECT, asc: 0x27, ascq: 0x00 },
   miscompareDuringVerify: { key: SenseKey.MISCOMPARE, asc: 0x1d, ascq: 0x00 },
+  /** UNIT ATTENTION / CAPACITY DATA HAS CHANGED: the capacity changed since the session last heard (capacityChanged). */
+  capacityDataHasChanged: { key: SenseKey.UNIT_ATTENTION, asc: 0x2a, ascq: 0x09 },
 } as const satisfies Record<string, SenseCondition>;
 
 /** Length of the fixed-format sense data this target returns (SPC-4 4.5.3: additional length 10). */

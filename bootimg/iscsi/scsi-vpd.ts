@@ -4,8 +4,13 @@ import { put16, put32, put64 } from './scsi-cdb.js';
 
 /** What the target tells initiators about one LUN; build it with `makeScsiDisk`. */
 export interface ScsiDisk {
-  /** Capacity in logical blocks. */
+  /** Capacity in logical blocks. Change it with `capacityChanged` while the disk is served. */
   blocks: bigint;
+  /**
+   * How many times the capacity changed while served (`capacityChanged`). Each session remembers the count it has seen
+   * (from its login on) and owes its initiator a CAPACITY DATA HAS CHANGED unit attention while the two differ (tasks.ts).
+   */
+  capacityChanges: number;
   blockSize: 512 | 4096;
   /** Unit serial number (VPD 0x80), printable ASCII. */
   serial: string;
@@ -60,6 +65,7 @@ export function makeScsiDisk(o: ScsiDiskOptions): ScsiDisk {
   const maxTransfer = o.maxTransferBlocks ?? Math.floor((8 << 20) / o.blockSize);
   return {
     blocks: o.blocks,
+    capacityChanges: 0,
     blockSize: o.blockSize,
     serial: o.serial ?? h.subarray(0, 10).toString('hex'),
     naa: naaRegisteredExtended(o.companyId ?? DEFAULT_COMPANY_ID, h.subarray(16, 32)),
@@ -76,6 +82,17 @@ export function makeScsiDisk(o: ScsiDiskOptions): ScsiDisk {
     maxWriteSameBlocks: maxTransfer,
     maxCompareAndWriteBlocks: 1,
   };
+}
+
+/**
+ * A served disk's new capacity (online resize, larger or smaller): READ CAPACITY reports it from the next command on, and
+ * every session logged in now gets a CAPACITY DATA HAS CHANGED unit attention on its next command (SAM-5's unit
+ * attention conditions; ASC/ASCQ 2A/09 in SPC-4 Annex D). Setting the capacity it already has changes nothing.
+ */
+export function capacityChanged(disk: ScsiDisk, blocks: bigint): void {
+  if (blocks === disk.blocks) return;
+  disk.blocks = blocks;
+  disk.capacityChanges++;
 }
 
 /**

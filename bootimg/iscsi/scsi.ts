@@ -1,10 +1,10 @@
 // The SCSI block-device command set the iSCSI target answers: CDB in, response bytes or a typed I/O operation out.
 import { be16, be32, be64, cdbLength, Op, put16, put32, put64, ServiceAction } from './scsi-cdb.js';
 import { mediumAccess, MEDIUM_OPS, outOfRange, type MediumResult } from './scsi-read-write.js';
-import { checkCondition, encodeFixedSense, invalidField, invalidParameter, Sense, type CheckCondition } from './scsi-sense.js';
+import { checkCondition, encodeFixedSense, invalidField, invalidParameter, Sense, type CheckCondition, type SenseCondition } from './scsi-sense.js';
 import { standardInquiry, vpdPageFor, type ScsiDisk } from './scsi-vpd.js';
 
-export { makeScsiDisk, type ScsiDisk, type ScsiDiskOptions } from './scsi-vpd.js';
+export { capacityChanged, makeScsiDisk, type ScsiDisk, type ScsiDiskOptions } from './scsi-vpd.js';
 export { checkCondition, miscompareAt, readErrorAt, writeErrorAt, Sense, type CheckCondition } from './scsi-sense.js';
 
 /**
@@ -107,10 +107,13 @@ function inquiry(cdb: Uint8Array, disk: ScsiDisk): ScsiResult {
   return dataIn(page, alloc);
 }
 
-/** REQUEST SENSE (SPC-4 6.39): no sense is ever pending (iSCSI carries sense with the status), so NO SENSE, fixed format. */
-function requestSense(cdb: Uint8Array): ScsiResult {
+/**
+ * REQUEST SENSE (SPC-4 6.39), fixed format: the sense of `pending`, a unit attention condition the session holds (its
+ * TaskSet passes it, and clears it when this answers data), else NO SENSE (iSCSI carries a command's sense with its status).
+ */
+export function requestSense(cdb: Uint8Array, pending: SenseCondition = Sense.noSense): ScsiResult {
   if (cdb[1]! & 0x01) return invalidField(1, 0); // DESC: descriptor format is not supported
-  return dataIn(encodeFixedSense(Sense.noSense), cdb[4]!);
+  return dataIn(encodeFixedSense(pending), cdb[4]!);
 }
 
 /** READ CAPACITY (10) (SBC-3 5.15, Table 62): last LBA (0xFFFFFFFF when it does not fit) and block length. */

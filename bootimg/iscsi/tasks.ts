@@ -6,7 +6,9 @@ import {
   type TargetSN, type TaskMgmtRequest,
 } from './pdu.js';
 import { reservationsOf, nexusKey, type ITNexus } from './reservations.js';
-import { checkCondition, handleCdb, parseUnmapList, readErrorAt, writeErrorAt, Sense, type CheckCondition } from './scsi.js';
+import {
+  checkCondition, handleCdb, parseUnmapList, readErrorAt, requestSense, writeErrorAt, Sense, type CheckCondition, type ScsiDisk,
+} from './scsi.js';
 import { Op } from './scsi-cdb.js';
 import type { SessionParams } from './text.js';
 import type { DiskOp, DiskOpResult, Step, TargetConfig } from './target.js';
@@ -91,13 +93,27 @@ const WRITES: ReadonlySet<DiskOp['kind']> = new Set(['write', 'trim', 'write-sam
  * is accepted), Data-Out and Task Management Requests, and the completions of the ops it emitted.
  * Aborted tasks are forgotten at once: their ops' completions are then accepted and dropped (an empty Step), their late
  * Data-Out is dropped without a Reject.
+ * The session is one I_T nexus: it also holds that nexus's unit attention condition (CAPACITY DATA HAS CHANGED).
  */
 export class TaskSet {
   private readonly tasks = new Map<number, Task>();
   private readonly abortedOps = new Set<DiskOp>();
   private readonly droppedItts = new Set<number>();
+  /**
+   * The disk's capacityChanges this nexus has been told of (taken at login, then at each unit attention reported): while
+   * the disk's count is ahead, a CAPACITY DATA HAS CHANGED unit attention is pending. Several changes make one.
+   */
+  private capacitySeen = 0;
 
   constructor(private readonly host: TaskHost) {}
+
+  /**
+   * The session entered full feature phase with its target (ConnectionState calls it at the final Login Response):
+   * capacity changes before this moment are not this nexus's to hear of (READ CAPACITY already says the new size).
+   */
+  loggedIn(): void {
+    this.capacitySeen = this.host.target().disk.capacityChanges;
+  }
 
   /** Whether a task of this session uses `itt` (section 11.17.1 reason 0x07). */
   has(itt: number): boolean { return this.tasks.has(itt); }
@@ -109,8 +125,9 @@ export class TaskSet {
   get size(): number { return this.tasks.size; }
 
   /**
-   * SCSI Command (section 11.3), its CmdSN accepted and its ITT free: checks reservations, runs handleCdb, answers what
-   * needs no disk at once, emits reads and syncs, starts collecting the Data-Out of the commands that carry some.
+   * SCSI Command (section 11.3), its CmdSN accepted and its ITT free: reports a pending unit attention (unitAttention),
+   * checks reservations, runs handleCdb, answers what needs no disk at once, emits reads and syncs, starts collecting
+   * the Data-Out of the commands that carry some.
    */
   command(s: Step, h: ScsiCommand, pdu: InPdu): Step {
     this.droppedItts.delete(h.itt); // the initiator reuses the ITT: what was dropped for it is over
@@ -124,6 +141,9 @@ export class TaskSet {
     if (h.lun !== 0n) { this.sendCheck(s, h.itt, checkCondition(Sense.lunNotSupported)); return s; }
     const target = this.host.target();
     const disk = target.disk;
+    // A pending unit attention is reported before the CDB's own checks and the reservations (Linux LIO, too, checks it
+    // before reservations); a command it refuses takes no Data-Out, exactly as for LOGICAL UNIT NOT SUPPORTED above.
+    if (this.unitAttention(s, h, disk, t.expectedIn)) return s;
     const r = handleCdb(h.cdb, disk);
     if (r.kind !== 'check' && reservationsOf(target).conflicts(h.cdb, this.host.nexus())) {
       this.sendStatus(s, h.itt, ScsiStatus.ReservationConflict);
@@ -181,6 +201,31 @@ export class TaskSet {
       case 'persistent-reserve-out':
         return this.collect(s, h, pdu, t, r.length, { kind: 'persistent-reserve-out', serviceAction: r.serviceAction, scopeType: r.scopeType });
     }
+  }
+
+  /**
+   * The nexus's pending unit attention condition, CAPACITY DATA HAS CHANGED (SAM-5 unit attention conditions, SPC-4):
+   * INQUIRY and REPORT LUNS run and leave it pending; REQUEST SENSE answers it as its sense data and clears it (unless
+   * the REQUEST SENSE itself is refused, e.g. DESC 1); any other command is not run: CHECK CONDITION, UNIT ATTENTION
+   * 2A/09, and the condition is cleared. Returns whether the command was answered here. (No log line: the portal logs
+   * a Step's lines as warnings, and this is the normal course of an online resize.)
+   */
+  private unitAttention(s: Step, h: ScsiCommand, disk: ScsiDisk, expectedIn: number): boolean {
+    const now = disk.capacityChanges;
+    if (this.capacitySeen === now) return false;
+    const op = h.cdb[0];
+    if (op === Op.INQUIRY || op === Op.REPORT_LUNS) return false;
+    if (op === Op.REQUEST_SENSE) {
+      if (handleCdb(h.cdb, disk).kind === 'check') return false; // refused as it would be without the condition, which stays
+      const r = requestSense(h.cdb, Sense.capacityDataHasChanged);
+      if (r.kind !== 'data-in') return false;
+      this.capacitySeen = now;
+      this.sendDataIn(s, h.itt, r.data, expectedIn);
+      return true;
+    }
+    this.capacitySeen = now;
+    this.sendCheck(s, h.itt, checkCondition(Sense.capacityDataHasChanged));
+    return true;
   }
 
   private emit(s: Step, t: Task, op: DiskOp): Step {
