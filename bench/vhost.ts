@@ -1,4 +1,4 @@
-// `twindisk bench vhost`: twindisk against qemu-storage-daemon (aio=io_uring), driven by the same TypeScript vhost-user driver.
+// `twindisk bench vhost`: twindisk (aio=sync, aio=io_uring, fixed polling) against qemu-storage-daemon (aio=io_uring), driven by the same TypeScript vhost-user driver.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -31,14 +31,22 @@ export const WORKLOADS: Workload[] = [
   { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
 ];
 
+/** Every target `--targets` may name: twindisk (aio=sync, adaptive polling), with io_uring, with fixed polling (`--poll-mode fixed`), and the reference. */
+export const VHOST_TARGETS = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'qemu-storage-daemon'];
+/** The targets measured without `--targets`. */
+export const DEFAULT_VHOST_TARGETS = ['twindisk', 'twindisk-io_uring', 'qemu-storage-daemon'];
+/** The targets also run with their buffers above 4 GiB (an 8 GiB guest's layout). */
+const HIGH_LAYOUT_TARGETS = ['twindisk', 'twindisk-io_uring'];
+const REFERENCE = 'qemu-storage-daemon';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** A back-end process serving `image` on `socket`. */
 function startTarget(target: string, image: string, socket: string, queues: number): ChildProcess {
-  if (target === 'twindisk' || target === 'twindisk-io_uring') {
-    const aio = target === 'twindisk' ? 'sync' : 'io_uring';
-    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues), '--aio', aio], {
+  if (target === 'twindisk' || target === 'twindisk-io_uring' || target === 'twindisk-fixed-poll') {
+    const aio = target === 'twindisk-io_uring' ? 'io_uring' : 'sync';
+    const poll = target === 'twindisk-fixed-poll' ? ['--poll-mode', 'fixed'] : [];
+    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues), '--aio', aio, ...poll], {
       stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TWINDISK_LOG_LEVEL: 'warn' },
     });
   }
@@ -142,7 +150,10 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
   const seconds = o.seconds ?? (o.quick ? 1 : 5);
   const size = o.imageSize ?? (o.quick ? 128 << 20 : 1 << 30);
   const queues = o.queues ?? 1;
-  const targets = o.targets ?? ['twindisk', 'twindisk-io_uring', 'qemu-storage-daemon'];
+  const targets = o.targets ?? DEFAULT_VHOST_TARGETS;
+  const unknown = targets.find((t) => !VHOST_TARGETS.includes(t));
+  if (unknown !== undefined) throw new Error(`unknown target '${unknown}' (known: ${VHOST_TARGETS.join(', ')})`);
+  if (new Set(targets).size !== targets.length) throw new Error(`a target is named twice in ${targets.join(',')}`);
   if (targets.includes('qemu-storage-daemon') && spawnSync('qemu-storage-daemon', ['--version']).status !== 0) {
     throw new Error('qemu-storage-daemon is not installed: apt-get install qemu-system-x86 (Debian ships it there), or run with only twindisk');
   }
@@ -161,7 +172,7 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
         await waitForSocket(socket, child);
         // twindisk also runs with its buffers above 4 GiB, as an 8 GiB guest's would be: the same
         // figures are expected wherever a buffer lies.
-        for (const high of target.startsWith('twindisk') ? [false, true] : [false]) {
+        for (const high of HIGH_LAYOUT_TARGETS.includes(target) ? [false, true] : [false]) {
           const name = high ? highName(target) : target;
           const fe = VhostUserFrontend.connect(socket);
           try {
@@ -186,7 +197,8 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const peer = targets[targets.length - 1]!;
+  // Ratios are to qemu-storage-daemon when it ran, else to the last target named.
+  const peer = targets.includes(REFERENCE) ? REFERENCE : targets[targets.length - 1]!;
   if (!o.json) {
     for (const t of targets.filter((x) => rows.some((r) => r.target === highName(x)))) {
       out('');
@@ -199,7 +211,7 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
     }
   }
   if (!o.json && targets.length > 1) {
-    for (const t of targets.slice(0, -1)) {
+    for (const t of targets.filter((x) => x !== peer)) {
       out('');
       out(`ratio ${t} / ${peer} (IOPS):`);
       for (const w of WORKLOADS) {

@@ -440,19 +440,27 @@ async function run(extra: string[], o: RunOptions, cmd: Command): Promise<void> 
   say(`QMP socket: ${qmp}  (twindisk qemu attach|detach|migrate --qmp ${qmp})`);
   if (o.incoming) say(`waiting for the migration stream on ${tcpUri(o.incoming)} (twindisk qemu migrate --qmp SOURCE --to HOST:${o.incoming.port})`);
 
-  const child = spawn(o.qemu, args, { stdio: 'inherit' });
-  const forward = (sig: NodeJS.Signals) => () => { child.kill(sig); };
+  // The handlers come first: a signal that arrives while QEMU starts is passed on once it exists.
+  let child: ReturnType<typeof spawn> | null = null;
+  let early: NodeJS.Signals | null = null;
+  const forward = (sig: NodeJS.Signals) => () => {
+    if (child) child.kill(sig);
+    else early = sig;
+  };
   const onInt = forward('SIGINT');
   const onTerm = forward('SIGTERM');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
+  const qemu = spawn(o.qemu, args, { stdio: 'inherit' });
+  child = qemu;
+  if (early) qemu.kill(early);
   const status = await new Promise<number>((resolve, reject) => {
-    child.once('error', (e: NodeJS.ErrnoException) => {
+    qemu.once('error', (e: NodeJS.ErrnoException) => {
       reject(e.code === 'ENOENT'
         ? new CommandError(`${o.qemu} is not installed: apt-get install qemu-system-x86 (or pass --qemu BINARY)`)
         : new CommandError(`cannot start ${o.qemu}: ${e.message}`));
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
+    qemu.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0)));
   }).finally(() => {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);

@@ -58,6 +58,8 @@ interface ServeArgs {
   blockSize: 512 | 4096;
   size?: number;
   pollUs: number;
+  /** Poll for exactly pollUs after work instead of adaptively (`--poll-mode fixed`). */
+  pollFixed: boolean;
   aio: 'sync' | 'io_uring';
   /** The control socket (`twindisk resize --control`), or null. */
   control: string | null;
@@ -97,14 +99,16 @@ export function addServeCommand(program: Command): void {
     .option('--read-only', 'offer a read-only disk; writes fail with an I/O error (iSCSI: WRITE PROTECTED)')
     .addOption(new Option('--block-size <bytes>', 'logical block size the guest sees').choices(['512', '4096']).default('512'))
     .addOption(new Option('--size <size>', 'create FILE with this size when missing, e.g. 1G').argParser(sizeArg))
-    .addOption(new Option('--poll-us <us>', 'how long a queue worker polls its ring after work before it sleeps, in µs (0: never polls)')
+    .addOption(new Option('--poll-us <us>', 'the longest a queue worker polls its ring after work before it sleeps, in µs (0: never polls)')
       .argParser(countArg(0, Number.MAX_SAFE_INTEGER, 'a whole number of microseconds, 0 or more')).default(DEFAULT_POLL_US))
+    .addOption(new Option('--poll-mode <mode>', 'adaptive: poll only as long as the next request recently came that soon (QEMU\'s poll-grow/poll-shrink); fixed: always --poll-us')
+      .choices(['adaptive', 'fixed']).default('adaptive'))
     .option('--control <path>', 'a control socket for `twindisk resize --control PATH` (online resize)')
     .addOption(new Option('--aio <mode>', 'io_uring keeps many requests per queue in flight (disks slower than the page cache); sync reads and writes in the queue\'s thread')
       .choices(['sync', 'io_uring']).default('sync'))
     .action(async (o: {
       image?: string; socket?: string; iscsi?: HostPort; iscsiAdvertise?: HostPort; targetName?: string; chap?: string; mutualChap?: string;
-      queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; aio: 'sync' | 'io_uring'; control?: string;
+      queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; pollMode: 'adaptive' | 'fixed'; aio: 'sync' | 'io_uring'; control?: string;
     }) => {
       // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
       if (!o.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
@@ -131,7 +135,7 @@ export function addServeCommand(program: Command): void {
         image: o.image, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName,
         chap,
         queues: o.queues, readOnly: !!o.readOnly, blockSize: Number(o.blockSize) as 512 | 4096,
-        pollUs: o.pollUs, aio: o.aio, control: o.control ?? null, ...(o.size !== undefined ? { size: o.size } : {}),
+        pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed', aio: o.aio, control: o.control ?? null, ...(o.size !== undefined ? { size: o.size } : {}),
       }, (s) => {
         if (s.vhost) process.stdout.write(`twindisk: serving ${o.image} on ${o.socket}; attach it with:\n  ${qemuAttachArgs(o.socket!, o.queues).join(' ')}\n`);
         if (s.portal) {
@@ -191,6 +195,7 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
         numQueues: a.queues,
         serial: serialFor({ image: a.image }),
         pollUs: a.pollUs,
+        pollFixed: a.pollFixed,
         // Live migration on this host: the destination QEMU connects while the source still runs.
         maxFrontEnds: 2,
       });

@@ -47,12 +47,31 @@ ${EXIT_CODES_HELP}`);
       const { runReplicationBench } = await import('../bench/replication.js');
       await runReplicationBench({ json: !!o.json, quick: !!o.quick });
     });
+  /** `--targets LIST`: comma-separated names from `known`, each checked, none twice. */
+  const targetsOption = (command: string, known: string[], help: string): Option =>
+    new Option('--targets <list>', `comma-separated, from ${known.join(', ')}${help}`).argParser((v: string) => {
+      const list = v.split(',');
+      const bad = list.find((t) => !known.includes(t));
+      if (bad !== undefined) throw new UsageError(`bench ${command}: unknown target '${bad}' in --targets (known: ${known.join(', ')})`);
+      const twice = list.find((t, i) => list.indexOf(t) !== i);
+      if (twice !== undefined) throw new UsageError(`bench ${command}: target '${twice}' is named twice in --targets`);
+      return list;
+    });
+  const runsOption = (command: string, help: string): Option =>
+    new Option('--runs <n>', help).argParser((v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`bench ${command}: --runs ${v}: give a whole number of at least 1`);
+      return n;
+    });
+  const vhostBenchTargets = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'qemu-storage-daemon'];
   benchOptions(bench.command('vhost'))
-    .description('Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.')
+    .description('Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.\n'
+      + 'twindisk-fixed-poll is twindisk with --poll-mode fixed; only twindisk and twindisk-io_uring also run in an 8 GiB layout.')
     .addOption(new Option('--seconds <s>', 'seconds per workload').argParser(secondsArg))
-    .action(async (o: { json?: boolean; quick?: boolean; seconds?: number }) => {
+    .addOption(targetsOption('vhost', vhostBenchTargets, ' (default: twindisk,twindisk-io_uring,qemu-storage-daemon)'))
+    .action(async (o: { json?: boolean; quick?: boolean; seconds?: number; targets?: string[] }) => {
       const { runVhostBench } = await import('../bench/vhost.js');
-      await runVhostBench({ json: !!o.json, quick: !!o.quick, seconds: o.seconds });
+      await runVhostBench({ json: !!o.json, quick: !!o.quick, seconds: o.seconds, ...(o.targets ? { targets: o.targets } : {}) });
     });
   benchOptions(bench.command('migrate'))
     .summary('live-migration downtime of a writing guest: twindisk against qemu-storage-daemon')
@@ -67,6 +86,20 @@ ${EXIT_CODES_HELP}`);
     .action(async (o: { json?: boolean; quick?: boolean; runs?: number }) => {
       const { runMigrateBench } = await import('../bench/migrate.js');
       await runMigrateBench({ json: !!o.json, quick: !!o.quick, ...(o.runs ? { runs: o.runs } : {}) });
+    });
+  const guestBenchTargets = ['twindisk', 'twindisk-fixed-poll', 'twindisk-no-poll', 'qemu-storage-daemon'];
+  benchOptions(bench.command('guest'))
+    .summary('throughput a QEMU guest sees on its vhost-user-blk disk: twindisk\'s polling modes against qemu-storage-daemon')
+    .description('Boot a QEMU guest (TCG, 1 vCPU) on a vhost-user-blk disk served by each target in turn and time, inside the guest,\n'
+      + 'dd with O_DIRECT: 1 MiB sequential reads, then 1 MiB sequential writes (256 MiB each; 64 MiB with --quick).\n'
+      + 'Targets: twindisk (adaptive polling, the default), twindisk-fixed-poll (--poll-mode fixed), twindisk-no-poll\n'
+      + '(--poll-us 0) and qemu-storage-daemon (aio=io_uring). Prints MB/s and the back-end\'s CPU time per workload and run,\n'
+      + 'the medians and each twindisk target\'s ratio to qemu-storage-daemon.')
+    .addOption(runsOption('guest', 'guest boots per target, alternating between targets (default 5; 1 with --quick)'))
+    .addOption(targetsOption('guest', guestBenchTargets, ' (default: all)'))
+    .action(async (o: { json?: boolean; quick?: boolean; runs?: number; targets?: string[] }) => {
+      const { runGuestBench } = await import('../bench/guest.js');
+      await runGuestBench({ json: !!o.json, quick: !!o.quick, ...(o.runs ? { runs: o.runs } : {}), ...(o.targets ? { targets: o.targets } : {}) });
     });
   benchOptions(bench.command('kernels'))
     .description('Measure the WebAssembly kernels against their JS and native peers.')

@@ -8,6 +8,12 @@ import { EFD_CLOEXEC, NativeBuffer, close, eventfd, write } from '../os.js';
 import type { QueueWorkerData, WorkerReply, WorkerRequest } from './queue-worker.js';
 import type { InflightArea, LogArea, RegionMsg, RingHost, RingMsg } from './ring-host.js';
 
+/** How queue workers poll their rings after work: for up to `us` microseconds (0: never), adaptively unless `fixed`. */
+export interface PollSettings {
+  us: number;
+  fixed: boolean;
+}
+
 type AckOk = Extract<WorkerReply, { op: 'ack'; ok: true }>;
 type Pending = { resolve: (r: AckOk) => void; reject: (e: Error) => void };
 /** A worker request before it is given an id. */
@@ -34,11 +40,11 @@ export class QueueWorker {
    * Starts a worker that opens `backend` and serves its ring with `handler`'s request handler;
    * rejects with the back-end's own message if it cannot.
    */
-  static spawn(name: string, backend: BackendSpec, handler: HandlerSpec, pollUs: number, log: Logger): Promise<QueueWorker> {
+  static spawn(name: string, backend: BackendSpec, handler: HandlerSpec, poll: PollSettings, log: Logger): Promise<QueueWorker> {
     const ctlFd = eventfd(0, EFD_CLOEXEC);
     if (ctlFd < 0) return Promise.reject(new Error('eventfd() failed: the system is out of file descriptors?'));
     const { port1, port2 } = new MessageChannel();
-    const data: QueueWorkerData = { name, backend, handler, ctlFd, port: port2, pollUs };
+    const data: QueueWorkerData = { name, backend, handler, ctlFd, port: port2, pollUs: poll.us, pollFixed: poll.fixed };
     const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     return new Promise((resolve, reject) => {
       let qw: QueueWorker | null = null;
@@ -121,10 +127,10 @@ export class QueuePool implements RingHost {
    * Starts `numQueues` workers, queue `i` on `backend(i)`, all with `handler`. Rejects with the
    * first failure's message, after stopping the workers already started.
    */
-  static async start(numQueues: number, backend: (queue: number) => BackendSpec, handler: HandlerSpec, pollUs: number, log: Logger): Promise<QueuePool> {
+  static async start(numQueues: number, backend: (queue: number) => BackendSpec, handler: HandlerSpec, poll: PollSettings, log: Logger): Promise<QueuePool> {
     const workers: QueueWorker[] = [];
     try {
-      for (let i = 0; i < numQueues; i++) workers.push(await QueueWorker.spawn(`queue ${i}`, backend(i), handler, pollUs, log));
+      for (let i = 0; i < numQueues; i++) workers.push(await QueueWorker.spawn(`queue ${i}`, backend(i), handler, poll, log));
     } catch (e) {
       await Promise.all(workers.map((w) => w.exit()));
       throw e;

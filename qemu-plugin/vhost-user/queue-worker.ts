@@ -6,19 +6,22 @@
 // closure or buffer is allocated per request. Which device the ring serves is the handler module's
 // (workerData.handler): this file knows vhost-user rings, not virtio-blk. The main thread talks to
 // the worker through a MessagePort it drains synchronously when the control eventfd fires.
-import { MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import fs from 'node:fs';
+import path from 'node:path';
+import { MessagePort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { BackendError, isAsyncBackend, type Backend } from '../../engine/backend.js';
 import { Logger, RateLimit, setSink, type Fields, type Level } from '../../engine/log.js';
 import { openBackend, type BackendSpec } from '../../engine/open.js';
 import { EINTR } from '../../engine/os.js';
 import type { GuestMemory } from '../virtio/memory.js';
 import { InflightRegion, inflightQueueSize } from '../virtio/inflight.js';
-import { DirtyLog, VringLog } from '../virtio/dirty-log.js';
+import { DirtyLog, LOG_PAGE_SIZE, VringLog, type DirtyLogAudit } from '../virtio/dirty-log.js';
 import {
   publishUsed, serveQueue, type DeviceSettings, type HandlerSpec, type QueueHandler, type QueueHandlerFactory,
 } from '../virtio/queue-handler.js';
 import { RingBrokenError, Virtqueue, ringSizes, type RingLayout } from '../virtio/virtqueue.js';
 import { NativeBuffer, POLLIN, errno, mapShared, poll, read, unmap, write, type Mapping } from '../os.js';
+import { AdaptivePoll } from './adaptive-poll.js';
 import { MemTable } from './mem-table.js';
 import type { InflightArea, LogArea, RegionMsg, RingMsg } from './ring-host.js';
 
@@ -51,8 +54,10 @@ export interface QueueWorkerData {
   handler: HandlerSpec;
   ctlFd: number;
   port: MessagePort;
-  /** Busy-poll window after work, in microseconds (0: sleep in poll() at once). */
+  /** Longest busy-poll window after work, in microseconds (0: sleep in poll() at once). */
   pollUs: number;
+  /** Poll for exactly `pollUs` after work instead of a window that adapts (adaptive-poll.ts): for comparisons. */
+  pollFixed: boolean;
 }
 
 const data = workerData as QueueWorkerData;
@@ -107,7 +112,36 @@ let dirtyLog: { map: Mapping; log: DirtyLog } | null = null;
 /** The last available index of a ring that stopped itself (a broken ring), for the GET_VRING_BASE that follows. */
 let stoppedBase: number | undefined;
 const rejects = new RateLimit(10, 1000);
-const pollUs = data.pollUs;
+
+/**
+ * TWINDISK_DIRTY_LOG_AUDIT=DIR (tests, diagnosis): every guest page this worker marks in the dirty log
+ * is also written down, in DIR/dirty-log-audit-PID-THREAD.txt, as one line of page addresses (hex) each
+ * time the ring stops or logging changes. A migration test that finds a guest page differing between
+ * source and destination can then tell whether the back-end marked it. Off: one null test per mark.
+ */
+class PageAudit implements DirtyLogAudit {
+  private readonly pages = new Set<number>();
+  constructor(private readonly file: string) {}
+
+  marked(gpa: number, len: number): void {
+    const last = Math.floor((gpa + len - 1) / LOG_PAGE_SIZE);
+    for (let p = Math.floor(gpa / LOG_PAGE_SIZE); p <= last; p++) this.pages.add(p);
+  }
+
+  /** Appends what was marked since the last flush, with the event that ended it. */
+  flush(event: string): void {
+    const pages = [...this.pages].map((p) => (p * LOG_PAGE_SIZE).toString(16)).join(' ');
+    this.pages.clear();
+    fs.appendFileSync(this.file, `${event}${pages ? ` marked ${pages}` : ''}\n`);
+  }
+}
+const auditDir = process.env.TWINDISK_DIRTY_LOG_AUDIT;
+const audit = auditDir ? new PageAudit(path.join(auditDir, `dirty-log-audit-${process.pid}-${threadId}.txt`)) : null;
+/** The polling window: adaptive up to `pollUs`, or fixed at it (`pollFixed`). */
+const poller = new AdaptivePoll(data.pollUs, data.pollFixed ? data.pollUs : 0);
+const adaptive = !data.pollFixed && data.pollUs > 0;
+/** performance.now() when the worker last ran out of work (-1: not idle since work): the start of the gap AdaptivePoll learns from. */
+let idleSince = -1;
 const eight = new NativeBuffer(8);
 const one = new NativeBuffer(8);
 one.u8[0] = 1;
@@ -238,6 +272,7 @@ function attachLog(vq: Virtqueue, m: RingMsg): void {
   const layout = ringLayout(mem, m);
   const used = mem.regions[layout.used.region]!;
   vq.dirtyLog = new VringLog(dirtyLog.log, mem, m.logAddr ?? used.gpa + layout.used.off, ringSizes(m.num).used);
+  vq.dirtyLog.audit = audit;
 }
 
 /** Stops the ring once its requests in flight completed; returns its last available index. */
@@ -269,31 +304,40 @@ function serveRing(r: Ring, arm: boolean): void {
 }
 
 /**
- * Busy-polls the ring for up to `pollUs` after work, with kicks suppressed, the way QEMU's
- * IOThreads poll (poll-max-ns): a driver that submits again within the window costs neither side a
- * system call. The window restarts whenever work is found; when it ends, kicks are re-armed.
+ * Busy-polls the ring after work, with kicks suppressed, the way QEMU's IOThreads poll: a driver that
+ * submits again within the window costs neither side a system call. The window restarts whenever
+ * work is found; when it ends, kicks are re-armed. Its length is `poller.windowUs`: adaptive (see
+ * adaptive-poll.ts) unless the worker was started with a fixed window.
  */
 function pollRing(): void {
-  ring?.vq.suppressKicks();
-  let deadline = performance.now() + pollUs / 1000;
-  for (let spins = 0; pollUs > 0; spins++) {
-    let found = false;
-    if (async) {
-      const before = async.inFlight();
-      if (before > 0) {
-        collectCompletions();
-        if (async.inFlight() < before) found = true;
+  const windowMs = poller.windowUs / 1000;
+  let last = performance.now();
+  if (windowMs > 0) {
+    ring?.vq.suppressKicks();
+    for (let spins = 0; ; spins++) {
+      let found = false;
+      if (async) {
+        const before = async.inFlight();
+        if (before > 0) {
+          collectCompletions();
+          if (async.inFlight() < before) found = true;
+        }
       }
+      const r = ring;
+      if (r && r.vq.pending() !== 0) {
+        found = true;
+        serveRing(r, false);
+      }
+      if (found) last = performance.now();
+      else if ((spins & 63) === 0 && performance.now() - last > windowMs) break;
     }
-    const r = ring;
-    if (r && r.vq.pending() !== 0) {
-      found = true;
-      serveRing(r, false);
-    }
-    if (found) deadline = performance.now() + pollUs / 1000;
-    else if ((spins & 63) === 0 && performance.now() > deadline) break;
   }
-  if (ring && ring.vq.armKick()) serveRing(ring, true);
+  if (ring && ring.vq.armKick()) {
+    serveRing(ring, true);
+    last = performance.now();
+  }
+  // The gap to the next work starts here: the loop measures it when work wakes it up.
+  idleSince = last;
 }
 
 function handle(m: WorkerRequest): boolean {
@@ -320,6 +364,7 @@ function handle(m: WorkerRequest): boolean {
         // "stop the vring and return the value of last_avail_idx": also for a ring that stopped itself.
         const lastAvail = ring ? stopRing() : stoppedBase;
         stoppedBase = undefined;
+        audit?.flush(`ring stopped (last available index ${lastAvail})`);
         post({ op: 'ack', id: m.id, ok: true, ...(lastAvail === undefined ? {} : { lastAvail }) });
         return true;
       }
@@ -350,6 +395,7 @@ function handle(m: WorkerRequest): boolean {
           dirtyLog = { map, log: new DirtyLog(new Uint8Array(map.ab, a.mmapOffset, a.mmapSize)) };
         }
         if (ring) attachLog(ring.vq, ring.msg);
+        audit?.flush(a === null ? 'logging off' : 'logging on');
         if (old) unmap(old.map);
         post({ op: 'ack', id: m.id, ok: true });
         return true;
@@ -396,6 +442,7 @@ function loop(): void {
       }
     }
     let worked = false;
+    const woke = adaptive && idleSince >= 0 ? performance.now() : 0;
     if (pfd.dv.getInt16(PFD_BACKEND + 6, true) !== 0) {
       collectCompletions();
       worked = true;
@@ -413,8 +460,10 @@ function loop(): void {
     pfd.dv.setInt16(PFD_CTL + 6, 0, true);
     pfd.dv.setInt16(PFD_BACKEND + 6, 0, true);
     pfd.dv.setInt16(PFD_KICK + 6, 0, true);
-    if (worked) pollRing();
-    else if (ring && ring.vq.armKick()) serveRing(ring, true);
+    if (worked) {
+      if (woke > 0) poller.gap((woke - idleSince) * 1000);
+      pollRing();
+    } else if (ring && ring.vq.armKick()) serveRing(ring, true);
   }
 }
 

@@ -21,8 +21,10 @@ export interface ServerOptions {
   numQueues: number;
   /** The disk's serial number (VIRTIO_BLK_T_GET_ID), at most 20 bytes. */
   serial: string;
-  /** Busy-poll window of the queue workers after work, in microseconds (0 disables). */
+  /** Longest busy-poll window of the queue workers after work, in microseconds (0 disables). */
   pollUs?: number;
+  /** Poll for exactly pollUs after work, not adaptively (for comparisons). */
+  pollFixed?: boolean;
   log?: Logger;
   /**
    * Called when a front-end connects, before any message is read: throwing refuses it (the connection
@@ -110,7 +112,7 @@ export class VhostUserServer {
   private startPool(): Promise<QueuePool> {
     const spec = this.opts.backend;
     return QueuePool.start(this.opts.numQueues, typeof spec === 'function' ? spec : () => spec, blkHandlerSpec(this.opts.serial),
-      this.opts.pollUs ?? DEFAULT_POLL_US, this.log);
+      { us: this.opts.pollUs ?? DEFAULT_POLL_US, fixed: this.opts.pollFixed ?? false }, this.log);
   }
 
   private bindSocket(): number {

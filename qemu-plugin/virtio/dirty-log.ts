@@ -61,12 +61,23 @@ export class DirtyLog {
 }
 
 /**
+ * Told of every range a VringLog marks, at the guest-physical address it marked: a record of what the
+ * device wrote during a migration, for tests and diagnosis (see queue-worker.ts, TWINDISK_DIRTY_LOG_AUDIT).
+ */
+export interface DirtyLogAudit {
+  marked(gpa: number, len: number): void;
+}
+
+/**
  * One virtqueue's view of the log while logging is on: the log, the guest memory the ring's buffers
  * live in (to find a buffer's guest-physical address), and the used ring's log address
  * (SET_VRING_ADDR's log_guest_addr). A virtqueue carries one (`Virtqueue.dirtyLog`) or null; every
  * caller tests for null first, so logging off costs one branch.
  */
 export class VringLog {
+  /** Told of each range marked (null: no audit, the normal case). */
+  audit: DirtyLogAudit | null = null;
+
   constructor(
     readonly log: DirtyLog,
     private readonly mem: GuestMemory,
@@ -83,6 +94,7 @@ export class VringLog {
    */
   markUsed(): void {
     this.log.mark(this.usedGpa, this.usedBytes);
+    this.audit?.marked(this.usedGpa, this.usedBytes);
   }
 
   /**
@@ -106,6 +118,7 @@ export class VringLog {
       const o = at - r.u8.byteOffset;
       if (r.u8.buffer === buf.buffer && o >= 0 && o < r.size) {
         this.log.mark(r.gpa + o, len);
+        this.audit?.marked(r.gpa + o, len);
         return;
       }
     }

@@ -108,7 +108,7 @@ test('exit 0, and --help states the exit codes', () => {
   // Every command's help comes from its option declarations.
   const serve = twindisk('serve', '--help');
   assert.equal(serve.status, 0);
-  assert.match(serve.stdout, /--poll-us <us>\s+how long a queue worker polls .*\(default: 50\)/s);
+  assert.match(serve.stdout, /--poll-us <us>\s+the longest a queue worker polls .*\(default: 50\)/s);
   assert.match(serve.stdout, /--aio <mode>.*\(choices: "sync", "io_uring",\s+default: "sync"\)/s);
   const status = twindisk('help', 'status');
   assert.equal(status.status, 0);
