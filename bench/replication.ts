@@ -30,6 +30,8 @@ export interface ReplicationRow {
   target: string;
   seconds?: number;
   changedBytes?: number;
+  /** Times a thread of the serving processes went to sleep (and so had to be woken) per write: voluntary context switches. */
+  wakeupsPerWrite?: number;
 }
 
 const WRITES: Workload[] = [
@@ -76,13 +78,42 @@ function diskBaseline(dir: string, size: number): { mbps: number; seconds: numbe
   return { mbps: Math.round(size / seconds / 1e6), seconds };
 }
 
-/** Measures every write workload on one socket. */
-function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void): void {
+/**
+ * Voluntary context switches of every thread of `pids` (/proc/PID/task/TID/status): each is a thread
+ * that blocked and had to be woken again, the cost the issue counts as wake-ups.
+ */
+function wakeups(pids: number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    let tids: string[] = [];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const tid of tids) {
+      try {
+        const m = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+        if (m) n += Number(m[1]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  }
+  return n;
+}
+
+/** Measures every write workload on one socket; `pids` are the processes serving it (every node's), for wake-ups per write. */
+function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void, pids: number[]): void {
   const { fe, blk } = frontend(socket);
   try {
     for (const w of WRITES) {
+      const before = wakeups(pids);
+      const t0 = performance.now();
       const r = runWorkload(fe, blk, w, size, seconds);
-      emit({ scenario: w.name, replicas, iops: r.iops, mbps: r.mbps, bytesSent: 0, target });
+      const writes = r.iops * ((performance.now() - t0) / 1000);
+      const wakeupsPerWrite = Math.round(((wakeups(pids) - before) / writes) * 100) / 100;
+      emit({ scenario: w.name, replicas, iops: r.iops, mbps: r.mbps, bytesSent: 0, target, wakeupsPerWrite });
     }
   } finally {
     fe.close();
@@ -98,7 +129,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   const emit = (r: ReplicationRow) => {
     rows.push(r);
     if (o.json) out(JSON.stringify(r));
-    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}`);
+    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}${r.wakeupsPerWrite !== undefined ? `  ${r.wakeupsPerWrite} wake-ups/write` : ''}`);
   };
   process.env.TWINDISK_LOG_LEVEL ??= 'warn';
 
@@ -110,14 +141,14 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const child = spawn(process.execPath, [cli, 'serve', '--image', c.node('solo').image, '--socket', serveSock], { stdio: 'ignore' });
     try {
       await waitForFile(serveSock);
-      measure(serveSock, size, seconds, 1, 'serve', emit);
+      measure(serveSock, size, seconds, 1, 'serve', emit, [child.pid!]);
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
     }
     await c.startAll();
     await waitForFile(c.node('solo').socket);
-    measure(c.node('solo').socket, size, seconds, 1, 'resource', emit);
+    measure(c.node('solo').socket, size, seconds, 1, 'resource', emit, [c.node('solo').child!.pid!]);
     await c.stopAll('SIGTERM');
   }
 
@@ -127,8 +158,11 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-link-'));
     try {
       for (const w of WRITES) {
-        const r = await measureLinkCeiling(dir, w, size, seconds);
+        const r = await measureLinkCeiling(dir, w, size, seconds, 'ws');
         emit({ scenario: w.name, replicas: 2, iops: r.iops, mbps: r.mbps, bytesSent: 0, target: 'ws-peer' });
+        // The same round trips over a bare TCP socket: what the ws layer costs.
+        const t = await measureLinkCeiling(dir, w, size, seconds, 'tcp');
+        emit({ scenario: w.name, replicas: 2, iops: t.iops, mbps: t.mbps, bytesSent: 0, target: 'tcp-peer' });
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -145,7 +179,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const alpha = c.node('alpha');
     await alpha.waitStatus((s) => names.slice(1).every((n) => s.peers[n]?.replication === 'Established'), 'peers connected');
     await waitForFile(alpha.socket);
-    measure(alpha.socket, size, seconds, replicas, 'resource', emit);
+    measure(alpha.socket, size, seconds, replicas, 'resource', emit, names.map((n) => c.node(n).child!.pid!));
     await c.stopAll('SIGTERM');
   }
 
@@ -206,9 +240,15 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     out('');
     out('ratios against the unreplicated volume (twindisk serve, same image), IOPS:');
     for (const w of WRITES) {
-      for (const r of rows.filter((x) => x.scenario === w.name && (x.target === 'resource' || x.target === 'ws-peer'))) {
+      for (const r of rows.filter((x) => x.scenario === w.name && (x.target === 'resource' || x.target === 'ws-peer' || x.target === 'tcp-peer'))) {
         out(`  ${w.name.padEnd(20)} replicas ${r.replicas} ${r.target.padEnd(8)}: ${(r.iops / base(w.name)!.iops).toFixed(2)}x`);
       }
+    }
+    out('ratios of the ws link ceiling against the same round trips over bare TCP (net.Socket, no ws), IOPS:');
+    for (const w of WRITES) {
+      const ws = rows.find((x) => x.scenario === w.name && x.target === 'ws-peer');
+      const tcp = rows.find((x) => x.scenario === w.name && x.target === 'tcp-peer');
+      if (ws && tcp) out(`  ${w.name.padEnd(20)}: ${(ws.iops / tcp.iops).toFixed(2)}x`);
     }
     out('ratios of 2 replicas against the link ceiling (ws round trip to a writing peer process, no twindisk code), IOPS:');
     for (const w of WRITES) {
