@@ -91,15 +91,19 @@ ${EXIT_CODES_HELP}`);
   benchOptions(bench.command('guest'))
     .summary('throughput a QEMU guest sees on its vhost-user-blk disk: twindisk\'s polling modes against qemu-storage-daemon')
     .description('Boot a QEMU guest (TCG, 1 vCPU) on a vhost-user-blk disk served by each target in turn and time, inside the guest,\n'
-      + 'dd with O_DIRECT: 1 MiB sequential reads, then 1 MiB sequential writes (256 MiB each; 64 MiB with --quick).\n'
+      + 'dd with O_DIRECT: 1 MiB sequential reads, then 1 MiB sequential writes (--mib each, in passes over a 512 MiB disk).\n'
       + 'Targets: twindisk (adaptive polling, the default), twindisk-fixed-poll (--poll-mode fixed), twindisk-no-poll\n'
       + '(--poll-us 0) and qemu-storage-daemon (aio=io_uring). Prints MB/s and the back-end\'s CPU time per workload and run,\n'
       + 'the medians and each twindisk target\'s ratio to qemu-storage-daemon.')
     .addOption(runsOption('guest', 'guest boots per target, alternating between targets (default 5; 1 with --quick)'))
     .addOption(targetsOption('guest', guestBenchTargets, ' (default: all)'))
-    .action(async (o: { json?: boolean; quick?: boolean; runs?: number; targets?: string[] }) => {
+    .addOption(new Option('--mib <n>', 'MiB each workload moves (default 2048; 256 with --quick)')
+      .argParser(countArg(1, 1 << 20, 'a whole number of MiB, 1 or more')))
+    .action(async (o: { json?: boolean; quick?: boolean; runs?: number; targets?: string[]; mib?: number }) => {
       const { runGuestBench } = await import('../bench/guest.js');
-      await runGuestBench({ json: !!o.json, quick: !!o.quick, ...(o.runs ? { runs: o.runs } : {}), ...(o.targets ? { targets: o.targets } : {}) });
+      await runGuestBench({
+        json: !!o.json, quick: !!o.quick, ...(o.runs ? { runs: o.runs } : {}), ...(o.targets ? { targets: o.targets } : {}), ...(o.mib ? { mib: o.mib } : {}),
+      });
     });
   benchOptions(bench.command('kernels'))
     .description('Measure the WebAssembly kernels against their JS and native peers.')
