@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { NEEDS_TWO_PRIMARIES, freeHotplugBus, migrationRow, migrationSummary, qmpHint, socketListening } from '../../cli/qemu-commands.js';
 import { TEST_SECRET } from '../harness/cluster.js';
-import { cli } from '../harness/serve.js';
+import { cli, runCli, type CliRun } from '../harness/serve.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-qemu-cli-'));
 const servers: net.Server[] = [];
@@ -19,7 +19,7 @@ after(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-interface Run { status: number | null; stdout: string; stderr: string }
+type Run = CliRun;
 
 function twindiskSync(...args: string[]): Run {
   const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 30000 });
@@ -27,16 +27,7 @@ function twindiskSync(...args: string[]): Run {
 }
 
 /** Runs the CLI without blocking this process's event loop (the scripted QMP server runs in it). */
-function twindisk(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('exit', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const twindisk = runCli;
 
 function resourceFile(name: string, edit: (o: Record<string, any>) => void = () => {}): string {
   const o: Record<string, any> = {

@@ -27,6 +27,25 @@ export function tmpDir(prefix = 'twindisk-test-'): string {
   return d;
 }
 
+/** How a CLI run ended and what it printed. */
+export interface CliRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the twindisk CLI without blocking this process's event loop (QMP servers, guests may run in it); resolves when it exits. */
+export function runCli(...args: string[]): Promise<CliRun> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout!.on('data', (d) => (stdout += d));
+    c.stderr!.on('data', (d) => (stderr += d));
+    c.on('exit', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 /** Starts `twindisk serve` with `args` and waits until it listens. */
 export async function serve(opts: { image: string; socket: string; args?: string[]; dir: string }): Promise<Served> {
   const child = spawn(process.execPath, [cli, 'serve', '--image', opts.image, '--socket', opts.socket, ...(opts.args ?? [])], {

@@ -1,13 +1,12 @@
 // Live migration of real QEMU guests with a vhost-user-blk disk: on one `twindisk serve` (source and destination QEMU on the same socket), and between the two Primaries of a replicated resource.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { Cluster, freePort, sleep } from '../../harness/cluster.js';
 import { Guest } from '../../harness/guest.js';
-import { cli, serve, tmpDir, type Served } from '../../harness/serve.js';
+import { runCli, serve, tmpDir, type Served } from '../../harness/serve.js';
 
 /**
  * Every back-end this file starts (serve, cluster nodes: they inherit the environment) writes down the
@@ -67,18 +66,6 @@ const SCRIPT = `
   done
   echo "verified $i bad=$bad"
 `;
-
-/** Runs the twindisk CLI; resolves with its exit status and output. */
-function runCli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('exit', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 /** What block `i` holds once the guest wrote it. */
 function blockBytes(i: number): Buffer {

@@ -10,7 +10,7 @@ import { buildGuestImage, scriptArchive } from '../../../bootimg/guest.js';
 import { NEEDS_TWO_PRIMARIES } from '../../../cli/qemu-commands.js';
 import { QmpClient } from '../../../qemu-plugin/qmp.js';
 import { clusterFactory, freePort } from '../../harness/cluster.js';
-import { cli, serve, tmpDir, type Served } from '../../harness/serve.js';
+import { cli, runCli, serve, tmpDir, type Served } from '../../harness/serve.js';
 
 const makeCluster = clusterFactory(after);
 const dir = tmpDir('twindisk-qemu-cli-');
@@ -27,18 +27,7 @@ after(async () => {
   for (const s of served) await s.stop('SIGKILL');
 });
 
-interface Run { status: number | null; stdout: string; stderr: string }
-
-function twindisk(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('exit', (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const twindisk = runCli;
 
 /** The test guest's initramfs with `script` as /test.sh (as test/harness/guest.ts builds it). */
 async function guestImage(script: string): Promise<{ kernel: string; initrd: string }> {
