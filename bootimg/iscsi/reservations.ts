@@ -7,9 +7,10 @@
 // Hard resets (TARGET WARM RESET, LOGICAL UNIT RESET) leave all of it as it is: SPC-4 5.12.1 "persistent reservations
 // ... are retained ... across hard resets, logical unit resets and I_T nexus losses" (SAM-5 6.3.2: a hard reset
 // releases only the reservations of the RESERVE/RELEASE method, which this target does not implement).
-// Unit attentions (RESERVATIONS PREEMPTED, RELEASED, REGISTRATIONS PREEMPTED) are not established.
+// The unit attentions the actions owe other nexuses (RESERVATIONS PREEMPTED, RESERVATIONS RELEASED, REGISTRATIONS
+// PREEMPTED) are returned in the outcome by nexus key; the caller establishes them (tasks.ts, scsi-sense.ts UnitAttentions).
 import { be64, Op, put16, put32, put64, ServiceAction } from './scsi-cdb.js';
-import { checkCondition, invalidField, invalidParameter, SenseKey, type CheckCondition } from './scsi-sense.js';
+import { checkCondition, invalidField, invalidParameter, Sense, SenseKey, type CheckCondition, type SenseCondition } from './scsi-sense.js';
 
 /** An I_T nexus (SAM-5 4.6): the iSCSI initiator port (name and ISID) and the target port (portal group) of a session. */
 export interface ITNexus {
@@ -41,9 +42,26 @@ const exclusiveAccess = (type: number): boolean =>
 
 /** The outcome of a PERSISTENT RESERVE OUT: GOOD, RESERVATION CONFLICT, or CHECK CONDITION. */
 export type ReservationOutcome =
-  | { kind: 'good'; /** PREEMPT AND ABORT: the I_T nexuses whose tasks are to be aborted (nexusKey). */ abort?: readonly string[] }
+  | {
+    kind: 'good';
+    /** PREEMPT AND ABORT: the I_T nexuses whose tasks are to be aborted (nexusKey). */
+    abort?: readonly string[];
+    /** The unit attention conditions to establish for other I_T nexuses (nexusKey), present only when there are some. */
+    unitAttentions?: readonly NexusUnitAttention[];
+  }
   | { kind: 'conflict' }
   | CheckCondition;
+
+/** A unit attention condition a PERSISTENT RESERVE OUT establishes for the I_T nexus `nexus` (nexusKey). */
+export interface NexusUnitAttention { nexus: string; condition: SenseCondition }
+
+/** GOOD, with the unit attentions `keys` are owed `condition` (none: plain GOOD). */
+function good(keys: readonly string[], condition: SenseCondition, abort?: readonly string[]): ReservationOutcome {
+  const o: { kind: 'good'; abort?: readonly string[]; unitAttentions?: readonly NexusUnitAttention[] } = { kind: 'good' };
+  if (abort) o.abort = abort;
+  if (keys.length > 0) o.unitAttentions = keys.map((nexus) => ({ nexus, condition }));
+  return o;
+}
 
 /** What a command needs of the medium: 'none' is allowed under every reservation, 'read' under Write Exclusive only. */
 type Access = 'none' | 'read' | 'write';
@@ -269,7 +287,7 @@ export class Reservations {
     switch (serviceAction) {
       case PrOutAction.RESERVE: return this.reserve(me, type);
       case PrOutAction.RELEASE: return this.release(me, type);
-      case PrOutAction.CLEAR: return this.clear();
+      case PrOutAction.CLEAR: return this.clear(me);
       case PrOutAction.PREEMPT: return this.preempt(me, saKey, type, false);
       case PrOutAction.PREEMPT_AND_ABORT: return this.preempt(me, saKey, type, true);
       default: return invalidField(1, 4); // REGISTER AND MOVE and reserved service actions
@@ -283,16 +301,23 @@ export class Reservations {
    */
   private registerKey(me: string, nexus: ITNexus, saKey: bigint, flags: number): ReservationOutcome {
     const mine = this.registrations.get(me);
+    let released: string[] = [];
     if (saKey === 0n) {
       if (!mine) return { kind: 'good' };
       this.registrations.delete(me);
+      const r = this.reservation;
       this.dropReservationOf(me);
+      // SPC-4 5.12.11.2: the holder of a registrants only reservation unregistering releases it, and "the device server
+      // shall establish a unit attention condition for the initiator port associated with every registered I_T nexus
+      // except for the I_T nexus on which the PERSISTENT RESERVE OUT command was received, with the additional sense
+      // code set to RESERVATIONS RELEASED".
+      if (r && !this.reservation && registrantsHaveAccess(r.type)) released = [...this.registrations.keys()];
     } else {
       this.registrations.set(me, { nexus, key: saKey });
     }
     this.aptpl = (flags & 0x01) !== 0 && this.opts.acceptAptpl === true;
     this.bump();
-    return { kind: 'good' };
+    return good(released, Sense.reservationsReleased);
   }
 
   /** Releases the reservation when `key`'s registration was its holder (SPC-4 5.12.11.2). */
@@ -327,15 +352,23 @@ export class Reservations {
     if (!r || !this.holds(me)) return { kind: 'good' };
     if (r.type !== type) return invalidRelease();
     this.reservation = null;
-    return { kind: 'good' };
+    // SPC-4 5.12.11.2: releasing a registrants only or all registrants reservation establishes RESERVATIONS RELEASED for
+    // "every registered I_T nexus other than the I_T nexus on which the PERSISTENT RESERVE OUT command with RELEASE
+    // service action was received" (Write Exclusive and Exclusive Access: none).
+    return good(registrantsHaveAccess(type) ? [...this.registrations.keys()].filter((k) => k !== me) : [], Sense.reservationsReleased);
   }
 
-  /** CLEAR (SPC-4 5.12.11.3): every registration and the reservation are removed. */
-  private clear(): ReservationOutcome {
+  /**
+   * CLEAR (SPC-4 5.12.11.3): every registration and the reservation are removed; "every registered I_T nexus other than
+   * the I_T nexus on which the PERSISTENT RESERVE OUT command with CLEAR service action was received" gets a unit
+   * attention with RESERVATIONS PREEMPTED (as Linux LIO's core_scsi3_emulate_pro_clear does).
+   */
+  private clear(me: string): ReservationOutcome {
+    const others = [...this.registrations.keys()].filter((k) => k !== me);
     this.registrations.clear();
     this.reservation = null;
     this.bump();
-    return { kind: 'good' };
+    return good(others, Sense.reservationsPreempted);
   }
 
   /**
@@ -344,6 +377,8 @@ export class Reservations {
    * PARAMETER LIST, except under all registrants types where zero removes every other registration and the preemptor
    * takes a new reservation). With the holder's key: those registrations are removed and the preemptor takes the
    * reservation with the new TYPE. The preemptor's own registration always stays.
+   * Unit attentions (SPC-4 5.12.11.4.3, 5.12.11.4.4): REGISTRATIONS PREEMPTED for every nexus that lost its registration;
+   * when the reservation's TYPE changed, RESERVATIONS RELEASED for every nexus still registered but the preemptor.
    */
   private preempt(me: string, saKey: bigint, type: number, abort: boolean): ReservationOutcome {
     const r = this.reservation;
@@ -353,12 +388,14 @@ export class Reservations {
       return gone;
     };
     let gone: string[];
+    let typeChanged = false;
     if (r && allRegistrants(r.type) && saKey === 0n) {
       gone = [...this.registrations.keys()].filter((n) => n !== me);
       for (const n of gone) this.registrations.delete(n);
       this.reservation = { holder: me, type };
     } else if (r && !allRegistrants(r.type) && this.registrations.get(r.holder)?.key === saKey) {
       gone = removeKey(saKey);
+      typeChanged = r.type !== type;
       this.reservation = { holder: me, type };
     } else {
       if (saKey === 0n) return invalidParameter(8);
@@ -368,7 +405,11 @@ export class Reservations {
       if (r && allRegistrants(r.type)) this.dropReservationOf(me); // keeps it: the preemptor is still registered
     }
     this.bump();
-    return abort ? { kind: 'good', abort: gone } : { kind: 'good' };
+    const uas: NexusUnitAttention[] = gone.map((nexus) => ({ nexus, condition: Sense.registrationsPreempted }));
+    if (typeChanged) {
+      for (const nexus of this.registrations.keys()) if (nexus !== me) uas.push({ nexus, condition: Sense.reservationsReleased });
+    }
+    return { kind: 'good', ...(abort ? { abort: gone } : {}), ...(uas.length > 0 ? { unitAttentions: uas } : {}) };
   }
 
   private bump(): void {

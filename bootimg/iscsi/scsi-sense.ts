@@ -46,7 +46,92 @@ export const Sense = {
   miscompareDuringVerify: { key: SenseKey.MISCOMPARE, asc: 0x1d, ascq: 0x00 },
   /** UNIT ATTENTION / CAPACITY DATA HAS CHANGED: the capacity changed since the session last heard (capacityChanged). */
   capacityDataHasChanged: { key: SenseKey.UNIT_ATTENTION, asc: 0x2a, ascq: 0x09 },
+  /** UNIT ATTENTION / SCSI BUS RESET OCCURRED: another nexus's TARGET WARM RESET (a hard reset, SAM-5 6.3.2). */
+  scsiBusResetOccurred: { key: SenseKey.UNIT_ATTENTION, asc: 0x29, ascq: 0x02 },
+  /** UNIT ATTENTION / BUS DEVICE RESET FUNCTION OCCURRED: another nexus's LOGICAL UNIT RESET (SAM-5 6.3.3). */
+  busDeviceResetFunctionOccurred: { key: SenseKey.UNIT_ATTENTION, asc: 0x29, ascq: 0x03 },
+  /** UNIT ATTENTION / RESERVATIONS PREEMPTED: another nexus's PERSISTENT RESERVE OUT CLEAR (SPC-4 5.12.11.3). */
+  reservationsPreempted: { key: SenseKey.UNIT_ATTENTION, asc: 0x2a, ascq: 0x03 },
+  /** UNIT ATTENTION / RESERVATIONS RELEASED: a registrants only / all registrants reservation released (SPC-4 5.12.11.2). */
+  reservationsReleased: { key: SenseKey.UNIT_ATTENTION, asc: 0x2a, ascq: 0x04 },
+  /** UNIT ATTENTION / REGISTRATIONS PREEMPTED: the nexus's registration removed by PREEMPT (SPC-4 5.12.11.4). */
+  registrationsPreempted: { key: SenseKey.UNIT_ATTENTION, asc: 0x2a, ascq: 0x05 },
 } as const satisfies Record<string, SenseCondition>;
+
+/** At most this many unit attention conditions are kept pending per I_T nexus (the lowest priority, newest go first). */
+const UA_PER_NEXUS = 8;
+/** At most this many I_T nexuses have a queue (a nexus that never comes back is forgotten, oldest first). */
+const UA_NEXUSES = 1024;
+/** At most this many reset broadcasts are remembered for sessions that have not issued a command since. */
+const UA_BROADCASTS = 64;
+
+/** SAM-5 5.14: the reset conditions (ASC 29h) are reported before the others (as Linux LIO's core_scsi3_ua_allocate orders them). */
+const uaRank = (c: SenseCondition): number => (c.asc === 0x29 ? 0 : 1);
+
+/**
+ * The pending unit attention conditions of the I_T nexuses of one logical unit (SAM-5 5.14), keyed by nexus key
+ * (reservations.ts nexusKey), shared by every session of the target (unitAttentionsOf). Each nexus has a small queue:
+ * highest priority first (ASC 29h, the resets, before the rest), in the order established within a priority, one
+ * condition of a given ASC/ASCQ at most. A session reports and clears its queue's head one command at a time (tasks.ts).
+ * Conditions for every nexus but one (the resets) are broadcasts, numbered: a session takes the number at login and
+ * moves the later ones that are not its own into its queue (sync), so a session that logs in after a reset does not hear of it.
+ */
+export class UnitAttentions {
+  private readonly pending = new Map<string, SenseCondition[]>();
+  private readonly broadcasts: { seq: number; condition: SenseCondition; except: string }[] = [];
+  private seq = 0;
+
+  /** The number of the last broadcast: what a session logging in starts from. */
+  get now(): number { return this.seq; }
+
+  /** Establishes `c` for the nexus `key`. */
+  establish(key: string, c: SenseCondition): void {
+    let q = this.pending.get(key);
+    if (!q) {
+      q = [];
+      this.pending.set(key, q);
+      if (this.pending.size > UA_NEXUSES) this.pending.delete(this.pending.keys().next().value!);
+    }
+    if (q.some((p) => p.asc === c.asc && p.ascq === c.ascq)) return;
+    const rank = uaRank(c);
+    let at = q.length;
+    while (at > 0 && uaRank(q[at - 1]!) > rank) at--;
+    q.splice(at, 0, c);
+    if (q.length > UA_PER_NEXUS) q.length = UA_PER_NEXUS;
+  }
+
+  /** Establishes `c` for every nexus of the logical unit but `except` (the one whose command or function caused it). */
+  establishForOthers(except: string, c: SenseCondition): void {
+    this.broadcasts.push({ seq: ++this.seq, condition: c, except });
+    if (this.broadcasts.length > UA_BROADCASTS) this.broadcasts.shift();
+  }
+
+  /** Moves the broadcasts after number `seen` that concern `key` into its queue; returns the number to remember. */
+  sync(key: string, seen: number): number {
+    for (const b of this.broadcasts) if (b.seq > seen && b.except !== key) this.establish(key, b.condition);
+    return this.seq;
+  }
+
+  /** The condition `key` is to hear of next, if any. */
+  peek(key: string): SenseCondition | undefined { return this.pending.get(key)?.[0]; }
+
+  /** Clears the condition `peek` gave (it was reported). */
+  take(key: string): void {
+    const q = this.pending.get(key);
+    if (!q) return;
+    q.shift();
+    if (q.length === 0) this.pending.delete(key);
+  }
+}
+
+const unitAttentionsByTarget = new WeakMap<object, UnitAttentions>();
+
+/** The UnitAttentions of a target (its LUN 0), kept for its config object, so every session serving it shares them. */
+export function unitAttentionsOf(config: object): UnitAttentions {
+  let u = unitAttentionsByTarget.get(config);
+  if (!u) { u = new UnitAttentions(); unitAttentionsByTarget.set(config, u); }
+  return u;
+}
 
 /** Length of the fixed-format sense data this target returns (SPC-4 4.5.3: additional length 10). */
 export const FIXED_SENSE_LENGTH = 18;

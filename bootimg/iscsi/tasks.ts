@@ -9,6 +9,7 @@ import { reservationsOf, nexusKey, type ITNexus } from './reservations.js';
 import {
   checkCondition, handleCdb, parseUnmapList, readErrorAt, requestSense, writeErrorAt, Sense, type CheckCondition, type ScsiDisk,
 } from './scsi.js';
+import { unitAttentionsOf, type SenseCondition } from './scsi-sense.js';
 import { Op } from './scsi-cdb.js';
 import type { SessionParams } from './text.js';
 import type { DiskOp, DiskOpResult, Step, TargetConfig } from './target.js';
@@ -93,7 +94,9 @@ const WRITES: ReadonlySet<DiskOp['kind']> = new Set(['write', 'trim', 'write-sam
  * is accepted), Data-Out and Task Management Requests, and the completions of the ops it emitted.
  * Aborted tasks are forgotten at once: their ops' completions are then accepted and dropped (an empty Step), their late
  * Data-Out is dropped without a Reject.
- * The session is one I_T nexus: it also holds that nexus's unit attention condition (CAPACITY DATA HAS CHANGED).
+ * The session is one I_T nexus: it reports that nexus's unit attention conditions (SAM-5 5.14), one per command, highest
+ * priority first: those queued for its nexus key in the target's UnitAttentions (resets by other nexuses, 29h; the
+ * persistent reservation changes other nexuses made, 2Ah), then CAPACITY DATA HAS CHANGED (counted on the disk).
  */
 export class TaskSet {
   private readonly tasks = new Map<number, Task>();
@@ -104,6 +107,8 @@ export class TaskSet {
    * the disk's count is ahead, a CAPACITY DATA HAS CHANGED unit attention is pending. Several changes make one.
    */
   private capacitySeen = 0;
+  /** The number of the last reset broadcast this session took into its nexus's queue (UnitAttentions.sync). */
+  private broadcastSeen = 0;
 
   constructor(private readonly host: TaskHost) {}
 
@@ -112,7 +117,9 @@ export class TaskSet {
    * capacity changes before this moment are not this nexus's to hear of (READ CAPACITY already says the new size).
    */
   loggedIn(): void {
-    this.capacitySeen = this.host.target().disk.capacityChanges;
+    const target = this.host.target();
+    this.capacitySeen = target.disk.capacityChanges;
+    this.broadcastSeen = unitAttentionsOf(target).now;
   }
 
   /** Whether a task of this session uses `itt` (section 11.17.1 reason 0x07). */
@@ -143,7 +150,7 @@ export class TaskSet {
     const disk = target.disk;
     // A pending unit attention is reported before the CDB's own checks and the reservations (Linux LIO, too, checks it
     // before reservations); a command it refuses takes no Data-Out, exactly as for LOGICAL UNIT NOT SUPPORTED above.
-    if (this.unitAttention(s, h, disk, t.expectedIn)) return s;
+    if (this.unitAttention(s, h, target, t.expectedIn)) return s;
     const r = handleCdb(h.cdb, disk);
     if (r.kind !== 'check' && reservationsOf(target).conflicts(h.cdb, this.host.nexus())) {
       this.sendStatus(s, h.itt, ScsiStatus.ReservationConflict);
@@ -204,27 +211,36 @@ export class TaskSet {
   }
 
   /**
-   * The nexus's pending unit attention condition, CAPACITY DATA HAS CHANGED (SAM-5 unit attention conditions, SPC-4):
+   * The nexus's pending unit attention condition of highest priority (SAM-5 5.14, SPC-4): the head of its queue in the
+   * target's UnitAttentions (after taking in the resets other nexuses broadcast since), else CAPACITY DATA HAS CHANGED.
    * INQUIRY and REPORT LUNS run and leave it pending; REQUEST SENSE answers it as its sense data and clears it (unless
    * the REQUEST SENSE itself is refused, e.g. DESC 1); any other command is not run: CHECK CONDITION, UNIT ATTENTION
-   * 2A/09, and the condition is cleared. Returns whether the command was answered here. (No log line: the portal logs
-   * a Step's lines as warnings, and this is the normal course of an online resize.)
+   * with its ASC/ASCQ, and the condition is cleared; the next one, if any, waits for the next command. Returns whether
+   * the command was answered here. (No log line: the portal logs a Step's lines as warnings, and this is the normal
+   * course of an online resize or of a cluster's failover.)
    */
-  private unitAttention(s: Step, h: ScsiCommand, disk: ScsiDisk, expectedIn: number): boolean {
+  private unitAttention(s: Step, h: ScsiCommand, target: TargetConfig, expectedIn: number): boolean {
+    const disk: ScsiDisk = target.disk;
+    const uas = unitAttentionsOf(target);
+    const me = nexusKey(this.host.nexus());
+    this.broadcastSeen = uas.sync(me, this.broadcastSeen);
+    const queued = uas.peek(me);
     const now = disk.capacityChanges;
-    if (this.capacitySeen === now) return false;
+    if (!queued && this.capacitySeen === now) return false;
+    const condition: SenseCondition = queued ?? Sense.capacityDataHasChanged;
+    const clear = (): void => { if (queued) uas.take(me); else this.capacitySeen = now; };
     const op = h.cdb[0];
     if (op === Op.INQUIRY || op === Op.REPORT_LUNS) return false;
     if (op === Op.REQUEST_SENSE) {
       if (handleCdb(h.cdb, disk).kind === 'check') return false; // refused as it would be without the condition, which stays
-      const r = requestSense(h.cdb, Sense.capacityDataHasChanged);
+      const r = requestSense(h.cdb, condition);
       if (r.kind !== 'data-in') return false;
-      this.capacitySeen = now;
+      clear();
       this.sendDataIn(s, h.itt, r.data, expectedIn);
       return true;
     }
-    this.capacitySeen = now;
-    this.sendCheck(s, h.itt, checkCondition(Sense.capacityDataHasChanged));
+    clear();
+    this.sendCheck(s, h.itt, checkCondition(condition));
     return true;
   }
 
@@ -397,6 +413,9 @@ export class TaskSet {
         // PREEMPT AND ABORT (SPC-4 5.12.11.4.5): the tasks of the preempted I_T nexuses are aborted. Only this session's
         // tasks are reachable from here; other sessions' tasks run to their end (their new commands meet the reservation).
         if (o.abort?.includes(nexusKey(nexus))) this.abortAll();
+        // The unit attentions owed to the other nexuses (REGISTRATIONS PREEMPTED, RESERVATIONS PREEMPTED or RELEASED).
+        const uas = unitAttentionsOf(target);
+        for (const u of o.unitAttentions ?? []) uas.establish(u.nexus, u.condition);
         this.sendGood(s, t.itt, {});
         return;
       }
@@ -466,7 +485,11 @@ export class TaskSet {
    * Task Management Function Request (section 11.5, SAM-5 7), its CmdSN accepted; `window` is the CmdSN window
    * [ExpCmdSN, MaxCmdSN] before it. Aborted tasks get no response (SAM-5 5.6: TAS 0) and their later completions are
    * dropped. Only this session's tasks are reachable: the resets abort them and leave other sessions' tasks, and their
-   * persistent reservations, as they are (SPC-4 5.12.1); no unit attention is established for other sessions.
+   * persistent reservations, as they are (SPC-4 5.12.1). The resets establish a unit attention for every other I_T nexus
+   * of the target (SAM-5 6.3.2, 6.3.3): LOGICAL UNIT RESET BUS DEVICE RESET FUNCTION OCCURRED (29/03, the code Linux
+   * LIO uses), TARGET WARM RESET, a hard reset, SCSI BUS RESET OCCURRED (29/02; LIO rejects the function, so gives no
+   * precedent). The issuing nexus gets none (as SPC-4 does for the changes a nexus makes itself; current LIO, whose unit
+   * attentions are per initiator ACL rather than per nexus, also gives one to the issuer).
    */
   taskMgmt(s: Step, h: TaskMgmtRequest, window: { first: number; last: number }): Step {
     const respond = (response: TaskMgmtResponseCode, why?: string): Step => {
@@ -496,9 +519,11 @@ export class TaskSet {
       case TaskMgmtFunction.LogicalUnitReset:
         if (h.lun !== 0n) return respond(TaskMgmtResponseCode.LunDoesNotExist);
         this.abortAll();
+        if (h.fn === TaskMgmtFunction.LogicalUnitReset) this.resetOthers(Sense.busDeviceResetFunctionOccurred);
         return respond(TaskMgmtResponseCode.FunctionComplete);
       case TaskMgmtFunction.TargetWarmReset:
         this.abortAll();
+        this.resetOthers(Sense.scsiBusResetOccurred);
         return respond(TaskMgmtResponseCode.FunctionComplete);
       case TaskMgmtFunction.TargetColdReset:
         // Section 11.5.1: after a cold reset "the target then MUST close all of its TCP connections to all initiators";
@@ -512,6 +537,11 @@ export class TaskSet {
       default:
         return respond(TaskMgmtResponseCode.FunctionRejected, 'unknown function');
     }
+  }
+
+  /** A reset's unit attention `c` for every other I_T nexus of the target (taken in at their next command). */
+  private resetOthers(c: SenseCondition): void {
+    unitAttentionsOf(this.host.target()).establishForOthers(nexusKey(this.host.nexus()), c);
   }
 
   /** Aborts one task: its Data-Out state is dropped (late Data-Out ignored), its op's completion will be ignored. */

@@ -190,6 +190,9 @@ test('persistent reservations between two sessions: register, reserve, conflict,
   assert.deepEqual([...keys[0]!.data.subarray(0, 8)], [0, 0, 0, 2, 0, 0, 0, 16]);
   // B preempts A: A's registration is gone, B holds a Write Exclusive reservation, A's writes conflict
   assert.equal(prOut(b, 4, 1, 0xbbn, 0xaan), ScsiStatus.Good);
+  // A hears of it first: UNIT ATTENTION, REGISTRATIONS PREEMPTED (SPC-4 5.12.11.4), the write not run
+  const ua = one(a.send([0x2a, 0, ...be32(0), 0, 0, 1, 0], { write: true, edtl: 512, data: new Uint8Array(512) }), Opcode.ScsiResponse);
+  assert.deepEqual([ua.status, ...senseOf(ua.data)], [ScsiStatus.CheckCondition, 0x6, 0x2a, 0x05]);
   assert.equal(one(a.send([0x2a, 0, ...be32(0), 0, 0, 1, 0], { write: true, edtl: 512, data: new Uint8Array(512) }), Opcode.ScsiResponse).status, ScsiStatus.ReservationConflict);
   assert.equal(prOut(a, 1, 1, 0xaan, 0n), ScsiStatus.ReservationConflict); // A's key is gone
   const rr = out(a.send([0x5e, 0x01, 0, 0, 0, 0, 0, 0, 64, 0], { read: true, edtl: 64 }))[0]!.data;
@@ -269,6 +272,8 @@ test('a reset leaves persistent reservations in place (SPC-4 5.12.1)', () => {
   one(a.send(prOutCdb(1, 3), { write: true, edtl: 24, data: prParams(7n, 0n) }), Opcode.ScsiResponse);
   one(a.c.receive(a.tmf(TaskMgmtFunction.TargetWarmReset)), Opcode.TaskMgmtResponse);
   one(b.c.receive(b.tmf(TaskMgmtFunction.LogicalUnitReset)), Opcode.TaskMgmtResponse);
+  // b's first command reports a's reset (unit-attention.test.ts); the reservation is still there after it
+  assert.deepEqual(senseOf(one(b.send([0x00]), Opcode.ScsiResponse).data), [0x6, 0x29, 0x02]);
   assert.equal(one(b.send([0x28, 0, ...be32(0), 0, 0, 1, 0], { read: true, edtl: 512 }), Opcode.ScsiResponse).status, ScsiStatus.ReservationConflict);
 });
 

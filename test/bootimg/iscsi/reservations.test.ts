@@ -177,7 +177,9 @@ test('PREEMPT: the holder\'s key moves the reservation; another key only removes
   assert.equal(outcome(r.out(PrOutAction.PREEMPT, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, params(2n, 9n), B)), 'conflict');
   assert.equal(outcome(r.out(PrOutAction.PREEMPT, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, params(2n, 0n), B)), 'check 26/0');
   const o = r.out(PrOutAction.PREEMPT_AND_ABORT, PrType.EXCLUSIVE_ACCESS, params(2n, 1n), B);
-  assert.deepEqual(o, { kind: 'good', abort: [nexusKey(A)] });
+  assert.deepEqual(o, {
+    kind: 'good', abort: [nexusKey(A)], unitAttentions: [{ nexus: nexusKey(A), condition: { key: 6, asc: 0x2a, ascq: 0x05 } }],
+  });
   assert.deepEqual(r.snapshot().reservation, { holder: nexusKey(B), type: PrType.EXCLUSIVE_ACCESS });
   assert.deepEqual(keysOf(r), { generation: 5, keys: [2n] }); // three registrations, two preemptions
   assert.equal(r.conflicts(READ, A), true);
@@ -224,4 +226,33 @@ test('READ FULL STATUS: key, R_HOLDER, type, relative port and the iSCSI Transpo
     [0x3344n, 1, PrType.EXCLUSIVE_ACCESS, 'iqn.2004-10.com.ubuntu:c,i,0x23d000000001'],
   ]);
   assert.equal(iscsiTransportId({ initiator: 'a', isid: 1, targetPortalGroup: 1 }).length, 24); // padded to at least 20
+});
+
+test('the unit attentions an action owes other nexuses are returned by nexus key (SPC-4 5.12.11.2-4)', () => {
+  const uas = (o: ReservationOutcome): [string, string][] =>
+    (o.kind === 'good' ? o.unitAttentions ?? [] : []).map((u) => [u.nexus, `${u.condition.asc.toString(16)}/${u.condition.ascq.toString(16)}`]);
+  const r = new Reservations();
+  reg(r, A, 1n);
+  reg(r, B, 2n);
+  reg(r, C, 3n);
+  // the holder of a Registrants Only reservation unregistering releases it: RESERVATIONS RELEASED for those still registered
+  assert.deepEqual(uas(r.out(PrOutAction.RESERVE, PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, params(1n, 0n), A)), []);
+  assert.deepEqual(uas(r.out(PrOutAction.REGISTER, 0, params(1n, 0n), A)), [[nexusKey(B), '2a/4'], [nexusKey(C), '2a/4']]);
+  assert.equal(r.snapshot().reservation, null);
+  // a non-holder unregistering, or a RELEASE by a non-holder: nothing
+  reg(r, A, 1n);
+  r.out(PrOutAction.RESERVE, PrType.EXCLUSIVE_ACCESS, params(1n, 0n), A);
+  assert.deepEqual(uas(r.out(PrOutAction.RELEASE, PrType.EXCLUSIVE_ACCESS, params(2n, 0n), B)), []);
+  assert.deepEqual(uas(r.out(PrOutAction.REGISTER, 0, params(3n, 0n), C)), []);
+  // PREEMPT with the holder's key and the same type: REGISTRATIONS PREEMPTED for A only, no RELEASED
+  assert.deepEqual(uas(r.out(PrOutAction.PREEMPT, PrType.EXCLUSIVE_ACCESS, params(2n, 1n), B)), [[nexusKey(A), '2a/5']]);
+  // CLEAR: RESERVATIONS PREEMPTED for every other registrant
+  reg(r, A, 1n);
+  reg(r, C, 3n);
+  assert.deepEqual(uas(r.out(PrOutAction.CLEAR, 0, params(3n, 0n), C)), [[nexusKey(B), '2a/3'], [nexusKey(A), '2a/3']]);
+  // all registrants, SERVICE ACTION RESERVATION KEY 0: every other registration goes
+  reg(r, A, 1n);
+  reg(r, B, 2n);
+  r.out(PrOutAction.RESERVE, PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, params(1n, 0n), A);
+  assert.deepEqual(uas(r.out(PrOutAction.PREEMPT, PrType.WRITE_EXCLUSIVE, params(2n, 0n), B)), [[nexusKey(A), '2a/5']]);
 });

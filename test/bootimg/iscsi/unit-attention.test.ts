@@ -1,11 +1,12 @@
-// CAPACITY DATA HAS CHANGED (SPC-4 Annex D: 2A/09), the unit attention an online resize (capacityChanged) raises for every
-// session logged in: driven through ConnectionState as an initiator would see it (SAM-5 unit attention conditions).
+// Unit attention conditions (SAM-5 5.14), driven through ConnectionState as an initiator would see them: CAPACITY DATA HAS
+// CHANGED (SPC-4 Annex D: 2A/09), which an online resize (capacityChanged) raises for every session logged in; the resets
+// of another nexus (29/03, 29/02); the persistent reservation changes another nexus made (2A/03, 2A/04, 2A/05).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Opcode, RESERVED_TAG, ScsiStatus } from '../../../bootimg/iscsi/constants.js';
+import { Opcode, RESERVED_TAG, ScsiStatus, TaskMgmtFunction, TaskMgmtResponseCode } from '../../../bootimg/iscsi/constants.js';
 import type { TargetConfig } from '../../../bootimg/iscsi/connection-state.js';
 import { capacityChanged, makeScsiDisk } from '../../../bootimg/iscsi/scsi.js';
-import { Initiator, makeTarget, one, senseOf } from './connection-harness.js';
+import { Initiator, makeTarget, one, prOutCdb, prParams, senseOf } from './connection-harness.js';
 
 const be32 = (n: number): number[] => [(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
 const UA: [number, number, number] = [0x6, 0x2a, 0x09];
@@ -189,4 +190,178 @@ test('several changes before the next command make one unit attention; a shrink 
   // Setting the same capacity is no change.
   capacityChanged(target.disk, 1024n);
   assertGood(i.send(TUR), 'no change, no unit attention');
+});
+
+// ------------------------------------------------------------------------------------------------ several nexuses
+
+type Asc = [number, number];
+const LUN_RESET: Asc = [0x29, 0x03];
+const WARM_RESET: Asc = [0x29, 0x02];
+const CAPACITY: Asc = [0x2a, 0x09];
+const RESERVATIONS_PREEMPTED: Asc = [0x2a, 0x03];
+const RESERVATIONS_RELEASED: Asc = [0x2a, 0x04];
+const REGISTRATIONS_PREEMPTED: Asc = [0x2a, 0x05];
+
+/** CHECK CONDITION, UNIT ATTENTION with `asc`, nothing run. */
+function assertUaOf(s: ReturnType<Initiator['send']>, asc: Asc, what: string): void {
+  const r = one(s, Opcode.ScsiResponse);
+  assert.equal(r.status, ScsiStatus.CheckCondition, what);
+  assert.deepEqual(senseOf(r.data), [0x6, ...asc], what);
+  assert.equal(s.ops.length, 0, `${what}: no disk op`);
+}
+
+/** Three sessions of one target, each its own I_T nexus (another initiator name and ISID). */
+function threeNexuses(): { target: TargetConfig; a: Initiator; b: Initiator; c: Initiator } {
+  const target = makeTarget();
+  const a = new Initiator(target, { isid: 0x4000_0000_000a, name: 'iqn.1991-05.com.example:a' });
+  const b = new Initiator(target, { isid: 0x4000_0000_000b, name: 'iqn.1991-05.com.example:b' });
+  const c = new Initiator(target, { isid: 0x4000_0000_000c, name: 'iqn.1991-05.com.example:c' });
+  return { target, a, b, c };
+}
+
+function tmf(i: Initiator, fn: TaskMgmtFunction): void {
+  assert.equal(one(i.c.receive(i.tmf(fn)), Opcode.TaskMgmtResponse).response, TaskMgmtResponseCode.FunctionComplete);
+}
+
+/** PERSISTENT RESERVE OUT, GOOD expected. */
+function prOut(i: Initiator, sa: number, type: number, key: bigint, saKey: bigint): void {
+  assertGood(i.send(prOutCdb(sa, type), { write: true, edtl: 24, data: prParams(key, saKey) }), `PR OUT ${sa}`);
+}
+
+test('LOGICAL UNIT RESET from A: every other session gets BUS DEVICE RESET FUNCTION OCCURRED (29/03) once; A does not', () => {
+  const { target, a, b, c } = threeNexuses();
+  tmf(a, TaskMgmtFunction.LogicalUnitReset);
+  const late = new Initiator(target, { isid: 0x4000_0000_000d });
+  assertGood(a.send(TUR), 'the issuing session');
+  assertUaOf(b.send(TUR), LUN_RESET, 'session b');
+  assertGood(b.send(TUR), 'session b, cleared');
+  assertUaOf(c.send(read10(0, 1), { read: true, edtl: 512 }), LUN_RESET, 'session c, READ (10) not run');
+  assertGood(late.send(TUR), 'a session logged in after the reset');
+  // a LUN RESET to another LUN is refused and establishes nothing
+  assert.equal(one(a.c.receive(a.tmf(TaskMgmtFunction.LogicalUnitReset, { lun: 1n })), Opcode.TaskMgmtResponse).response, TaskMgmtResponseCode.LunDoesNotExist);
+  assertGood(b.send(TUR), 'nothing for b');
+  // ABORT TASK SET is no reset
+  tmf(a, TaskMgmtFunction.AbortTaskSet);
+  assertGood(c.send(TUR), 'nothing for c');
+});
+
+test('TARGET WARM RESET from A: the other sessions get SCSI BUS RESET OCCURRED (29/02); two resets before a command make one condition each', () => {
+  const { a, b } = threeNexuses();
+  tmf(a, TaskMgmtFunction.TargetWarmReset);
+  tmf(a, TaskMgmtFunction.TargetWarmReset);
+  assertGood(a.send(TUR), 'the issuing session');
+  assertUaOf(b.send(TUR), WARM_RESET, 'session b');
+  assertGood(b.send(TUR), 'one condition for two warm resets');
+  // b's own reset: a hears of it, b does not
+  tmf(b, TaskMgmtFunction.LogicalUnitReset);
+  assertGood(b.send(TUR), 'b issued it');
+  assertUaOf(a.send(TUR), LUN_RESET, 'a');
+});
+
+test('PREEMPT by A of B\'s registration: B gets REGISTRATIONS PREEMPTED (2A/05); a registrant that stays gets RESERVATIONS RELEASED (2A/04) as the type changed; A none', () => {
+  const { a, b, c } = threeNexuses();
+  prOut(a, 0, 0, 0n, 0xan);
+  prOut(b, 0, 0, 0n, 0xbn);
+  prOut(c, 0, 0, 0n, 0xcn);
+  prOut(b, 1, 5, 0xbn, 0n); // B reserves, Write Exclusive - Registrants Only
+  prOut(a, 4, 1, 0xan, 0xbn); // A preempts B (the holder) with Write Exclusive
+  assertGood(a.send(TUR), 'the preemptor');
+  assertUaOf(b.send(TUR), REGISTRATIONS_PREEMPTED, 'B lost its registration');
+  assertGood(b.send(TUR), 'cleared');
+  assertUaOf(c.send(TUR), RESERVATIONS_RELEASED, 'C is still registered, the reservation changed type');
+  assertGood(c.send(TUR), 'cleared');
+  // B, unregistered now, meets the reservation
+  assert.equal(one(b.send(write10(0, 1), { write: true, edtl: 512, data: new Uint8Array(512) }), Opcode.ScsiResponse).status, ScsiStatus.ReservationConflict);
+});
+
+test('PREEMPT AND ABORT of a registration with no reservation: REGISTRATIONS PREEMPTED for that nexus only', () => {
+  const { a, b, c } = threeNexuses();
+  prOut(a, 0, 0, 0n, 0xan);
+  prOut(b, 0, 0, 0n, 0xbn);
+  prOut(c, 0, 0, 0n, 0xcn);
+  prOut(a, 5, 0, 0xan, 0xbn);
+  assertUaOf(b.send(TUR), REGISTRATIONS_PREEMPTED, 'B');
+  assertGood(c.send(TUR), 'C keeps its registration and hears nothing');
+  assertGood(a.send(TUR), 'A');
+});
+
+test('CLEAR by A: every other registered session gets RESERVATIONS PREEMPTED (2A/03); an unregistered one and A get nothing', () => {
+  const { target, a, b } = threeNexuses();
+  const outsider = new Initiator(target, { isid: 0x4000_0000_000e, name: 'iqn.1991-05.com.example:e' });
+  prOut(a, 0, 0, 0n, 0xan);
+  prOut(b, 0, 0, 0n, 0xbn);
+  prOut(b, 1, 3, 0xbn, 0n); // B reserves, Exclusive Access
+  prOut(a, 3, 0, 0xan, 0n); // CLEAR
+  assertGood(a.send(TUR), 'A');
+  assertGood(outsider.send(TUR), 'not registered');
+  assertUaOf(b.send(read10(0, 1), { read: true, edtl: 512 }), RESERVATIONS_PREEMPTED, 'B');
+  assert.deepEqual(b.send(read10(0, 1), { read: true, edtl: 512 }).ops.map((o) => o.kind), ['read']);
+});
+
+test('RELEASE of a Registrants Only reservation: the other registrants get RESERVATIONS RELEASED (2A/04); of a Write Exclusive one: nobody', () => {
+  const { a, b, c } = threeNexuses();
+  prOut(a, 0, 0, 0n, 0xan);
+  prOut(b, 0, 0, 0n, 0xbn);
+  prOut(a, 1, 6, 0xan, 0n); // Exclusive Access - Registrants Only
+  prOut(a, 2, 6, 0xan, 0n); // RELEASE
+  assertGood(a.send(TUR), 'A released it');
+  assertGood(c.send(TUR), 'C is not registered');
+  assertUaOf(b.send(TUR), RESERVATIONS_RELEASED, 'B');
+  prOut(a, 1, 1, 0xan, 0n); // Write Exclusive
+  prOut(a, 2, 1, 0xan, 0n);
+  assertGood(b.send(TUR), 'nothing for a Write Exclusive release');
+  // All Registrants: released by one of its holders, the others hear of it
+  prOut(b, 1, 7, 0xbn, 0n);
+  prOut(b, 2, 7, 0xbn, 0n);
+  assertUaOf(a.send(TUR), RESERVATIONS_RELEASED, 'A, after B released the All Registrants reservation');
+  assertGood(b.send(TUR), 'B');
+});
+
+test('several pending conditions come out one per command, highest priority first: the reset, then the reservation, then the capacity', () => {
+  const { target, a, b } = threeNexuses();
+  prOut(a, 0, 0, 0n, 0xan);
+  prOut(b, 0, 0, 0n, 0xbn);
+  prOut(a, 3, 0, 0xan, 0n); // CLEAR: B RESERVATIONS PREEMPTED
+  capacityChanged(target.disk, 4096n);
+  tmf(a, TaskMgmtFunction.LogicalUnitReset);
+  assertUaOf(b.send(TUR), LUN_RESET, 'first the reset (established last)');
+  assertUaOf(b.send(TUR), RESERVATIONS_PREEMPTED, 'then the reservation');
+  assertUaOf(b.send(TUR), CAPACITY, 'then the capacity');
+  assertGood(b.send(TUR), 'then nothing');
+  // A: the capacity only
+  assertUaOf(a.send(TUR), CAPACITY, 'A');
+  assertGood(a.send(TUR), 'A, cleared');
+});
+
+test('INQUIRY and REPORT LUNS leave every pending condition; REQUEST SENSE reports and clears them one at a time', () => {
+  const { target, a, b } = threeNexuses();
+  capacityChanged(target.disk, 4096n);
+  tmf(a, TaskMgmtFunction.TargetWarmReset);
+  tmf(a, TaskMgmtFunction.LogicalUnitReset);
+  for (let n = 0; n < 2; n++) {
+    assert.equal(one(b.send(INQUIRY, { read: true, edtl: 96 }), Opcode.DataIn).status, ScsiStatus.Good);
+    assert.equal(one(b.send(REPORT_LUNS, { read: true, edtl: 16 }), Opcode.DataIn).status, ScsiStatus.Good);
+  }
+  const sense = (): number[] => {
+    const d = one(b.send(requestSense(), { read: true, edtl: 18 }), Opcode.DataIn);
+    assert.equal(d.status, ScsiStatus.Good);
+    return [d.data[2]! & 0x0f, d.data[12]!, d.data[13]!];
+  };
+  // the resets in the order they were established, then the capacity
+  assert.deepEqual(sense(), [0x6, ...WARM_RESET]);
+  assertUaOf(b.send(TUR), LUN_RESET, 'a command between the REQUEST SENSEs');
+  assert.deepEqual(sense(), [0x6, ...CAPACITY]);
+  assert.deepEqual(sense(), [0, 0, 0]);
+  assertGood(b.send(TUR), 'all cleared');
+});
+
+test('sessions of another target do not hear of this target\'s resets or reservation changes', () => {
+  const { a, b } = threeNexuses();
+  const other: TargetConfig = {
+    name: 'iqn.2026-12.org.twindisk:r1', disk: makeScsiDisk({ id: 'r1/0', blocks: 2048n, blockSize: 512 }), addresses: ['10.0.0.1:3260'],
+  };
+  const o = new Initiator(other, { isid: 0x4000_0000_000b, name: 'iqn.1991-05.com.example:b' }); // b's nexus key, another target
+  tmf(a, TaskMgmtFunction.LogicalUnitReset);
+  assertGood(o.send(TUR), 'the other target');
+  assertUaOf(b.send(TUR), LUN_RESET, 'this target');
 });
