@@ -73,6 +73,14 @@ export interface AsyncBackend extends Backend {
   inFlight(): number;
   /** Ends the batch and blocks until at least one operation completes (none in flight: returns at once). */
   waitOne(): void;
+  /**
+   * Optional: the caller's thread is about to block in poll() on `eventFd` (`sleeping` true), or has
+   * woken (false). A back-end that completes from another thread can then skip writing `eventFd`
+   * while the caller is awake and will look for completions anyway. With true it returns false when
+   * completions are already there, and the caller must take them (poll()) instead of blocking.
+   * A caller that never calls it is always woken through `eventFd`.
+   */
+  idle?(sleeping: boolean): boolean;
 }
 
 /** Whether `b` completes operations later (see AsyncBackend). */

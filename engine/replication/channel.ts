@@ -47,6 +47,13 @@ const DOORBELL = 4; // bumped by the worker after posting submissions
  * replaced) disk back, so the worker reopens the file instead of reading a detached one.
  */
 const LOCAL_READS = 5;
+/**
+ * 1 while the worker is awake and will look at the completion ring before it sleeps: completions then
+ * need no eventfd write (a system call, and a wake-up). The worker clears it, then checks the ring,
+ * before it blocks; the main thread posts, then reads it (both sequentially consistent: one of the two
+ * sees the other). 0, the default, means always wake: a consumer that never says it is awake is woken.
+ */
+const WORKER_AWAKE = 6;
 const CTL_WORDS = 8;
 
 /** Layout of a channel's control words (SharedArrayBuffer) and slot data (memfd mapping), shared by both ends. */
@@ -168,6 +175,19 @@ export class ChannelClient {
     this.free.push(slot);
   }
 
+  /**
+   * The worker's thread is about to block on the eventfd (`sleeping`) or has woken. Before blocking it
+   * says so first, then looks at the ring: false means completions are there (do not block).
+   */
+  idle(sleeping: boolean): boolean {
+    if (!sleeping) {
+      Atomics.store(this.l.ctl, WORKER_AWAKE, 1);
+      return true;
+    }
+    Atomics.store(this.l.ctl, WORKER_AWAKE, 0);
+    return !this.hasCompletion();
+  }
+
   /** Blocks the worker until a completion is posted (for draining before memory is remapped). */
   waitCompletion(timeoutMs = 1000): void {
     const head = this.l.ctl[CQ_HEAD]!;
@@ -270,7 +290,8 @@ export class ChannelHost {
       queueMicrotask(() => {
         this.signalPending = false;
         Atomics.notify(l.ctl, CQ_TAIL);
-        this.wake(this.spec.eventFd);
+        // An awake worker takes them before it sleeps (WORKER_AWAKE): no system call for it.
+        if (Atomics.load(l.ctl, WORKER_AWAKE) === 0) this.wake(this.spec.eventFd);
       });
     }
   }

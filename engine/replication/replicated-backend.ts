@@ -122,6 +122,11 @@ export class ReplicatedBackend implements AsyncBackend {
     this.ch.ring();
   }
 
+  /** See AsyncBackend.idle: an awake worker is not woken through the eventfd (the engine skips the write). */
+  idle(sleeping: boolean): boolean {
+    return this.ch.idle(sleeping);
+  }
+
   /** Requests accepted and not completed yet. */
   inFlight(): number {
     return this.inflight;

@@ -430,7 +430,11 @@ function loop(): void {
   for (;;) {
     const r0 = ring;
     const polled = r0 !== null && r0.msg.kickFd < 0;
-    const n = poll(pfd.addr, 3, polled ? 1 : -1);
+    // A back-end that skips waking an awake worker is told it sleeps now; completions already posted
+    // (`ready`) are taken without blocking.
+    const ready = async?.idle ? !async.idle(true) : false;
+    const n = poll(pfd.addr, 3, ready ? 0 : polled ? 1 : -1);
+    async?.idle?.(false);
     if (n < 0) {
       if (errno() === EINTR) continue;
       throw new Error(`poll failed: errno ${errno()}`);
@@ -443,7 +447,7 @@ function loop(): void {
     }
     let worked = false;
     const woke = adaptive && idleSince >= 0 ? performance.now() : 0;
-    if (pfd.dv.getInt16(PFD_BACKEND + 6, true) !== 0) {
+    if (ready || pfd.dv.getInt16(PFD_BACKEND + 6, true) !== 0) {
       collectCompletions();
       worked = true;
     }

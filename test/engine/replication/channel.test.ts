@@ -144,3 +144,54 @@ test('flush, discard and write-zeroes travel without data; errors come back as t
   assert.equal(await settle(t.be, bad), -5);
   await t.finish();
 });
+
+test('an awake worker is not woken through the eventfd; a sleeping one is, and one about to sleep finds completions already posted', async () => {
+  const fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const one = new NativeBuffer(8);
+  one.u8[0] = 1;
+  let wakes = 0;
+  const host = new ChannelHost(fd, (f) => { wakes++; write(f, one.addr, 8); }, 4);
+  const serving = host.serve((r) => r.channel.complete(r.slot, 0));
+  const be = new ReplicatedBackend({ kind: 'replicated', channel: host.spec, size: SIZE, blockSize: 512, local: null, name: 'test' });
+  try {
+    const iov = new IoVector(1);
+    const buf = Buffer.alloc(4096, 7);
+    iov.push(buf, 0, 4096, 0);
+    const round = async (): Promise<void> => {
+      const done = completion();
+      be.write(iov, 0, false, done);
+      be.kick();
+      assert.equal(await settle(be, done), 0);
+    };
+    // A consumer that never said it is awake is woken for every batch of completions.
+    await round();
+    assert.equal(wakes, 1, 'woken while not known to be awake');
+    // Awake (it came back from poll()): completions are posted without a wake-up...
+    be.idle(false);
+    await round();
+    assert.equal(wakes, 1, 'no eventfd write for an awake worker');
+    // ...and before it blocks again it finds them itself: idle(true) answers false while one is pending.
+    be.idle(false);
+    const done = completion();
+    be.write(iov, 4096, false, done);
+    be.kick();
+    // The engine's turn posts the completion (and, the worker being awake, writes nothing).
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(done.status, null, 'not taken yet: the worker has not polled');
+    assert.equal(be.idle(true), false, 'a completion is pending: do not block');
+    assert.equal(wakes, 1, 'still no eventfd write');
+    assert.equal(await settle(be, done), 0);
+    assert.equal(be.idle(true), true, 'nothing pending: block, and be woken');
+    const last = completion();
+    be.write(iov, 8192, false, last);
+    be.kick();
+    assert.equal(await settle(be, last), 0);
+    assert.equal(wakes, 2, 'a sleeping worker is woken');
+  } finally {
+    host.stop();
+    await serving;
+    be.close();
+    host.close();
+    close(fd);
+  }
+});
