@@ -572,22 +572,39 @@ function messageBytes(text: string): Buffer {
   return msg.subarray(0, end);
 }
 
+/**
+ * A frame of `type` that ends with a message (ERROR, RESIZE_ACK): its fixed part, whose last two bytes are
+ * the message length, then the message (messageBytes). The caller fills the fields before the length.
+ */
+function frameWithMessage(type: FrameType, text: string): Buffer {
+  const msg = messageBytes(text);
+  const fixed = FIXED_SIZE[type]!;
+  const out = Buffer.alloc(fixed + msg.length);
+  out[0] = type;
+  out.writeUInt16LE(msg.length, fixed - 2);
+  out.set(msg, fixed);
+  return out;
+}
+
+/** The message ending frame `b` of `type` (see frameWithMessage): its length checked, then the frame's size. */
+function messageOf(b: Uint8Array, type: FrameType): string {
+  const fixed = FIXED_SIZE[type]!;
+  const len = getU16(b, fixed - 2);
+  if (len > MAX_ERROR_MESSAGE) throw new WireError(`${FRAME_NAMES[type]} frame: message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE}`);
+  expectSize(b, fixed + len);
+  return getString(b, fixed, len, 'message');
+}
+
 // ERROR: type | code u16 | message length u16 | message (UTF-8, <= 1024 bytes; truncated at a character boundary)
 function encodeError(f: ErrorFrame): Buffer {
-  const msg = messageBytes(f.message);
-  const out = Buffer.alloc(FIXED_SIZE[FrameType.Error]! + msg.length);
-  out[0] = FrameType.Error;
+  const out = frameWithMessage(FrameType.Error, f.message);
   putU16(out, 1, f.code, 'ERROR code');
-  out.writeUInt16LE(msg.length, 3);
-  out.set(msg, 5);
   return out;
 }
 
 function decodeError(b: Uint8Array): ErrorFrame {
-  const len = getU16(b, 3);
-  if (len > MAX_ERROR_MESSAGE) throw new WireError(`ERROR frame: message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE}`);
-  expectSize(b, FIXED_SIZE[FrameType.Error]! + len);
-  return { type: FrameType.Error, code: getU16(b, 1), message: getString(b, 5, len, 'message') };
+  const message = messageOf(b, FrameType.Error);
+  return { type: FrameType.Error, code: getU16(b, 1), message };
 }
 
 // RESIZE: type | seq u64 | size u64 | phase u8 (1 grow, 2 done)
@@ -612,21 +629,15 @@ function decodeResize(b: Uint8Array): ResizeFrame {
 
 // RESIZE_ACK: type | seq u64 | status i32 | message length u16 | message (UTF-8, <= 1024 bytes, truncated like ERROR's)
 function encodeResizeAck(f: ResizeAckFrame): Buffer {
-  const msg = messageBytes(f.message);
-  const out = Buffer.alloc(FIXED_SIZE[FrameType.ResizeAck]! + msg.length);
-  out[0] = FrameType.ResizeAck;
+  const out = frameWithMessage(FrameType.ResizeAck, f.message);
   putU53(out, 1, f.seq, 'RESIZE_ACK seq');
   putI32(out, 9, f.status, 'RESIZE_ACK status');
-  out.writeUInt16LE(msg.length, 13);
-  out.set(msg, 15);
   return out;
 }
 
 function decodeResizeAck(b: Uint8Array): ResizeAckFrame {
-  const len = getU16(b, 13);
-  if (len > MAX_ERROR_MESSAGE) throw new WireError(`RESIZE_ACK frame: message of ${len} bytes exceeds ${MAX_ERROR_MESSAGE}`);
-  expectSize(b, FIXED_SIZE[FrameType.ResizeAck]! + len);
-  return { type: FrameType.ResizeAck, seq: getU53(b, 1, 'seq'), status: getI32(b, 9), message: getString(b, 15, len, 'message') };
+  const message = messageOf(b, FrameType.ResizeAck);
+  return { type: FrameType.ResizeAck, seq: getU53(b, 1, 'seq'), status: getI32(b, 9), message };
 }
 
 // ---- the two entry points ----
