@@ -50,13 +50,20 @@ export interface FrontendRegion {
 const RING_SLOT = 1 << 20;
 
 /** A region as SET_MEM_TABLE and ADD/REM_MEM_REG carry it: guest address, size, user address, mmap offset. */
-function regionBytes(r: FrontendRegion): Buffer {
+export function regionBytes(r: Pick<FrontendRegion, 'gpa' | 'size' | 'addr' | 'mmapOffset'>): Buffer {
   const b = Buffer.alloc(32);
   b.writeBigUInt64LE(BigInt(r.gpa), 0);
   b.writeBigUInt64LE(BigInt(r.size), 8);
   b.writeBigUInt64LE(BigInt(r.addr), 16);
   b.writeBigUInt64LE(BigInt(r.mmapOffset), 24);
   return b;
+}
+
+/** SET_MEM_TABLE's payload: the number of regions (u32, then 4 bytes of padding), then each region (regionBytes). */
+export function memTableBytes(regions: Buffer[]): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(regions.length, 0);
+  return Buffer.concat([head, ...regions]);
 }
 const GPA_BASE = 0;
 
@@ -202,10 +209,7 @@ export class VhostUserFrontend {
       const m = mapRange(this.memFd, o.memSize, o.highMem.size);
       this.regions.push({ gpa: o.highMem.gpa, size: o.highMem.size, fd: this.memFd, mmapOffset: o.memSize, ...m });
     }
-    const table = Buffer.alloc(8 + 32 * this.regions.length);
-    table.writeUInt32LE(this.regions.length, 0);
-    this.regions.forEach((r, i) => regionBytes(r).copy(table, 8 + 32 * i));
-    this.ackedRequest(Req.SET_MEM_TABLE, table, this.regions.map((r) => r.fd));
+    this.ackedRequest(Req.SET_MEM_TABLE, memTableBytes(this.regions.map(regionBytes)), this.regions.map((r) => r.fd));
     const maxIndirect = o.maxIndirect ?? 32;
     const indirect = (this.features & bit(Feature.RING_INDIRECT_DESC)) !== 0n;
     for (let q = 0; q < o.numQueues; q++) {

@@ -9,6 +9,7 @@ import { Feature, HEADER_SIZE, ProtocolFeature, Req, bit } from '../../../qemu-p
 import { RequestFailed, VhostUserDevice, type HandlerResult, type VhostUserBackend } from '../../../qemu-plugin/vhost-user/device.js';
 import { ProtocolError, decodeHeader, decodeMessage, encodeRequest, statePayload, u64Payload } from '../../../qemu-plugin/vhost-user/message.js';
 import type { InflightArea, RegionMsg, RingHost, RingMsg } from '../../../qemu-plugin/vhost-user/ring-host.js';
+import { memTableBytes, regionBytes } from '../../../qemu-plugin/testing/vhost-user-frontend.js';
 
 setSink(() => undefined);
 
@@ -65,19 +66,14 @@ function setup() {
 
 const fd = () => eventfd(0, EFD_CLOEXEC);
 
-function region(gpa: number, size: number, uaddr: number): Buffer {
-  const b = Buffer.alloc(32);
-  b.writeBigUInt64LE(BigInt(gpa), 0);
-  b.writeBigUInt64LE(BigInt(size), 8);
-  b.writeBigUInt64LE(BigInt(uaddr), 16);
-  return b;
-}
+/** A region of the memory table at mmap offset 0. */
+const region = (gpa: number, size: number, addr: number): Buffer => regionBytes({ gpa, size, addr, mmapOffset: 0 });
 
 /** Negotiates PROTOCOL_FEATURES + REPLY_ACK, maps one region and starts queue 0; returns its fds. */
 async function running(t: ReturnType<typeof setup>) {
   await t.send(Req.SET_FEATURES, u64Payload(bit(Feature.VERSION_1) | bit(Feature.PROTOCOL_FEATURES)));
   await t.send(Req.SET_PROTOCOL_FEATURES, u64Payload(bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS)));
-  const table = Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), region(0, 1 << 20, 0x7f0000000000)]);
+  const table = memTableBytes([region(0, 1 << 20, 0x7f0000000000)]);
   await t.send(Req.SET_MEM_TABLE, table, [fd()]);
   await t.send(Req.SET_VRING_NUM, statePayload(0, 64));
   const addr = Buffer.alloc(40);

@@ -11,6 +11,7 @@ import {
   ProtocolError, decodeHeader, decodeMessage, encodeRequest, statePayload, u64Payload,
 } from '../../../qemu-plugin/vhost-user/message.js';
 import type { InflightArea, LogArea, RegionMsg, RingHost, RingMsg } from '../../../qemu-plugin/vhost-user/ring-host.js';
+import { memTableBytes, regionBytes } from '../../../qemu-plugin/testing/vhost-user-frontend.js';
 
 const logs: string[] = [];
 setSink((level, _component, msg) => logs.push(`${level} ${msg}`));
@@ -91,19 +92,10 @@ function setup() {
 
 const fd = () => eventfd(0, EFD_CLOEXEC);
 
-function region(gpa: number, size: number, uaddr: number): Buffer {
-  const b = Buffer.alloc(32);
-  b.writeBigUInt64LE(BigInt(gpa), 0);
-  b.writeBigUInt64LE(BigInt(size), 8);
-  b.writeBigUInt64LE(BigInt(uaddr), 16);
-  return b;
-}
+/** A region of the memory table at mmap offset 0. */
+const region = (gpa: number, size: number, addr: number): Buffer => regionBytes({ gpa, size, addr, mmapOffset: 0 });
 
-function memTable(...regions: Buffer[]): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32LE(regions.length, 0);
-  return Buffer.concat([head, ...regions]);
-}
+const memTable = (...regions: Buffer[]): Buffer => memTableBytes(regions);
 
 function vringAddr(index: number, desc: number, used: number, avail: number): Buffer {
   const b = Buffer.alloc(40);
