@@ -9,6 +9,7 @@ import { Metadata } from '../../../engine/replication/metadata.js';
 import { attach, readBack, writeRandom } from '../../harness/blk-client.js';
 import { clusterFactory, type Cluster } from '../../harness/cluster.js';
 import { cli } from '../../harness/serve.js';
+import { readRange } from '../../../bootimg/bootdisk.js';
 
 const cluster = clusterFactory(after);
 const connected = (s: ResourceStatus, ...peers: string[]) =>
@@ -17,17 +18,6 @@ const connected = (s: ResourceStatus, ...peers: string[]) =>
 function resize(c: Cluster, node: string, size: number): { status: number | null; out: string } {
   const r = spawnSync(process.execPath, [cli, 'resize', '--config', c.file, '--node', node, '--size', String(size)], { encoding: 'utf8' });
   return { status: r.status, out: r.stdout + r.stderr };
-}
-
-function bytesAt(file: string, off: number, len: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, off);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 test('resize grows both disks and their metadata under a client; the data stays and the new blocks replicate', async () => {
@@ -57,9 +47,9 @@ test('resize grows both disks and their metadata under a client; the data stays 
   await c.stopAll('SIGTERM');
   for (const n of ['alpha', 'beta']) {
     const img = c.node(n).image;
-    assert.ok(bytesAt(img, old - 65536, 65536).equals(before), `${n}: old data`);
-    assert.ok(bytesAt(img, old, 131072).equals(fresh), `${n}: new blocks`);
-    assert.ok(bytesAt(img, old + 131072, 1 << 20).every((b) => b === 0), `${n}: the rest of the new area reads zero (the old metadata area was zeroed)`);
+    assert.ok(readRange(img, old - 65536, 65536).equals(before), `${n}: old data`);
+    assert.ok(readRange(img, old, 131072).equals(fresh), `${n}: new blocks`);
+    assert.ok(readRange(img, old + 131072, 1 << 20).every((b) => b === 0), `${n}: the rest of the new area reads zero (the old metadata area was zeroed)`);
     const md = Metadata.open({ backingFile: img, metaFile: null });
     assert.equal(md.dataSize, size, `${n}: metadata covers the new size`);
     assert.equal(md.openReport.staleRange, null);
