@@ -29,12 +29,14 @@
 // time limit (3 minutes for 2 GiB per workload, longer in proportion for more): past it the guest is killed and
 // the bench fails naming the target, the run and how far the guest got. A progress line on stderr marks the start
 // of each run.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guest } from '../test/harness/guest.js';
+import { median } from './pattern.js';
+import { requireQemuStorageDaemon, startQemuStorageDaemon } from './qemu-storage-daemon.js';
 
 export interface GuestBenchOptions {
   json: boolean;
@@ -153,12 +155,7 @@ function startTarget(target: string, image: string, socket: string): ChildProces
     });
   }
   if (target === REFERENCE) {
-    // The same as bench migrate: the file protocol driver straight on the image, io_uring, page cache on
-    // (cache.direct=off, as twindisk), writable.
-    return spawn('qemu-storage-daemon', [
-      '--blockdev', `driver=file,node-name=file0,filename=${image},aio=io_uring,cache.direct=off`,
-      '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on`,
-    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return startQemuStorageDaemon(image, [{ id: 'exp0', socket }]);
   }
   throw new Error(`unknown target ${target}`);
 }
@@ -328,11 +325,6 @@ function workloadMiB(o: GuestBenchOptions): number {
   return mib;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 /**
  * Boots a guest `runs` times per target, alternating; prints one row per workload and run, the medians with the
  * spread of the runs (min-max), and the ratios to qemu-storage-daemon. Progress lines go to `o.progress` (stderr).
@@ -346,9 +338,7 @@ export async function runGuestBench(o: GuestBenchOptions): Promise<GuestRow[]> {
   const targets = o.targets ?? GUEST_TARGETS;
   const unknown = targets.find((t) => !GUEST_TARGETS.includes(t));
   if (unknown !== undefined) throw new Error(`unknown target '${unknown}' (known: ${GUEST_TARGETS.join(', ')})`);
-  if (targets.includes(REFERENCE) && spawnSync('qemu-storage-daemon', ['--version']).status !== 0) {
-    throw new Error('qemu-storage-daemon is not installed: apt-get install qemu-system-x86 (Debian ships it there), or run with only twindisk targets');
-  }
+  if (targets.includes(REFERENCE)) requireQemuStorageDaemon('run with only twindisk targets');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-bench-guest-'));
   const rows: GuestRow[] = [];
   const started: Target[] = [];

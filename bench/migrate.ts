@@ -5,13 +5,15 @@
 // QEMU with -incoming on the target's second socket (twindisk serve: the same socket; a second
 // front-end is served beside the first), migrates with the same parameters for every target, and
 // takes QEMU's own figures from query-migrate.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../test/harness/cluster.js';
 import { Guest } from '../test/harness/guest.js';
+import { median } from './pattern.js';
+import { requireQemuStorageDaemon, startQemuStorageDaemon } from './qemu-storage-daemon.js';
 
 export interface MigrateBenchOptions {
   json: boolean;
@@ -56,11 +58,7 @@ function startTarget(target: string, image: string, dir: string): { child: Child
   // qemu-storage-daemon serves one front-end per export: the destination gets a second export of the same node.
   const a = path.join(dir, 'qsd-src.sock');
   const b = path.join(dir, 'qsd-dst.sock');
-  const child = spawn('qemu-storage-daemon', [
-    '--blockdev', `driver=file,node-name=file0,filename=${image},aio=io_uring,cache.direct=off`,
-    '--export', `type=vhost-user-blk,id=src,node-name=file0,addr.type=unix,addr.path=${a},writable=on`,
-    '--export', `type=vhost-user-blk,id=dst,node-name=file0,addr.type=unix,addr.path=${b},writable=on`,
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = startQemuStorageDaemon(image, [{ id: 'src', socket: a }, { id: 'dst', socket: b }]);
   return { child, sockets: [a, b] };
 }
 
@@ -73,17 +71,6 @@ async function waitForSocket(p: string, child: ChildProcess): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`no socket at ${p} after 10 s: ${err}`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 interface QueryMigrate { status: string; downtime?: number; 'total-time'?: number; 'error-desc'?: string; ram?: { 'downtime-bytes'?: number } }
@@ -115,20 +102,13 @@ async function migrateOnce(sockets: [string, string], memoryMiB: number): Promis
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 /** Migrates a writing guest `runs` times per target; prints one row per migration, the medians and their ratio. */
 export async function runMigrateBench(o: MigrateBenchOptions): Promise<MigrateRow[]> {
   const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const memoryMiB = o.memoryMiB ?? (o.quick ? 256 : 1024);
   const runs = o.runs ?? (o.quick ? 1 : 5);
   const targets = o.targets ?? MIGRATE_TARGETS;
-  if (targets.includes('qemu-storage-daemon') && spawnSync('qemu-storage-daemon', ['--version']).status !== 0) {
-    throw new Error('qemu-storage-daemon is not installed: apt-get install qemu-system-x86 (Debian ships it there), or run with only twindisk');
-  }
+  if (targets.includes('qemu-storage-daemon')) requireQemuStorageDaemon('run with only twindisk');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-bench-migrate-'));
   const rows: MigrateRow[] = [];
   const medians = new Map<string, { downtime: number; total: number }>();

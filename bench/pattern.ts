@@ -1,5 +1,5 @@
-// What the I/O benchmarks write and where, and the shape of their workloads and result rows: shared so every target and
-// the link ceiling see the same.
+// What the I/O benchmarks write and where, the shape of their workloads and result rows, and how runs are summed up
+// (median): shared so every target and the link ceiling see the same.
 import fs from 'node:fs';
 
 /** Writes a non-sparse pattern (each MiB filled with its own index's low byte) over `[0, size)` of `fd`. */
@@ -9,6 +9,12 @@ export function writePattern(fd: number, size: number): void {
     chunk.fill((off >>> 20) & 255);
     fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
   }
+}
+
+/** The median of `xs` (the mean of the middle two for an even count); runs alternate between targets and are compared by it. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 /** The blocks a workload visits: in order, or xorshift32 from a fixed seed (the same in every run and for every target). */

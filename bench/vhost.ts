@@ -1,5 +1,5 @@
 // `twindisk bench vhost`: twindisk (aio=sync, aio=io_uring, fixed polling) against qemu-storage-daemon (aio=io_uring), driven by the same TypeScript vhost-user driver.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { VhostUserFrontend } from '../qemu-plugin/testing/vhost-user-frontend.js
 import { BlkDriver } from '../qemu-plugin/testing/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
 import { blockPicker, writePattern, type Row, type Workload } from './pattern.js';
+import { requireQemuStorageDaemon, startQemuStorageDaemon } from './qemu-storage-daemon.js';
 
 export interface VhostBenchOptions {
   json: boolean;
@@ -51,12 +52,8 @@ function startTarget(target: string, image: string, socket: string, queues: numb
     });
   }
   if (target === 'qemu-storage-daemon') {
-    // What an expert runs: the file protocol driver straight on the image, io_uring, page cache on
-    // (cache.direct=off, as twindisk), writable, the same number of queues.
-    return spawn('qemu-storage-daemon', [
-      '--blockdev', `driver=file,node-name=file0,filename=${image},aio=io_uring,cache.direct=off`,
-      '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues}`,
-    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // The same number of queues as twindisk.
+    return startQemuStorageDaemon(image, [{ id: 'exp0', socket, queues }]);
   }
   throw new Error(`unknown target ${target}`);
 }
@@ -154,9 +151,7 @@ export async function runVhostBench(o: VhostBenchOptions): Promise<Row[]> {
   const unknown = targets.find((t) => !VHOST_TARGETS.includes(t));
   if (unknown !== undefined) throw new Error(`unknown target '${unknown}' (known: ${VHOST_TARGETS.join(', ')})`);
   if (new Set(targets).size !== targets.length) throw new Error(`a target is named twice in ${targets.join(',')}`);
-  if (targets.includes('qemu-storage-daemon') && spawnSync('qemu-storage-daemon', ['--version']).status !== 0) {
-    throw new Error('qemu-storage-daemon is not installed: apt-get install qemu-system-x86 (Debian ships it there), or run with only twindisk');
-  }
+  if (targets.includes('qemu-storage-daemon')) requireQemuStorageDaemon('run with only twindisk');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-bench-'));
   const image = path.join(dir, 'bench.img');
   // A written (not sparse) image, read once so both targets start from a warm page cache.
