@@ -67,8 +67,12 @@ export interface AsyncBackend extends Backend {
   readonly eventFd: number;
   /** Ends a batch: sends the operations queued since the last call to the device (or engine). */
   kick(): void;
-  /** Runs the `complete` of every operation finished so far. */
-  poll(): void;
+  /**
+   * Runs the `complete` of every operation finished so far. `signalled`: the caller woke because
+   * `eventFd` was readable, and the back-end must leave it clear even if it finds nothing (a stale
+   * signal must not wake the caller again and again).
+   */
+  poll(signalled?: boolean): void;
   /** Operations submitted and not yet completed. */
   inFlight(): number;
   /** Ends the batch and blocks until at least one operation completes (none in flight: returns at once). */

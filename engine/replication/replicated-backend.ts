@@ -136,10 +136,12 @@ export class ReplicatedBackend implements AsyncBackend {
    * Delivers every completion the engine has posted. Slots freed here go at once to requests that
    * were waiting for one, and those are rung: they belong to a batch that has already ended.
    */
-  poll(): void {
-    // Nothing posted: leave the eventfd alone (reading it is a system call, and this runs on every
-    // spin of the worker's busy-poll). One left set by completions taken here only wakes poll() once more.
-    if (!this.ch.hasCompletion()) return;
+  poll(signalled = false): void {
+    // Nothing posted and not woken by it: leave the eventfd alone (reading it is a system call, and this
+    // runs on every spin of the worker's busy-poll). A signal that arrives after its completions were
+    // taken here (the engine writes once per turn, after posting) wakes the worker once, with nothing
+    // to take: that call is `signalled` and clears it.
+    if (!signalled && !this.ch.hasCompletion()) return;
     const r = read(this.eventFd, this.eight.addr, 8); // clears the eventfd (non-blocking)
     if (r < 0 && errno() !== EAGAIN && errno() !== EINTR) throw new Error(`reading the replication channel's eventfd failed: errno ${errno()}`);
     for (let slot = this.ch.nextCompletion(); slot >= 0; slot = this.ch.nextCompletion()) this.finishSlot(slot);

@@ -173,9 +173,9 @@ function quiesce(r: Ring): void {
   publishUsed(r.vq, r.signal);
 }
 
-/** Runs the back-end's ready completions and publishes them to the driver, as one batch. */
-function collectCompletions(): void {
-  async!.poll();
+/** Runs the back-end's ready completions and publishes them to the driver, as one batch; `signalled`: its eventfd woke the worker. */
+function collectCompletions(signalled = false): void {
+  async!.poll(signalled);
   if (ring) publishUsed(ring.vq, ring.signal);
 }
 
@@ -447,8 +447,9 @@ function loop(): void {
     }
     let worked = false;
     const woke = adaptive && idleSince >= 0 ? performance.now() : 0;
-    if (ready || pfd.dv.getInt16(PFD_BACKEND + 6, true) !== 0) {
-      collectCompletions();
+    const signalled = pfd.dv.getInt16(PFD_BACKEND + 6, true) !== 0;
+    if (ready || signalled) {
+      collectCompletions(signalled);
       worked = true;
     }
     const r = ring;

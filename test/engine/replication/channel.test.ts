@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { IoVector, copyFromVector, copyToVector } from '../../../engine/iovec.js';
-import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '../../../engine/os.js';
+import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, errno, eventfd, read, write } from '../../../engine/os.js';
 import { CHUNK, ChannelHost, ChannelOp, type ChannelRequest } from '../../../engine/replication/channel.js';
 import { ReplicatedBackend } from '../../../engine/replication/replicated-backend.js';
 
@@ -193,5 +193,26 @@ test('an awake worker is not woken through the eventfd; a sleeping one is, and o
     be.close();
     host.close();
     close(fd);
+  }
+});
+
+test('a stale signal (the eventfd written after its completions were taken) is cleared by the poll it wakes, so it cannot wake the worker again', async () => {
+  const t = setup();
+  try {
+    const one = new NativeBuffer(8);
+    one.u8[0] = 1;
+    const eight = new NativeBuffer(8);
+    const fd = t.host.spec.eventFd;
+    write(fd, one.addr, 8); // as the engine's once-per-turn write, landing after the worker took what it announced
+    t.be.poll(); // a busy-polling worker's spin: nothing posted, the eventfd is left alone (no system call)
+    assert.equal(read(fd, eight.addr, 8), 8, 'still set after a spin');
+    write(fd, one.addr, 8);
+    t.be.poll(true); // the worker woke on it: the back-end clears it
+    assert.equal(read(fd, eight.addr, 8), -1, 'cleared by the signalled poll');
+    assert.equal(errno(), EAGAIN);
+    one.free();
+    eight.free();
+  } finally {
+    await t.finish();
   }
 });
