@@ -16,8 +16,8 @@ export interface ReplicationBenchOptions {
   json: boolean;
   quick?: boolean;
   out?: (line: string) => void;
-  /** Run only the write or only the resync part. */
-  only?: 'writes' | 'resync';
+  /** Run one part: `alone` (serve against a resource node with no peer), every write row, or resync. */
+  only?: 'alone' | 'writes' | 'resync';
 }
 
 export interface ReplicationRow {
@@ -37,6 +37,10 @@ export interface ReplicationRow {
 const WRITES: Workload[] = [
   { name: 'randwrite-4k-qd32', write: true, random: true, bs: 4096, depth: 32 },
   { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
+];
+/** Reads, measured on the unreplicated rows only: a resource node serves them from its local disk in the queue worker, as `serve` does. */
+const READS: Workload[] = [
+  { name: 'randread-4k-qd32', write: false, random: true, bs: 4096, depth: 32 },
 ];
 
 function frontend(socket: string): { fe: VhostUserFrontend; blk: BlkDriver } {
@@ -104,10 +108,10 @@ function wakeups(pids: number[]): number {
 }
 
 /** Measures every write workload on one socket; `pids` are the processes serving it (every node's), for wake-ups per write. */
-function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void, pids: number[]): void {
+function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void, pids: number[], reads = false): void {
   const { fe, blk } = frontend(socket);
   try {
-    for (const w of WRITES) {
+    for (const w of reads ? [...WRITES, ...READS] : WRITES) {
       const before = wakeups(pids);
       const t0 = performance.now();
       const r = runWorkload(fe, blk, w, size, seconds);
@@ -141,20 +145,20 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const child = spawn(process.execPath, [cli, 'serve', '--image', c.node('solo').image, '--socket', serveSock], { stdio: 'ignore' });
     try {
       await waitForFile(serveSock);
-      measure(serveSock, size, seconds, 1, 'serve', emit, [child.pid!]);
+      measure(serveSock, size, seconds, 1, 'serve', emit, [child.pid!], true);
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
     }
     await c.startAll();
     await waitForFile(c.node('solo').socket);
-    measure(c.node('solo').socket, size, seconds, 1, 'resource', emit, [c.node('solo').child!.pid!]);
+    measure(c.node('solo').socket, size, seconds, 1, 'resource', emit, [c.node('solo').child!.pid!], true);
     await c.stopAll('SIGTERM');
   }
 
   // The link's ceiling: the same writes as one round trip each to a second process that writes them
   // to a page-cached file, with no twindisk code on either side (bench/link-ceiling.ts).
-  if (o.only !== 'resync') {
+  if (o.only !== 'resync' && o.only !== 'alone') {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-link-'));
     try {
       for (const w of WRITES) {
@@ -169,7 +173,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     }
   }
 
-  for (const replicas of o.only === 'resync' ? [] : [2, 3]) {
+  for (const replicas of o.only === 'resync' || o.only === 'alone' ? [] : [2, 3]) {
     const names = ['alpha', 'beta', 'gamma'].slice(0, replicas);
     const c = await Cluster.create({ nodes: Object.fromEntries(names.map((n, i) => [n, { disk: true, socket: i === 0 }])), size });
     // Every replica starts from the same state as the unreplicated image: written and in the page
@@ -184,7 +188,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   }
 
   // Resync: a full initial sync of a filled volume, then a 1% divergence.
-  if (o.only !== 'writes') {
+  if (o.only !== 'writes' && o.only !== 'alone') {
     // An expert lets resync run at link speed on a dedicated link: resync-rate 0 (unlimited).
     const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } }, size, assumeClean: false, resource: { 'resync-rate': 0 } });
     fill(c.node('alpha').image, size);
@@ -239,7 +243,8 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const base = (s: string) => rows.find((r) => r.scenario === s && r.target === 'serve');
     out('');
     out('ratios against the unreplicated volume (twindisk serve, same image), IOPS:');
-    for (const w of WRITES) {
+    for (const w of [...WRITES, ...READS]) {
+      if (!base(w.name)) continue;
       for (const r of rows.filter((x) => x.scenario === w.name && (x.target === 'resource' || x.target === 'ws-peer' || x.target === 'tcp-peer'))) {
         out(`  ${w.name.padEnd(20)} replicas ${r.replicas} ${r.target.padEnd(8)}: ${(r.iops / base(w.name)!.iops).toFixed(2)}x`);
       }

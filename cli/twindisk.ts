@@ -43,9 +43,11 @@ ${EXIT_CODES_HELP}`);
   benchOptions(bench.command('replication'))
     .description('Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume unreplicated,\n'
       + 'and resync throughput after a full and a 1% divergence.')
-    .action(async (o: { json?: boolean; quick?: boolean }) => {
+    .addOption(new Option('--only <part>', 'run one part: alone (serve against a resource node with no peer), writes (every write row), resync')
+      .choices(['alone', 'writes', 'resync']))
+    .action(async (o: { json?: boolean; quick?: boolean; only?: 'alone' | 'writes' | 'resync' }) => {
       const { runReplicationBench } = await import('../bench/replication.js');
-      await runReplicationBench({ json: !!o.json, quick: !!o.quick });
+      await runReplicationBench({ json: !!o.json, quick: !!o.quick, ...(o.only ? { only: o.only } : {}) });
     });
   /** `--targets LIST`: comma-separated names from `known`, each checked, none twice. */
   const targetsOption = (command: string, known: string[], help: string): Option =>

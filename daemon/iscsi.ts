@@ -55,7 +55,7 @@ export class NodeIscsi {
     void this.resource.serveChannel(this.channel);
     this.backend = new ReplicatedBackend({
       kind: 'replicated', channel: this.channel.spec, size: this.resource.size, blockSize: this.cfg.blockSize,
-      local: this.me.disk ? { path: this.me.disk } : null, name: `replicated:${this.cfg.resource}`,
+      local: this.me.disk ? { path: this.me.disk } : null, hot: this.resource.hotSpec(), name: `replicated:${this.cfg.resource}`,
     });
     const disk = makeScsiDisk({
       id: `resource:${this.cfg.resource}`, blocks: BigInt(this.resource.size / this.cfg.blockSize), blockSize: this.cfg.blockSize,

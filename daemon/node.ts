@@ -158,7 +158,7 @@ export class Node {
     }
     const spec = (q: number): ReplicatedSpec => ({
       kind: 'replicated', channel: this.channels[q]!.spec, size: this.resource.size, blockSize: this.cfg.blockSize,
-      local: this.me.disk ? { path: this.me.disk } : null, name: `replicated:${this.cfg.resource}`,
+      local: this.me.disk ? { path: this.me.disk } : null, hot: this.resource.hotSpec(), name: `replicated:${this.cfg.resource}`,
     });
     const server = new VhostUserServer({
       socketPath: this.me.socket!, backend: spec, numQueues: queues, serial: serialFor({ resource: this.cfg.resource }), pollUs: DEFAULT_POLL_US,

@@ -5,10 +5,14 @@
 // newest intact transaction need a resync. The set is bounded: beyond `alExtents` the least recently
 // used extent is evicted, and the out-of-sync bits of what it covered must be on disk before the
 // transaction that drops it (the owner's `beforeEvict`).
+import type { HotExtents } from './hot-extents.js';
 import {
   AL_TX_UNITS, MD_UNIT, MetadataError, decodeTransaction, encodeTransaction, unitView,
   type MetadataIo,
 } from './md-format.js';
+
+/** A word nobody notifies: Atomics.wait on it sleeps for its timeout. */
+const NAP = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * A fixed-capacity set of extent numbers in least-recently-used order (DRBD's lru_cache): a Map for
@@ -71,7 +75,24 @@ export class ExtentLru {
 
   /** Removes the least recently used extent (the set is not empty). */
   evict(): void {
-    const s = this.tail;
+    this.remove(this.tail);
+  }
+
+  /**
+   * Removes the least recently used extent that `may` accepts (asked from the oldest on, stopping at
+   * the first yes) and returns it; -1 when it accepts none (nothing is removed).
+   */
+  evictWhere(may: (e: number) => boolean): number {
+    for (let s = this.tail; s !== -1; s = this.prev[s]!) {
+      const e = this.ext[s]!;
+      if (!may(e)) continue;
+      this.remove(s);
+      return e;
+    }
+    return -1;
+  }
+
+  private remove(s: number): void {
     this.unlink(s);
     this.slotOf.delete(this.ext[s]!);
     this.free[this.freeTop++] = s;
@@ -131,6 +152,13 @@ export class ActivityLog {
   private seq: number;
   private readonly tx = new Uint8Array(AL_TX_UNITS * MD_UNIT);
   private readonly txViews: DataView[];
+  /** The extents queue workers may write without the engine (see hot-extents.ts); null: none. */
+  private hot: HotExtents | null = null;
+  /**
+   * Called when every extent that could be evicted has a worker's write pinned in it: applies the
+   * marks the workers have posted (which releases their pins). Set with the hot-extent map.
+   */
+  private releasePins: () => void = () => undefined;
 
   /**
    * The log of `geom` as recovered (`recover()`), its extents active again; `beforeEvict` is called
@@ -144,6 +172,23 @@ export class ActivityLog {
     this.seq = recovered.seq;
     this.txViews = Array.from({ length: AL_TX_UNITS }, (_, k) => unitView(this.tx.subarray(k * MD_UNIT, (k + 1) * MD_UNIT)));
     for (const e of recovered.extents) this.lru.insert(e); // oldest first: the last one ends up most recent
+  }
+
+  /**
+   * Shares the active set with queue workers through `hot`: every active extent is hot from now on,
+   * and an extent with a pinned write is never evicted (`releasePins` applies the workers' posted marks
+   * when every candidate is pinned).
+   */
+  useHot(hot: HotExtents, releasePins: () => void): void {
+    this.hot = hot;
+    this.releasePins = releasePins;
+    for (const e of this.lru.oldestFirst()) hot.markHot(e);
+  }
+
+  /** Stops sharing (the metadata is closing): no extent is hot any more. */
+  dropHot(): void {
+    for (const e of this.lru.oldestFirst()) this.hot?.cool(e);
+    this.hot = null;
   }
 
   /** The newest intact transaction of the ring at `geom.alOffset` (read from `file`). */
@@ -187,12 +232,34 @@ export class ActivityLog {
         // must be on disk before the transaction that drops it.
         if (!flushed) this.beforeEvict();
         flushed = true;
-        this.lru.evict();
+        this.evictOne(first, last);
       }
       this.lru.insert(e);
     }
     this.file.markInUse();
     this.writeTransaction();
+    if (this.hot) for (let e = first; e <= last; e++) this.hot.markHot(e);
+  }
+
+  /**
+   * Evicts the least recently used extent outside first..last that no worker's write is pinned in.
+   * When all are pinned, the workers' posted marks are applied (their pins released), the bitmaps
+   * flushed again and the choice retried; a write still between its pin and its post finishes within
+   * a system call.
+   */
+  private evictOne(first: number, last: number): void {
+    const hot = this.hot;
+    if (!hot) return this.lru.evict();
+    const may = (e: number) => (e < first || e > last) && hot.tryEvict(e);
+    for (let waited = 0; waited < 50_000; waited++) {
+      if (this.lru.evictWhere(may) >= 0) return;
+      // The marks applied now must be on disk too before their extents can be dropped.
+      this.releasePins();
+      this.beforeEvict();
+      if (this.lru.evictWhere(may) >= 0) return;
+      Atomics.wait(NAP, 0, 0, 0.1);
+    }
+    throw new MetadataError(`every activity-log extent had a write pinned in it for 5 s (al-extents ${this.geom.alExtents} is too small for the writes in flight: raise it)`);
   }
 
   /** The active extents, ascending. */
@@ -207,6 +274,7 @@ export class ActivityLog {
 
   /** Deactivates every extent and writes the (empty) transaction. The caller has flushed the bitmaps. */
   clear(): void {
+    for (const e of this.lru.oldestFirst()) this.hot?.cool(e);
     while (!this.lru.empty) this.lru.evict();
     this.writeTransaction();
   }

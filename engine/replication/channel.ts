@@ -54,7 +54,25 @@ const LOCAL_READS = 5;
  * sees the other). 0, the default, means always wake: a consumer that never says it is awake is woken.
  */
 const WORKER_AWAKE = 6;
-const CTL_WORDS = 8;
+/**
+ * Nonzero when the worker may write the local disk itself (a Primary alone: no peer connected, every
+ * absent peer's writes already tracked under a new generation): the disk attachment's number, as for
+ * LOCAL_READS. It then completes the write at once and posts only its range on the marks ring; the
+ * engine applies the out-of-sync marks later (the activity log covers the extents meanwhile, see
+ * hot-extents.ts).
+ */
+const LOCAL_WRITES = 7;
+/** The marks ring: next mark the engine takes, next the worker posts. */
+const MQ_HEAD = 8;
+const MQ_TAIL = 9;
+/**
+ * Nonzero while the worker is inside a local write (between reading LOCAL_WRITES and posting its
+ * mark): the engine, having cleared LOCAL_WRITES, waits for it to drop before it applies the marks.
+ */
+const FAST_BUSY = 10;
+const CTL_WORDS = 12;
+/** Entries of the marks ring (offset, length). */
+export const MARKS = 1024;
 
 /** Layout of a channel's control words (SharedArrayBuffer) and slot data (memfd mapping), shared by both ends. */
 class Layout {
@@ -65,6 +83,8 @@ class Layout {
   readonly slotI32: Int32Array;
   /** Per slot: offset, length. */
   readonly slotF64: Float64Array;
+  /** The marks ring: offset, length per entry. */
+  readonly marks: Float64Array;
   /** Slot i's HEADROOM + chunk bytes start at i * stride. */
   readonly data: Buffer;
   readonly stride: number;
@@ -76,13 +96,14 @@ class Layout {
     this.cq = new Int32Array(sab, off, slots); off += slots * 4;
     this.slotI32 = new Int32Array(sab, off, slots * 4); off += slots * 16;
     off = (off + 7) & ~7;
-    this.slotF64 = new Float64Array(sab, off, slots * 2);
+    this.slotF64 = new Float64Array(sab, off, slots * 2); off += slots * 16;
+    this.marks = new Float64Array(sab, off, MARKS * 2);
     this.stride = HEADROOM + chunk;
     this.data = Buffer.from(map.ab, 0, slots * this.stride);
   }
 
   static controlBytes(slots: number): number {
-    return ((CTL_WORDS * 4 + slots * 24 + 7) & ~7) + slots * 16;
+    return ((CTL_WORDS * 4 + slots * 24 + 7) & ~7) + slots * 16 + MARKS * 16;
   }
 }
 
@@ -114,6 +135,40 @@ export class ChannelClient {
   /** Nonzero (the disk attachment's number) when the worker may read from its local disk without asking the engine. */
   localReads(): number {
     return Atomics.load(this.l.ctl, LOCAL_READS);
+  }
+
+  /**
+   * Enters a local write: the disk attachment to write (nonzero), or 0 when the engine does not allow
+   * it now or the marks ring is full (then nothing was entered). A nonzero answer must be followed by
+   * `leaveLocalWrite`, with `postMark` in between if the write was made.
+   */
+  enterLocalWrite(): number {
+    const ctl = this.l.ctl;
+    Atomics.store(ctl, FAST_BUSY, 1);
+    const attachment = Atomics.load(ctl, LOCAL_WRITES);
+    if (attachment === 0 || ctl[MQ_TAIL]! - Atomics.load(ctl, MQ_HEAD) >= MARKS) {
+      Atomics.store(ctl, FAST_BUSY, 0);
+      return 0;
+    }
+    return attachment;
+  }
+
+  /**
+   * Posts the range of a local write for the engine's marks. The engine takes them lazily (a timer, its
+   * next batch); a ring half full rings the doorbell.
+   */
+  postMark(offset: number, length: number): void {
+    const l = this.l;
+    const tail = l.ctl[MQ_TAIL]!;
+    const at = (tail % MARKS) * 2;
+    l.marks[at] = offset;
+    l.marks[at + 1] = length;
+    Atomics.store(l.ctl, MQ_TAIL, tail + 1);
+    if (tail + 1 - Atomics.load(l.ctl, MQ_HEAD) === MARKS / 2) this.ring();
+  }
+
+  leaveLocalWrite(): void {
+    Atomics.store(this.l.ctl, FAST_BUSY, 0);
   }
 
   /** A free slot's index, or -1 when every slot is in flight. */
@@ -240,14 +295,44 @@ export class ChannelHost {
     Atomics.store(this.l.ctl, LOCAL_READS, attachment);
   }
 
+  /** Lets the worker write local disk attachment `attachment` (> 0) itself, or stops it (0: see `waitLocalWrites`). */
+  setLocalWrites(attachment: number): void {
+    Atomics.store(this.l.ctl, LOCAL_WRITES, attachment);
+  }
+
+  /**
+   * After `setLocalWrites(0)`: waits (blocking, at most `timeoutMs`) until the worker is out of any
+   * local write it had started; its mark is on the ring then. False on timeout.
+   */
+  waitLocalWrites(timeoutMs = 10_000): boolean {
+    const deadline = Date.now() + timeoutMs;
+    while (Atomics.load(this.l.ctl, FAST_BUSY) !== 0) {
+      if (Date.now() > deadline) return false;
+      Atomics.wait(this.l.ctl, FAST_BUSY, 1, 1);
+    }
+    return true;
+  }
+
+  /** Applies every posted mark (`onMark` per write range); returns how many. */
+  drainMarks(onMark: (offset: number, length: number) => void): number {
+    const l = this.l;
+    const head = l.ctl[MQ_HEAD]!;
+    const tail = Atomics.load(l.ctl, MQ_TAIL);
+    for (let h = head; h !== tail; h++) onMark(l.marks[(h % MARKS) * 2]!, l.marks[(h % MARKS) * 2 + 1]!);
+    Atomics.store(l.ctl, MQ_HEAD, tail);
+    return tail - head;
+  }
+
   /**
    * Delivers requests to `onRequest` until `stop()`, and calls `onBatchEnd` after each batch (the
-   * requests found on the ring at once); resolves when stopped.
+   * requests found on the ring at once); applies the posted marks (`onMark`) whenever it wakes;
+   * resolves when stopped.
    */
-  async serve(onRequest: (r: ChannelRequest) => void, onBatchEnd?: () => void): Promise<void> {
+  async serve(onRequest: (r: ChannelRequest) => void, onBatchEnd?: () => void, onMark?: (offset: number, length: number) => void): Promise<void> {
     const l = this.l;
     let seen = Atomics.load(l.ctl, DOORBELL);
     while (!this.stopped) {
+      if (onMark) this.drainMarks(onMark);
       if (this.drain(onRequest) > 0) onBatchEnd?.();
       const w = Atomics.waitAsync(l.ctl, DOORBELL, seen);
       if (w.async) await w.value;

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import type { BitRun } from '../../wasm/index.js';
 import { ActivityLog, type ActivityLogGeometry, type RecoveredLog } from './activity-log.js';
 import { OutOfSyncBitmaps, type CapturedBitmaps } from './bitmap.js';
+import type { HotExtents } from './hot-extents.js';
 import { MAX_NODES, advanceGenerations, type Generations, type ReadonlyGenerations } from './frames.js';
 import { MetadataFile, moveMetadata, readMoveMarker, readSuperblock, writeFreshMetadata, zeroStale, type MoveStep } from './md-file.js';
 import {
@@ -570,6 +571,24 @@ export class Metadata {
     return true;
   }
 
+  /**
+   * Refreshes the LRU position of the extents covering [offset, offset + length), for a write a queue
+   * worker made in extents it had pinned (they are active); false if one was not (a bug: logged by the caller).
+   */
+  alTouch(offset: number, length: number): boolean {
+    if (length === 0 || offset < 0 || offset + length > this.dataSize) return true;
+    return this.al.touch(Math.floor(offset / this.alExtentSize), Math.floor((offset + length - 1) / this.alExtentSize)) === 0;
+  }
+
+  /**
+   * Lets queue workers write the local disk in active extents (see hot-extents.ts); `releasePins`
+   * applies the marks they posted. Ends when the metadata is closed.
+   */
+  useHotExtents(hot: HotExtents, releasePins: () => void): void {
+    if (hot.extentSize !== this.alExtentSize) throw new MetadataError(`the hot-extent map has ${hot.extentSize}-byte extents and this activity log ${this.alExtentSize}`);
+    this.al.useHot(hot, releasePins);
+  }
+
   /** The active extents, ascending. */
   activeExtents(): number[] {
     return this.al.activeExtents();
@@ -700,6 +719,7 @@ export class Metadata {
   }
 
   private release(): void {
+    this.al.dropHot();
     this.closed = true;
     this.bitmaps.dispose();
     fs.closeSync(this.file.fd);

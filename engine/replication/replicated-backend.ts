@@ -4,6 +4,7 @@ import { FileBackend } from '../file-backend.js';
 import { copyFromVector, copyToVector, type IoVector } from '../iovec.js';
 import { EAGAIN, EINTR, NativeBuffer, errno, read } from '../os.js';
 import { CH_FUA, CH_UNMAP, ChannelClient, ChannelOp, type ChannelSpec } from './channel.js';
+import { HotExtents, type HotExtentsSpec } from './hot-extents.js';
 
 /** What a queue worker needs to open its half of a replicated volume (survives postMessage). */
 export interface ReplicatedSpec {
@@ -14,7 +15,15 @@ export interface ReplicatedSpec {
   blockSize: number;
   /** The local backing file, for reads the engine allows the worker to serve itself; null when diskless. */
   local: { path: string } | null;
+  /** The engine's map of active activity-log extents, for writes the worker makes itself (see hot-extents.ts); null: never. */
+  hot: HotExtentsSpec | null;
   name: string;
+}
+
+/** Receives a local write's status synchronously (FileBackend completes before it returns). */
+class SyncStatus {
+  status = 0;
+  complete(status: number): void { this.status = status; }
 }
 
 /** One guest request split over one or more channel slots. */
@@ -46,6 +55,13 @@ export class ReplicatedBackend implements AsyncBackend {
   /** The disk attachment `local` was opened for (see ChannelClient.localReads). */
   private localAttachment = 0;
   private readonly localPath: string | null;
+  /** The local disk opened for writing, for `localWriteAttachment`. */
+  private localRw: FileBackend | null = null;
+  private localWriteAttachment = 0;
+  private readonly hot: HotExtents | null;
+  private readonly localStatus = new SyncStatus();
+  /** Writes made by this worker itself (tests and status). */
+  localWrites = 0;
   private readonly slotReq: (Request | null)[];
   private readonly slotPos: Float64Array;
   private readonly pool: Request[] = [];
@@ -59,6 +75,7 @@ export class ReplicatedBackend implements AsyncBackend {
     this.eventFd = spec.channel.eventFd;
     this.localPath = spec.local?.path ?? null;
     this.local = null;
+    this.hot = spec.hot && this.localPath !== null ? new HotExtents(spec.hot) : null;
     this.slotReq = new Array<Request | null>(spec.channel.slots).fill(null);
     this.slotPos = new Float64Array(spec.channel.slots);
     this.info = {
@@ -74,7 +91,47 @@ export class ReplicatedBackend implements AsyncBackend {
   }
 
   write(iov: IoVector, offset: number, fua: boolean, done: Completion): void {
+    if (this.hot !== null && this.writeLocally(iov, offset, fua)) return done.complete(0);
     this.submit(ChannelOp.Write, iov, offset, iov.bytes, fua ? CH_FUA : 0, done);
+  }
+
+  /**
+   * A write the engine lets this worker make itself (a Primary with no peer connected, see
+   * channel.ts LOCAL_WRITES): straight from the guest's buffers to the local disk, its extents pinned
+   * in the activity log until the engine has applied its out-of-sync marks. False when not allowed now,
+   * or when the write failed (the engine then makes it, and handles the error).
+   */
+  private writeLocally(iov: IoVector, offset: number, fua: boolean): boolean {
+    const length = iov.bytes;
+    if (length === 0 || offset + length > this.info.size) return false;
+    const attachment = this.ch.enterLocalWrite();
+    if (attachment === 0) return false;
+    try {
+      if (!this.hot!.tryPin(offset, length)) return false;
+      const disk = this.writableDisk(attachment);
+      const st = this.localStatus;
+      st.status = -1;
+      disk.write(iov, offset, fua, st);
+      if (st.status !== 0) {
+        this.hot!.unpin(offset, length);
+        return false;
+      }
+      this.ch.postMark(offset, length);
+      this.localWrites++;
+      return true;
+    } finally {
+      this.ch.leaveLocalWrite();
+    }
+  }
+
+  /** The local disk opened for writing, as attached now. */
+  private writableDisk(attachment: number): FileBackend {
+    if (this.localRw === null || this.localWriteAttachment !== attachment) {
+      this.localRw?.close();
+      this.localRw = new FileBackend({ path: this.localPath!, readOnly: false, blockSize: this.info.blockSize, limit: this.info.size });
+      this.localWriteAttachment = attachment;
+    }
+    return this.localRw;
   }
 
   flush(done: Completion): void {
@@ -107,10 +164,13 @@ export class ReplicatedBackend implements AsyncBackend {
     this.info = { ...this.info, size };
     this.local?.close();
     this.local = null;
+    this.localRw?.close();
+    this.localRw = null;
   }
 
   close(): void {
     this.local?.close();
+    this.localRw?.close();
     this.ch.close();
     this.eight.free();
   }

@@ -60,6 +60,27 @@ export class RequestPath {
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
   heldCompletions: { p: Pending; st: number }[] = [];
 
+  /** Whether writes are held for a peer's handshake. */
+  get holding(): boolean {
+    return this.held.length > 0;
+  }
+
+  /**
+   * A queue worker wrote [offset, offset + length) to the local disk itself and completed it (a
+   * Primary alone, see Resource.updateFastPaths): the write reached no peer, so it is marked out of
+   * sync toward every disk peer, and its activity-log extents, pinned until now, are released.
+   */
+  readonly localWriteMarked = (offset: number, length: number): void => {
+    const r = this.r;
+    r.stats.writes++;
+    const md = r.md;
+    if (md) {
+      if (!md.alTouch(offset, length)) r.log.error('a queue worker wrote outside the activity log (a bug): its extents are activated now', { offset, length });
+      for (const p of r.peers) if (p.hasDisk) md.setOutOfSync(p.id, offset, length);
+    }
+    r.hot?.unpin(offset, length);
+  };
+
   request(r: ChannelRequest): void {
     if (r.op !== ChannelOp.Flush && (r.offset < 0 || r.length < 0 || r.offset + r.length > this.r.size)) {
       this.r.log.warn('refused a request past the end of the volume', { offset: r.offset, length: r.length, size: this.r.size });

@@ -131,6 +131,8 @@ export class VolumeResize {
     // External metadata: the data grows first (sparse: the new blocks read as zeroes); internal metadata
     // grows the file itself as it moves to the new end.
     if (loc.metaFile !== null && fs.statSync(loc.backingFile).size < size) fs.truncateSync(loc.backingFile, size);
+    // Workers writing the local disk themselves post marks for this metadata: take those writes back first.
+    r.stopLocalWrites();
     let next;
     try {
       next = md.grow(size);
@@ -139,8 +141,10 @@ export class VolumeResize {
       throw e;
     }
     r.md = next;
+    r.shareHotExtents(next);
     r.disk.size = size;
     r.size = size;
+    r.updateFastPaths();
     r.log.info('disk and metadata grown', { size, metadata: `${next.layout.file}@${next.layout.areaOffset}` });
   }
 

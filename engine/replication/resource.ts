@@ -14,6 +14,7 @@ import {
 } from './frames.js';
 import { refuseFrame, type FrameContext, type Replication } from './frame-rules.js';
 import { hex } from './handshake.js';
+import { HotExtents, type HotExtentsSpec } from './hot-extents.js';
 import type { LinkControl, LinkHandler, PeerLink } from './link.js';
 import { DiskIoError, LocalDisk, type Fault } from './local-disk.js';
 import { Metadata, MetadataError, newGeneration } from './metadata.js';
@@ -123,6 +124,17 @@ export class Resource implements LinkHandler {
   private attachments = 0;
   lastAppWrite = 0;
   private bitmapTimer: NodeJS.Timeout | null = null;
+  /**
+   * The active activity-log extents shared with queue workers (hot-extents.ts): made at the first
+   * attach and kept, since workers hold it; null on a diskless node.
+   */
+  hot: HotExtents | null = null;
+  /** Whether `hot` matches the attached metadata's extent size (a re-attached disk may differ). */
+  private hotUsable = false;
+  /** Whether queue workers may write the local disk themselves now (updateFastPaths). */
+  private localWritesOn = false;
+  /** Applies the workers' posted marks while they write locally (they are taken lazily). */
+  private marksTimer: NodeJS.Timeout | null = null;
   readonly sizeWaiters: (() => void)[] = [];
   readonly scratch = Buffer.alloc(MAX_PAYLOAD);
   /**
@@ -185,7 +197,7 @@ export class Resource implements LinkHandler {
       c.persist?.(md);
       md.writeSuperblock();
     }
-    this.updateLocalReads();
+    this.updateFastPaths();
     if (roleChanged || diskChanged || c.announce || c.flags) this.connections.broadcastState(c.flags ?? 0);
     this.changed();
   }
@@ -210,6 +222,7 @@ export class Resource implements LinkHandler {
     }
     this.attachments++;
     this.md = md;
+    this.shareHotExtents(md);
     this.size = md.dataSize;
     this.disk = new LocalDisk(this.me.disk!, md.dataSize);
     this.changeState({ disk: md.disk, flags });
@@ -250,6 +263,7 @@ export class Resource implements LinkHandler {
    */
   detach(err: Error | string): void {
     if (!this.disk) return;
+    this.stopLocalWrites();
     if (err instanceof DiskIoError && err.op === 'read') this.stats.localReadErrors++;
     else this.stats.localWriteErrors++;
     const why = typeof err === 'string' ? err : err.message;
@@ -301,7 +315,7 @@ export class Resource implements LinkHandler {
     if (!this.disk) throw new RoleError('this node has no local disk to inject faults into');
     if (f) this.disk.inject(f);
     else this.disk.clearFaults();
-    this.updateLocalReads();
+    this.updateFastPaths();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -310,9 +324,10 @@ export class Resource implements LinkHandler {
   /** Registers a queue worker's channel and starts taking its requests. */
   serveChannel(ch: ChannelHost): Promise<void> {
     this.channels.push(ch);
-    this.updateLocalReads();
+    this.updateFastPaths();
     const request = (r: ChannelRequest) => this.safely(() => this.requests.request(r), () => r.channel.complete(r.slot, -EIO));
-    return ch.serve(request, () => this.safely(() => this.requests.endBatch())).finally(() => {
+    const mark = (offset: number, length: number) => this.requests.localWriteMarked(offset, length);
+    return ch.serve(request, () => this.safely(() => this.requests.endBatch()), mark).finally(() => {
       const i = this.channels.indexOf(ch);
       if (i >= 0) this.channels.splice(i, 1);
     });
@@ -332,11 +347,67 @@ export class Resource implements LinkHandler {
     }
   }
 
-  /** Lets workers read the local disk themselves only when it holds the newest data everywhere. */
-  updateLocalReads(): void {
-    const on = this.disk !== null && this.diskState === 'UpToDate' && !this.disk.hasFaults
+  /**
+   * Lets workers read the local disk themselves only when it holds the newest data everywhere, and
+   * write it themselves only on a Primary alone: no peer connected (nothing to send, no handshake to
+   * order against), every absent disk peer's writes already tracked under a new generation, quorum
+   * held, nothing held or suspended. Their writes' marks are applied here later (localWriteMarked).
+   */
+  updateFastPaths(): void {
+    const reads = this.disk !== null && this.diskState === 'UpToDate' && !this.disk.hasFaults
       && !this.peers.some((p) => p.replication === 'SyncTarget');
-    for (const ch of this.channels) ch.setLocalReads(on ? this.attachments : 0);
+    for (const ch of this.channels) ch.setLocalReads(reads ? this.attachments : 0);
+    const md = this.md;
+    const writes = reads && md !== null && this.hotUsable && this.role === 'Primary'
+      && this.peers.every((p) => p.link === null && (!p.hasDisk || md.gens.bitmap[p.id] !== 0n))
+      && this.hasQuorum() && this.requests.suspended.length === 0 && !this.requests.holding;
+    if (writes) {
+      for (const ch of this.channels) ch.setLocalWrites(this.attachments);
+      if (!this.localWritesOn) {
+        this.localWritesOn = true;
+        this.marksTimer = setInterval(() => this.safely(() => this.applyLocalMarks()), 20);
+        this.marksTimer.unref();
+      }
+    } else {
+      this.stopLocalWrites();
+    }
+  }
+
+  /**
+   * Takes the local writes back from the workers: no new one starts, the ones under way finish, and
+   * every mark they posted is applied. Whatever follows (a handshake's bitmaps, a detach, a demotion)
+   * sees all of them.
+   */
+  stopLocalWrites(): void {
+    if (!this.localWritesOn) return;
+    this.localWritesOn = false;
+    if (this.marksTimer) clearInterval(this.marksTimer);
+    this.marksTimer = null;
+    for (const ch of this.channels) ch.setLocalWrites(0);
+    for (const ch of this.channels) {
+      if (!ch.waitLocalWrites()) this.log.error('a queue worker has been inside a local write for 10 s (a hung disk?): its mark is applied when it posts it');
+    }
+    this.applyLocalMarks();
+  }
+
+  /** Applies the marks of every local write the workers have posted. */
+  applyLocalMarks(): void {
+    let n = 0;
+    for (const ch of this.channels) n += ch.drainMarks(this.requests.localWriteMarked);
+    if (n > 0) this.lastAppWrite = Date.now();
+  }
+
+  /** The hot-extent map for queue workers (null: a diskless node, whose workers never write locally). */
+  hotSpec(): HotExtentsSpec | null {
+    return this.hot?.spec ?? null;
+  }
+
+  /** Shares `md`'s active extents with the workers (see hot-extents.ts), when its geometry fits the map they hold. */
+  shareHotExtents(md: Metadata): void {
+    this.hot ??= HotExtents.create(md.dataSize, md.alExtentSize);
+    this.hotUsable = this.hot.extentSize === md.alExtentSize;
+    if (this.hotUsable) md.useHotExtents(this.hot, () => this.applyLocalMarks());
+    else this.log.info('the re-attached disk\'s activity-log extents differ from the first one\'s: queue workers leave its writes to the engine until the node restarts');
   }
 
   /** Resolves once the volume's size is known (at once with a disk; diskless: when a peer with a disk connects). */
@@ -409,6 +480,7 @@ export class Resource implements LinkHandler {
   demote(): void {
     if (this.role === 'Secondary') return;
     if (this.clients > 0) throw new RoleError(`${this.clients} client(s) still have the volume open: stop the guest (or detach its disk) first`);
+    this.stopLocalWrites();
     if (this.requests.pending.size > 0) this.log.warn('demoting with writes still waiting for peers', { pending: this.requests.pending.size });
     try { this.disk?.sync(); } catch (e) { this.detach(e as Error); }
     this.changeState({
@@ -547,6 +619,8 @@ export class Resource implements LinkHandler {
   }
 
   status(): ResourceStatus {
+    // Marks the workers posted and the engine has not taken yet count as written.
+    this.safely(() => this.applyLocalMarks());
     const peers: Record<string, PeerStatus> = {};
     const gran = this.md?.granularity ?? 4096;
     for (const p of this.peers) {
@@ -604,6 +678,7 @@ export class Resource implements LinkHandler {
 
   /** Clean shutdown: demotes (if no client), flushes metadata and closes the disk. */
   close(): void {
+    this.stopLocalWrites();
     this.requests.endBatch();
     if (this.resync.resyncTimer) clearInterval(this.resync.resyncTimer);
     if (this.bitmapTimer) clearInterval(this.bitmapTimer);

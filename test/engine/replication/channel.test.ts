@@ -29,7 +29,7 @@ function setup(slots = 8) {
     if (hold) hold.push(r);
     else handle(r);
   });
-  const be = new ReplicatedBackend({ kind: 'replicated', channel: host.spec, size: SIZE, blockSize: 512, local: null, name: 'test' });
+  const be = new ReplicatedBackend({ kind: 'replicated', channel: host.spec, size: SIZE, blockSize: 512, local: null, hot: null, name: 'test' });
   const finish = async () => {
     host.stop();
     await serving;
@@ -152,7 +152,7 @@ test('an awake worker is not woken through the eventfd; a sleeping one is, and o
   let wakes = 0;
   const host = new ChannelHost(fd, (f) => { wakes++; write(f, one.addr, 8); }, 4);
   const serving = host.serve((r) => r.channel.complete(r.slot, 0));
-  const be = new ReplicatedBackend({ kind: 'replicated', channel: host.spec, size: SIZE, blockSize: 512, local: null, name: 'test' });
+  const be = new ReplicatedBackend({ kind: 'replicated', channel: host.spec, size: SIZE, blockSize: 512, local: null, hot: null, name: 'test' });
   try {
     const iov = new IoVector(1);
     const buf = Buffer.alloc(4096, 7);
