@@ -313,7 +313,7 @@ export async function startTwindiskIscsi(o: TwindiskIscsiOptions): Promise<Iscsi
 // ---- the load client ------------------------------------------------------------------------------
 
 /** Where compiled helpers are kept (by source hash, so an edited source is rebuilt). */
-function cacheDir(): string {
+export function cacheDir(): string {
   return process.env.TWINDISK_CACHE_DIR ?? path.join(root, 'node_modules', '.cache', 'twindisk');
 }
 

@@ -8,9 +8,11 @@ import type { BlkDriver } from '../qemu-plugin/testing/blk-driver.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_OUT } from '../qemu-plugin/virtio/constants.js';
 import { Cluster, sleep } from '../test/harness/cluster.js';
 import { cli } from '../test/harness/serve.js';
+import { allocBuffer, xxh3 } from '../wasm/index.js';
 import { measureLinkCeiling } from './link-ceiling.js';
-import { writePattern } from './pattern.js';
-import { runWorkload, setupDriver, type Workload } from './vhost.js';
+import { runVhostLoad } from './vhost-load.js';
+import { median, writePattern } from './pattern.js';
+import { setupDriver, type Workload } from './vhost.js';
 
 export interface ReplicationBenchOptions {
   json: boolean;
@@ -18,6 +20,8 @@ export interface ReplicationBenchOptions {
   out?: (line: string) => void;
   /** Run one part: `alone` (serve against a resource node with no peer), every write row, or resync. */
   only?: 'alone' | 'writes' | 'resync';
+  /** Alternating runs of serve and the resource node alone (median reported); default 3, 1 with `quick`. */
+  runs?: number;
 }
 
 export interface ReplicationRow {
@@ -32,6 +36,10 @@ export interface ReplicationRow {
   changedBytes?: number;
   /** Times a thread of the serving processes went to sleep (and so had to be woken) per write: voluntary context switches. */
   wakeupsPerWrite?: number;
+  /** 99th percentile latency seen by the driver, µs. */
+  p99Us?: number;
+  /** IOPS of each run, when the row is their median. */
+  runs?: number[];
 }
 
 const WRITES: Workload[] = [
@@ -82,6 +90,30 @@ function diskBaseline(dir: string, size: number): { mbps: number; seconds: numbe
   return { mbps: Math.round(size / seconds / 1e6), seconds };
 }
 
+/** Reading the volume's `size` bytes in 1 MiB pieces, as verify does (page-cached, as after the resync). */
+function readCeiling(file: string, size: number): { mbps: number; seconds: number } {
+  const fd = fs.openSync(file, 'r');
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  const t0 = performance.now();
+  for (let off = 0; off < size; off += chunk.length) fs.readSync(fd, chunk, 0, Math.min(chunk.length, size - off), off);
+  const seconds = (performance.now() - t0) / 1000;
+  fs.closeSync(fd);
+  return { mbps: Math.round(size / seconds / 1e6), seconds };
+}
+
+/** Hashing `size` bytes in 4 KiB blocks with the wasm XXH3 kernel, from memory the kernel owns (no copy in). */
+function hashCeiling(size: number): { mbps: number; seconds: number } {
+  const kb = allocBuffer(1 << 20);
+  const buf = kb.bytes;
+  buf.fill(0x5a);
+  let sink = 0n;
+  const t0 = performance.now();
+  for (let done = 0; done < size; done += buf.length) for (let o = 0; o < buf.length; o += 4096) sink ^= xxh3(buf.subarray(o, o + 4096));
+  const seconds = (performance.now() - t0) / 1000;
+  if (sink === 1n) process.stdout.write('');
+  return { mbps: Math.round(size / seconds / 1e6), seconds };
+}
+
 /**
  * Voluntary context switches of every thread of `pids` (/proc/PID/task/TID/status): each is a thread
  * that blocked and had to be woken again, the cost the issue counts as wake-ups.
@@ -107,20 +139,17 @@ function wakeups(pids: number[]): number {
   return n;
 }
 
-/** Measures every write workload on one socket; `pids` are the processes serving it (every node's), for wake-ups per write. */
-function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void, pids: number[], reads = false): void {
-  const { fe, blk } = frontend(socket);
-  try {
-    for (const w of reads ? [...WRITES, ...READS] : WRITES) {
-      const before = wakeups(pids);
-      const t0 = performance.now();
-      const r = runWorkload(fe, blk, w, size, seconds);
-      const writes = r.iops * ((performance.now() - t0) / 1000);
-      const wakeupsPerWrite = Math.round(((wakeups(pids) - before) / writes) * 100) / 100;
-      emit({ scenario: w.name, replicas, iops: r.iops, mbps: r.mbps, bytesSent: 0, target, wakeupsPerWrite });
-    }
-  } finally {
-    fe.close();
+/**
+ * Measures every write workload (and the reads, with `reads`) on one socket with the C vhost-user
+ * front-end (bench/vhost-load.c: the lightest driver, as QEMU drives a back-end); `pids` are the
+ * processes serving it (every node's), for wake-ups per write.
+ */
+async function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void, pids: number[], reads = false): Promise<void> {
+  for (const w of reads ? [...WRITES, ...READS] : WRITES) {
+    const before = wakeups(pids);
+    const r = await runVhostLoad(socket, w, seconds, { size });
+    const wakeupsPerWrite = Math.round(((wakeups(pids) - before) / (r.iops * seconds)) * 100) / 100;
+    emit({ scenario: w.name, replicas, iops: r.iops, mbps: Math.round(r.mbps), bytesSent: 0, target, wakeupsPerWrite, p99Us: Math.round(r.p99Us) });
   }
 }
 
@@ -133,27 +162,44 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   const emit = (r: ReplicationRow) => {
     rows.push(r);
     if (o.json) out(JSON.stringify(r));
-    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}${r.wakeupsPerWrite !== undefined ? `  ${r.wakeupsPerWrite} wake-ups/write` : ''}`);
+    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}${r.p99Us !== undefined ? `  p99 ${r.p99Us} µs` : ''}${r.wakeupsPerWrite !== undefined ? `  ${r.wakeupsPerWrite} wake-ups/request` : ''}${r.runs && r.runs.length > 1 ? `  (median of ${r.runs.join(', ')})` : ''}`);
   };
   process.env.TWINDISK_LOG_LEVEL ??= 'warn';
 
   // Unreplicated: the same kind of image served by `twindisk serve`, and by a one-node resource.
   if (o.only !== 'resync') {
+    // Alternating runs (serve, then the resource node, on the same image), each row the median of its
+    // runs: single runs on this machine vary by more than the gap being measured.
     const c = await Cluster.create({ nodes: { solo: { disk: true, socket: true } }, size });
     fill(c.node('solo').image, size);
     const serveSock = path.join(c.dir, 'serve.sock');
-    const child = spawn(process.execPath, [cli, 'serve', '--image', c.node('solo').image, '--socket', serveSock], { stdio: 'ignore' });
-    try {
-      await waitForFile(serveSock);
-      measure(serveSock, size, seconds, 1, 'serve', emit, [child.pid!], true);
-    } finally {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
+    const runs: Record<'serve' | 'resource', ReplicationRow[]> = { serve: [], resource: [] };
+    const keep = (r: ReplicationRow) => runs[r.target as 'serve' | 'resource'].push(r);
+    for (let run = 0; run < (o.runs ?? (o.quick ? 1 : 3)); run++) {
+      const child = spawn(process.execPath, [cli, 'serve', '--image', c.node('solo').image, '--socket', serveSock], { stdio: 'ignore' });
+      try {
+        await waitForFile(serveSock);
+        await measure(serveSock, size, seconds, 1, 'serve', keep, [child.pid!], true);
+      } finally {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+        fs.rmSync(serveSock, { force: true });
+      }
+      await c.startAll();
+      await waitForFile(c.node('solo').socket);
+      await measure(c.node('solo').socket, size, seconds, 1, 'resource', keep, [c.node('solo').child!.pid!], true);
+      await c.stopAll('SIGTERM');
     }
-    await c.startAll();
-    await waitForFile(c.node('solo').socket);
-    measure(c.node('solo').socket, size, seconds, 1, 'resource', emit, [c.node('solo').child!.pid!], true);
-    await c.stopAll('SIGTERM');
+    for (const target of ['serve', 'resource'] as const) {
+      for (const w of [...WRITES, ...READS]) {
+        const mine = runs[target].filter((r) => r.scenario === w.name);
+        const mid = (f: (r: ReplicationRow) => number) => Math.round(median(mine.map(f)) * 100) / 100;
+        emit({
+          scenario: w.name, replicas: 1, target, iops: Math.round(mid((r) => r.iops)), mbps: Math.round(mid((r) => r.mbps)), bytesSent: 0,
+          wakeupsPerWrite: mid((r) => r.wakeupsPerWrite!), p99Us: Math.round(mid((r) => r.p99Us!)), runs: mine.map((r) => r.iops),
+        });
+      }
+    }
   }
 
   // The link's ceiling: the same writes as one round trip each to a second process that writes them
@@ -183,7 +229,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const alpha = c.node('alpha');
     await alpha.waitStatus((s) => names.slice(1).every((n) => s.peers[n]?.replication === 'Established'), 'peers connected');
     await waitForFile(alpha.socket);
-    measure(alpha.socket, size, seconds, replicas, 'resource', emit, names.map((n) => c.node(n).child!.pid!));
+    await measure(alpha.socket, size, seconds, replicas, 'resource', emit, names.map((n) => c.node(n).child!.pid!));
     await c.stopAll('SIGTERM');
   }
 
@@ -201,6 +247,16 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     const disk = diskBaseline(c.dir, size);
     emit({ scenario: 'disk-write-fdatasync', replicas: 1, iops: 0, mbps: disk.mbps, bytesSent: 0, target: 'file', seconds: disk.seconds, changedBytes: size });
     emit({ scenario: 'resync-full', replicas: 2, iops: 0, mbps: Math.round(size / fr.seconds / 1e6), bytesSent: fr.bytesSent, target: 'resource', seconds: fr.seconds, changedBytes: size });
+    // Online verify of the same volume, now in sync, against what it cannot beat: reading the volume
+    // (both nodes read in parallel) and hashing it in 4 KiB blocks.
+    await alpha.call({ cmd: 'verify' });
+    const ver = await alpha.waitStatus((s) => s.peers.beta?.verify?.running === false, 'verify', 600000);
+    const vs = ver.peers.beta!.verify!.seconds;
+    emit({ scenario: 'verify', replicas: 2, iops: 0, mbps: Math.round(size / vs / 1e6), bytesSent: 0, target: 'resource', seconds: vs, changedBytes: size });
+    const rd = readCeiling(alpha.image, size);
+    emit({ scenario: 'disk-read', replicas: 1, iops: 0, mbps: rd.mbps, bytesSent: 0, target: 'file', seconds: rd.seconds, changedBytes: size });
+    const hs = hashCeiling(size);
+    emit({ scenario: 'xxh3-4k', replicas: 1, iops: 0, mbps: hs.mbps, bytesSent: 0, target: 'wasm', seconds: hs.seconds, changedBytes: size });
     await alpha.call({ cmd: 'secondary' });
     // 1% of the 4 KiB blocks change while beta is away.
     await c.node('beta').stop('SIGTERM');
@@ -254,6 +310,17 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
       const ws = rows.find((x) => x.scenario === w.name && x.target === 'ws-peer');
       const tcp = rows.find((x) => x.scenario === w.name && x.target === 'tcp-peer');
       if (ws && tcp) out(`  ${w.name.padEnd(20)}: ${(ws.iops / tcp.iops).toFixed(2)}x`);
+    }
+    const row = (s: string) => rows.find((x) => x.scenario === s);
+    const disk = row('disk-write-fdatasync');
+    if (disk) {
+      out('ratios of resync against the disk\'s own write + fdatasync, MB/s:');
+      for (const s of ['resync-full', 'resync-1pct']) if (row(s)) out(`  ${s.padEnd(20)}: ${(row(s)!.mbps / disk.mbps).toFixed(2)}x${s === 'resync-1pct' ? ' (of the blocks that changed)' : ''}`);
+    }
+    const ver = row('verify');
+    if (ver && row('disk-read') && row('xxh3-4k')) {
+      const floor = Math.min(row('disk-read')!.mbps, row('xxh3-4k')!.mbps);
+      out(`ratio of verify against the slower of reading the volume and hashing it: ${(ver.mbps / floor).toFixed(2)}x (of ${floor} MB/s)`);
     }
     out('ratios of 2 replicas against the link ceiling (ws round trip to a writing peer process, no twindisk code), IOPS:');
     for (const w of WRITES) {

@@ -40,15 +40,6 @@ ${EXIT_CODES_HELP}`);
 
   const bench = program.command('bench').summary('run a benchmark').description('Run a benchmark (results in bench/RESULTS.md).');
   const benchOptions = (c: Command): Command => c.option('--json', 'print the results as JSON').option('--quick', 'a short run');
-  benchOptions(bench.command('replication'))
-    .description('Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume unreplicated,\n'
-      + 'and resync throughput after a full and a 1% divergence.')
-    .addOption(new Option('--only <part>', 'run one part: alone (serve against a resource node with no peer), writes (every write row), resync')
-      .choices(['alone', 'writes', 'resync']))
-    .action(async (o: { json?: boolean; quick?: boolean; only?: 'alone' | 'writes' | 'resync' }) => {
-      const { runReplicationBench } = await import('../bench/replication.js');
-      await runReplicationBench({ json: !!o.json, quick: !!o.quick, ...(o.only ? { only: o.only } : {}) });
-    });
   /** `--targets LIST`: comma-separated names from `known`, each checked, none twice. */
   const targetsOption = (command: string, known: string[], help: string): Option =>
     new Option('--targets <list>', `comma-separated, from ${known.join(', ')}${help}`).argParser((v: string) => {
@@ -64,6 +55,16 @@ ${EXIT_CODES_HELP}`);
       const n = Number(v);
       if (!Number.isInteger(n) || n < 1) throw new UsageError(`bench ${command}: --runs ${v}: give a whole number of at least 1`);
       return n;
+    });
+  benchOptions(bench.command('replication'))
+    .description('Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume unreplicated,\n'
+      + 'and resync throughput after a full and a 1% divergence.')
+    .addOption(new Option('--only <part>', 'run one part: alone (serve against a resource node with no peer), writes (every write row), resync')
+      .choices(['alone', 'writes', 'resync']))
+    .addOption(runsOption('replication', 'alternating runs of serve and the resource alone, median reported (default 3, 1 with --quick)'))
+    .action(async (o: { json?: boolean; quick?: boolean; only?: 'alone' | 'writes' | 'resync'; runs?: number }) => {
+      const { runReplicationBench } = await import('../bench/replication.js');
+      await runReplicationBench({ json: !!o.json, quick: !!o.quick, ...(o.only ? { only: o.only } : {}), ...(o.runs ? { runs: o.runs } : {}) });
     });
   const vhostBenchTargets = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'qemu-storage-daemon'];
   benchOptions(bench.command('vhost'))

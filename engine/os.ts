@@ -13,6 +13,9 @@ export const preadRaw = libc.func('intptr_t pread(int fd, uintptr_t buf, size_t 
 export const pwriteRaw = libc.func('intptr_t pwrite(int fd, uintptr_t buf, size_t count, int64_t offset)');
 export const preadvRaw = libc.func('intptr_t preadv(int fd, uintptr_t iov, int iovcnt, int64_t offset)');
 export const pwritevRaw = libc.func('intptr_t pwritev(int fd, uintptr_t iov, int iovcnt, int64_t offset)');
+export const pwritev2Raw = libc.func('intptr_t pwritev2(int fd, uintptr_t iov, int iovcnt, int64_t offset, int flags)');
+/** pwritev2 flag: this write is durable when it returns, as with O_DSYNC (and only its range is flushed). */
+export const RWF_DSYNC = 2;
 export const fallocateRaw = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
 export const fdatasyncRaw = libc.func('int fdatasync(int fd)');
 // eventfds and poll: queue workers sleep on them; the replication channel wakes workers with them.

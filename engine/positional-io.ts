@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import {
   EINTR, EINVAL, EIO, EOPNOTSUPP, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, errno, fallocateRaw,
-  fdatasyncRaw, preadRaw, pwriteRaw,
+  NativeBuffer, RWF_DSYNC, fdatasyncRaw, preadRaw, pwriteRaw, pwritev2Raw,
 } from './os.js';
 
 /** Largest write of zeroes issued at once when a file system cannot zero a range itself. */
@@ -120,6 +120,37 @@ export function zeroRange(fd: number, offset: number, length: number, mayUnmap: 
   for (let pos = 0; pos < length; pos += z.length) {
     const w = pwriteFull(fd, z, 0, Math.min(z.length, length - pos), offset + pos);
     if (w !== 0) return w;
+  }
+  return 0;
+}
+
+/** Native staging for `pwriteDurable`: an iovec, then the bytes (grown on demand; metadata writes are small). */
+let durableStage: NativeBuffer | null = null;
+
+/**
+ * Writes `buf` at `position` and returns once it is durable (pwritev2 with RWF_DSYNC, as O_DSYNC):
+ * unlike fdatasync, only this range is flushed, not every dirty page of the file, which matters when
+ * the file also holds a volume's data (internal metadata). Returns 0, or -errno; -EOPNOTSUPP when
+ * the kernel or file system has no RWF_DSYNC (the caller then writes and fdatasyncs).
+ */
+export function pwriteDurable(fd: number, buf: Uint8Array, position: number): number {
+  if (durableStage === null || durableStage.size < 16 + buf.length) {
+    durableStage?.free();
+    durableStage = new NativeBuffer(16 + Math.max(buf.length, 64 << 10));
+  }
+  const st = durableStage;
+  st.u8.set(buf, 16);
+  let done = 0;
+  while (done < buf.length) {
+    st.setU64(0, st.addr + 16 + done);
+    st.setU64(8, buf.length - done);
+    const r = pwritev2Raw(fd, st.addr, 1, position + done, RWF_DSYNC);
+    if (r < 0) {
+      const e = errno();
+      if (e === EINTR) continue;
+      return e === EINVAL || e === EOPNOTSUPP ? -EOPNOTSUPP : -e;
+    }
+    done += r;
   }
   return 0;
 }

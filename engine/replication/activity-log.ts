@@ -284,8 +284,8 @@ export class ActivityLog {
     const seq = this.seq + 1;
     const t = (seq - 1) % (this.geom.alSlots / AL_TX_UNITS);
     encodeTransaction(this.tx, this.txViews, this.lru.oldestFirst(), seq, t, this.geom.mdId);
-    this.file.pwrite(this.tx, this.geom.alOffset + t * AL_TX_UNITS * MD_UNIT);
-    this.file.sync();
+    // Durable before any write it covers goes out; only its own range is flushed (the file may hold the data too).
+    this.file.pwriteDurable(this.tx, this.geom.alOffset + t * AL_TX_UNITS * MD_UNIT);
     this.seq = seq;
     this.file.stats.alWrites++;
   }

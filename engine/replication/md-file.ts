@@ -6,7 +6,8 @@
 // on which the engine detaches the disk.
 import util from 'node:util';
 import fs from 'node:fs';
-import { preadUpTo, pwriteFull, syncData, zeroRange } from '../positional-io.js';
+import { EOPNOTSUPP } from '../os.js';
+import { preadUpTo, pwriteDurable, pwriteFull, syncData, zeroRange } from '../positional-io.js';
 import {
   AL_TX_UNITS, BITMAP_PAGE_BYTES, IO_UNITS, KIND_AL, KIND_BITMAP, MD_UNIT, decodeMoveMarker, decodeSuperblock, encodeBitmapPage,
   encodeMoveMarker, encodeSuperblock, encodeTransaction, pagesPerPeer, sealUnit, superblockDamage, unitView,
@@ -58,6 +59,25 @@ export class MetadataFile implements MetadataIo {
     fdatasync(this.fd, this.path);
     this.stats.syncs++;
   }
+
+  /**
+   * A durable write of just this range (RWF_DSYNC): an fdatasync would also flush every dirty page of
+   * the file, which with internal metadata is the volume's data; falls back to write + fdatasync.
+   */
+  pwriteDurable(buf: Uint8Array, pos: number): void {
+    this.stats.syncs++;
+    if (!this.noDsync) {
+      const st = pwriteDurable(this.fd, buf, pos);
+      if (st === 0) return;
+      if (st !== -EOPNOTSUPP) throw ioError('durable write', st, this.path);
+      this.noDsync = true;
+    }
+    pwriteAll(this.fd, buf, pos, this.path);
+    fdatasync(this.fd, this.path);
+  }
+
+  /** The system refused RWF_DSYNC once: write + fdatasync from then on. */
+  private noDsync = false;
 
   markInUse(): void {
     this.onMarkInUse();

@@ -183,6 +183,8 @@ export interface MetadataIo {
   pwrite(buf: Uint8Array, pos: number): void;
   /** fdatasync. */
   sync(): void;
+  /** Writes all of `buf` at `pos`, durable when it returns; flushes only this range where the system can. */
+  pwriteDurable(buf: Uint8Array, pos: number): void;
   /** Called before a write: the superblock stops saying "clean" (one superblock write, the first time). */
   markInUse(): void;
   /** Write counters, shared with the Metadata that owns this file. */

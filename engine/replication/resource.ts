@@ -74,7 +74,7 @@ export interface PeerStatus {
   splitBrain?: string;
   resync?: { asTarget: boolean; full: boolean; checksums: boolean; percent: number; doneBytes: number; totalBytes: number; rateBytesPerSec: number; etaSeconds: number | null; bytesSent: number; bytesReceived: number };
   lastResync?: Peer['lastResync'];
-  verify?: { running: boolean; percent: number; outOfSyncBlocks: number; outOfSyncBytes: number };
+  verify?: { running: boolean; percent: number; outOfSyncBlocks: number; outOfSyncBytes: number; seconds: number };
   stats: Peer['stats'];
 }
 
@@ -651,6 +651,7 @@ export class Resource implements LinkHandler {
         st.verify = {
           running: p.verify !== null, percent: this.size ? Math.floor((1000 * Math.min(v.offset, this.size)) / this.size) / 10 : 100,
           outOfSyncBlocks: v.outOfSyncBlocks, outOfSyncBytes: v.outOfSyncBlocks * VERIFY_BLOCK,
+          seconds: ((v.finishedAt || Date.now()) - v.startedAt) / 1000,
         };
       }
       peers[p.name] = st;

@@ -1,5 +1,5 @@
 // Online verify: compares every block with a peer by hash and marks differing blocks out of sync.
-import { xxh3 } from '../../wasm/index.js';
+import { allocBuffer, xxh3, type KernelBuffer } from '../../wasm/index.js';
 import { EIO } from '../os.js';
 import { FrameType, MAX_PAYLOAD, STATE_WANT_RESYNC } from './frames.js';
 import type { Resource } from './resource.js';
@@ -64,10 +64,15 @@ export class OnlineVerify {
     }
   }
 
+  /** Where blocks are read for hashing: wasm memory, so the hash kernel reads them in place (no copy in). */
+  private hashBuf: KernelBuffer | null = null;
+
   private hashBlocks(offset: number, length: number, blockSize: number): bigint[] {
-    this.r.disk!.read(this.r.scratch, length, offset);
+    this.hashBuf ??= allocBuffer(MAX_PAYLOAD);
+    const buf = this.hashBuf.bytes; // taken afresh: a grown wasm memory replaces the view
+    this.r.disk!.read(buf, length, offset);
     const out: bigint[] = [];
-    for (let o = 0; o < length; o += blockSize) out.push(xxh3(this.r.scratch.subarray(o, Math.min(length, o + blockSize))));
+    for (let o = 0; o < length; o += blockSize) out.push(xxh3(buf.subarray(o, Math.min(length, o + blockSize))));
     return out;
   }
 

@@ -161,6 +161,7 @@ function memoryRing(units: number): MetadataIo & { bytes: Uint8Array; inUse: num
     pread: (buf: Uint8Array, pos: number) => { buf.set(f.bytes.subarray(pos, pos + buf.length)); },
     pwrite: (buf: Uint8Array, pos: number) => { f.bytes.set(buf, pos); },
     sync: () => { f.stats.syncs++; },
+    pwriteDurable: (buf: Uint8Array, pos: number) => { f.bytes.set(buf, pos); f.stats.syncs++; },
     markInUse: () => { f.inUse++; },
   };
   return f;

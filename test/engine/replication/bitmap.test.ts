@@ -245,6 +245,10 @@ class MemoryFile implements MetadataIo {
   sync(): void {
     this.stats.syncs++;
   }
+  pwriteDurable(buf: Uint8Array, pos: number): void {
+    this.pwrite(buf, pos);
+    this.stats.syncs++;
+  }
   markInUse(): void {
     this.inUse++;
   }
