@@ -224,33 +224,52 @@ export class ActivityLog {
     if (last - first + 1 > this.geom.alExtents) {
       throw new MetadataError(`a request over ${last - first + 1} activity-log extents exceeds alExtents (${this.geom.alExtents}): split it`);
     }
+    const extents: number[] = [];
+    for (let e = first; e <= last; e++) extents.push(e);
+    this.activateAll(extents);
+  }
+
+  /**
+   * Makes every extent of `extents` active in one transaction (a batch of writes to cold extents
+   * costs one durable write, as DRBD's transactions carry many updates), evicting least recently used
+   * extents outside the list. At most alExtents of them.
+   */
+  activateAll(extents: readonly number[]): void {
+    if (extents.length > this.geom.alExtents) {
+      throw new MetadataError(`${extents.length} activity-log extents at once exceed alExtents (${this.geom.alExtents}): split them`);
+    }
+    const wanted = new Set(extents);
     let flushed = false;
-    for (let e = first; e <= last; e++) {
+    for (const e of extents) {
+      this.lru.touch(e);
       if (this.lru.has(e)) continue;
       if (this.lru.full) {
         // An evicted extent is no longer covered by the log after a crash: its out-of-sync bits
         // must be on disk before the transaction that drops it.
         if (!flushed) this.beforeEvict();
         flushed = true;
-        this.evictOne(first, last);
+        this.evictOne(wanted);
       }
       this.lru.insert(e);
     }
     this.file.markInUse();
     this.writeTransaction();
-    if (this.hot) for (let e = first; e <= last; e++) this.hot.markHot(e);
+    if (this.hot) for (const e of extents) this.hot.markHot(e);
   }
 
   /**
-   * Evicts the least recently used extent outside first..last that no worker's write is pinned in.
+   * Evicts the least recently used extent outside `keep` that no worker's write is pinned in.
    * When all are pinned, the workers' posted marks are applied (their pins released), the bitmaps
    * flushed again and the choice retried; a write still between its pin and its post finishes within
    * a system call.
    */
-  private evictOne(first: number, last: number): void {
+  private evictOne(keep: ReadonlySet<number>): void {
     const hot = this.hot;
-    if (!hot) return this.lru.evict();
-    const may = (e: number) => (e < first || e > last) && hot.tryEvict(e);
+    const may = hot ? (e: number) => !keep.has(e) && hot.tryEvict(e) : (e: number) => !keep.has(e);
+    if (!hot) {
+      if (this.lru.evictWhere(may) < 0) throw new MetadataError('no activity-log extent can be evicted (a bug: more extents wanted at once than alExtents)');
+      return;
+    }
     for (let waited = 0; waited < 50_000; waited++) {
       if (this.lru.evictWhere(may) >= 0) return;
       // The marks applied now must be on disk too before their extents can be dropped.
@@ -260,6 +279,11 @@ export class ActivityLog {
       Atomics.wait(NAP, 0, 0, 0.1);
     }
     throw new MetadataError(`every activity-log extent had a write pinned in it for 5 s (al-extents ${this.geom.alExtents} is too small for the writes in flight: raise it)`);
+  }
+
+  /** Whether extent `e` is active (no LRU change). */
+  isActive(e: number): boolean {
+    return this.lru.has(e);
   }
 
   /** The active extents, ascending. */

@@ -571,6 +571,35 @@ export class Metadata {
     return true;
   }
 
+  /** Whether a write to [offset, offset + length) would first need an activity-log transaction (an extent not active). */
+  alCold(offset: number, length: number): boolean {
+    if (length === 0 || offset < 0 || offset + length > this.dataSize) return false;
+    const first = Math.floor(offset / this.alExtentSize);
+    const last = Math.floor((offset + length - 1) / this.alExtentSize);
+    for (let e = first; e <= last; e++) if (!this.al.isActive(e)) return true;
+    return false;
+  }
+
+  /**
+   * alActivate for several ranges at once (a batch of writes): one transaction for all the extents
+   * that are not active (more than alExtents: one per alExtents of them). Returns the transactions written.
+   */
+  alActivateAll(ranges: readonly { offset: number; length: number }[]): number {
+    const want = new Set<number>();
+    for (const { offset, length } of ranges) {
+      if (length === 0) continue;
+      this.checkRange(offset, length);
+      const last = Math.floor((offset + length - 1) / this.alExtentSize);
+      for (let e = Math.floor(offset / this.alExtentSize); e <= last; e++) if (!this.al.isActive(e)) want.add(e);
+    }
+    if (want.size === 0) return 0;
+    this.checkOpen();
+    const all = [...want].sort((a, b) => a - b);
+    let n = 0;
+    for (let i = 0; i < all.length; i += this.alExtents, n++) this.al.activateAll(all.slice(i, i + this.alExtents));
+    return n;
+  }
+
   /**
    * Refreshes the LRU position of the extents covering [offset, offset + length), for a write a queue
    * worker made in extents it had pinned (they are active); false if one was not (a bug: logged by the caller).

@@ -55,6 +55,8 @@ export class RequestPath {
   readonly reads = new Map<number, PendingRead>();
   suspended: ChannelRequest[] = [];
   private held: ChannelRequest[] = [];
+  /** Writes of this batch to extents not in the activity log: activated together, then replicated (endBatch). */
+  private cold: ChannelRequest[] = [];
   /** Local copies of this turn's writes, written once their frames have left (endBatch). */
   private deferred: DeferredWrite[] = [];
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
@@ -106,6 +108,12 @@ export class RequestPath {
     this.r.lastAppWrite = Date.now();
     switch (r.op) {
       case ChannelOp.Write:
+        // A write to an extent the activity log does not hold waits for the end of the batch, where
+        // one transaction activates the extents of all such writes (see endBatch).
+        if (this.r.md?.alCold(r.offset, r.length)) {
+          this.cold.push(r);
+          return;
+        }
         return this.guestWrite(r);
       case ChannelOp.Flush:
         return this.guestFlush(r);
@@ -175,13 +183,37 @@ export class RequestPath {
   }
 
   /**
-   * The end of a batch of requests: sends the frames queued on the links, then writes the deferred
-   * local copies. Called by whoever delivered the batch (the channel, once it has drained its ring; the
+   * The end of a batch of requests: activates the cold writes' extents in one activity-log transaction
+   * and replicates those writes, sends the frames queued on the links, then writes the deferred local
+   * copies. Called by whoever delivered the batch (the channel, once it has drained its ring; the
    * replay of held or suspended requests), and before anything that must see earlier writes on the
    * local disk (a flush, a trim, a read). No frame can be received in between: the batch and its end
    * run in one turn of the event loop.
    */
   endBatch(): void {
+    while (this.cold.length > 0) {
+      const cold = this.cold;
+      this.cold = [];
+      // As many writes as one transaction can make hot, activated together and then admitted again
+      // (each check of `request` once more, now in a hot extent; an activity-log write that failed has
+      // detached the disk, and the writes go on without it).
+      for (let i = 0; i < cold.length;) {
+        const md = this.r.md;
+        let extents = 0;
+        let j = i;
+        for (; j < cold.length && md; j++) {
+          const r = cold[j]!;
+          const span = Math.floor((r.offset + r.length - 1) / md.alExtentSize) - Math.floor(r.offset / md.alExtentSize) + 1;
+          if (j > i && extents + span > md.alExtents) break;
+          extents += span;
+        }
+        if (j === i) j = cold.length;
+        const group = cold.slice(i, j);
+        if (md) this.r.safely(() => md.alActivateAll(group));
+        for (const r of group) this.request(r);
+        i = j;
+      }
+    }
     if (this.deferred.length === 0) return;
     for (const p of this.r.peers) p.link?.flush?.();
     const batch = this.deferred;

@@ -393,6 +393,31 @@ test('a batch of writes: frames leave first, then the local copies are written, 
   assertConverged([a!, b!]);
 });
 
+test('a batch of writes to cold extents costs one activity-log transaction; hot writes in the batch go first, every copy ends the same', async () => {
+  const [a, b] = await connectedPair();
+  a!.promote(false);
+  await settle(10);
+  assert.equal(await write(a!, 0, 4096, 9), 0); // extent 0 hot
+  const before = a!.md!.stats.alWrites;
+  // One batch: writes into five cold extents (the sim's extents are 64 KiB), one hot write, and a
+  // cold write overlapping the hot one's block in another extent's range.
+  const ws = [1, 2, 3, 4, 5].map((e) => write(a!, e * 65536 + 512, 4096, e));
+  const hot = write(a!, 4096, 4096, 7);
+  assert.deepEqual(await Promise.all([...ws, hot]), [0, 0, 0, 0, 0, 0]);
+  assert.equal(a!.md!.stats.alWrites - before, 1, 'one transaction for the five cold extents');
+  assert.deepEqual(a!.md!.activeExtents(), [0, 1, 2, 3, 4, 5]);
+  for (const e of [1, 2, 3, 4, 5]) assert.equal(byteAt(b!, e * 65536 + 512), e);
+  assert.equal(byteAt(b!, 4096), 7);
+  assertConverged([a!, b!]);
+  // More cold extents in one batch than the log holds (8 in the sim): one transaction per 8, all written.
+  const many = Array.from({ length: 10 }, (_, i) => write(a!, (6 + i) * 65536, 512, 20 + i));
+  const mid = a!.md!.stats.alWrites;
+  assert.ok((await Promise.all(many)).every((st) => st === 0));
+  assert.equal(a!.md!.stats.alWrites - mid, 2);
+  assert.equal(byteAt(b!, 15 * 65536), 29);
+  assertConverged([a!, b!]);
+});
+
 test('a deferred local write that fails detaches the disk; the write completes from the peer\'s copy', async () => {
   const [a, b] = await connectedPair();
   a!.promote(false);
