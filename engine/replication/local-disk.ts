@@ -63,6 +63,34 @@ export class LocalDisk {
     this.status(syncData(this.fd), 'flush', 0, 0);
   }
 
+  /**
+   * `write()` on libuv's thread pool: `done` gets null once all `length` bytes are written (the buffer
+   * must stay untouched until then), or the error. An injected fault fails it at once.
+   */
+  writeAsync(buf: Uint8Array, length: number, offset: number, done: (err: Error | null) => void): void {
+    try {
+      this.check('write', offset, length);
+    } catch (e) {
+      return done(e as Error);
+    }
+    LocalDisk.pendingWrites++;
+    const finish = (err: Error | null) => {
+      LocalDisk.pendingWrites--;
+      done(err);
+    };
+    const step = (at: number): void => {
+      fs.write(this.fd, buf, at, length - at, offset + at, (err, n) => {
+        if (err) return finish(new DiskIoError('write', err.errno ? Math.abs(err.errno) : EIO, offset, length));
+        if (at + n < length && n > 0) return step(at + n);
+        finish(at + n === length ? null : new DiskIoError('write', EIO, offset, length));
+      });
+    };
+    step(0);
+  }
+
+  /** writeAsync calls not finished yet, in this process (scenario tests with simulated time wait for them). */
+  static pendingWrites = 0;
+
   /** `sync()` on libuv's thread pool: `done` gets null once the writes completed before the call are durable. */
   syncAsync(done: (err: Error | null) => void): void {
     fs.fdatasync(this.fd, (err) => done(err ? new DiskIoError('flush', err.errno ? Math.abs(err.errno) : EIO, 0, 0) : null));

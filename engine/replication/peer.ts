@@ -17,7 +17,10 @@ export interface ResyncRequest {
 export class Resync {
   cursor = 0;
   readonly inflight = new Map<number, ResyncRequest>();
+  /** Bytes asked for and not yet written here (answers being written count until their write completes). */
   inflightBytes = 0;
+  /** Answers being written to the local disk (a SyncTarget writes them on libuv's pool). */
+  writes = 0;
   startedAt = Date.now();
   totalBits = 0;
   bytesSent = 0;

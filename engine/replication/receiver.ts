@@ -41,7 +41,34 @@ export class Receiver {
   // ---------------------------------------------------------------------------------------------
   // Replicated writes arriving from the Primary
 
+  /**
+   * Replicated writes, trims and flushes that wait, in arrival order, because one of them overlaps a
+   * resync answer still being written (ResyncDriver.writing): the newer data must land last, and
+   * whatever arrived after them (a flush covers the writes before it) waits behind them.
+   */
+  private readonly waiting: { offset: number; length: number; run: () => void }[] = [];
+
+  /** A resync answer was written: the waiting writes that no longer overlap one run, in order. */
+  resyncWritten(): void {
+    while (this.waiting.length > 0) {
+      const w = this.waiting[0]!;
+      if (w.length > 0 && this.r.resync.writingOverlaps(w.offset, w.length)) return;
+      this.waiting.shift();
+      this.r.safely(w.run);
+    }
+  }
+
+  /** Runs `run` now, or queues it behind a resync write it overlaps or behind writes already waiting. */
+  private inOrder(offset: number, length: number, run: () => void): void {
+    if (this.waiting.length === 0 && (length === 0 || !this.r.resync.writingOverlaps(offset, length))) return run();
+    this.waiting.push({ offset, length, run });
+  }
+
   onData(p: Peer, seq: number, offset: number, flags: number, data: Uint8Array): void {
+    this.inOrder(offset, data.length, () => this.applyData(p, seq, offset, flags, data));
+  }
+
+  private applyData(p: Peer, seq: number, offset: number, flags: number, data: Uint8Array): void {
     this.r.lastAppWrite = Date.now();
     p.stats.dataBytesReceived += data.length;
     // Every write is acknowledged (protocol B: on receipt; A and C: once written), so the sender knows what it may mark.
@@ -70,7 +97,7 @@ export class Receiver {
         status = -EIO;
       }
     }
-    p.link!.send({ type: FrameType.Ack, seq, kind: ack, status });
+    p.link?.send({ type: FrameType.Ack, seq, kind: ack, status });
   }
 
   /**
@@ -98,12 +125,20 @@ export class Receiver {
   }
 
   onFlush(p: Peer, seq: number): void {
+    this.inOrder(0, 0, () => this.applyFlush(p, seq));
+  }
+
+  private applyFlush(p: Peer, seq: number): void {
     let status = 0;
     try { this.r.disk?.sync(); } catch (e) { this.r.detach(e as Error); status = -EIO; }
-    p.link!.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
+    p.link?.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
   }
 
   onTrim(p: Peer, seq: number, offset: number, length: number, mode: number): void {
+    this.inOrder(offset, Math.max(1, length), () => this.applyTrim(p, seq, offset, length, mode));
+  }
+
+  private applyTrim(p: Peer, seq: number, offset: number, length: number, mode: number): void {
     let status = 0;
     if (!this.r.disk || offset < 0 || offset + length > this.r.size) status = -EIO;
     else {
@@ -119,7 +154,7 @@ export class Receiver {
         status = -EIO;
       }
     }
-    p.link!.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
+    p.link?.send({ type: FrameType.Ack, seq, kind: AckKind.Written, status });
   }
 
   onReadRequest(p: Peer, seq: number, offset: number, length: number): void {

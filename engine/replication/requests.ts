@@ -62,6 +62,24 @@ export class RequestPath {
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
   heldCompletions: { p: Pending; st: number }[] = [];
 
+  /** Guest writes waiting for an overlapping resync write to complete (see request). */
+  private behindResync: ChannelRequest[] = [];
+
+  private mustWaitForResync(r: ChannelRequest): boolean {
+    if (this.r.resync.writingOverlaps(r.offset, Math.max(1, r.length))) return true;
+    for (const w of this.behindResync) if (r.offset < w.offset + Math.max(1, w.length) && w.offset < r.offset + Math.max(1, r.length)) return true;
+    return false;
+  }
+
+  /** A resync answer was written: guest writes that waited for it go on, in order. */
+  resyncWritten(): void {
+    if (this.behindResync.length === 0) return;
+    const list = this.behindResync;
+    this.behindResync = [];
+    for (const r of list) this.request(r);
+    this.endBatch();
+  }
+
   /** Whether writes are held for a peer's handshake. */
   get holding(): boolean {
     return this.held.length > 0;
@@ -87,6 +105,13 @@ export class RequestPath {
     if (r.op !== ChannelOp.Flush && (r.offset < 0 || r.length < 0 || r.offset + r.length > this.r.size)) {
       this.r.log.warn('refused a request past the end of the volume', { offset: r.offset, length: r.length, size: this.r.size });
       return r.channel.complete(r.slot, -EINVAL);
+    }
+    // A write or trim overlapping a resync answer still being written here (a SyncTarget writes them
+    // on libuv's pool) waits for it, so the guest's newer data lands last; so does one overlapping such
+    // a waiting request.
+    if ((r.op === ChannelOp.Write || r.op === ChannelOp.Discard || r.op === ChannelOp.WriteZeroes) && this.mustWaitForResync(r)) {
+      this.behindResync.push(r);
+      return;
     }
     // A read, flush or trim sees the writes before it on the local disk.
     if (r.op !== ChannelOp.Write) this.endBatch();

@@ -59,6 +59,19 @@ export class ResyncDriver {
   // ---------------------------------------------------------------------------------------------
   // Resync
 
+  /**
+   * Resync answers being written to the local disk (on libuv's pool, so the main thread goes on asking
+   * and receiving while the kernel throttles the writer to the disk's writeback rate): offset, length.
+   * A replicated write overlapping one waits for it (Receiver), so the newer data lands last.
+   */
+  private readonly writing = new Set<{ offset: number; length: number }>();
+
+  /** Whether a resync answer being written overlaps [offset, offset + length). */
+  writingOverlaps(offset: number, length: number): boolean {
+    for (const w of this.writing) if (offset < w.offset + w.length && w.offset < offset + length) return true;
+    return false;
+  }
+
   /** A guest write to a range a resync request is fetching makes that answer stale (it would overwrite newer data). */
   writeTouchesResync(offset: number, length: number): void {
     for (const p of this.r.peers) {
@@ -125,7 +138,7 @@ export class ResyncDriver {
       const offset = bit * gran;
       const length = Math.min(end * gran, this.r.size) - offset;
       rs.cursor = end;
-      let busy = false;
+      let busy = this.writingOverlaps(offset, length);
       for (const r of rs.inflight.values()) if (r.offset === offset) busy = true;
       if (busy) continue;
       const seq = this.r.seq++;
@@ -143,7 +156,7 @@ export class ResyncDriver {
       }
       rs.tokens -= length;
     }
-    if (rs.inflight.size === 0 && !md.anyOutOfSync(p.id)) this.finishResyncAsTarget(p);
+    if (rs.inflight.size === 0 && rs.writes === 0 && !md.anyOutOfSync(p.id)) this.finishResyncAsTarget(p);
   }
 
   /** The SyncSource answers a request with the data, or "in sync" when the checksums match. */
@@ -191,16 +204,36 @@ export class ResyncDriver {
       return;
     }
     rs.inflight.delete(seq);
-    rs.inflightBytes -= r.length;
-    if (!r.stale) {
-      if (data) {
-        this.r.disk!.write(data, length, offset);
-        rs.bytesReceived += length;
-        this.r.receiver.markAbsent(p, offset, length);
-      } else {
-        rs.bytesSkipped += length;
-      }
+    if (r.stale) {
+      rs.inflightBytes -= r.length;
+    } else if (!data) {
+      rs.inflightBytes -= r.length;
+      rs.bytesSkipped += length;
       this.r.md!.clearInSync(p.id, offset, length);
+    } else {
+      // Written on libuv's pool; the bits clear once it is written, and only for this same run (a new
+      // handshake may have marked the range again meanwhile).
+      const disk = this.r.disk!;
+      const w = { offset, length };
+      this.writing.add(w);
+      rs.writes++;
+      disk.writeAsync(data, length, offset, (err) => {
+        this.writing.delete(w);
+        rs.writes--;
+        rs.inflightBytes -= length;
+        if (this.r.disk !== disk) return; // detached or closed meanwhile
+        this.r.safely(() => {
+          if (err) throw err;
+          if (p.resync === rs) {
+            rs.bytesReceived += length;
+            this.r.receiver.markAbsent(p, offset, length);
+            this.r.md!.clearInSync(p.id, offset, length);
+          }
+        });
+        this.r.receiver.resyncWritten();
+        this.r.safely(() => this.r.requests.resyncWritten());
+        if (p.resync === rs) this.r.safely(() => this.pumpResync(p));
+      });
     }
     this.pumpResync(p);
   }

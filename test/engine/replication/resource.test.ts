@@ -418,6 +418,39 @@ test('a batch of writes to cold extents costs one activity-log transaction; hot 
   assertConverged([a!, b!]);
 });
 
+test('a replicated write that reaches the SyncTarget while it still writes an older resync answer for the same block lands last', async () => {
+  const [a, b] = await connectedPair();
+  a!.promote(false);
+  await settle(10);
+  disconnect(a!, b!);
+  assert.equal(await write(a!, 8192, 4096, 1), 0);
+  // The Primary writes the block again right after it answered the resync request with the old data:
+  // the answer and the DATA frame reach the SyncTarget back to back, while the answer is being written.
+  const answer = a!.resync.onResyncRequest.bind(a!.resync);
+  let second: Promise<number> | null = null;
+  a!.resync.onResyncRequest = (...args) => {
+    answer(...args);
+    second ??= write(a!, 8192, 4096, 2);
+  };
+  // The SyncTarget's disk holds its resync writes until the DATA frame has arrived.
+  const disk = b!.disk!;
+  const held: (() => void)[] = [];
+  const writeAsync = disk.writeAsync.bind(disk);
+  disk.writeAsync = (buf, len, off, done) => { held.push(() => writeAsync(buf, len, off, done)); };
+  connect(a!, b!);
+  await settle(30);
+  assert.ok(second, 'the resync asked for the block');
+  assert.ok(held.length > 0, 'the answer is being written');
+  assert.equal(byteAt(b!, 8192), 0, 'the DATA frame waits for the older answer\'s write');
+  disk.writeAsync = writeAsync;
+  for (const h of held.splice(0)) h();
+  await settle(100);
+  assert.equal(await second, 0);
+  assert.equal(b!.status().peers.n0!.replication, 'Established');
+  assert.equal(byteAt(b!, 8192), 2, 'the newer write is on the SyncTarget');
+  assertConverged([a!, b!]);
+});
+
 test('a deferred local write that fails detaches the disk; the write completes from the peer\'s copy', async () => {
   const [a, b] = await connectedPair();
   a!.promote(false);

@@ -9,6 +9,7 @@ import { ChannelOp, HEADROOM, type ChannelRequest } from '../../../engine/replic
 import type { ResourceConfig } from '../../../engine/replication/config.js';
 import type { ErrorCode, Frame } from '../../../engine/replication/frames.js';
 import type { PeerLink } from '../../../engine/replication/link.js';
+import { LocalDisk } from '../../../engine/replication/local-disk.js';
 import { Metadata } from '../../../engine/replication/metadata.js';
 import { Resource } from '../../../engine/replication/resource.js';
 import { HandshakeSession } from '../../../engine/replication/session.js';
@@ -17,7 +18,7 @@ import { NONCE_SIZE, decodeFrame, encodeFrame } from '../../../engine/replicatio
 export const SIZE = 1 << 20;
 
 /** Timers and Date as the engine sees them in scenario tests: simulated once simulatedTime() is called. */
-const real = { setTimeout: globalThis.setTimeout };
+const real = { setTimeout: globalThis.setTimeout, setImmediate: globalThis.setImmediate };
 let clock: FakeTimers.InstalledClock | null = null;
 
 /**
@@ -31,8 +32,22 @@ export function simulatedTime(): void {
 
 /** Lets `ms` of time pass: simulated (at once, see simulatedTime), or real without it. */
 export async function settle(ms: number): Promise<void> {
-  if (clock) await clock.tickAsync(ms);
-  else await new Promise((r) => real.setTimeout(r, ms));
+  if (!clock) return new Promise((r) => real.setTimeout(r, ms));
+  for (let t = 0; t < ms; t++) {
+    await clock.tickAsync(1);
+    await diskWrites();
+  }
+}
+
+/**
+ * Waits on the real event loop for the local disks' writes on libuv's pool (a SyncTarget's resync
+ * answers): simulated time stands still meanwhile, as if they took no time.
+ */
+async function diskWrites(): Promise<void> {
+  for (let i = 0; LocalDisk.pendingWrites > 0; i++) {
+    if (i > 100_000) throw new Error('sim: a local disk write did not finish');
+    await new Promise((r) => real.setImmediate(r));
+  }
 }
 
 /**
@@ -47,7 +62,10 @@ function pump<T>(p: Promise<T>): Promise<T> {
   void p.finally(() => { done = true; });
   let pumping: Promise<T> | null = null;
   const run = async (): Promise<T> => {
-    for (let ms = 0; !done && ms < 60_000; ms++) await c.tickAsync(1);
+    for (let ms = 0; !done && ms < 60_000; ms++) {
+      await c.tickAsync(1);
+      await diskWrites();
+    }
     return p;
   };
   return {
