@@ -1,0 +1,46 @@
+// Shared fixtures for the md format tests: a valid 1.2 superblock, a patch helper and a seeded PRNG.
+import { MD_FEATURE_BITMAP_OFFSET, MD_MAX_SECTOR } from '../../../engine/raid/md-constants.js';
+import { mdSuperblockChecksum, mdTime, parseMdUuid, type MdSuperblockFields } from '../../../engine/raid/md-superblock.js';
+
+export const ARRAY_UUID = '01234567:89abcdef:00112233:44556677';
+export const DEVICE_UUID = 'ffeeddcc:bbaa9988:77665544:33221100';
+/** 128 MiB members. */
+export const MEMBER_SECTORS = 262144n;
+
+/**
+ * Member 2 (slot 2) of a 4-member raid5 (left-symmetric, 512 KiB chunks) with an internal bitmap
+ * 8 sectors after the superblock, data at 16 MiB: the shape mdadm creates, field by field.
+ */
+export function sampleSuperblock(over: Partial<MdSuperblockFields> = {}): MdSuperblockFields {
+  const dataOffset = 32768n;
+  return {
+    featureMap: MD_FEATURE_BITMAP_OFFSET, setUuid: parseMdUuid(ARRAY_UUID), setName: 'twin:r5',
+    ctime: mdTime(1_700_000_000), level: 5, layout: 2, size: 200704n, chunkSectors: 1024, raidDisks: 4,
+    bitmapOffset: 8, ppl: null, newLevel: 0, reshapePosition: 0n, deltaDisks: 0, newLayout: 0, newChunk: 0, newOffset: 0,
+    dataOffset, dataSize: MEMBER_SECTORS - dataOffset, superOffset: 8n, recoveryOffset: 0n, devNumber: 2,
+    cntCorrectedRead: 0, deviceUuid: parseMdUuid(DEVICE_UUID), devflags: 0, bblogShift: 0, bblogSize: 8,
+    bblogOffset: 16, utime: mdTime(1_700_000_100), events: 42n, resyncOffset: MD_MAX_SECTOR, devRoles: [0, 1, 2, 3],
+    ...over,
+  };
+}
+
+/** A copy of `sb` changed by `edit` (a DataView on the copy), with the checksum recomputed so later checks run. */
+export function patched(sb: Uint8Array, edit: (dv: DataView, b: Uint8Array) => void): Uint8Array {
+  const b = sb.slice();
+  const dv = new DataView(b.buffer);
+  edit(dv, b);
+  dv.setUint32(216, mdSuperblockChecksum(b), true);
+  return b;
+}
+
+/** A deterministic PRNG (mulberry32): the same seed gives the same sequence on every run. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
