@@ -34,19 +34,25 @@ export class OnlineVerify {
     return targets.map((p) => p.name);
   }
 
-  private readonly verifyReqs = new Map<number, { peer: number; offset: number; length: number }>();
+  /** Requests in flight; `mine` holds this node's hashes once computed (while the peer computes its own). */
+  private readonly verifyReqs = new Map<number, { peer: number; offset: number; length: number; mine: bigint[] | null }>();
 
   private pumpVerify(p: Peer): void {
     const v = p.verify;
     if (!v || !p.link) return;
+    const sent: number[] = [];
     while (v.inflight < VERIFY_DEPTH && v.offset < this.r.size) {
       const length = Math.min(VERIFY_CHUNK, this.r.size - v.offset);
       const seq = this.r.seq++;
-      this.verifyReqs.set(seq, { peer: p.id, offset: v.offset, length });
+      this.verifyReqs.set(seq, { peer: p.id, offset: v.offset, length, mine: null });
       p.link.send({ type: FrameType.VerifyRequest, seq, offset: v.offset, length, blockSize: VERIFY_BLOCK });
+      sent.push(seq);
       v.offset += length;
       v.inflight++;
     }
+    // This node hashes its copies once the requests have left (the link sends at the end of the turn),
+    // so both nodes hash at the same time instead of taking turns.
+    if (sent.length > 0) setImmediate(() => this.hashAhead(sent));
     if (v.inflight === 0 && v.offset >= this.r.size) {
       v.finishedAt = Date.now();
       p.lastVerify = v;
@@ -87,6 +93,15 @@ export class OnlineVerify {
     p.link!.send({ type: FrameType.VerifyReply, seq, status, hashes });
   }
 
+  /** Computes this node's hashes for requests still waiting for their reply. */
+  private hashAhead(seqs: number[]): void {
+    for (const seq of seqs) {
+      const q = this.verifyReqs.get(seq);
+      if (!q || q.mine || !this.r.disk) continue;
+      try { q.mine = this.hashBlocks(q.offset, q.length, VERIFY_BLOCK); } catch { /* read again when the reply comes */ }
+    }
+  }
+
   onVerifyReply(p: Peer, seq: number, status: number, hashes: bigint[]): void {
     const q = this.verifyReqs.get(seq);
     if (!q || q.peer !== p.id) return;
@@ -95,8 +110,8 @@ export class OnlineVerify {
     if (!v) return;
     v.inflight--;
     const gran = VERIFY_BLOCK;
-    let mine: bigint[] = [];
-    try { mine = this.hashBlocks(q.offset, q.length, gran); } catch { status = -EIO; }
+    let mine: bigint[] = q.mine ?? [];
+    if (!q.mine) try { mine = this.hashBlocks(q.offset, q.length, gran); } catch { status = -EIO; }
     for (let i = 0, o = q.offset; o < q.offset + q.length; i++, o += gran) {
       if (status !== 0 || mine[i] !== hashes[i]) {
         v.outOfSyncBlocks++;
