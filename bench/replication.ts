@@ -38,6 +38,8 @@ export interface ReplicationRow {
   wakeupsPerWrite?: number;
   /** 99th percentile latency seen by the driver, µs. */
   p99Us?: number;
+  /** CPU time of every serving process (all nodes, all threads) per request, µs: on 2 cores, 2e6 / this bounds IOPS. */
+  cpuUsPerRequest?: number;
   /** IOPS of each run, when the row is their median. */
   runs?: number[];
 }
@@ -139,6 +141,22 @@ function wakeups(pids: number[]): number {
   return n;
 }
 
+/** CPU time (user + system, µs) the processes `pids` have used so far, all threads (/proc/PID/stat). */
+function cpuMicros(pids: number[]): number {
+  const tick = 1e6 / 100; // USER_HZ is 100 on Linux
+  let n = 0;
+  for (const pid of pids) {
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      n += (Number(f[11]) + Number(f[12])) * tick;
+    } catch {
+      // gone
+    }
+  }
+  return n;
+}
+
 /**
  * Measures every write workload (and the reads, with `reads`) on one socket with the C vhost-user
  * front-end (bench/vhost-load.c: the lightest driver, as QEMU drives a back-end); `pids` are the
@@ -147,9 +165,12 @@ function wakeups(pids: number[]): number {
 async function measure(socket: string, size: number, seconds: number, replicas: number, target: string, emit: (r: ReplicationRow) => void, pids: number[], reads = false): Promise<void> {
   for (const w of reads ? [...WRITES, ...READS] : WRITES) {
     const before = wakeups(pids);
+    const cpu0 = cpuMicros(pids);
     const r = await runVhostLoad(socket, w, seconds, { size });
-    const wakeupsPerWrite = Math.round(((wakeups(pids) - before) / (r.iops * seconds)) * 100) / 100;
-    emit({ scenario: w.name, replicas, iops: r.iops, mbps: Math.round(r.mbps), bytesSent: 0, target, wakeupsPerWrite, p99Us: Math.round(r.p99Us) });
+    const requests = r.iops * seconds;
+    const wakeupsPerWrite = Math.round(((wakeups(pids) - before) / requests) * 100) / 100;
+    const cpuUsPerRequest = Math.round(((cpuMicros(pids) - cpu0) / requests) * 10) / 10;
+    emit({ scenario: w.name, replicas, iops: r.iops, mbps: Math.round(r.mbps), bytesSent: 0, target, wakeupsPerWrite, cpuUsPerRequest, p99Us: Math.round(r.p99Us) });
   }
 }
 
@@ -162,7 +183,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   const emit = (r: ReplicationRow) => {
     rows.push(r);
     if (o.json) out(JSON.stringify(r));
-    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}${r.p99Us !== undefined ? `  p99 ${r.p99Us} µs` : ''}${r.wakeupsPerWrite !== undefined ? `  ${r.wakeupsPerWrite} wake-ups/request` : ''}${r.runs && r.runs.length > 1 ? `  (median of ${r.runs.join(', ')})` : ''}`);
+    else out(`${r.scenario.padEnd(22)} replicas ${r.replicas} ${r.target.padEnd(8)} ${String(r.iops).padStart(7)} IOPS ${String(r.mbps).padStart(5)} MB/s${r.bytesSent ? `  sent ${r.bytesSent} B${r.changedBytes ? ` for ${r.changedBytes} B changed` : ''} in ${r.seconds?.toFixed(2)} s` : ''}${r.p99Us !== undefined ? `  p99 ${r.p99Us} µs` : ''}${r.wakeupsPerWrite !== undefined ? `  ${r.wakeupsPerWrite} wake-ups/request` : ''}${r.cpuUsPerRequest !== undefined ? `  ${r.cpuUsPerRequest} µs CPU/request` : ''}${r.runs && r.runs.length > 1 ? `  (median of ${r.runs.join(', ')})` : ''}`);
   };
   process.env.TWINDISK_LOG_LEVEL ??= 'warn';
 
@@ -196,7 +217,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
         const mid = (f: (r: ReplicationRow) => number) => Math.round(median(mine.map(f)) * 100) / 100;
         emit({
           scenario: w.name, replicas: 1, target, iops: Math.round(mid((r) => r.iops)), mbps: Math.round(mid((r) => r.mbps)), bytesSent: 0,
-          wakeupsPerWrite: mid((r) => r.wakeupsPerWrite!), p99Us: Math.round(mid((r) => r.p99Us!)), runs: mine.map((r) => r.iops),
+          wakeupsPerWrite: mid((r) => r.wakeupsPerWrite!), cpuUsPerRequest: mid((r) => r.cpuUsPerRequest!), p99Us: Math.round(mid((r) => r.p99Us!)), runs: mine.map((r) => r.iops),
         });
       }
     }
