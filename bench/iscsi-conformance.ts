@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnTracked, startTgt, startTwindiskIscsi, tgtMissing, twindiskIscsiMissing, withScratch, type IscsiTarget } from './iscsi.js';
+import { spawnTracked } from './c-tools.js';
+import { startTgt, startTwindiskIscsi, tgtMissing, twindiskIscsiMissing, withScratch, type IscsiTarget } from './iscsi.js';
 
 /**
  * The CI subset: the SCSI commands every disk must get right and the iSCSI layer's sequence-number and

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
+#include "load-common.h"
 
 /* A request that has not completed after this long ends the run with an error. */
 #define STALL_SECONDS 10
@@ -41,27 +42,16 @@ struct run {
 	struct iscsi_context *iscsi;
 	int lun;
 	int write;
-	int random;
 	uint32_t bs;
 	uint32_t block_size; /* the LUN's logical block size */
-	uint64_t blocks;     /* how many bs-sized blocks the run may visit */
-	uint64_t seq;
-	uint32_t rng;
+	struct picker pick;  /* which bs-sized blocks the run visits */
 	double end;          /* no new request after this instant */
 	int inflight;
 	uint64_t done;
 	double last_completion;
-	double *lat_us;
-	size_t nlat, caplat;
+	struct latencies lat;
 	int failed;
 };
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void die(const char *what, struct iscsi_context *iscsi)
 {
@@ -69,21 +59,11 @@ static void die(const char *what, struct iscsi_context *iscsi)
 	exit(1);
 }
 
-/* The next block, as bench/pattern.ts's blockPicker chooses it. */
-static uint64_t next_block(struct run *r)
-{
-	if (!r->random) return r->seq++ % r->blocks;
-	r->rng ^= r->rng << 13;
-	r->rng ^= r->rng >> 17;
-	r->rng ^= r->rng << 5;
-	return r->rng % r->blocks;
-}
-
 static void completed(struct iscsi_context *iscsi, int status, void *command_data, void *private_data);
 
 static void submit(struct run *r, struct slot *s)
 {
-	uint64_t lba = next_block(r) * (r->bs / r->block_size);
+	uint64_t lba = picker_next(&r->pick) * (r->bs / r->block_size);
 	struct scsi_task *task;
 	s->started = now();
 	if (r->write)
@@ -116,29 +96,11 @@ static void completed(struct iscsi_context *iscsi, int status, void *command_dat
 				status, iscsi_get_error(iscsi));
 		r->failed = 1;
 	} else {
-		if (r->nlat == r->caplat) {
-			r->caplat = r->caplat ? r->caplat * 2 : 1 << 16;
-			r->lat_us = realloc(r->lat_us, r->caplat * sizeof(double));
-			if (!r->lat_us) die("out of memory for latencies", NULL);
-		}
-		r->lat_us[r->nlat++] = (t - s->started) * 1e6;
+		latency_add(&r->lat, (t - s->started) * 1e6);
 		r->done++;
 	}
 	if (task) scsi_free_scsi_task(task);
 	if (!r->failed && t < r->end) submit(r, s);
-}
-
-static int by_value(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double percentile(const double *sorted, size_t n, double p)
-{
-	if (n == 0) return 0;
-	size_t i = (size_t)(p * n);
-	return sorted[i < n ? i : n - 1];
 }
 
 static void usage(void)
@@ -178,7 +140,7 @@ int main(int argc, char **argv)
 	    || bs == 0 || bs > (64u << 20) || depth < 1 || depth > 1024 || !(seconds > 0))
 		usage();
 
-	struct run r = { .write = !strcmp(rw, "write"), .random = !strcmp(pattern, "rand"), .bs = (uint32_t)bs, .rng = 0x9e3779b9u };
+	struct run r = { .write = !strcmp(rw, "write"), .bs = (uint32_t)bs };
 	the_run = &r;
 	r.iscsi = iscsi_create_context(initiator);
 	if (!r.iscsi) die("could not create an iSCSI context", NULL);
@@ -202,8 +164,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (size == 0 || size > lun_bytes) size = lun_bytes;
-	r.blocks = size / bs;
-	if (r.blocks == 0) die("the LUN is smaller than one request", NULL);
+	r.pick = picker_new(!strcmp(pattern, "rand"), size / bs);
+	if (r.pick.blocks == 0) die("the LUN is smaller than one request", NULL);
 
 	struct slot *slots = calloc(depth, sizeof *slots);
 	for (int i = 0; i < depth; i++) {
@@ -231,11 +193,11 @@ int main(int argc, char **argv)
 	double secs = r.last_completion - t0;
 	if (r.failed) return 1;
 
-	qsort(r.lat_us, r.nlat, sizeof(double), by_value);
+	latency_sort(&r.lat);
 	printf("{\"rw\":\"%s\",\"pattern\":\"%s\",\"bs\":%" PRIu64 ",\"depth\":%d,\"seconds\":%.3f,\"ios\":%" PRIu64
 	       ",\"iops\":%.0f,\"mbps\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"lun_bytes\":%" PRIu64 ",\"block_size\":%u}\n",
 	       rw, pattern, bs, depth, secs, r.done, r.done / secs, r.done * (double)bs / secs / 1e6,
-	       percentile(r.lat_us, r.nlat, 0.5), percentile(r.lat_us, r.nlat, 0.99), lun_bytes, r.block_size);
+	       latency_percentile(&r.lat, 0.5), latency_percentile(&r.lat, 0.99), lun_bytes, r.block_size);
 	fflush(stdout);
 
 	iscsi_logout_sync(r.iscsi);
@@ -243,6 +205,6 @@ int main(int argc, char **argv)
 	iscsi_destroy_context(r.iscsi);
 	for (int i = 0; i < depth; i++) free(slots[i].buf);
 	free(slots);
-	free(r.lat_us);
+	free(r.lat.us);
 	return 0;
 }

@@ -1,11 +1,11 @@
 // `twindisk bench iscsi`: twindisk's iSCSI target against Linux's user-space target (tgt), driven by the same libiscsi client (bench/iscsi-load.c).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildCTool, live, runJsonTool, spawnTracked } from './c-tools.js';
 import { writePattern, type Row, type Workload } from './pattern.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -82,35 +82,6 @@ export interface IscsiTarget {
 }
 
 // ---- processes: every target and client this module starts dies with the run --------------------
-
-/** Child processes started here that have not exited yet. */
-const live = new Set<ChildProcess>();
-let exitHooked = false;
-
-/** Tracks `child` until it exits; whatever is still running when Node exits is killed. */
-function track(child: ChildProcess): ChildProcess {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  if (!exitHooked) {
-    exitHooked = true;
-    process.once('exit', () => {
-      for (const c of live) c.kill('SIGKILL');
-    });
-  }
-  return child;
-}
-
-let pdeathsig: boolean | undefined;
-
-/**
- * Spawns `cmd` so that it is killed when this process dies, even by SIGKILL (util-linux `setpriv
- * --pdeathsig KILL`, which execs the command, so the child's pid is the command's own), and tracks it.
- */
-export function spawnTracked(cmd: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
-  pdeathsig ??= spawnSync('setpriv', ['--help'], { encoding: 'utf8' }).stdout?.includes('--pdeathsig') ?? false;
-  const [file, argv] = pdeathsig ? ['setpriv', ['--pdeathsig', 'KILL', '--', cmd, ...args]] : [cmd, args];
-  return track(spawn(file, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env }));
-}
 
 /** Keeps the last `max` characters a child writes to stderr (and drains the pipe so it never blocks). */
 function tail(child: ChildProcess, max = 8192): () => string {
@@ -312,29 +283,13 @@ export async function startTwindiskIscsi(o: TwindiskIscsiOptions): Promise<Iscsi
 
 // ---- the load client ------------------------------------------------------------------------------
 
-/** Where compiled helpers are kept (by source hash, so an edited source is rebuilt). */
-export function cacheDir(): string {
-  return process.env.TWINDISK_CACHE_DIR ?? path.join(root, 'node_modules', '.cache', 'twindisk');
-}
-
 /** The path of bench/iscsi-load.c compiled (gcc -O2 ... -liscsi), building it first when needed. */
 export function buildLoadClient(): string {
-  const src = path.join(root, 'bench', 'iscsi-load.c');
-  const text = fs.readFileSync(src);
-  const bin = path.join(cacheDir(), `iscsi-load-${createHash('sha256').update(text).digest('hex').slice(0, 16)}`);
-  if (fs.existsSync(bin)) return bin;
-  const setup = 'run scripts/setup.sh (as root), which installs the Debian packages gcc and libiscsi-dev';
-  if (spawnSync('gcc', ['--version'], { stdio: 'ignore' }).error) throw new Error(`gcc is not installed, so bench/iscsi-load.c cannot be built: ${setup}`);
-  fs.mkdirSync(cacheDir(), { recursive: true });
-  const tmp = `${bin}.${process.pid}.tmp`;
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', tmp, src, '-liscsi'], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    fs.rmSync(tmp, { force: true });
-    if (/iscsi\/iscsi\.h|cannot find -liscsi/.test(r.stderr)) throw new Error(`libiscsi's headers or library are missing (Debian package libiscsi-dev): ${setup}`);
-    throw new Error(`building bench/iscsi-load.c failed:\n${r.stderr.trim()}`);
-  }
-  fs.renameSync(tmp, bin);
-  return bin;
+  return buildCTool('iscsi-load', {
+    libs: ['-liscsi'],
+    setup: 'run scripts/setup.sh (as root), which installs the Debian packages gcc and libiscsi-dev',
+    hint: (stderr) => (/iscsi\/iscsi\.h|cannot find -liscsi/.test(stderr) ? 'libiscsi\'s headers or library are missing (Debian package libiscsi-dev)' : null),
+  });
 }
 
 interface LoadResult {
@@ -349,22 +304,8 @@ interface LoadResult {
 export function runLoad(bin: string, url: string, w: IscsiWorkload, seconds: number, size?: number): Promise<LoadResult> {
   const args = ['--url', url, '--initiator', INITIATOR_IQN, '--rw', w.write ? 'write' : 'read', '--pattern', w.random ? 'rand' : 'seq',
     '--bs', String(w.bs), '--depth', String(w.depth), '--seconds', String(seconds), ...(size ? ['--size', String(size)] : [])];
-  const child = spawnTracked(bin, args);
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d));
-  child.stderr!.on('data', (d: Buffer) => (err += d));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code, signal) => {
-      if (code !== 0) return reject(new Error(`${w.name}: iscsi-load exited (${code ?? signal}): ${err.trim()}`));
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop()!) as LoadResult);
-      } catch {
-        reject(new Error(`${w.name}: iscsi-load printed no result: ${out.trim()} ${err.trim()}`));
-      }
-    });
-  });
+  // The client stops itself after a stall (STALL_SECONDS); the limit only catches one that hangs anyway.
+  return runJsonTool<LoadResult>(bin, args, w.name, seconds * 1000 + 60_000);
 }
 
 // ---- the benchmark --------------------------------------------------------------------------------

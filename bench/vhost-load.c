@@ -55,6 +55,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include "load-common.h"
 
 /* A request that has not completed after this long ends the run with an error; so does a message the back-end does not answer. */
 #define STALL_SECONDS 10
@@ -172,12 +173,6 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* ---- the vhost-user connection ------------------------------------------------------------------ */
 
@@ -295,25 +290,14 @@ static void check_socket(short revents)
 struct run {
 	int write, random, spin, indirect, event_idx;
 	uint32_t bs;
-	uint64_t blocks, seq;
-	uint32_t rng;
+	struct picker pick;
 	double end;
 	int inflight;
 	uint64_t done;
 	double last_completion;
-	double *lat_us;
-	size_t nlat, caplat;
+	struct latencies lat;
 };
 
-/* The next block, as bench/pattern.ts's blockPicker chooses it. */
-static uint64_t next_block(struct run *r)
-{
-	if (!r->random) return r->seq++ % r->blocks;
-	r->rng ^= r->rng << 13;
-	r->rng ^= r->rng >> 17;
-	r->rng ^= r->rng << 5;
-	return r->rng % r->blocks;
-}
 
 static inline uint16_t used_idx(struct queue *q)
 {
@@ -333,7 +317,7 @@ static inline volatile uint16_t *used_event(struct queue *q)
 static void submit(struct run *r, struct slot *s, double t)
 {
 	struct queue *q = s->q;
-	s->hdr->sector = next_block(r) * (r->bs / 512);
+	s->hdr->sector = picker_next(&r->pick) * (r->bs / 512);
 	*s->status = 0xff;
 	s->started = t;
 	q->avail[2 + (q->avail_idx & (q->num - 1))] = s->head;
@@ -368,12 +352,7 @@ static void publish(struct queue *q)
 
 static void record(struct run *r, double us)
 {
-	if (r->nlat == r->caplat) {
-		r->caplat = r->caplat ? r->caplat * 2 : 1 << 16;
-		r->lat_us = realloc(r->lat_us, r->caplat * sizeof(double));
-		if (!r->lat_us) die("out of memory for latencies");
-	}
-	r->lat_us[r->nlat++] = us;
+	latency_add(&r->lat, us);
 }
 
 /*
@@ -413,19 +392,6 @@ static int reap(struct run *r, struct queue *q, struct slot *slots, double t)
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		if (used_idx(q) == q->last_used) return n;
 	}
-}
-
-static int by_value(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double percentile(const double *sorted, size_t n, double p)
-{
-	if (n == 0) return 0;
-	size_t i = (size_t)(p * n);
-	return sorted[i < n ? i : n - 1];
 }
 
 static void usage(void)
@@ -477,7 +443,7 @@ int main(int argc, char **argv)
 		usage();
 
 	struct run r = { .write = !strcmp(rw, "write"), .random = !strcmp(pattern, "rand"), .spin = spin, .indirect = indirect,
-			 .bs = (uint32_t)bs, .rng = 0x9e3779b9u };
+			 .bs = (uint32_t)bs };
 
 	/* Connect. */
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -524,8 +490,8 @@ int main(int argc, char **argv)
 	}
 	if (size == 0 || (volume && size > volume)) size = volume;
 	if (bs % blk_size) die("--bs %" PRIu64 " is not a multiple of the device's %u-byte blocks", bs, blk_size);
-	r.blocks = size / bs;
-	if (r.blocks == 0) die("the volume (%" PRIu64 " bytes) is smaller than one request", size);
+	r.pick = picker_new(r.random, size / bs);
+	if (r.pick.blocks == 0) die("the volume (%" PRIu64 " bytes) is smaller than one request", size);
 
 	uint64_t want = BIT(F_VERSION_1) | BIT(F_PROTOCOL_FEATURES) | BIT(F_RING_INDIRECT_DESC) | BIT(F_BLK_SEG_MAX) | BIT(F_BLK_SIZE)
 			| BIT(F_BLK_FLUSH) | BIT(F_BLK_TOPOLOGY) | BIT(F_BLK_CONFIG_WCE) | BIT(F_BLK_MQ);
@@ -673,9 +639,9 @@ int main(int argc, char **argv)
 	}
 	close(sock);
 
-	qsort(r.lat_us, r.nlat, sizeof(double), by_value);
+	latency_sort(&r.lat);
 	printf("{\"iops\":%.0f,\"mbps\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"requests\":%" PRIu64 "}\n",
-	       r.done / secs, r.done * (double)bs / secs / 1e6, percentile(r.lat_us, r.nlat, 0.5), percentile(r.lat_us, r.nlat, 0.99), r.done);
+	       r.done / secs, r.done * (double)bs / secs / 1e6, latency_percentile(&r.lat, 0.5), latency_percentile(&r.lat, 0.99), r.done);
 	fflush(stdout);
 	if (verbose)
 		fprintf(stderr, "vhost-load: %" PRIu64 " requests in %.3f s on %d queue(s) of %u, event_idx %d, %s; %" PRIu64 " kicks (%.3f per request), %"
@@ -692,6 +658,6 @@ int main(int argc, char **argv)
 	free(queues);
 	free(slots);
 	free(pfds);
-	free(r.lat_us);
+	free(r.lat.us);
 	return 0;
 }
