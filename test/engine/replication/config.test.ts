@@ -10,6 +10,7 @@ import {
 import { MAX_GRANULARITY, MIN_AL_EXTENTS, MIN_GRANULARITY } from '../../../engine/replication/limits.js';
 import { AL_MAX_EXTENTS, Metadata, MetadataError, metadataSize } from '../../../engine/replication/metadata.js';
 import { resourceJsonSchema } from '../../../engine/replication/config.js';
+import { seededRandom } from '../../harness/random.js';
 
 const FILE = '/srv/td/r0.json';
 /** Strong enough for the rule (secretProblem): 24 letters and digits, about 142 bits. */
@@ -622,17 +623,6 @@ test('nodeByName finds a node, or names the nodes there are', () => {
   assert.throws(() => nodeByName(cfg, 'btea'), /did you mean "beta"\?/);
 });
 
-/** mulberry32: a small seeded PRNG so a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** parseResource must return or throw a ConfigError whose every error names the file; nothing else. */
 function survives(text: string, file: string, what: string): void {
@@ -648,7 +638,7 @@ function survives(text: string, file: string, what: string): void {
 }
 
 test('fuzz: random mutations of the JSON and text examples never throw anything but ConfigError', () => {
-  const rnd = prng(0x7d15c);
+  const rnd = seededRandom(0x7d15c);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   const alphabet = ['{', '}', '[', ']', '"', ':', ',', ';', '#', '\\', '\n', ' ', '0', '9', '-', '.', 'a', 'none', 'null', 'on', '__proto__', 'é', '\u0000'];
   const mutateText = (s: string): string => {
