@@ -93,6 +93,7 @@ export class RequestPath {
   readonly localWriteMarked = (offset: number, length: number): void => {
     const r = this.r;
     r.stats.writes++;
+    r.stats.workerWrites++;
     const md = r.md;
     if (md) {
       if (!md.alTouch(offset, length)) r.log.error('a queue worker wrote outside the activity log (a bug): its extents are activated now', { offset, length });

@@ -139,9 +139,10 @@ export class Resource implements LinkHandler {
   readonly scratch = Buffer.alloc(MAX_PAYLOAD);
   /**
    * Local I/O errors: `localReadErrors` counts failed reads (served by a peer instead), `localWriteErrors`
-   * failed writes, trims, flushes and metadata updates (each detaches the disk).
+   * failed writes, trims, flushes and metadata updates (each detaches the disk). `workerWrites` counts
+   * the writes (of `writes`) that queue workers made to the local disk themselves (a Primary alone).
    */
-  readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0, writeConflicts: 0, framesRefused: 0 };
+  readonly stats = { localReadErrors: 0, readsRepaired: 0, localWriteErrors: 0, writes: 0, reads: 0, flushes: 0, writeConflicts: 0, framesRefused: 0, workerWrites: 0 };
   /** The transport's administrative side (set by the daemon). */
   linkControl: LinkControl | null = null;
   /** Called when role, disk, connection or sync state change (the daemon logs status and wakes waiters). */
