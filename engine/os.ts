@@ -88,6 +88,7 @@ export function errno(): number {
 
 export const EINTR = 4;
 export const EIO = 5;
+export const ENODEV = 19;
 export const EAGAIN = 11;
 /** flock's "held by someone else" (EWOULDBLOCK is EAGAIN on Linux). */
 export const EWOULDBLOCK = EAGAIN;
