@@ -241,8 +241,7 @@ export class ActivityLog {
     const wanted = new Set(extents);
     let flushed = false;
     for (const e of extents) {
-      this.lru.touch(e);
-      if (this.lru.has(e)) continue;
+      if (this.lru.touch(e)) continue;
       if (this.lru.full) {
         // An evicted extent is no longer covered by the log after a crash: its out-of-sync bits
         // must be on disk before the transaction that drops it.
@@ -266,17 +265,15 @@ export class ActivityLog {
   private evictOne(keep: ReadonlySet<number>): void {
     const hot = this.hot;
     const may = hot ? (e: number) => !keep.has(e) && hot.tryEvict(e) : (e: number) => !keep.has(e);
-    if (!hot) {
-      if (this.lru.evictWhere(may) < 0) throw new MetadataError('no activity-log extent can be evicted (a bug: more extents wanted at once than alExtents)');
-      return;
-    }
+    if (this.lru.evictWhere(may) >= 0) return;
+    if (!hot) throw new MetadataError('no activity-log extent can be evicted (a bug: more extents wanted at once than alExtents)');
     for (let waited = 0; waited < 50_000; waited++) {
-      if (this.lru.evictWhere(may) >= 0) return;
       // The marks applied now must be on disk too before their extents can be dropped.
       this.releasePins();
       this.beforeEvict();
       if (this.lru.evictWhere(may) >= 0) return;
       Atomics.wait(NAP, 0, 0, 0.1);
+      if (this.lru.evictWhere(may) >= 0) return;
     }
     throw new MetadataError(`every activity-log extent had a write pinned in it for 5 s (al-extents ${this.geom.alExtents} is too small for the writes in flight: raise it)`);
   }

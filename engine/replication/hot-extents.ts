@@ -86,11 +86,6 @@ export class HotExtents {
     if (e < this.words.length) Atomics.and(this.words, e, COUNT);
   }
 
-  /** No extent is hot any more (the disk was detached or closed); pins stay counted. */
-  coolAll(): void {
-    for (let e = 0; e < this.words.length; e++) if (this.words[e] !== 0) Atomics.and(this.words, e, COUNT);
-  }
-
   /** Writes pinned in extent `e` (tests, status). */
   pins(e: number): number {
     return Atomics.load(this.words, e) & COUNT;

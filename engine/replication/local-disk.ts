@@ -17,6 +17,11 @@ export class DiskIoError extends Error {
   }
 }
 
+/** A failed `fs` callback as a DiskIoError (EIO when it carries no errno). */
+function fsError(op: string, err: NodeJS.ErrnoException, offset: number, length: number): DiskIoError {
+  return new DiskIoError(op, err.errno ? Math.abs(err.errno) : EIO, offset, length);
+}
+
 /**
  * The data area of a backing file (its first `size` bytes; internal metadata follows). Calls are
  * synchronous: they run on the engine's thread, where each is one system call on the page cache.
@@ -80,7 +85,7 @@ export class LocalDisk {
     };
     const step = (at: number): void => {
       fs.write(this.fd, buf, at, length - at, offset + at, (err, n) => {
-        if (err) return finish(new DiskIoError('write', err.errno ? Math.abs(err.errno) : EIO, offset, length));
+        if (err) return finish(fsError('write', err, offset, length));
         if (at + n < length && n > 0) return step(at + n);
         finish(at + n === length ? null : new DiskIoError('write', EIO, offset, length));
       });
@@ -93,7 +98,7 @@ export class LocalDisk {
 
   /** `sync()` on libuv's thread pool: `done` gets null once the writes completed before the call are durable. */
   syncAsync(done: (err: Error | null) => void): void {
-    fs.fdatasync(this.fd, (err) => done(err ? new DiskIoError('flush', err.errno ? Math.abs(err.errno) : EIO, 0, 0) : null));
+    fs.fdatasync(this.fd, (err) => done(err ? fsError('flush', err, 0, 0) : null));
   }
 
   /** Deallocates (`unmap`) or zeroes a range; both read back as zeroes. */

@@ -571,15 +571,6 @@ export class Metadata {
     return true;
   }
 
-  /** Whether a write to [offset, offset + length) would first need an activity-log transaction (an extent not active). */
-  alCold(offset: number, length: number): boolean {
-    if (length === 0 || offset < 0 || offset + length > this.dataSize) return false;
-    const first = Math.floor(offset / this.alExtentSize);
-    const last = Math.floor((offset + length - 1) / this.alExtentSize);
-    for (let e = first; e <= last; e++) if (!this.al.isActive(e)) return true;
-    return false;
-  }
-
   /**
    * alActivate for several ranges at once (a batch of writes): one transaction for all the extents
    * that are not active (more than alExtents: one per alExtents of them). Returns the transactions written.
@@ -601,8 +592,9 @@ export class Metadata {
   }
 
   /**
-   * Refreshes the LRU position of the extents covering [offset, offset + length), for a write a queue
-   * worker made in extents it had pinned (they are active); false if one was not (a bug: logged by the caller).
+   * Refreshes the LRU position of the extents covering [offset, offset + length) and says whether all
+   * of them are active (no allocation, no I/O): false means a write there needs a transaction first
+   * (alActivate, alActivateAll), or, for a write a queue worker made in extents it had pinned, a bug.
    */
   alTouch(offset: number, length: number): boolean {
     if (length === 0 || offset < 0 || offset + length > this.dataSize) return true;

@@ -58,14 +58,14 @@ export class Receiver {
     }
   }
 
-  /** Runs `run` now, or queues it behind a resync write it overlaps or behind writes already waiting. */
-  private inOrder(offset: number, length: number, run: () => void): void {
-    if (this.waiting.length === 0 && (length === 0 || !this.r.resync.writingOverlaps(offset, length))) return run();
-    this.waiting.push({ offset, length, run });
+  /** Whether an operation on [offset, offset + length) (0: a flush) must wait: behind a resync write it overlaps, or behind what already waits. */
+  private mustWait(offset: number, length: number): boolean {
+    return this.waiting.length > 0 || (length > 0 && this.r.resync.writingOverlaps(offset, length));
   }
 
   onData(p: Peer, seq: number, offset: number, flags: number, data: Uint8Array): void {
-    this.inOrder(offset, data.length, () => this.applyData(p, seq, offset, flags, data));
+    if (!this.mustWait(offset, data.length)) return this.applyData(p, seq, offset, flags, data);
+    this.waiting.push({ offset, length: data.length, run: () => this.applyData(p, seq, offset, flags, data) });
   }
 
   private applyData(p: Peer, seq: number, offset: number, flags: number, data: Uint8Array): void {
@@ -125,7 +125,8 @@ export class Receiver {
   }
 
   onFlush(p: Peer, seq: number): void {
-    this.inOrder(0, 0, () => this.applyFlush(p, seq));
+    if (!this.mustWait(0, 0)) return this.applyFlush(p, seq);
+    this.waiting.push({ offset: 0, length: 0, run: () => this.applyFlush(p, seq) });
   }
 
   private applyFlush(p: Peer, seq: number): void {
@@ -135,7 +136,9 @@ export class Receiver {
   }
 
   onTrim(p: Peer, seq: number, offset: number, length: number, mode: number): void {
-    this.inOrder(offset, Math.max(1, length), () => this.applyTrim(p, seq, offset, length, mode));
+    const span = Math.max(1, length);
+    if (!this.mustWait(offset, span)) return this.applyTrim(p, seq, offset, length, mode);
+    this.waiting.push({ offset, length: span, run: () => this.applyTrim(p, seq, offset, length, mode) });
   }
 
   private applyTrim(p: Peer, seq: number, offset: number, length: number, mode: number): void {

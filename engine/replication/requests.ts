@@ -136,7 +136,7 @@ export class RequestPath {
       case ChannelOp.Write:
         // A write to an extent the activity log does not hold waits for the end of the batch, where
         // one transaction activates the extents of all such writes (see endBatch).
-        if (this.r.md?.alCold(r.offset, r.length)) {
+        if (this.r.md && !this.r.md.alTouch(r.offset, r.length)) {
           this.cold.push(r);
           return;
         }

@@ -327,8 +327,7 @@ export class Resource implements LinkHandler {
     this.channels.push(ch);
     this.updateFastPaths();
     const request = (r: ChannelRequest) => this.safely(() => this.requests.request(r), () => r.channel.complete(r.slot, -EIO));
-    const mark = (offset: number, length: number) => this.requests.localWriteMarked(offset, length);
-    return ch.serve(request, () => this.safely(() => this.requests.endBatch()), mark).finally(() => {
+    return ch.serve(request, () => this.safely(() => this.requests.endBatch()), this.requests.localWriteMarked).finally(() => {
       const i = this.channels.indexOf(ch);
       if (i >= 0) this.channels.splice(i, 1);
     });

@@ -32,7 +32,7 @@ test('hot extents: a worker pins only hot extents, all or none; a pinned extent 
   assert.equal(hot.isHot(0), false);
   assert.equal(hot.tryPin(0, 512), false, 'an evicted extent takes no new write');
   assert.equal(hot.tryEvict(3), true, 'a cold extent is free to go');
-  hot.coolAll();
+  hot.cool(1);
   assert.equal(hot.isHot(1), false);
 });
 
