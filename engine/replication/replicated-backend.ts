@@ -13,7 +13,7 @@ export interface ReplicatedSpec {
   /** The volume's usable size in bytes and the block size guests see. */
   size: number;
   blockSize: number;
-  /** The local backing file, for reads the engine allows the worker to serve itself; null when diskless. */
+  /** The local backing file, for the reads and writes the engine allows the worker to make itself; null when diskless. */
   local: { path: string } | null;
   /** The engine's map of active activity-log extents, for writes the worker makes itself (see hot-extents.ts); null: never. */
   hot: HotExtentsSpec | null;
@@ -52,12 +52,9 @@ export class ReplicatedBackend implements AsyncBackend {
   readonly eventFd: number;
   private readonly ch: ChannelClient;
   private local: FileBackend | null;
-  /** The disk attachment `local` was opened for (see ChannelClient.localReads). */
+  /** The disk attachment `local` was opened for (see ChannelClient.localReads and enterLocalWrite). */
   private localAttachment = 0;
   private readonly localPath: string | null;
-  /** The local disk opened for writing, for `localWriteAttachment`. */
-  private localRw: FileBackend | null = null;
-  private localWriteAttachment = 0;
   private readonly hot: HotExtents | null;
   private readonly localStatus = new SyncStatus();
   /** Writes made by this worker itself (tests and status). */
@@ -108,7 +105,7 @@ export class ReplicatedBackend implements AsyncBackend {
     if (attachment === 0) return false;
     try {
       if (!this.hot!.tryPin(offset, length)) return false;
-      const disk = this.writableDisk(attachment);
+      const disk = this.localDisk(attachment);
       const st = this.localStatus;
       st.status = -1;
       disk.write(iov, offset, fua, st);
@@ -124,16 +121,6 @@ export class ReplicatedBackend implements AsyncBackend {
     }
   }
 
-  /** The local disk opened for writing, as attached now. */
-  private writableDisk(attachment: number): FileBackend {
-    if (this.localRw === null || this.localWriteAttachment !== attachment) {
-      this.localRw?.close();
-      this.localRw = new FileBackend({ path: this.localPath!, readOnly: false, blockSize: this.info.blockSize, limit: this.info.size });
-      this.localWriteAttachment = attachment;
-    }
-    return this.localRw;
-  }
-
   flush(done: Completion): void {
     this.submit(ChannelOp.Flush, null, 0, 0, 0, done);
   }
@@ -146,11 +133,14 @@ export class ReplicatedBackend implements AsyncBackend {
     this.submit(ChannelOp.WriteZeroes, null, offset, length, mayUnmap ? CH_UNMAP : 0, done);
   }
 
-  /** The local disk as attached now: opened at the first read, reopened after `twindisk attach` (a replaced file). */
+  /**
+   * The local disk as attached now, for the reads and writes the engine lets this worker make: opened
+   * at the first one, reopened after `twindisk attach` (a replaced file).
+   */
   private localDisk(attachment: number): FileBackend {
     if (this.local === null || this.localAttachment !== attachment) {
       this.local?.close();
-      this.local = new FileBackend({ path: this.localPath!, readOnly: true, blockSize: this.info.blockSize, limit: this.info.size });
+      this.local = new FileBackend({ path: this.localPath!, readOnly: false, blockSize: this.info.blockSize, limit: this.info.size });
       this.localAttachment = attachment;
     }
     return this.local;
@@ -164,13 +154,10 @@ export class ReplicatedBackend implements AsyncBackend {
     this.info = { ...this.info, size };
     this.local?.close();
     this.local = null;
-    this.localRw?.close();
-    this.localRw = null;
   }
 
   close(): void {
     this.local?.close();
-    this.localRw?.close();
     this.ch.close();
     this.eight.free();
   }
