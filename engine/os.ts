@@ -18,6 +18,9 @@ export const pwritev2Raw = libc.func('intptr_t pwritev2(int fd, uintptr_t iov, i
 export const RWF_DSYNC = 2;
 export const fallocateRaw = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
 export const fdatasyncRaw = libc.func('int fdatasync(int fd)');
+/** posix_fadvise: POSIX_FADV_DONTNEED drops a file's clean cached pages (benchmarks measure cold reads with it). */
+export const posixFadvise = libc.func('int posix_fadvise(int fd, int64_t offset, int64_t len, int advice)');
+export const POSIX_FADV_DONTNEED = 4;
 // eventfds and poll: queue workers sleep on them; the replication channel wakes workers with them.
 export const read = libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)');
 export const write = libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)');

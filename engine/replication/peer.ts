@@ -21,6 +21,8 @@ export class Resync {
   inflightBytes = 0;
   /** Answers being written to the local disk (a SyncTarget writes them on libuv's pool). */
   writes = 0;
+  /** Bytes of those answers. */
+  writingBytes = 0;
   startedAt = Date.now();
   totalBits = 0;
   bytesSent = 0;

@@ -11,6 +11,11 @@ import { Peer, Resync } from './peer.js';
  */
 const RESYNC_DEPTH = 64;
 const RESYNC_INFLIGHT_BYTES = 8 << 20;
+/**
+ * Bytes of answers being written to the disk at once, apart from those in flight on the link: the two
+ * stages take about as long each (12-25 ms per MiB here), and one budget for both left each half idle.
+ */
+const RESYNC_WRITING_BYTES = 8 << 20;
 /** Answers up to this size get a buffer of their own; larger ones reuse a pooled buffer. */
 const RESYNC_SMALL_ANSWER = 64 << 10;
 /** Large resync answer buffers a SyncSource keeps for reuse (8 MiB in flight, and spares). */
@@ -125,7 +130,7 @@ export class ResyncDriver {
     const gran = md.granularity;
     const maxBits = Math.max(1, Math.floor(RESYNC_MAX_REQUEST / gran));
     let wrapped = false;
-    while (rs.inflight.size < RESYNC_DEPTH && rs.inflightBytes < RESYNC_INFLIGHT_BYTES && (rate === 0 || rs.tokens > 0) && p.link.buffered < 8 * RESYNC_MAX_REQUEST) {
+    while (rs.inflight.size < RESYNC_DEPTH && rs.inflightBytes < RESYNC_INFLIGHT_BYTES && rs.writingBytes < RESYNC_WRITING_BYTES && (rate === 0 || rs.tokens > 0) && p.link.buffered < 8 * RESYNC_MAX_REQUEST) {
       let run = md.nextOutOfSync(p.id, rs.cursor, maxBits);
       if (!run && !wrapped) {
         wrapped = true; // once per call: bits left behind by stale answers, or still in flight
@@ -217,10 +222,12 @@ export class ResyncDriver {
       const w = { offset, length };
       this.writing.add(w);
       rs.writes++;
+      rs.inflightBytes -= length;
+      rs.writingBytes += length;
       disk.writeAsync(data, length, offset, (err) => {
         this.writing.delete(w);
         rs.writes--;
-        rs.inflightBytes -= length;
+        rs.writingBytes -= length;
         if (this.r.disk !== disk) return; // detached or closed meanwhile
         this.r.safely(() => {
           if (err) throw err;

@@ -1,5 +1,6 @@
 // Online verify: compares every block with a peer by hash and marks differing blocks out of sync.
-import { allocBuffer, xxh3, type KernelBuffer } from '../../wasm/index.js';
+import { xxh3 } from '../../wasm/index.js';
+import type { PeerLink } from './link.js';
 import { EIO } from '../os.js';
 import { FrameType, MAX_PAYLOAD, STATE_WANT_RESYNC } from './frames.js';
 import type { Resource } from './resource.js';
@@ -7,7 +8,8 @@ import { RoleError } from './states.js';
 import { Peer } from './peer.js';
 
 const VERIFY_CHUNK = 1 << 20;
-const VERIFY_DEPTH = 4;
+/** Requests a verifying node keeps in flight; each side reads them on libuv's pool (4 threads) at once. */
+const VERIFY_DEPTH = 8;
 /** Verify hashes 4 KiB blocks (volume sizes are multiples of 4 KiB; bitmaps are at least that coarse). */
 export const VERIFY_BLOCK = 4096;
 
@@ -34,25 +36,30 @@ export class OnlineVerify {
     return targets.map((p) => p.name);
   }
 
-  /** Requests in flight; `mine` holds this node's hashes once computed (while the peer computes its own). */
-  private readonly verifyReqs = new Map<number, { peer: number; offset: number; length: number; mine: bigint[] | null }>();
+  /**
+   * Requests in flight. `mine`: this node's hashes, read and computed while the peer computes its own;
+   * `theirs`: the peer's reply, when it came first. The request is settled once both are there.
+   */
+  private readonly verifyReqs = new Map<number, VerifyReq>();
 
   private pumpVerify(p: Peer): void {
     const v = p.verify;
     if (!v || !p.link) return;
-    const sent: number[] = [];
     while (v.inflight < VERIFY_DEPTH && v.offset < this.r.size) {
       const length = Math.min(VERIFY_CHUNK, this.r.size - v.offset);
       const seq = this.r.seq++;
-      this.verifyReqs.set(seq, { peer: p.id, offset: v.offset, length, mine: null });
+      const q: VerifyReq = { peer: p.id, offset: v.offset, length, mine: null, theirs: null, status: 0 };
+      this.verifyReqs.set(seq, q);
       p.link.send({ type: FrameType.VerifyRequest, seq, offset: v.offset, length, blockSize: VERIFY_BLOCK });
-      sent.push(seq);
       v.offset += length;
       v.inflight++;
+      // This node reads and hashes its copy while the peer does the same with its own.
+      this.hashRange(q.offset, q.length, VERIFY_BLOCK, (status, hashes) => {
+        q.mine = hashes;
+        if (status !== 0) q.status = status;
+        if (this.verifyReqs.get(seq) === q && q.theirs) this.settle(p, seq, q);
+      });
     }
-    // This node hashes its copies once the requests have left (the link sends at the end of the turn),
-    // so both nodes hash at the same time instead of taking turns.
-    if (sent.length > 0) setImmediate(() => this.hashAhead(sent));
     if (v.inflight === 0 && v.offset >= this.r.size) {
       v.finishedAt = Date.now();
       p.lastVerify = v;
@@ -70,16 +77,26 @@ export class OnlineVerify {
     }
   }
 
-  /** Where blocks are read for hashing: wasm memory, so the hash kernel reads them in place (no copy in). */
-  private hashBuf: KernelBuffer | null = null;
+  /** Read buffers (1 MiB, Node memory: a growing wasm memory would detach a view a pool read still fills). */
+  private readonly spare: Buffer[] = [];
 
-  private hashBlocks(offset: number, length: number, blockSize: number): bigint[] {
-    this.hashBuf ??= allocBuffer(MAX_PAYLOAD);
-    const buf = this.hashBuf.bytes; // taken afresh: a grown wasm memory replaces the view
-    this.r.disk!.read(buf, length, offset);
-    const out: bigint[] = [];
-    for (let o = 0; o < length; o += blockSize) out.push(xxh3(buf.subarray(o, Math.min(length, o + blockSize))));
-    return out;
+  /**
+   * Reads [offset, offset + length) on libuv's pool and hashes it in `blockSize` blocks; `done` gets 0
+   * and the hashes, or -EIO and none (unreadable here, or the disk went away meanwhile).
+   */
+  private hashRange(offset: number, length: number, blockSize: number, done: (status: number, hashes: bigint[]) => void): void {
+    const disk = this.r.disk;
+    if (!disk) return done(-EIO, []);
+    const buf = this.spare.pop() ?? Buffer.allocUnsafe(MAX_PAYLOAD);
+    disk.readAsync(buf, length, offset, (err) => {
+      let hashes: bigint[] = [];
+      let status = 0;
+      if (err || this.r.disk !== disk) status = -EIO;
+      else for (let o = 0; o < length; o += blockSize) hashes.push(xxh3(buf.subarray(o, Math.min(length, o + blockSize))));
+      if (this.spare.length < 2 * VERIFY_DEPTH) this.spare.push(buf);
+      if (status !== 0) hashes = [];
+      this.r.safely(() => done(status, hashes));
+    });
   }
 
   onVerifyRequest(p: Peer, seq: number, offset: number, length: number, blockSize: number): void {
@@ -87,37 +104,46 @@ export class OnlineVerify {
       p.link!.send({ type: FrameType.VerifyReply, seq, status: -EIO, hashes: [] });
       return;
     }
-    let hashes: bigint[] = [];
-    let status = 0;
-    try { hashes = this.hashBlocks(offset, length, blockSize); } catch { status = -EIO; }
-    p.link!.send({ type: FrameType.VerifyReply, seq, status, hashes });
-  }
-
-  /** Computes this node's hashes for requests still waiting for their reply. */
-  private hashAhead(seqs: number[]): void {
-    for (const seq of seqs) {
-      const q = this.verifyReqs.get(seq);
-      if (!q || q.mine || !this.r.disk) continue;
-      try { q.mine = this.hashBlocks(q.offset, q.length, VERIFY_BLOCK); } catch { /* read again when the reply comes */ }
-    }
+    const link: PeerLink | null = p.link;
+    this.hashRange(offset, length, blockSize, (status, hashes) => {
+      // A reply belongs to the link its request came on: a new session starts its verify afresh.
+      if (p.link === link && link) link.send({ type: FrameType.VerifyReply, seq, status, hashes });
+    });
   }
 
   onVerifyReply(p: Peer, seq: number, status: number, hashes: bigint[]): void {
     const q = this.verifyReqs.get(seq);
-    if (!q || q.peer !== p.id) return;
+    if (!q || q.peer !== p.id || q.theirs) return;
+    q.theirs = hashes;
+    if (status !== 0) q.status = status;
+    if (q.mine) this.settle(p, seq, q);
+  }
+
+  /** Both sides' hashes of a request are in: marks the blocks that differ and asks for more. */
+  private settle(p: Peer, seq: number, q: VerifyReq): void {
     this.verifyReqs.delete(seq);
     const v = p.verify;
     if (!v) return;
     v.inflight--;
     const gran = VERIFY_BLOCK;
-    let mine: bigint[] = q.mine ?? [];
-    if (!q.mine) try { mine = this.hashBlocks(q.offset, q.length, gran); } catch { status = -EIO; }
+    const mine = q.mine!;
+    const theirs = q.theirs!;
     for (let i = 0, o = q.offset; o < q.offset + q.length; i++, o += gran) {
-      if (status !== 0 || mine[i] !== hashes[i]) {
+      if (q.status !== 0 || mine[i] !== theirs[i]) {
         v.outOfSyncBlocks++;
         this.r.md!.setOutOfSync(p.id, o, Math.min(gran, q.offset + q.length - o));
       }
     }
     this.pumpVerify(p);
   }
+}
+
+interface VerifyReq {
+  peer: number;
+  offset: number;
+  length: number;
+  mine: bigint[] | null;
+  theirs: bigint[] | null;
+  /** -EIO when either side could not read its copy: every block of the request counts as differing. */
+  status: number;
 }

@@ -1,5 +1,6 @@
 // Failure scenarios of the replication engine with in-memory links: no acknowledged write lost, no false "in sync".
 import assert from 'node:assert/strict';
+import { Metadata } from '../../../engine/replication/metadata.js';
 import { test } from 'node:test';
 import { EIO } from '../../../engine/os.js';
 import { ChannelOp } from '../../../engine/replication/channel.js';
@@ -519,4 +520,37 @@ test('scenario links run the real link handshake: a node with another secret nev
   connect(a, b);
   assert.equal(a.status().peers.n1!.connection, 'Connected');
   for (const r of [a, b]) r.close();
+});
+
+test('a guest write on a Primary SyncTarget to a block whose resync answer is still being written lands last', async () => {
+  const [a, b] = await connectedPair();
+  b!.promote(false);
+  await settle(10);
+  assert.equal(await write(b!, 16384, 4096, 1), 0);
+  // b's disk is replaced while it stays Primary: the new one is resynced whole from a, with b as SyncTarget.
+  b!.detach('test');
+  b!.reattach(Metadata.open({ backingFile: b!.me.disk!, metaFile: b!.me.metaDisk }));
+  // The SyncTarget's disk holds its resync writes until the guest's writes have been submitted.
+  const disk = b!.disk!;
+  const held: (() => void)[] = [];
+  const writeAsync = disk.writeAsync.bind(disk);
+  disk.writeAsync = (buf, len, off, done) => { held.push(() => writeAsync(buf, len, off, done)); };
+  await settle(30);
+  assert.equal(b!.status().peers.n0!.replication, 'SyncTarget');
+  assert.equal(b!.role, 'Primary');
+  assert.ok(held.length > 0, 'an answer is being written');
+  const guest = write(b!, 16384, 4096, 2);
+  const behind = write(b!, 16384 + 2048, 4096, 3); // overlaps the waiting write: waits too, lands after it
+  await settle(30);
+  assert.equal(byteAt(b!, 16384), 1, 'the guest write waits for the older answer\'s write (the disk still holds what it held)');
+  disk.writeAsync = writeAsync;
+  for (const h of held.splice(0)) h();
+  await settle(200);
+  assert.deepEqual(await Promise.all([guest, behind]), [0, 0]);
+  assert.equal(b!.status().peers.n0!.replication, 'Established');
+  for (const n of [a!, b!]) {
+    assert.equal(byteAt(n, 16384), 2, `${n.me.name} holds the guest's write, not the older resync data`);
+    assert.equal(byteAt(n, 16384 + 2048), 3, `${n.me.name} holds the later overlapping write on top`);
+  }
+  assertConverged([a!, b!]);
 });
