@@ -424,14 +424,15 @@ test('a replicated write that reaches the SyncTarget while it still writes an ol
   a!.promote(false);
   await settle(10);
   disconnect(a!, b!);
-  assert.equal(await write(a!, 8192, 4096, 1), 0);
+  // 64 KiB out of sync: an answer that size is written on libuv's pool (smaller ones at once).
+  assert.equal(await write(a!, 65536, 65536, 1), 0);
   // The Primary writes the block again right after it answered the resync request with the old data:
   // the answer and the DATA frame reach the SyncTarget back to back, while the answer is being written.
   const answer = a!.resync.onResyncRequest.bind(a!.resync);
   let second: Promise<number> | null = null;
   a!.resync.onResyncRequest = (...args) => {
     answer(...args);
-    second ??= write(a!, 8192, 4096, 2);
+    second ??= write(a!, 65536, 4096, 2);
   };
   // The SyncTarget's disk holds its resync writes until the DATA frame has arrived.
   const disk = b!.disk!;
@@ -442,13 +443,14 @@ test('a replicated write that reaches the SyncTarget while it still writes an ol
   await settle(30);
   assert.ok(second, 'the resync asked for the block');
   assert.ok(held.length > 0, 'the answer is being written');
-  assert.equal(byteAt(b!, 8192), 0, 'the DATA frame waits for the older answer\'s write');
+  assert.equal(byteAt(b!, 65536), 0, 'the DATA frame waits for the older answer\'s write');
   disk.writeAsync = writeAsync;
   for (const h of held.splice(0)) h();
   await settle(100);
   assert.equal(await second, 0);
   assert.equal(b!.status().peers.n0!.replication, 'Established');
-  assert.equal(byteAt(b!, 8192), 2, 'the newer write is on the SyncTarget');
+  assert.equal(byteAt(b!, 65536), 2, 'the newer write is on the SyncTarget');
+  assert.equal(byteAt(b!, 65536 + 8192), 1, 'with the rest of the resynced range');
   assertConverged([a!, b!]);
 });
 
