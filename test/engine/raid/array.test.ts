@@ -25,7 +25,7 @@ import {
   decodeMdSuperblock, encodeMdSuperblock, mdSuperblockChecksum, mdUuidString, mdadmDataOffset, parseMdUuid,
   type MdSuperblock,
 } from '../../../engine/raid/md-superblock.js';
-import { ARRAY_UUID, patched, sampleSuperblock } from './md-fixtures.js';
+import { ARRAY_UUID, MDADM, needMdadm, patched, sampleSuperblock } from './md-fixtures.js';
 
 const MiB = 1 << 20;
 
@@ -481,20 +481,6 @@ test('a hand-written member set in mdadm\'s layout assembles: roles not dev numb
 });
 
 // ------------------------------------------------------------------------------------------ mdadm
-
-/** The mdadm binary, or null when it is not installed. */
-function findMdadm(): string | null {
-  for (const p of ['mdadm', '/usr/sbin/mdadm', '/sbin/mdadm']) {
-    const r = spawnSync(p, ['--version'], { encoding: 'utf8', timeout: 10_000 });
-    if (r.error === undefined && /mdadm/.test(`${r.stdout}${r.stderr}`)) return p;
-  }
-  return null;
-}
-
-const MDADM = findMdadm();
-function needMdadm(): void {
-  if (MDADM === null) throw new Error('mdadm is not installed, so the cross-checks against it cannot run: run scripts/setup.sh as root (or apt-get install mdadm)');
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'twindisk-array-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

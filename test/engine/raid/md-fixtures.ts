@@ -1,4 +1,5 @@
-// Shared fixtures for the md format tests: a valid 1.2 superblock, a patch helper and a seeded PRNG.
+// Shared fixtures for the md format tests: a valid 1.2 superblock, a patch helper, a seeded PRNG and the mdadm binary.
+import { spawnSync } from 'node:child_process';
 import { MD_FEATURE_BITMAP_OFFSET, MD_MAX_SECTOR } from '../../../engine/raid/md-constants.js';
 import { mdSuperblockChecksum, mdTime, parseMdUuid, type MdSuperblockFields } from '../../../engine/raid/md-superblock.js';
 
@@ -34,3 +35,19 @@ export function patched(sb: Uint8Array, edit: (dv: DataView, b: Uint8Array) => v
 }
 
 export { seededRandom } from '../../harness/random.js';
+
+/** The mdadm binary, or null when it is not installed. */
+function findMdadm(): string | null {
+  for (const p of ['mdadm', '/usr/sbin/mdadm', '/sbin/mdadm']) {
+    const r = spawnSync(p, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+    if (r.error === undefined && /mdadm/.test(`${r.stdout}${r.stderr}`)) return p;
+  }
+  return null;
+}
+
+export const MDADM = findMdadm();
+
+/** The cross-checks against mdadm need it: missing, they fail (scripts/setup.sh installs it). */
+export function needMdadm(): void {
+  if (MDADM === null) throw new Error('mdadm is not installed, so the cross-checks against it cannot run: run scripts/setup.sh as root (or apt-get install mdadm)');
+}

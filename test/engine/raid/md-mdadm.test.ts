@@ -14,22 +14,7 @@ import {
 import {
   encodeMdSuperblock, mdDeviceRole, mdSuperblockChecksum, mdUuidString, mdadmBitmapSpace, parseMdUuid, type MdSuperblockFields,
 } from '../../../engine/raid/md-superblock.js';
-import { MEMBER_SECTORS, sampleSuperblock } from './md-fixtures.js';
-
-/** The mdadm binary, or null when it is not installed. */
-function findMdadm(): string | null {
-  for (const p of ['mdadm', '/usr/sbin/mdadm', '/sbin/mdadm']) {
-    const r = spawnSync(p, ['--version'], { encoding: 'utf8', timeout: 10_000 });
-    if (r.error === undefined && /mdadm/.test(`${r.stdout}${r.stderr}`)) return p;
-  }
-  return null;
-}
-
-const MDADM = findMdadm();
-/** These cross-checks need the real mdadm: missing, they fail (scripts/setup.sh installs it). */
-function needMdadm(): void {
-  if (MDADM === null) throw new Error('mdadm is not installed, so the cross-checks against it cannot run: run scripts/setup.sh as root (or apt-get install mdadm)');
-}
+import { MDADM, MEMBER_SECTORS, needMdadm, sampleSuperblock } from './md-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'twindisk-md-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
