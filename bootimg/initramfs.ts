@@ -37,6 +37,21 @@ export function resolveModules(version: string, names: string[]): string[] {
   return order;
 }
 
+/** Those of `names` this kernel has neither as a module (modules.dep) nor built in (modules.builtin). */
+export function missingModules(version: string, names: string[]): string[] {
+  const dir = `/lib/modules/${version}`;
+  const known = new Set<string>();
+  for (const f of ['modules.dep', 'modules.builtin']) {
+    const file = path.join(dir, f);
+    if (!fs.existsSync(file)) continue;
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+      const m = line.split(':')[0]!.trim();
+      if (m) known.add(path.basename(m).replace(/\.ko(\.xz|\.zst|\.gz)?$/, '').replace(/-/g, '_'));
+    }
+  }
+  return names.filter((n) => !known.has(n.replace(/-/g, '_')));
+}
+
 /** An ELF and the shared libraries ldd lists for it (with the dynamic loader). */
 export function withLibraries(bin: string): string[] {
   const out = execFileSync('ldd', [bin], { encoding: 'utf8' });
@@ -71,40 +86,80 @@ export interface InitramfsSpec {
   dirs?: string[];
 }
 
+/** Collects cpio entries, listing each parent directory once, before what it holds. */
+class TreeEntries {
+  readonly entries: CpioEntry[] = [];
+  private readonly dirs = new Set<string>();
+
+  mkdirs(p: string): void {
+    const parts = p.split('/').filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (!this.dirs.has(d)) {
+        this.dirs.add(d);
+        this.entries.push({ type: 'dir', path: d });
+      }
+    }
+  }
+
+  /** Host files at their own paths (contents of their real path, mode 0755). */
+  hostFiles(files: string[]): void {
+    for (const f of files) {
+      this.mkdirs(path.dirname(f));
+      this.entries.push({ type: 'file', path: f, data: fs.readFileSync(fs.realpathSync(f)), mode: 0o755 });
+    }
+  }
+
+  /** Module files (relative to /lib/modules/VERSION) and lib/modules/load-order listing `loadOrder`. */
+  modules(kernelVersion: string, modules: string[], loadOrder: string[]): void {
+    for (const m of modules) {
+      this.mkdirs(path.dirname(`lib/modules/${m}`));
+      this.entries.push({ type: 'file', path: `lib/modules/${m}`, data: fs.readFileSync(`/lib/modules/${kernelVersion}/${m}`) });
+    }
+    this.mkdirs('lib/modules');
+    this.entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(loadOrder.join('\n') + '\n') });
+  }
+}
+
 /**
  * The cpio entries of a busybox initramfs: the standard directories, /dev/console and /dev/null,
  * /bin/busybox (and /bin/sh), the host files, the modules with lib/modules/load-order listing
  * them, and /init.
  */
 export function initramfsEntries(spec: InitramfsSpec): CpioEntry[] {
-  const entries: CpioEntry[] = [];
-  const dirs = new Set<string>();
-  const mkdirs = (p: string) => {
-    const parts = p.split('/').filter(Boolean);
-    for (let i = 1; i <= parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (!dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ type: 'dir', path: d });
-      }
-    }
-  };
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'proc', 'sys', 'dev', 'tmp', 'mnt', 'etc', 'lib/modules', ...(spec.dirs ?? [])]) mkdirs(d);
-  entries.push({ type: 'char', path: 'dev/console', major: 5, minor: 1 });
-  entries.push({ type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
-  entries.push({ type: 'file', path: 'bin/busybox', data: fs.readFileSync(BUSYBOX), mode: 0o755 });
-  entries.push({ type: 'symlink', path: 'bin/sh', target: 'busybox' });
-  for (const f of spec.files) {
-    mkdirs(path.dirname(f));
-    entries.push({ type: 'file', path: f, data: fs.readFileSync(fs.realpathSync(f)), mode: 0o755 });
-  }
-  for (const m of spec.modules) {
-    mkdirs(path.dirname(`lib/modules/${m}`));
-    entries.push({ type: 'file', path: `lib/modules/${m}`, data: fs.readFileSync(`/lib/modules/${spec.kernelVersion}/${m}`) });
-  }
-  entries.push({ type: 'file', path: 'lib/modules/load-order', data: Buffer.from(spec.modules.join('\n') + '\n') });
-  entries.push({ type: 'file', path: 'init', data: Buffer.from(spec.init), mode: 0o755 });
-  return entries;
+  const t = new TreeEntries();
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'proc', 'sys', 'dev', 'tmp', 'mnt', 'etc', 'lib/modules', ...(spec.dirs ?? [])]) t.mkdirs(d);
+  t.entries.push({ type: 'char', path: 'dev/console', major: 5, minor: 1 });
+  t.entries.push({ type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
+  t.entries.push({ type: 'file', path: 'bin/busybox', data: fs.readFileSync(BUSYBOX), mode: 0o755 });
+  t.entries.push({ type: 'symlink', path: 'bin/sh', target: 'busybox' });
+  t.hostFiles(spec.files);
+  t.modules(spec.kernelVersion, spec.modules, spec.modules);
+  t.entries.push({ type: 'file', path: 'init', data: Buffer.from(spec.init), mode: 0o755 });
+  return t.entries;
+}
+
+/** What an overlay adds to a built initramfs. */
+export interface InitramfsOverlaySpec {
+  kernelVersion: string;
+  /** Module files (relative to /lib/modules/VERSION) the base image lacks. */
+  modules: string[];
+  /** Every module the guest loads, base and added, in load order: replaces lib/modules/load-order. */
+  loadOrder: string[];
+  /** Host files copied to the same path (contents of their real path, mode 0755). */
+  files: string[];
+}
+
+/**
+ * The cpio entries of an archive appended to a built initramfs (the kernel unpacks both, a later
+ * file replacing an earlier one): more host files and modules, with a new load-order, so a test
+ * can bring programs and modules of its own without rebuilding the shared image.
+ */
+export function initramfsOverlayEntries(spec: InitramfsOverlaySpec): CpioEntry[] {
+  const t = new TreeEntries();
+  t.hostFiles(spec.files);
+  t.modules(spec.kernelVersion, spec.modules, spec.loadOrder);
+  return t.entries;
 }
 
 /** Writes `data` to `file` through a temporary name in the same directory, so readers never see half a file. */

@@ -3,7 +3,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildGuestImage, scriptArchive } from '../../bootimg/guest.js';
+import { writeCpio } from '../../bootimg/cpio.js';
+import { GUEST_MODULES, buildGuestImage, defaultKernelVersion, scriptArchive } from '../../bootimg/guest.js';
+import { initramfsOverlayEntries, missingModules, resolveModules, withLibraries } from '../../bootimg/initramfs.js';
 import { QmpClient } from '../../qemu-plugin/qmp.js';
 
 export interface VhostUserDisk {
@@ -18,6 +20,17 @@ export interface GuestOptions {
   script: string;
   /** Each becomes -chardev socket + -device vhost-user-blk-pci: /dev/vda, /dev/vdb... in order. */
   disks?: VhostUserDisk[];
+  /**
+   * Raw image files attached as disks of one virtio-scsi controller, for tests that need more disks
+   * than PCI slots: file i is SCSI target i, so the guest finds it as the sdX whose
+   * /sys/block/sdX/device links to `0:0:i:0` (sd names are given in probe order, which may differ).
+   * The guest's init does not wait for them: the script does.
+   */
+  scsiFiles?: string[];
+  /** More kernel modules (with their dependencies) the guest loads after the standard ones. */
+  modules?: string[];
+  /** More host programs copied into the guest at their own paths, with their shared libraries. */
+  programs?: string[];
   memoryMiB?: number;
   /** Memory hot-plug: DIMM slots and the most memory with DIMMs (`-m SIZE,slots=N,maxmem=M`). */
   memorySlots?: number;
@@ -54,8 +67,35 @@ export function qemuCommandLine(o: GuestOptions & { kernel: string; initrd: stri
     args.push('-chardev', `socket,id=vu${i},path=${d.socket}${d.reconnect ? `,reconnect=${d.reconnect}` : ''}`);
     args.push('-device', `vhost-user-blk-pci,chardev=vu${i},num-queues=${d.numQueues ?? 1}`);
   });
+  if (o.scsiFiles?.length) {
+    args.push('-device', 'virtio-scsi-pci,id=scsi0');
+    o.scsiFiles.forEach((f, i) => {
+      args.push('-drive', `file=${f},format=raw,if=none,id=sd${i},cache=unsafe`);
+      args.push('-device', `scsi-hd,bus=scsi0.0,channel=0,scsi-id=${i},lun=0,drive=sd${i}`);
+    });
+  }
   if (o.qmpSocket) args.push('-qmp', `unix:${o.qmpSocket},server=on,wait=off`);
   return [...args, ...(o.extraArgs ?? [])];
+}
+
+/**
+ * The archive with a guest's extra modules and programs (empty when it asks for none), appended to
+ * the shared image: its load-order lists the standard modules and then the extra ones.
+ */
+function overlayArchive(o: GuestOptions): Buffer {
+  const extra = [...(o.modules ?? []), ...(o.scsiFiles?.length ? ['virtio_scsi'] : [])];
+  const programs = o.programs ?? [];
+  if (extra.length === 0 && programs.length === 0) return Buffer.alloc(0);
+  const version = defaultKernelVersion();
+  const missing = missingModules(version, extra);
+  if (missing.length) throw new Error(`kernel ${version} has no module ${missing.join(', ')}: run scripts/setup.sh (it installs linux-image-amd64)`);
+  for (const p of programs) if (!fs.existsSync(p)) throw new Error(`${p} is not installed: run scripts/setup.sh`);
+  const base = new Set(resolveModules(version, GUEST_MODULES));
+  const loadOrder = resolveModules(version, [...GUEST_MODULES, ...extra]);
+  const cpio = writeCpio(initramfsOverlayEntries({
+    kernelVersion: version, modules: loadOrder.filter((m) => !base.has(m)), loadOrder, files: [...new Set(programs.flatMap(withLibraries))],
+  }));
+  return Buffer.concat([cpio, Buffer.alloc((4 - (cpio.length % 4)) % 4)]);
 }
 
 /** A running guest. */
@@ -105,10 +145,11 @@ export class Guest {
       throw new Error('qemu-system-x86_64 is not installed: run `npm test` as root (it installs qemu-system-x86) or apt-get install qemu-system-x86');
     }
     const img = await buildGuestImage();
+    const overlay = overlayArchive(o);
     const initrd = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-guest-')), 'initrd');
     // The kernel finds an uncompressed archive after a compressed one only at a 4-byte boundary.
     const base = fs.readFileSync(img.initrd);
-    fs.writeFileSync(initrd, Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), scriptArchive(o.script)]));
+    fs.writeFileSync(initrd, Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), overlay, scriptArchive(o.script)]));
     const qmpSocket = o.qmp ? path.join(path.dirname(initrd), 'qmp.sock') : undefined;
     const child = spawn('qemu-system-x86_64', qemuCommandLine({ ...o, kernel: img.kernel, initrd, ...(qmpSocket ? { qmpSocket } : {}) }), { stdio: ['ignore', 'pipe', 'pipe'] });
     const g = new Guest(child, initrd, o);
