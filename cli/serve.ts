@@ -19,6 +19,7 @@ import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/serv
 import { countArg, sizeArg } from './args.js';
 import { CommandError, UsageError } from './errors.js';
 import { qemuAttachArgs } from './qemu-args.js';
+import { serveRaid } from './serve-raid.js';
 
 /** The prefix of target names twindisk makes up (RFC 3720 iqn. form; override with --target-name / "iscsi-target"). */
 export const DEFAULT_IQN_PREFIX = 'iqn.2026-12.io.twindisk:';
@@ -86,8 +87,10 @@ export function addServeCommand(program: Command): void {
     .summary('serve an image over vhost-user (QEMU) and/or iSCSI (iPXE, open-iscsi, Windows)')
     .description('Serve FILE as a virtio-blk disk over vhost-user on PATH (--socket) and print the QEMU options that attach it,\n'
       + 'and/or as LUN 0 of an iSCSI target on HOST:PORT (--iscsi), which stock iPXE can sanboot. Both at once serve one disk.\n'
-      + 'With --size, FILE is created (sparse) when it does not exist.')
-    .option('--image <file>', 'the raw image to serve (required)')
+      + 'With --size, FILE is created (sparse) when it does not exist. --raid serves an md array (twindisk raid create) instead.')
+    .option('--image <file>', 'the raw image to serve (this or --raid is required)')
+    .option('--raid <members>', 'serve the md array on these members instead (comma-separated files or block devices; a missing one is left out)')
+    .option('--start-dirty-degraded', 'with --raid: start a raid4/5/6 that is degraded and was not shut down cleanly')
     .option('--socket <path>', 'serve over vhost-user: where QEMU connects')
     .addOption(new Option('--iscsi <host:port>', `serve over iSCSI on this portal (port ${ISCSI_DEFAULT_PORT} when omitted)`).argParser(hostPortArg('--iscsi')))
     .option('--target-name <iqn>', `the iSCSI target name (default ${DEFAULT_IQN_PREFIX}<image base name>)`)
@@ -109,15 +112,27 @@ export function addServeCommand(program: Command): void {
     .action(async (o: {
       image?: string; socket?: string; iscsi?: HostPort; iscsiAdvertise?: HostPort; targetName?: string; chap?: string; mutualChap?: string;
       queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; pollMode: 'adaptive' | 'fixed'; aio: 'sync' | 'io_uring'; control?: string;
+      raid?: string; startDirtyDegraded?: boolean;
     }) => {
       // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
-      if (!o.image) throw new UsageError('serve needs --image FILE (the raw image to serve)');
+      if (o.raid !== undefined) {
+        if (o.image) throw new UsageError('serve takes --image FILE or --raid MEMBER,..., not both');
+        if (o.readOnly || o.size !== undefined || o.control || o.aio !== 'sync') {
+          throw new UsageError('--read-only, --size, --control and --aio io_uring are not available with --raid (the array runs on the main thread; create it with twindisk raid create)');
+        }
+      } else if (o.startDirtyDegraded) {
+        throw new UsageError('--start-dirty-degraded goes with --raid MEMBER,...');
+      } else if (!o.image) {
+        throw new UsageError('serve needs --image FILE (the raw image to serve) or --raid MEMBER,... (an md array)');
+      }
+      // What the default iSCSI target name is made from: the image, or the array's first member.
+      const named = o.raid !== undefined ? `md-${path.basename(o.raid.split(',')[0] ?? '')}` : o.image!;
       if (!o.socket && !o.iscsi) throw new UsageError('serve needs --socket PATH (vhost-user, for QEMU) or --iscsi HOST:PORT (iSCSI), or both');
       if (!o.iscsi && (o.targetName || o.chap || o.mutualChap || o.iscsiAdvertise)) {
         throw new UsageError('--target-name, --chap, --mutual-chap and --iscsi-advertise go with --iscsi HOST:PORT');
       }
       if (o.mutualChap && !o.chap) throw new UsageError('--mutual-chap needs --chap too (the initiator proves itself first)');
-      const targetName = o.targetName ?? defaultTargetName(path.basename(o.image).replace(/\.[^.]*$/, ''));
+      const targetName = o.targetName ?? defaultTargetName(path.basename(named).replace(/\.[^.]*$/, ''));
       const problem = iscsiNameProblem(targetName);
       if (problem) throw new UsageError(`--target-name: ${problem}`);
       let chap: ChapConfig | null = null;
@@ -131,8 +146,18 @@ export function addServeCommand(program: Command): void {
           throw e;
         }
       }
+      if (o.raid !== undefined) {
+        const members = o.raid.split(',').filter((m) => m !== '');
+        if (members.length === 0) throw new UsageError('--raid needs the array\'s members, comma-separated: --raid a.img,b.img,c.img');
+        await serveRaid({
+          members, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName, chap,
+          queues: o.queues, blockSize: Number(o.blockSize) as 512 | 4096, pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed',
+          startDirtyDegraded: !!o.startDirtyDegraded,
+        }, new Logger('twindisk'));
+        return;
+      }
       await serve({
-        image: o.image, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName,
+        image: o.image!, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName,
         chap,
         queues: o.queues, readOnly: !!o.readOnly, blockSize: Number(o.blockSize) as 512 | 4096,
         pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed', aio: o.aio, control: o.control ?? null, ...(o.size !== undefined ? { size: o.size } : {}),

@@ -14,6 +14,7 @@ import { addResourceCommands } from './resource-commands.js';
 import { addResizeCommand } from './resize.js';
 import { addQemuCommands } from './qemu-commands.js';
 import { addBootimgCommands } from './bootimg.js';
+import { addRaidCommands } from './raid.js';
 import { runDemo } from './demo.js';
 import { addServeCommand, parseChap } from './serve.js';
 
@@ -115,6 +116,15 @@ ${EXIT_CODES_HELP}`);
       if (!mod) throw new CommandError('the kernel benchmark is not built: run `npm run build` first');
       await mod.runKernelBench({ json: !!o.json, quick: !!o.quick });
     });
+  benchOptions(bench.command('raid'))
+    .summary('md-compatible arrays over member files against one file and the members\' aggregate')
+    .description('raid1 (2), raid5 (4+1), raid6 (4+2) and raid10 (4) over member files through the engine\'s RAID layer with its\n'
+      + 'write-intent bitmap: 1 MiB sequential and 4 KiB random writes and reads, against one plain file and the members\'\n'
+      + 'aggregate raw write rate measured in the same run; a degraded raid5 read and a rebuild. Rows {level, workload, mbps, iops}.')
+    .action(async (o: { json?: boolean; quick?: boolean }) => {
+      const { runRaidBench } = await import('../bench/raid.js');
+      await runRaidBench({ json: !!o.json, quick: !!o.quick });
+    });
   const iscsiBenchTargets = ['twindisk', 'tgt', 'tgt-rdwr', 'tgt-aio'];
   benchOptions(bench.command('iscsi'))
     .summary('compare twindisk\'s iSCSI target with tgt through the same libiscsi client')
@@ -145,6 +155,7 @@ ${EXIT_CODES_HELP}`);
 
   addResourceCommands(program);
   addResizeCommand(program);
+  addRaidCommands(program);
   addQemuCommands(program);
   addBootimgCommands(program);
 

@@ -2,6 +2,7 @@
 import type { Backend } from './backend.js';
 import { FileBackend } from './file-backend.js';
 import { MemoryBackend } from './memory-backend.js';
+import type { ChannelSpec } from './replication/channel.js';
 import { ReplicatedBackend, type ReplicatedSpec } from './replication/replicated-backend.js';
 import { UringFileBackend } from './uring-file-backend.js';
 
@@ -13,6 +14,11 @@ export type BackendSpec =
       aio?: 'sync' | 'io_uring';
     }
   | { kind: 'memory'; memory: SharedArrayBuffer; readOnly?: boolean; blockSize?: number }
+  /**
+   * An md array run on the main thread (`serve --raid`: one owner for its superblocks, bitmap and
+   * stripe locks); the worker hands every request to it through the channel, as a diskless replica does.
+   */
+  | { kind: 'raid'; channel: ChannelSpec; size: number; blockSize: number; name: string }
   | ReplicatedSpec;
 
 /** Opens the back-end a spec describes. Throws BackendError with a user-facing message. */
@@ -22,6 +28,8 @@ export function openBackend(spec: BackendSpec): Backend {
       return spec.aio === 'io_uring' ? new UringFileBackend(spec) : new FileBackend(spec);
     case 'memory':
       return new MemoryBackend(spec);
+    case 'raid':
+      return new ReplicatedBackend({ kind: 'replicated', channel: spec.channel, size: spec.size, blockSize: spec.blockSize, local: null, hot: null, name: spec.name });
     case 'replicated':
       return new ReplicatedBackend(spec);
   }

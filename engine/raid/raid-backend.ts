@@ -113,6 +113,14 @@ export interface ScrubResult {
   mismatches: number;
   /** Units (stripes, chunks or regions) checked. */
   units: number;
+  /** Member bytes read (what a resync of dirty regions costs). */
+  bytesRead: number;
+}
+
+/** Array bytes [offset, offset + length) a scrub is limited to (raid4/5/6: the whole stripes it touches; mirrors: exactly). */
+export interface ScrubRange {
+  offset: number;
+  length: number;
 }
 
 // ------------------------------------------------------------------------------------------ constants
@@ -1361,7 +1369,11 @@ class ScrubStripeJob extends StripeJob {
     if (this.unreadable().length > core.tolerance) return this.end(-EIO, false);
     this.stripeBuffers(2);
     this.begin(PH_READ);
-    for (let m = 0; m < core.n; m++) if (this.readable(m) && this.full[m] === 0) this.readInto(m, this.bufs[m]!, 0, 0, this.w, TAG_FULL);
+    for (let m = 0; m < core.n; m++) {
+      if (!this.readable(m) || this.full[m] !== 0) continue;
+      this.task.bytesRead += this.w;
+      this.readInto(m, this.bufs[m]!, 0, 0, this.w, TAG_FULL);
+    }
     this.endIssue();
   }
 
@@ -1501,6 +1513,7 @@ class MirrorScrubJob implements RangeLockHolder, MemberIoOwner {
       io.tag = i;
       io.iov.push(this.view(i), 0, this.len, 0);
       this.outstanding++;
+      this.task.bytesRead += this.len;
       this.core.submit(io);
     });
     if (--this.outstanding === 0) this.compare();
@@ -1560,11 +1573,16 @@ class MirrorScrubJob implements RangeLockHolder, MemberIoOwner {
   }
 }
 
+/** Array bytes of one rebuild or scrub unit: a stripe's data (raid4/5/6), a chunk (raid10) or MIRROR_UNIT (raid1). */
+function unitBytes(core: RaidCore): number {
+  if (core.parity) return core.chunkBytes * core.dataDisks;
+  if (core.level === 10) return core.chunkBytes;
+  return MIRROR_UNIT;
+}
+
 /** Units of the array for rebuild and scrub: stripes (raid4/5/6), chunks (raid10) or MIRROR_UNIT regions (raid1). */
 function unitCount(core: RaidCore): number {
-  if (core.parity) return core.size / (core.chunkBytes * core.dataDisks);
-  if (core.level === 10) return core.size / core.chunkBytes;
-  return Math.ceil(core.size / MIRROR_UNIT);
+  return Math.ceil(core.size / unitBytes(core));
 }
 
 /** Array bytes [lo, lo+len) of mirror unit `i` and its copies. */
@@ -1599,22 +1617,36 @@ class RebuildTask extends ArrayTask<void> {
   }
 }
 
+/** Scrubs units [first, first + count); mirror units are cut to array bytes [lo, hi). */
 class ScrubTask extends ArrayTask<ScrubResult> {
   mismatches = 0;
+  bytesRead = 0;
 
-  constructor(core: RaidCore, readonly repair: boolean, progress: RaidProgress | undefined) {
-    super(core, unitCount(core), progress);
+  constructor(
+    core: RaidCore,
+    readonly repair: boolean,
+    progress: RaidProgress | undefined,
+    private readonly first: number,
+    count: number,
+    private readonly lo: number,
+    private readonly hi: number,
+  ) {
+    super(core, count, progress);
   }
 
   protected startUnit(i: number): void {
     const core = this.core;
-    if (core.parity) return new ScrubStripeJob(core, this, i).start();
-    const u = mirrorUnit(core, i);
-    new MirrorScrubJob(core, this, u.lo, u.len, u.copies).start();
+    const unit = this.first + i;
+    if (core.parity) return new ScrubStripeJob(core, this, unit).start();
+    const u = mirrorUnit(core, unit);
+    const a = Math.max(u.lo, this.lo);
+    const b = Math.min(u.lo + u.len, this.hi);
+    const copies = a === u.lo ? u.copies : core.level === 10 ? raid10Copies(core, a) : raid1Copies(core, a);
+    new MirrorScrubJob(core, this, a, b - a, copies).start();
   }
 
   protected result(): ScrubResult {
-    return { mismatches: this.mismatches, units: this.total };
+    return { mismatches: this.mismatches, units: this.total, bytesRead: this.bytesRead };
   }
 
   protected settle(): void {
@@ -1757,15 +1789,31 @@ export class RaidBackend implements Backend {
 
   /**
    * md's "check" (count mismatches) or "repair" (also rewrite parity, or copy the first in-sync
-   * mirror over the others) over the whole array; read errors met on the way are repaired in both.
-   * Refused on a degraded array, as md does.
+   * mirror over the others) over the whole array, or over `range` only (raid4/5/6: the whole stripes
+   * it touches): a resync is a repair of the dirty regions, run in slices so guest I/O goes on between
+   * them. Read errors met on the way are repaired in both modes. Refused on a degraded array, as md does.
    */
-  scrub(mode: 'check' | 'repair', progress?: RaidProgress): Promise<ScrubResult> {
+  scrub(mode: 'check' | 'repair', progress?: RaidProgress, range?: ScrubRange): Promise<ScrubResult> {
     const core = this.core;
     if (core.notInSync() > 0) return Promise.reject(new BackendError(`a degraded array cannot be scrubbed (${core.notInSync()} members not in sync)`));
     if (core.background) return Promise.reject(new BackendError('a rebuild or scrub is already running'));
+    let first = 0;
+    let count = unitCount(core);
+    let lo = 0;
+    let hi = core.size;
+    if (range !== undefined) {
+      const { offset, length } = range;
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > core.size) {
+        return Promise.reject(new BackendError(`scrub range ${offset}+${length} is not inside the array's ${core.size} bytes`));
+      }
+      const ub = unitBytes(core);
+      first = Math.floor(offset / ub);
+      count = length === 0 ? 0 : Math.ceil((offset + length) / ub) - first;
+      lo = offset;
+      hi = offset + length;
+    }
     core.background = true;
-    return new ScrubTask(core, mode === 'repair', progress).run();
+    return new ScrubTask(core, mode === 'repair', progress, first, count, lo, hi).run();
   }
 
   private counterOf(slot: number): MemberCounters {

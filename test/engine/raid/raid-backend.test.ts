@@ -952,7 +952,7 @@ test('scrub: check counts parity and mirror mismatches (in sectors, per 4 KiB pa
     const r = rig(g);
     const shadow = new Uint8Array(r.raid.info.size);
     writeArray(r, shadow, 0, randomBytes(shadow.length, rnd), rnd);
-    assert.deepEqual(await r.raid.scrub('check'), { mismatches: 0, units: unitsOf(r) });
+    assert.deepEqual(await r.raid.scrub('check'), { mismatches: 0, units: unitsOf(r), bytesRead: readOf(r) });
     // Corrupt one byte of a parity block (raid6: of Q) or of a second copy.
     let disk: number;
     let at: number;
@@ -971,10 +971,10 @@ test('scrub: check counts parity and mirror mismatches (in sectors, per 4 KiB pa
     }
     r.mem[disk]![r.dataOffset + at]! ^= 0xff;
     const units: number[] = [];
-    assert.deepEqual(await r.raid.scrub('check', (done) => units.push(done)), { mismatches: 8, units: unitsOf(r) }, `raid${g.level} check`);
+    assert.deepEqual(await r.raid.scrub('check', (done) => units.push(done)), { mismatches: 8, units: unitsOf(r), bytesRead: readOf(r) }, `raid${g.level} check`);
     assert.equal(units.length, unitsOf(r));
-    assert.deepEqual(await r.raid.scrub('repair'), { mismatches: 8, units: unitsOf(r) }, `raid${g.level} repair`);
-    assert.deepEqual(await r.raid.scrub('check'), { mismatches: 0, units: unitsOf(r) }, `raid${g.level} after repair`);
+    assert.deepEqual(await r.raid.scrub('repair'), { mismatches: 8, units: unitsOf(r), bytesRead: readOf(r) }, `raid${g.level} repair`);
+    assert.deepEqual(await r.raid.scrub('check'), { mismatches: 0, units: unitsOf(r), bytesRead: readOf(r) }, `raid${g.level} after repair`);
     checkMembers(r, shadow, `raid${g.level} repaired`);
   }
   const d = rig({ level: 5, layout: LS, raidDisks: 3, chunkSectors: 8 }, { missing: [1] });
@@ -987,6 +987,59 @@ function unitsOf(r: Rig): number {
   if (g.level === 10) return r.raid.info.size / (g.chunkSectors * 512);
   return r.raid.info.size / (g.chunkSectors * 512 * mdDataDisks(g));
 }
+
+/** Member bytes a scrub of array bytes [offset, offset + length) reads: every copy of a mirror's bytes, every member's chunk of each stripe touched. */
+function readOf(r: Rig, offset = 0, length = r.raid.info.size): number {
+  const g = r.g;
+  if (g.level === 1) return length * g.raidDisks;
+  if (g.level === 10) return length * raid10FindPhys(g, 0).length;
+  const stripe = g.chunkSectors * 512 * mdDataDisks(g);
+  const stripes = Math.ceil((offset + length) / stripe) - Math.floor(offset / stripe);
+  return stripes * g.chunkSectors * 512 * g.raidDisks;
+}
+
+test('scrub of a range: only the stripes (raid4/5/6) or the bytes (mirrors) it covers are read and compared', async () => {
+  const rnd = seededRandom(16);
+  for (const g of [
+    { level: 5, layout: LS, raidDisks: 4, chunkSectors: 16 },
+    { level: 6, layout: ALGORITHM_ROTATING_ZERO_RESTART, raidDisks: 5, chunkSectors: 8 },
+    { level: 1, layout: 0, raidDisks: 3, chunkSectors: 0 },
+    { level: 10, layout: 0x102, raidDisks: 3, chunkSectors: 8 },
+  ] as MdGeometry[]) {
+    const r = rig(g, { componentBytes: 256 * 1024 });
+    const shadow = new Uint8Array(r.raid.info.size);
+    writeArray(r, shadow, 0, randomBytes(shadow.length, rnd), rnd);
+    // A mismatch at array byte 40 KiB + 100: a second copy of it, or its stripe's parity.
+    const target = 40 * 1024 + 100;
+    let disk: number;
+    let at: number;
+    if (g.level === 1) {
+      disk = 1;
+      at = target;
+    } else if (g.level === 10) {
+      const c = raid10FindPhys(g, Math.floor(target / 512))[1]!;
+      disk = c.disk;
+      at = c.sector * 512 + (target % 512);
+    } else {
+      const C = g.chunkSectors * 512;
+      const s = Math.floor(target / (C * mdDataDisks(g)));
+      const map = mdStripeMap(g, s);
+      disk = map.pDisk;
+      at = s * C + (target % C);
+    }
+    r.mem[disk]![r.dataOffset + at]! ^= 0xff;
+    const away = { offset: 128 * 1024, length: 64 * 1024 };
+    const near = { offset: 36 * 1024, length: 8 * 1024 };
+    const a = await r.raid.scrub('check', undefined, away);
+    assert.deepEqual([a.mismatches, a.bytesRead], [0, readOf(r, away.offset, away.length)], `raid${g.level}: the range without the mismatch`);
+    const b = await r.raid.scrub('check', undefined, near);
+    assert.deepEqual([b.mismatches, b.bytesRead], [8, readOf(r, near.offset, near.length)], `raid${g.level}: the range with it`);
+    await r.raid.scrub('repair', undefined, near);
+    assert.equal((await r.raid.scrub('check')).mismatches, 0, `raid${g.level}: repaired`);
+    assert.equal((await r.raid.scrub('check', undefined, { offset: 0, length: 0 })).units, 0);
+    await assert.rejects(r.raid.scrub('check', undefined, { offset: r.raid.info.size, length: 512 }), /not inside/);
+  }
+});
 
 test('members that cannot write zeroes or discard are zeroed with ordinary writes', () => {
   const rnd = seededRandom(15);
