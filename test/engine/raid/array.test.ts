@@ -1,6 +1,5 @@
 // Tests of md array create/assemble/update on memory and file members, cross-checked with the real `mdadm --examine` and `mdadm -X`.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +24,7 @@ import {
   decodeMdSuperblock, encodeMdSuperblock, mdSuperblockChecksum, mdUuidString, mdadmDataOffset, parseMdUuid,
   type MdSuperblock,
 } from '../../../engine/raid/md-superblock.js';
-import { ARRAY_UUID, MDADM, needMdadm, patched, sampleSuperblock } from './md-fixtures.js';
+import { ARRAY_UUID, mdadm, needMdadm, patched, sampleSuperblock } from './md-fixtures.js';
 
 const MiB = 1 << 20;
 
@@ -495,16 +494,6 @@ function fileMembers(tag: string, n: number, bytes = 64 * MiB): MemberIo[] {
   });
 }
 
-function mdadm(args: string[]): Map<string, string> {
-  const r = spawnSync(MDADM!, args, { encoding: 'utf8', timeout: 20_000 });
-  assert.equal(r.status, 0, `mdadm ${args.join(' ')} failed: ${r.stderr}`);
-  const out = new Map<string, string>();
-  for (const line of r.stdout.split('\n')) {
-    const m = /^\s*([^:]+?)\s+:\s?(.*)$/.exec(line);
-    if (m && !out.has(m[1]!)) out.set(m[1]!, m[2]!.trim());
-  }
-  return out;
-}
 
 /**
  * `mdadm -X` of a member's bitmap. mdadm 4.2 reads a regular file as a standalone bitmap file (only a

@@ -1,4 +1,5 @@
 // Shared fixtures for the md format tests: a valid 1.2 superblock, a patch helper, a seeded PRNG and the mdadm binary.
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { MD_FEATURE_BITMAP_OFFSET, MD_MAX_SECTOR } from '../../../engine/raid/md-constants.js';
 import { mdSuperblockChecksum, mdTime, parseMdUuid, type MdSuperblockFields } from '../../../engine/raid/md-superblock.js';
@@ -50,4 +51,17 @@ export const MDADM = findMdadm();
 /** The cross-checks against mdadm need it: missing, they fail (scripts/setup.sh installs it). */
 export function needMdadm(): void {
   if (MDADM === null) throw new Error('mdadm is not installed, so the cross-checks against it cannot run: run scripts/setup.sh as root (or apt-get install mdadm)');
+}
+
+/** Runs mdadm and returns its "Key : value" lines as a map (the first of each key). */
+export function mdadm(args: string[]): Map<string, string> {
+  needMdadm();
+  const r = spawnSync(MDADM!, args, { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 0, `mdadm ${args.join(' ')} failed: ${r.stderr}`);
+  const out = new Map<string, string>();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*([^:]+?)\s+:\s?(.*)$/.exec(line);
+    if (m && !out.has(m[1]!)) out.set(m[1]!, m[2]!.trim());
+  }
+  return out;
 }

@@ -1,7 +1,6 @@
 // Cross-checks the md codecs against the real mdadm: `mdadm --examine` of member files written with encodeMdSuperblock,
 // `mdadm -X` of a bitmap. Needs mdadm (Debian package "mdadm"), not the md kernel module; says so loudly when missing.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +13,7 @@ import {
 import {
   encodeMdSuperblock, mdDeviceRole, mdSuperblockChecksum, mdUuidString, mdadmBitmapSpace, parseMdUuid, type MdSuperblockFields,
 } from '../../../engine/raid/md-superblock.js';
-import { MDADM, MEMBER_SECTORS, needMdadm, sampleSuperblock } from './md-fixtures.js';
+import { MEMBER_SECTORS, mdadm, needMdadm, sampleSuperblock } from './md-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'twindisk-md-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,17 +43,6 @@ function writeMember(name: string, fields: MdSuperblockFields, sb: Uint8Array): 
   return path;
 }
 
-/** Runs mdadm and returns its "Key : value" lines as a map (the first of each key). */
-function mdadm(args: string[]): Map<string, string> {
-  const r = spawnSync(MDADM!, args, { encoding: 'utf8', timeout: 20_000 });
-  assert.equal(r.status, 0, `mdadm ${args.join(' ')} failed: ${r.stderr}`);
-  const out = new Map<string, string>();
-  for (const line of r.stdout.split('\n')) {
-    const m = /^\s*([^:]+?)\s+:\s?(.*)$/.exec(line);
-    if (m && !out.has(m[1]!)) out.set(m[1]!, m[2]!.trim());
-  }
-  return out;
-}
 
 const LEVEL_NAMES: Record<MdRaidLevel, string> = { 1: 'raid1', 4: 'raid4', 5: 'raid5', 6: 'raid6', 10: 'raid10' };
 
