@@ -279,6 +279,12 @@ class RaidCore {
   private readonly period: number;
   private readonly ioPool: MemberIo[] = [];
   rr = 0;
+  /**
+   * Whether array bytes [offset, offset + length) may differ between mirror copies (a resync after an
+   * unclean shutdown has not reached them): such reads go to the first readable copy only, as md's
+   * read_balance does in a resync window, so a guest never reads two different versions of one block.
+   */
+  unsynced: ((offset: number, length: number) => boolean) | null = null;
   closed = false;
   /** A rebuild or scrub is running. */
   background = false;
@@ -1075,7 +1081,7 @@ class MirrorReadJob implements RangeLockHolder, MemberIoOwner {
     this.lockLo = arrayOffset;
     this.lockHi = arrayOffset + len;
     this.tried = new Uint8Array(copies.length);
-    this.next = core.rr++ % copies.length;
+    this.next = core.unsynced?.(arrayOffset, len) ? 0 : core.rr++ % copies.length;
   }
 
   start(): void {
@@ -1762,6 +1768,14 @@ export class RaidBackend implements Backend {
   failMember(slot: number, reason: string): void {
     this.counterOf(slot);
     this.core.fail(slot, reason);
+  }
+
+  /**
+   * Tells the layer which array bytes may still differ between mirror copies (null: none): reads there
+   * take the first readable copy, not the next in turn (raid1, raid10; parity levels read one place).
+   */
+  setUnsynced(pred: ((offset: number, length: number) => boolean) | null): void {
+    this.core.unsynced = pred;
   }
 
   /**

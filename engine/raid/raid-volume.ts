@@ -103,6 +103,15 @@ export class RaidVolume {
       name: `md:${array.name}`,
       onMemberFailed: (slot, reason) => this.memberFailed(slot, reason),
     });
+    this.guardUnsynced(array.resyncRegions().map((r) => ({ offset: r.arrayOffset, length: r.arrayLength })));
+  }
+
+  /** Regions a resync has still to reach; mirror reads there take the first copy (RaidBackend.setUnsynced). */
+  private unsynced: ScrubRange[] = [];
+
+  private guardUnsynced(ranges: ScrubRange[]): void {
+    this.unsynced = ranges;
+    this.backend.setUnsynced(ranges.length === 0 ? null : (offset, length) => this.unsynced.some((r) => offset < r.offset + r.length && r.offset < offset + length));
   }
 
   /** The last metadata update that failed (here, in the array, or in its bitmap), or null. */
@@ -191,7 +200,11 @@ export class RaidVolume {
     }
     const bm = this.array.bitmap;
     const ranges = regions.map((r) => ({ offset: r.arrayOffset, length: r.arrayLength }));
-    const report = await this.sliced('resync', 'repair', ranges, o, (i) => bm?.markInSync(regions[i]!));
+    this.guardUnsynced(ranges.slice());
+    const report = await this.sliced('resync', 'repair', ranges, o, (i) => {
+      bm?.markInSync(regions[i]!);
+      this.guardUnsynced(this.unsynced.filter((r) => r !== ranges[i]));
+    });
     if (report.stopped) {
       if (bm === null && report.doneTo !== null) await this.array.recordResync(BigInt(this.syncSectorOf(report.doneTo)));
     } else {
