@@ -513,7 +513,16 @@ function dispatchRead(core: RaidCore, req: ArrayRequest): void {
         new MirrorReadJob(core, req, pos, len, pos - req.offset, raid10Copies(core, pos)).start();
       } else {
         const stripe = Math.floor(chunk / core.dataDisks);
-        new StripeReadJob(core, req, stripe, chunk - stripe * core.dataDisks, inChunk, len, pos - req.offset).start();
+        const k = chunk - stripe * core.dataDisks;
+        const whole = C * core.dataDisks;
+        if (k === 0 && inChunk === 0 && end - pos >= whole && core.pattern(stripe).dataDisk.some((d) => !core.readable(d))) {
+          // A whole stripe with a data member gone: one read of every other member, then the rebuild,
+          // instead of reading the stripe again for the missing chunk after reading the others directly.
+          new StripeWholeReadJob(core, req, stripe, pos - req.offset).start();
+          pos += whole;
+          continue;
+        }
+        new StripeReadJob(core, req, stripe, k, inChunk, len, pos - req.offset).start();
       }
       pos += len;
     }
@@ -779,6 +788,49 @@ class StripeReadJob extends StripeJob {
     const core = this.core;
     reconstruct(core.g, this.pat.map, this.bufs, this.missing);
     copyToVector(this.bufs[this.t]!, this.req.iov!, this.iovPos, this.w);
+    this.begin(PH_WRITE);
+    for (let m = 0; m < core.n; m++) if (this.readErr[m] !== 0 && core.writable(m)) this.writeFrom(m, this.bufs[m]!, 0, this.a, this.w);
+    this.endIssue();
+  }
+
+  protected writesDone(): void {
+    this.end(0, true);
+  }
+}
+
+/**
+ * A degraded read of one whole stripe's data: every readable member's chunk is read once into stripe
+ * buffers, the missing ones are rebuilt from them, and the data chunks are copied out in array order
+ * (StripeReadJob per chunk would read the stripe again for each missing chunk).
+ */
+class StripeWholeReadJob extends StripeJob {
+  private missing: number[] = [];
+
+  constructor(core: RaidCore, private readonly req: ArrayRequest, stripe: number, private readonly iovPos: number) {
+    super(core, req, stripe, 0, core.chunkBytes);
+  }
+
+  protected round(): void {
+    const core = this.core;
+    const missing = this.unreadable();
+    if (missing.length > core.tolerance) return this.end(-EIO, false);
+    const lostData = this.pat.dataDisk.filter((d) => missing.includes(d));
+    // raid6 with one data member to rebuild: P suffices; Q is recomputed in place, not read.
+    if (core.level === 6 && missing.length === 1 && lostData.length === 1) missing.push(this.pat.map.qDisk!);
+    this.missing = missing;
+    this.stripeBuffers();
+    this.begin(PH_READ);
+    for (let m = 0; m < core.n; m++) {
+      if (!missing.includes(m) && this.full[m] === 0) this.readInto(m, this.bufs[m]!, 0, this.a, this.w, TAG_FULL);
+    }
+    this.endIssue();
+  }
+
+  protected compute(): void {
+    const core = this.core;
+    reconstruct(core.g, this.pat.map, this.bufs, this.missing);
+    const C = core.chunkBytes;
+    for (let k = 0; k < core.dataDisks; k++) copyToVector(this.bufs[this.pat.dataDisk[k]!]!, this.req.iov!, this.iovPos + k * C, C);
     this.begin(PH_WRITE);
     for (let m = 0; m < core.n; m++) if (this.readErr[m] !== 0 && core.writable(m)) this.writeFrom(m, this.bufs[m]!, 0, this.a, this.w);
     this.endIssue();

@@ -575,6 +575,27 @@ test('a full-stripe write reads nothing; small writes use read-modify-write or r
   checkMembers(r66, s66, 'raid6 RCW');
 });
 
+test('degraded whole-stripe reads read every other member once per stripe (raid5, raid6)', () => {
+  for (const g of [{ level: 5, layout: LS, raidDisks: 5, chunkSectors: 16 }, { level: 6, layout: LS, raidDisks: 6, chunkSectors: 16 }] as MdGeometry[]) {
+    const rnd = seededRandom(31);
+    const base = rig(g);
+    const shadow = new Uint8Array(base.raid.info.size);
+    writeArray(base, shadow, 0, randomBytes(shadow.length, rnd), rnd);
+    const d0 = mdStripeMap(g, 0).data[0]!.disk;
+    const r = rig(g, { shared: base.shared, missing: [d0] });
+    r.probes.forEach((p) => p.resetCounts());
+    const chunk = g.chunkSectors * 512;
+    const dataDisks = g.raidDisks - (g.level === 6 ? 2 : 1);
+    const stripes = 3;
+    const { status, buf } = readArray(r, 0, stripes * dataDisks * chunk, rnd);
+    assert.equal(status, 0);
+    sameBytes(buf, shadow.subarray(0, stripes * dataDisks * chunk), `raid${g.level}: degraded whole stripes`);
+    // raid5: the four others; raid6: the data and P, Q not needed for one missing data member.
+    const perStripe = (g.level === 6 ? g.raidDisks - 2 : g.raidDisks - 1) * chunk;
+    assert.equal(r.probes.reduce((s, p) => s + p.readBytes, 0), stripes * perStripe, `raid${g.level}: each stripe read once`);
+  }
+});
+
 test('degraded writes: a missing data member forces reconstruct-write, a missing parity member writes data only; both leave the stripe consistent', async () => {
   const rnd = seededRandom(8);
   const g: MdGeometry = { level: 5, layout: LS, raidDisks: 5, chunkSectors: 16 };
