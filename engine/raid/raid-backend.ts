@@ -740,13 +740,55 @@ abstract class StripeJob implements RangeLockHolder, MemberIoOwner {
 }
 
 /**
+ * A read that rebuilds members from the rest of its stripe: every readable member's column range is read
+ * once, the missing ones are rebuilt, `copyOut` hands the data on, and members whose reads failed are
+ * rewritten (md's read-error repair).
+ */
+abstract class RebuildingReadJob extends StripeJob {
+  private missing: number[] = [];
+
+  /** Members to rebuild besides those that cannot be read. */
+  protected abstract needed(): readonly number[];
+  protected abstract copyOut(): void;
+
+  protected round(): void {
+    const core = this.core;
+    const missing = this.unreadable();
+    for (const t of this.needed()) if (!missing.includes(t)) missing.push(t);
+    if (missing.length > core.tolerance) return this.end(-EIO, false);
+    // raid6 with one data member to rebuild: P suffices; Q is recomputed in place, not read.
+    const map = this.pat.map;
+    if (core.level === 6 && missing.length === 1 && missing[0] !== map.pDisk && missing[0] !== map.qDisk) missing.push(map.qDisk!);
+    this.missing = missing;
+    this.stripeBuffers();
+    this.begin(PH_READ);
+    for (let m = 0; m < core.n; m++) {
+      if (!missing.includes(m) && this.full[m] === 0) this.readInto(m, this.bufs[m]!, 0, this.a, this.w, TAG_FULL);
+    }
+    this.endIssue();
+  }
+
+  protected compute(): void {
+    const core = this.core;
+    reconstruct(core.g, this.pat.map, this.bufs, this.missing);
+    this.copyOut();
+    this.begin(PH_WRITE);
+    for (let m = 0; m < core.n; m++) if (this.readErr[m] !== 0 && core.writable(m)) this.writeFrom(m, this.bufs[m]!, 0, this.a, this.w);
+    this.endIssue();
+  }
+
+  protected writesDone(): void {
+    this.end(0, true);
+  }
+}
+
+/**
  * One chunk piece of a raid4/5/6 read: straight from its member into the caller's vector, no lock;
  * when that member is not in sync or its read fails, under the stripe lock, rebuilt from the others
  * over the same byte range (and written back to a member whose read failed).
  */
-class StripeReadJob extends StripeJob {
+class StripeReadJob extends RebuildingReadJob {
   private readonly t: number;
-  private missing: number[] = [];
 
   constructor(core: RaidCore, private readonly req: ArrayRequest, stripe: number, k: number, col: number, len: number, private readonly iovPos: number) {
     super(core, req, stripe, col, len);
@@ -768,76 +810,32 @@ class StripeReadJob extends StripeJob {
     super.start();
   }
 
-  protected round(): void {
-    const core = this.core;
-    const missing = this.unreadable();
-    if (!missing.includes(this.t)) missing.push(this.t);
-    if (missing.length > core.tolerance) return this.end(-EIO, false);
-    // raid6 with only this member to rebuild: P suffices; Q is recomputed in place, not read.
-    if (core.level === 6 && missing.length === 1) missing.push(this.pat.map.qDisk!);
-    this.missing = missing;
-    this.stripeBuffers();
-    this.begin(PH_READ);
-    for (let m = 0; m < core.n; m++) {
-      if (!missing.includes(m) && this.full[m] === 0) this.readInto(m, this.bufs[m]!, 0, this.a, this.w, TAG_FULL);
-    }
-    this.endIssue();
+  protected needed(): readonly number[] {
+    return [this.t];
   }
 
-  protected compute(): void {
-    const core = this.core;
-    reconstruct(core.g, this.pat.map, this.bufs, this.missing);
+  protected copyOut(): void {
     copyToVector(this.bufs[this.t]!, this.req.iov!, this.iovPos, this.w);
-    this.begin(PH_WRITE);
-    for (let m = 0; m < core.n; m++) if (this.readErr[m] !== 0 && core.writable(m)) this.writeFrom(m, this.bufs[m]!, 0, this.a, this.w);
-    this.endIssue();
-  }
-
-  protected writesDone(): void {
-    this.end(0, true);
   }
 }
 
 /**
- * A degraded read of one whole stripe's data: every readable member's chunk is read once into stripe
- * buffers, the missing ones are rebuilt from them, and the data chunks are copied out in array order
- * (StripeReadJob per chunk would read the stripe again for each missing chunk).
+ * A degraded read of one whole stripe's data: every readable member's chunk is read once, the missing
+ * ones are rebuilt from them, and the data chunks are copied out in array order (StripeReadJob per chunk
+ * would read the stripe again for each missing chunk).
  */
-class StripeWholeReadJob extends StripeJob {
-  private missing: number[] = [];
-
+class StripeWholeReadJob extends RebuildingReadJob {
   constructor(core: RaidCore, private readonly req: ArrayRequest, stripe: number, private readonly iovPos: number) {
     super(core, req, stripe, 0, core.chunkBytes);
   }
 
-  protected round(): void {
-    const core = this.core;
-    const missing = this.unreadable();
-    if (missing.length > core.tolerance) return this.end(-EIO, false);
-    const lostData = this.pat.dataDisk.filter((d) => missing.includes(d));
-    // raid6 with one data member to rebuild: P suffices; Q is recomputed in place, not read.
-    if (core.level === 6 && missing.length === 1 && lostData.length === 1) missing.push(this.pat.map.qDisk!);
-    this.missing = missing;
-    this.stripeBuffers();
-    this.begin(PH_READ);
-    for (let m = 0; m < core.n; m++) {
-      if (!missing.includes(m) && this.full[m] === 0) this.readInto(m, this.bufs[m]!, 0, this.a, this.w, TAG_FULL);
-    }
-    this.endIssue();
+  protected needed(): readonly number[] {
+    return [];
   }
 
-  protected compute(): void {
-    const core = this.core;
-    reconstruct(core.g, this.pat.map, this.bufs, this.missing);
-    const C = core.chunkBytes;
-    for (let k = 0; k < core.dataDisks; k++) copyToVector(this.bufs[this.pat.dataDisk[k]!]!, this.req.iov!, this.iovPos + k * C, C);
-    this.begin(PH_WRITE);
-    for (let m = 0; m < core.n; m++) if (this.readErr[m] !== 0 && core.writable(m)) this.writeFrom(m, this.bufs[m]!, 0, this.a, this.w);
-    this.endIssue();
-  }
-
-  protected writesDone(): void {
-    this.end(0, true);
+  protected copyOut(): void {
+    const C = this.core.chunkBytes;
+    for (let k = 0; k < this.core.dataDisks; k++) copyToVector(this.bufs[this.pat.dataDisk[k]!]!, this.req.iov!, this.iovPos + k * C, C);
   }
 }
 
