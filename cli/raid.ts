@@ -5,12 +5,14 @@
 // repair, resync and the rebuild of add/replace run the RAID layer in this process over the members
 // (engine/raid/raid-volume.ts), with a progress bar on stderr. Every command locks its members (flock,
 // as `serve` does): exclusively when it may write them, shared for assemble and status, so none runs
-// against members a `serve --raid` holds.
+// against members a `serve --raid` holds. status, fail and add with --control PATH ask a running
+// `serve --raid --control PATH` instead (raidControlCall; cli/serve-raid.ts answers).
 //
 // Errors: a wrong command line (and a wrong array shape for create) exits 2, anything found at run
 // time (a member of another array, a bad superblock, too few members, an I/O error) exits 1; the
 // message names the member and says what to do. Nothing is written before every check has passed.
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { BackendError } from '../engine/backend.js';
@@ -55,7 +57,7 @@ function rateArg(value: string): number {
 // ------------------------------------------------------------------------------------------ members
 
 /** Members opened for a command, with their locks. */
-interface OpenMembers {
+export interface OpenMembers {
   members: MemberIo[];
   /** Files this command created (--size): removed again if the command fails. */
   created: string[];
@@ -66,7 +68,7 @@ interface OpenMembers {
  * Locks and opens each member (a file or block device, named as given); `readOnly` takes shared locks.
  * With `createSize`, a missing member file is created (sparse) with that size.
  */
-function openMembers(paths: readonly string[], purpose: string, o: { readOnly: boolean; createSize?: number }): OpenMembers {
+export function openMembers(paths: readonly string[], purpose: string, o: { readOnly: boolean; createSize?: number }): OpenMembers {
   const seen = new Map<string, string>();
   for (const p of paths) {
     const abs = path.resolve(p);
@@ -103,7 +105,7 @@ function openMembers(paths: readonly string[], purpose: string, o: { readOnly: b
 }
 
 /** The array UUID of the md superblock `m` holds at 4 KiB, or null when it holds none (no magic there). */
-function superblockUuid(m: MemberIo): string | null {
+export function superblockUuid(m: MemberIo): string | null {
   if (m.backend.info.size < (MD_SB_1_2_OFFSET + 8) * SECTOR) return null;
   const buf = new Uint8Array(32);
   const iov = new IoVector(1);
@@ -244,7 +246,7 @@ export function raidStatus(a: MdArray): RaidStatus {
 }
 
 /** The status as mdadm --detail and /proc/mdstat would put it. */
-function statusText(s: RaidStatus, members: readonly string[]): string {
+function statusText(s: RaidStatus, members: readonly string[], control?: string, work?: RaidWork | null): string {
   const lines: string[] = [];
   const state = [s.state === 'clean' ? 'clean' : 'active (dirty)', ...(s.degraded > 0 ? ['degraded'] : []), ...(s.resync.needed ? ['resync needed'] : [])];
   lines.push(`md (twindisk): ${s.level} ${members.join(' ')}`);
@@ -270,12 +272,15 @@ function statusText(s: RaidStatus, members: readonly string[]): string {
   } else {
     row('Resync', 'not needed');
   }
+  if (work) row('Running', `${work.action}${work.slot !== undefined ? ` of slot ${work.slot} onto ${work.member}` : ''}: ${work.percent}% (${formatBytes(work.done)} of ${formatBytes(work.total)})`);
   lines.push('');
   lines.push('    Slot   State        Member');
   for (const m of s.members) {
     const st = m.state === 'in-sync' ? 'in sync' : m.state === 'recovering' ? 'rebuilding' : 'missing';
     const who = m.member ?? '-';
-    const extra = m.state === 'recovering' ? ` (${formatBytes(m.recoveredBytes ?? 0)} of ${formatBytes(s.componentBytes)} rebuilt; finish with twindisk raid add)` : m.reason ? ` (${m.reason})` : '';
+    const extra = m.state === 'recovering'
+      ? control !== undefined ? '' : ` (${formatBytes(m.recoveredBytes ?? 0)} of ${formatBytes(s.componentBytes)} rebuilt; finish with twindisk raid add)`
+      : m.reason ? ` (${m.reason})` : '';
     lines.push(`    ${String(m.slot).padStart(4)}   ${st.padEnd(12)} ${who}${extra}`);
   }
   for (const sp of s.spares) lines.push(`       -   spare        ${sp}`);
@@ -284,9 +289,116 @@ function statusText(s: RaidStatus, members: readonly string[]): string {
     const missing = s.members.filter((m) => m.state !== 'in-sync').map((m) => m.slot);
     const out = new Set(s.leftOut.map((l) => l.member));
     lines.push('');
-    lines.push(`degraded: rebuild with twindisk raid add --slot ${missing[0]} NEW-MEMBER ${members.filter((m) => !out.has(m)).join(' ')}`);
+    if (control !== undefined) {
+      const empty = s.members.filter((m) => m.state === 'missing').map((m) => m.slot);
+      if (empty.length > 0) lines.push(`degraded: rebuild while serving with twindisk raid add --control ${control} --slot ${empty[0]} NEW-MEMBER [--size SIZE]`);
+      else lines.push('degraded: a rebuild is running');
+    } else {
+      lines.push(`degraded: rebuild with twindisk raid add --slot ${missing[0]} NEW-MEMBER ${members.filter((m) => !out.has(m)).join(' ')}`);
+    }
   }
   return lines.join('\n') + '\n';
+}
+
+// ------------------------------------------------------------------------------ a served array
+
+/** Requests on `serve --raid --control PATH`'s socket: one JSON object a line, answered by one line ({ ok, result } or { ok: false, error }). */
+export type RaidControlRequest =
+  | { cmd: 'raid-status' }
+  | { cmd: 'raid-fail'; slot: number }
+  /** Rebuild `slot` onto `member` while serving; `size` creates the file; `rate` in bytes a second. */
+  | { cmd: 'raid-add'; slot: number; member: string; size?: number; rate?: number; force?: boolean };
+
+/** Work running on a served array: a rebuild (with its slot and new member) or a resync. */
+export interface RaidWork {
+  action: 'resync' | 'check' | 'repair' | 'rebuild';
+  done: number;
+  total: number;
+  percent: number;
+  slot?: number;
+  member?: string;
+}
+
+/** What raid-status answers: `raid status --json`'s object, the served members, and the running work. */
+export interface ServedRaidStatus extends RaidStatus {
+  work: RaidWork | null;
+  /** The last online rebuild's outcome, once one has ended. */
+  lastRebuild: { slot: number; member: string; ok: boolean; error?: string } | null;
+}
+
+/** Sends one request to a `serve --raid --control PATH` and returns its result; errors say what to do. */
+export function raidControlCall(control: string, req: RaidControlRequest, timeoutMs = 60_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(control);
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new CommandError(`serve --raid did not answer on ${control} within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      sock.destroy();
+      let r: { ok: true; result?: unknown } | { ok: false; error: string };
+      try {
+        r = JSON.parse(buf.slice(0, nl)) as typeof r;
+      } catch {
+        return reject(new CommandError(`the process behind ${control} sent an unreadable answer`));
+      }
+      if (r.ok) return resolve(r.result);
+      // A plain `serve --image` or a node (daemon/control.ts) does not know the raid commands.
+      if (/unknown command "raid-/.test(r.error)) return reject(new CommandError(`${control} is the control socket of a serve --image or a node, not of serve --raid: give the --control PATH of serve --raid`));
+      reject(new CommandError(r.error));
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new CommandError(e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+        ? `no serve --raid is running with control socket ${control}: start it with twindisk serve --raid MEMBER,... --control ${control}, or give the members to work offline`
+        : `cannot reach serve --raid at ${control}: ${e.message}`));
+    });
+  });
+}
+
+async function statusOnline(control: string, o: { json?: boolean }): Promise<void> {
+  const s = await raidControlCall(control, { cmd: 'raid-status' }) as ServedRaidStatus;
+  if (o.json) {
+    process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+    return;
+  }
+  const members = s.members.flatMap((m) => (m.member !== null ? [m.member] : []));
+  let text = statusText(s, members, control, s.work);
+  if (s.lastRebuild && !s.lastRebuild.ok) text += `last rebuild of slot ${s.lastRebuild.slot} onto ${s.lastRebuild.member} failed: ${s.lastRebuild.error}\n`;
+  process.stdout.write(text);
+}
+
+async function failOnline(control: string, slot: number): Promise<void> {
+  const s = await raidControlCall(control, { cmd: 'raid-fail', slot }) as ServedRaidStatus;
+  process.stdout.write(`failed slot ${slot}: recorded in the other members' superblocks (events ${s.events}); the array is served degraded ${s.mdstat}\n`
+    + `rebuild it while serving with: twindisk raid add --control ${control} --slot ${slot} NEW-MEMBER [--size SIZE]\n`);
+}
+
+async function addOnline(control: string, newPath: string, o: { slot: number; size?: number; rate?: number; force?: boolean }): Promise<void> {
+  const req: RaidControlRequest = {
+    cmd: 'raid-add', slot: o.slot, member: path.resolve(newPath),
+    ...(o.size !== undefined ? { size: o.size } : {}), ...(o.rate !== undefined ? { rate: o.rate } : {}), ...(o.force ? { force: true } : {}),
+  };
+  const s = await raidControlCall(control, req) as ServedRaidStatus;
+  process.stdout.write(`rebuilding slot ${o.slot} onto ${newPath} while serving (${formatBytes(s.componentBytes)}); ${s.mdstat}\n`
+    + `follow it with: twindisk raid status --control ${control}\n`);
+}
+
+/** The members argument with --control: none (serve knows them). */
+function noMembersWithControl(paths: readonly string[], cmd: string): void {
+  if (paths.length > 0) throw new UsageError(`raid ${cmd} --control talks to the running serve --raid, which knows its members: leave out ${paths.join(' ')}`);
+}
+
+/** The members argument without --control: at least one. */
+function needMembers(paths: readonly string[], cmd: string): void {
+  if (paths.length === 0) throw new UsageError(`raid ${cmd} needs the array's members (offline), or --control PATH of a running serve --raid`);
 }
 
 // ------------------------------------------------------------------------------------------ commands
@@ -477,6 +589,29 @@ async function remove(paths: string[], o: CommonOptions & { slot: number }): Pro
   }
 }
 
+/**
+ * The checks before a rebuild onto `member` (offline add/replace, and serve --raid's online add): the
+ * slot exists; `member` holds no other array's superblock (unless `force`); for add, the slot is empty.
+ * Returns the slot's state. `control`: the control socket the command came through (for the advice).
+ */
+export function checkRebuildTarget(vol: RaidVolume, kind: 'add' | 'replace', slot: number, member: MemberIo, newPath: string, force: boolean, control?: string): MdSlotState {
+  const st = slotOf(vol, slot);
+  const theirs = superblockUuid(member);
+  if (theirs !== null && theirs !== vol.array.uuid && !force) {
+    throw new CommandError(`${newPath} holds the md superblock of another array (${theirs}): rebuilding onto it destroys that array's member; give another device, or --force`);
+  }
+  if (kind === 'add' && st.state !== 'missing') {
+    throw new CommandError(st.state === 'in-sync'
+      ? control !== undefined
+        ? `slot ${slot} is held by ${st.member.name}, in sync: fail it first (twindisk raid fail --control ${control} --slot ${slot}), then add`
+        : `slot ${slot} is held by ${st.member.name}, in sync: replace it with twindisk raid replace --slot ${slot}, or fail it first (twindisk raid fail)`
+      : control !== undefined
+        ? `slot ${slot} is being rebuilt onto ${st.member.name}: wait for the rebuild (twindisk raid status --control ${control})`
+        : `slot ${slot} is being rebuilt onto ${st.member.name} (interrupted): leave ${st.member.name} out of the members and add it (or another) again`);
+  }
+  return st;
+}
+
 interface RebuildOptions extends CommonOptions { slot: number; size?: number; rate?: number; force?: boolean }
 
 /** add and replace: rebuild `slot` onto NEW (replace fails the slot's member first). */
@@ -499,17 +634,8 @@ async function rebuild(kind: 'add' | 'replace', newPath: string, paths: string[]
   try {
     await run(async () => {
       vol = await assembleVolume(open, o);
-      const st = slotOf(vol, o.slot);
-      const theirs = superblockUuid(member);
-      if (theirs !== null && theirs !== vol.array.uuid && !o.force) {
-        throw new CommandError(`${newPath} holds the md superblock of another array (${theirs}): rebuilding onto it destroys that array's member; give another device, or --force`);
-      }
+      const st = checkRebuildTarget(vol, kind, o.slot, member, newPath, !!o.force);
       if (st.state !== 'missing') {
-        if (kind === 'add') {
-          throw new CommandError(st.state === 'in-sync'
-            ? `slot ${o.slot} is held by ${st.member.name}, in sync: replace it with twindisk raid replace --slot ${o.slot}, or fail it first (twindisk raid fail)`
-            : `slot ${o.slot} is being rebuilt onto ${st.member.name} (interrupted): leave ${st.member.name} out of the members and add it (or another) again`);
-        }
         const old = st.member.name;
         touched = true;
         await vol.fail(o.slot, 'replaced with twindisk raid replace');
@@ -595,11 +721,21 @@ export function addRaidCommands(program: Command): void {
     .addOption(sddOption())
     .action((paths: string[], o: CommonOptions) => assemble(paths, o));
 
+  const controlOption = (): Option => new Option('--control <path>', 'act on the array a running serve --raid serves, through its --control socket (no members then)');
+
   raid.command('status')
     .summary('show the array as mdadm --detail and /proc/mdstat do (writes nothing)')
-    .argument('<members...>', 'member files or block devices')
+    .argument('[members...]', 'member files or block devices (offline)')
     .option('--json', 'print the status as JSON')
-    .action((paths: string[], o: { json?: boolean }) => status(paths, o));
+    .addOption(controlOption())
+    .action((paths: string[], o: { json?: boolean; control?: string }) => {
+      if (o.control !== undefined) {
+        noMembersWithControl(paths, 'status');
+        return statusOnline(o.control, o);
+      }
+      needMembers(paths, 'status');
+      return status(paths, o);
+    });
 
   for (const mode of ['check', 'repair'] as const) {
     raid.command(mode)
@@ -614,11 +750,21 @@ export function addRaidCommands(program: Command): void {
   }
 
   raid.command('fail')
-    .summary('mark a member faulty in the superblocks (mdadm --fail)')
-    .argument('<members...>', 'member files or block devices')
+    .summary('mark a member faulty in the superblocks (mdadm --fail); with --control, in a served array')
+    .argument('[members...]', 'member files or block devices (offline)')
     .addOption(slotOption())
     .addOption(sddOption())
-    .action((paths: string[], o: CommonOptions & { slot?: number }) => fail(paths, { ...o, slot: needSlot(o, 'fail') }));
+    .addOption(controlOption())
+    .action((paths: string[], o: CommonOptions & { slot?: number; control?: string }) => {
+      const slot = needSlot(o, 'fail');
+      if (o.control !== undefined) {
+        noMembersWithControl(paths, 'fail');
+        if (o.startDirtyDegraded) throw new UsageError('--start-dirty-degraded goes with the members (offline); the served array is running already');
+        return failOnline(o.control, slot);
+      }
+      needMembers(paths, 'fail');
+      return fail(paths, { ...o, slot });
+    });
 
   raid.command('remove')
     .summary('take a member out of the array: failed, then dropped from the superblocks (mdadm --fail --remove)')
@@ -637,13 +783,24 @@ export function addRaidCommands(program: Command): void {
         : 'Fail the member in the slot (if it is there), then rebuild its data onto NEW as add does. Unlike md\'s hot\n'
           + 'replace, the old member is not read: the array runs without its redundancy until the rebuild ends.')
       .argument('<new>', 'the new member (created with --size when missing)')
-      .argument('<members...>', 'the array\'s members')
+      .argument('[members...]', 'the array\'s members (offline)')
       .addOption(slotOption())
       .addOption(new Option('--size <size>', 'create NEW with this size (sparse) when it does not exist').argParser(sizeArg))
       .addOption(rateOption('written to the new member'))
       .option('--force', 'rebuild onto NEW even if it holds another array\'s superblock')
       .addOption(sddOption())
-      .action((newPath: string, paths: string[], o: RebuildOptions & { slot?: number }) => rebuild(kind, newPath, paths, { ...o, slot: needSlot(o, kind) }));
+      .addOption(kind === 'add' ? controlOption() : controlOption().hideHelp()) // replace: refused with advice
+      .action((newPath: string, paths: string[], o: RebuildOptions & { slot?: number; control?: string }) => {
+        const slot = needSlot(o, kind);
+        if (o.control !== undefined) {
+          if (kind === 'replace') throw new UsageError(`raid replace does not run on a served array: fail the slot (twindisk raid fail --control ${o.control} --slot ${slot}), then add the new member (twindisk raid add --control ${o.control} --slot ${slot} NEW)`);
+          noMembersWithControl(paths, kind);
+          if (o.startDirtyDegraded) throw new UsageError('--start-dirty-degraded goes with the members (offline); the served array is running already');
+          return addOnline(o.control, newPath, { ...o, slot });
+        }
+        needMembers(paths, kind);
+        return rebuild(kind, newPath, paths, { ...o, slot });
+      });
   }
 
   raid.command('resync')

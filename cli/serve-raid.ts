@@ -15,19 +15,25 @@
 // superblock and I/O goes on; after an unclean shutdown the dirty bitmap regions (the whole array
 // without a bitmap) are resynced in the background while serving, as md does, progress logged; a
 // clean shutdown (SIGINT, SIGTERM) stops the resync where it is, and records the array clean.
+//
+// With --control PATH, members are failed and added while serving, as `mdadm --manage --fail/--add`
+// does on a running array (RaidMembership below): one JSON request a line, one answer a line, as
+// daemon/control.ts speaks: raid-status, raid-fail, raid-add (a rebuild in the background).
+import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
 import { IscsiPortal } from '../bootimg/iscsi/portal.js';
 import { makeScsiDisk } from '../bootimg/iscsi/scsi.js';
 import type { ChapConfig } from '../bootimg/iscsi/chap.js';
-import type { Backend, Completion } from '../engine/backend.js';
+import type { Backend, BackendInfo, Completion } from '../engine/backend.js';
 import { DiskLockError, lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { FileBackend } from '../engine/file-backend.js';
 import { IoVector } from '../engine/iovec.js';
 import type { Logger } from '../engine/log.js';
 import type { BackendSpec } from '../engine/open.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, EINVAL, EIO, NativeBuffer, close, eventfd, write } from '../engine/os.js';
-import type { MemberIo } from '../engine/raid/array.js';
+import type { MdSlotState, MemberIo } from '../engine/raid/array.js';
 import { MD_MAX_SECTOR } from '../engine/raid/md-constants.js';
 import { RaidVolume } from '../engine/raid/raid-volume.js';
 import { CH_FUA, CH_UNMAP, ChannelHost, ChannelOp, type ChannelRequest } from '../engine/replication/channel.js';
@@ -36,7 +42,11 @@ import { serialFor } from '../engine/serial.js';
 import { VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
 import { CommandError } from './errors.js';
 import { qemuAttachArgs } from './qemu-args.js';
-import { cliError, formatBytes } from './raid.js';
+import type { ControlReply } from '../daemon/control.js';
+import {
+  checkRebuildTarget, cliError, formatBytes, openMembers as openNewMember, raidStatus,
+  type OpenMembers, type RaidControlRequest, type RaidWork, type ServedRaidStatus,
+} from './raid.js';
 
 export interface RaidServeArgs {
   members: string[];
@@ -50,6 +60,8 @@ export interface RaidServeArgs {
   pollUs: number;
   pollFixed: boolean;
   startDirtyDegraded: boolean;
+  /** The control socket (`twindisk raid status|fail|add --control PATH`), or null. */
+  control: string | null;
 }
 
 /** How often resync progress is logged. */
@@ -147,7 +159,9 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
   log.info('array assembled', {
     level: `raid${arr.geometry.level}`, uuid: arr.uuid, size: info.size, slots, events: arr.events, clean: arr.clean, degraded: vol.backend.degraded,
   });
-  if (vol.backend.degraded > 0) log.warn(`serving degraded: ${vol.backend.degraded} of ${arr.geometry.raidDisks} slots not in sync; rebuild offline with twindisk raid add`);
+  if (vol.backend.degraded > 0) {
+    log.warn(`serving degraded: ${vol.backend.degraded} of ${arr.geometry.raidDisks} slots not in sync; rebuild ${a.control !== null ? `while serving with twindisk raid add --control ${a.control}` : 'offline with twindisk raid add (or serve with --control and add while serving)'}`);
+  }
 
   const one = new NativeBuffer(8);
   one.u8[0] = 1;
@@ -158,16 +172,23 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
   let server: VhostUserServer | null = null;
   let portal: IscsiPortal | null = null;
   let resync: Promise<void> = Promise.resolve();
+  let control: RaidControlServer | null = null;
+  const membership = new RaidMembership(vol, a.members, a.control ?? '', log);
   const serial = serialFor({ resource: `md:${arr.uuid}` });
   const shutdown = async (): Promise<void> => {
+    await control?.close().catch((e: Error) => log.error(`control socket shutdown: ${e.message}`));
     await server?.close().catch((e: Error) => log.error(`vhost-user shutdown: ${e.message}`));
     await portal?.close().catch((e: Error) => log.error(`iSCSI shutdown: ${e.message}`));
     for (const h of hosts) h.stop();
     await Promise.all(loops);
     try {
+      await membership.stop(); // a rebuild running is stopped (its member recorded failed)
       await vol.close(); // stops the resync, flushes, records the array clean, closes the members
       await resync;
     } finally {
+      // A member failed while serving and replaced by a rebuild is no longer the array's to close.
+      for (const m of members) m.backend.close();
+      membership.close();
       for (const l of locks) l.release();
       // The workers have exited (server.close) and unmapped their ends.
       for (const h of hosts) h.close();
@@ -204,9 +225,15 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
       addresses.push(showHostPort(a.iscsiAdvertise ?? p.address));
       portal = p;
     }
+    if (a.control !== null) {
+      const c = new RaidControlServer(a.control, (r) => membership.handle(r));
+      await c.start();
+      control = c;
+      log.info('control socket listening', { control: a.control });
+    }
   } catch (e) {
     await shutdown();
-    throw e instanceof Error && /^cannot listen/.test(e.message) ? new CommandError(e.message) : e;
+    throw e instanceof Error && /^(cannot listen|cannot create control socket|another process)/.test(e.message) ? new CommandError(e.message) : e;
   }
 
   const what = `raid${arr.geometry.level} array ${arr.uuid} (${a.members.join(',')})`;
@@ -257,4 +284,267 @@ function startResync(vol: RaidVolume, log: Logger): Promise<void> {
     }),
     (e: Error) => log.error(`resync failed: ${e.message}`),
   );
+}
+
+// --------------------------------------------------------------------------- members while serving
+
+/**
+ * The new member of a rebuild while serving: passes I/O on, until the shutdown stops it; then its
+ * I/O fails at once, so the rebuild ends within one unit (the member is then recorded failed).
+ */
+class StoppableMember implements Backend {
+  stopped = false;
+
+  constructor(private readonly next: Backend) {}
+
+  get info(): BackendInfo {
+    return this.next.info;
+  }
+
+  read(iov: IoVector, offset: number, done: Completion): void {
+    if (this.stopped) return done.complete(-EIO);
+    this.next.read(iov, offset, done);
+  }
+
+  write(iov: IoVector, offset: number, fua: boolean, done: Completion): void {
+    if (this.stopped) return done.complete(-EIO);
+    this.next.write(iov, offset, fua, done);
+  }
+
+  flush(done: Completion): void {
+    if (this.stopped) return done.complete(-EIO);
+    this.next.flush(done);
+  }
+
+  discard(offset: number, length: number, done: Completion): void {
+    if (this.stopped) return done.complete(-EIO);
+    this.next.discard(offset, length, done);
+  }
+
+  writeZeroes(offset: number, length: number, mayUnmap: boolean, done: Completion): void {
+    if (this.stopped) return done.complete(-EIO);
+    this.next.writeZeroes(offset, length, mayUnmap, done);
+  }
+
+  close(): void {
+    this.next.close();
+  }
+}
+
+/** A rebuild running while serving. */
+interface OnlineRebuild { slot: number; member: string; io: StoppableMember; done: Promise<void> }
+
+/**
+ * Failing and adding members of the served array (mdadm --manage --fail/--add on a running array),
+ * one change at a time: the control socket's requests, the rebuild in the background, and its stop at
+ * shutdown. Every change goes through the volume (RaidVolume.fail, RaidVolume.rebuild), which records
+ * it in the superblocks before I/O takes it.
+ */
+class RaidMembership {
+  private rebuilding: OnlineRebuild | null = null;
+  private lastRebuild: ServedRaidStatus['lastRebuild'] = null;
+  /** New members opened (and locked) by raid-add: closed at shutdown. */
+  private readonly added: OpenMembers[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly vol: RaidVolume, private readonly served: readonly string[], private readonly control: string, private readonly log: Logger) {}
+
+  /** One control request; changes run one after the other. */
+  handle(r: RaidControlRequest): Promise<unknown> {
+    if (r.cmd === 'raid-status') return Promise.resolve(this.status());
+    const run = this.queue.catch(() => undefined).then(() => (r.cmd === 'raid-fail' ? this.fail(r.slot) : this.add(r)));
+    this.queue = run;
+    return run.catch((e: unknown) => { throw cliError(e); });
+  }
+
+  /** `raid status --json`'s object, with the work running (rebuild or resync) and the last rebuild's outcome. */
+  status(): ServedRaidStatus {
+    const w = this.vol.work;
+    let work: RaidWork | null = null;
+    if (w !== null) {
+      work = { action: w.action, done: w.done, total: w.total, percent: w.total > 0 ? Math.floor((w.done / w.total) * 1000) / 10 : 100 };
+      if (w.action === 'rebuild' && this.rebuilding) Object.assign(work, { slot: this.rebuilding.slot, member: this.rebuilding.member });
+    }
+    return { ...raidStatus(this.vol.array), work, lastRebuild: this.lastRebuild };
+  }
+
+  private slotState(slot: number): MdSlotState {
+    const st = this.vol.array.states[slot];
+    if (st === undefined) throw new CommandError(`slot ${slot}: this array has slots 0 to ${this.vol.array.geometry.raidDisks - 1}`);
+    return st;
+  }
+
+  /** raid-fail: the slot's member is failed in the superblocks and no longer read or written (a rebuild onto it ends). */
+  private async fail(slot: number): Promise<ServedRaidStatus> {
+    const st = this.slotState(slot);
+    if (st.state === 'missing') throw new CommandError(`slot ${slot} holds no member (${st.reason}): nothing to fail`);
+    this.log.warn(`failing ${st.member.name} (slot ${slot}) on request`, { slot });
+    await this.vol.fail(slot, 'failed with twindisk raid fail --control');
+    return this.status();
+  }
+
+  /** raid-add: opens (or creates) the new member, checks it, writes its superblock and starts the rebuild in the background. */
+  private async add(r: Extract<RaidControlRequest, { cmd: 'raid-add' }>): Promise<ServedRaidStatus> {
+    const now = this.rebuilding;
+    if (now !== null) {
+      throw new CommandError(`a rebuild of slot ${now.slot} onto ${now.member} is running (${this.status().work?.percent ?? 0}%): one at a time; wait for it (twindisk raid status --control ${this.control})`);
+    }
+    if (this.vol.work !== null) throw new CommandError(`a ${this.vol.work.action} is running: wait for it to end (twindisk raid status --control ${this.control}), then add`);
+    this.slotState(r.slot);
+    const abs = path.resolve(r.member);
+    const mine = this.served.find((m) => path.resolve(m) === abs);
+    if (mine !== undefined) {
+      throw new CommandError(`${r.member} is one of the members this serve --raid was started with (${mine}): adding it back while serving is not supported; give a new file or device, or stop serve and use twindisk raid add`);
+    }
+    const fresh = openNewMember([abs], 'serve --raid add', { readOnly: false, ...(r.size !== undefined ? { createSize: r.size } : {}) });
+    const io = new StoppableMember(fresh.members[0]!.backend);
+    const member: MemberIo = { name: r.member, backend: io };
+    let started = false;
+    try {
+      checkRebuildTarget(this.vol, 'add', r.slot, fresh.members[0]!, r.member, !!r.force, this.control);
+      let last = 0;
+      const done = this.vol.rebuild(r.slot, member, {
+        ...(r.rate !== undefined ? { bytesPerSecond: r.rate } : {}),
+        progress: (d, total) => {
+          if (Date.now() - last < PROGRESS_LOG_MS) return;
+          last = Date.now();
+          this.log.info('rebuild', { slot: r.slot, done: d, total, percent: total > 0 ? Math.floor((d / total) * 1000) / 10 : 100 });
+        },
+      });
+      // The reply waits for the member's superblock and the new role in the others: the rebuild has started.
+      const failed = await Promise.race([
+        done.then(() => null, (e: unknown) => e),
+        (async () => { while (this.vol.work?.action !== 'rebuild') await new Promise((res) => setTimeout(res, 2)); return null; })(),
+      ]);
+      if (failed !== null) throw failed;
+      started = true;
+      this.added.push(fresh);
+      const t0 = Date.now();
+      const job: OnlineRebuild = { slot: r.slot, member: r.member, io, done: Promise.resolve() };
+      this.rebuilding = job;
+      this.log.info(`rebuild of slot ${r.slot} onto ${r.member} started while serving (${formatBytes(this.vol.array.componentBytes)})`, { slot: r.slot, member: r.member });
+      job.done = done.then(
+        () => {
+          const s = (Date.now() - t0) / 1000;
+          this.lastRebuild = { slot: r.slot, member: r.member, ok: true };
+          this.log.info(`rebuild of slot ${r.slot} onto ${r.member} finished in ${s.toFixed(1)} s`, {
+            slot: r.slot, degraded: this.vol.backend.degraded, mdstat: raidStatus(this.vol.array).mdstat, events: this.vol.array.events,
+          });
+          // A dirty array served degraded kept its dirty regions for this moment: resync them now.
+          if (this.vol.backend.degraded === 0 && this.vol.array.resyncOffset !== MD_MAX_SECTOR) void startResync(this.vol, this.log);
+        },
+        (e: Error) => {
+          this.lastRebuild = { slot: r.slot, member: r.member, ok: false, error: e.message };
+          this.log.error(`rebuild of slot ${r.slot} onto ${r.member} failed: ${e.message}`, { slot: r.slot });
+        },
+      ).finally(() => { if (this.rebuilding === job) this.rebuilding = null; });
+      return this.status();
+    } finally {
+      if (!started) {
+        fresh.close();
+        for (const f of fresh.created) fs.rmSync(f, { force: true });
+      }
+    }
+  }
+
+  /** At shutdown (front-ends closed): a running rebuild is stopped; the new member ends recorded failed. */
+  async stop(): Promise<void> {
+    const job = this.rebuilding;
+    if (job === null) return;
+    this.log.warn(`shutdown stops the rebuild of slot ${job.slot} onto ${job.member} at ${this.status().work?.percent ?? 0}%: `
+      + `it is recorded failed; add it again (twindisk raid add) to rebuild it from the start`);
+    job.io.stopped = true;
+    await job.done;
+  }
+
+  /** After the volume closed: the new members' files are closed and unlocked. */
+  close(): void {
+    for (const f of this.added.splice(0)) f.close();
+  }
+}
+
+// ----------------------------------------------------------------------------------- control socket
+
+/** Parses one control request line; an error string for anything malformed (the socket is local, but still checked). */
+export function parseRaidControlRequest(line: string): RaidControlRequest | string {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return 'request is not JSON';
+  }
+  if (typeof v !== 'object' || v === null || typeof (v as { cmd?: unknown }).cmd !== 'string') return 'request has no "cmd"';
+  const o = v as Record<string, unknown>;
+  const count = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+  switch (o.cmd) {
+    case 'raid-status':
+      return { cmd: 'raid-status' };
+    case 'raid-fail':
+      if (!count(o.slot)) return 'raid-fail needs "slot": the slot number, 0 or more';
+      return { cmd: 'raid-fail', slot: o.slot as number };
+    case 'raid-add':
+      if (!count(o.slot)) return 'raid-add needs "slot": the slot number, 0 or more';
+      if (typeof o.member !== 'string' || o.member === '') return 'raid-add needs "member": the new member\'s file or device';
+      if (o.size !== undefined && (!count(o.size) || o.size === 0)) return 'raid-add "size" is a whole number of bytes above 0';
+      if (o.rate !== undefined && !(typeof o.rate === 'number' && o.rate > 0)) return 'raid-add "rate" is bytes a second, above 0';
+      if (o.force !== undefined && typeof o.force !== 'boolean') return 'raid-add "force" is true or false';
+      return {
+        cmd: 'raid-add', slot: o.slot as number, member: o.member,
+        ...(o.size !== undefined ? { size: o.size as number } : {}), ...(o.rate !== undefined ? { rate: o.rate as number } : {}), ...(o.force ? { force: true } : {}),
+      };
+    default:
+      return `unknown command "${String(o.cmd)}": serve --raid takes raid-status, raid-fail and raid-add`;
+  }
+}
+
+/** serve --raid's control socket: daemon/control.ts's line protocol, with the array's requests. */
+class RaidControlServer {
+  private server: net.Server | null = null;
+
+  constructor(private readonly path: string, private readonly handle: (r: RaidControlRequest) => Promise<unknown>) {}
+
+  /** Listens; a stale socket (from a crashed serve) is replaced, a live one refused. */
+  async start(): Promise<void> {
+    if (fs.existsSync(this.path)) {
+      const live = await new Promise<boolean>((resolve) => {
+        const c = net.connect(this.path, () => { c.destroy(); resolve(true); });
+        c.on('error', () => resolve(false));
+      });
+      if (live) throw new Error(`another process is serving control socket ${this.path}: stop it first, or give another --control path`);
+      fs.unlinkSync(this.path);
+    }
+    const server = net.createServer((sock) => {
+      let buf = '';
+      sock.setEncoding('utf8');
+      sock.on('data', (d: string) => {
+        buf += d;
+        if (buf.length > 65536) return void sock.destroy();
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          const answer = (r: ControlReply): void => { if (!sock.destroyed) sock.write(JSON.stringify(r) + '\n'); };
+          const req = parseRaidControlRequest(line);
+          if (typeof req === 'string') {
+            answer({ ok: false, error: req });
+            continue;
+          }
+          this.handle(req).then((result) => answer({ ok: true, result }), (e: Error) => answer({ ok: false, error: e.message }));
+        }
+      });
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot create control socket ${this.path}: ${e.message}`)));
+      server.listen(this.path, () => resolve());
+    });
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    await new Promise<void>((r) => s.close(() => r()));
+    try { fs.unlinkSync(this.path); } catch { /* gone */ }
+  }
 }

@@ -106,7 +106,7 @@ export function addServeCommand(program: Command): void {
       .argParser(countArg(0, Number.MAX_SAFE_INTEGER, 'a whole number of microseconds, 0 or more')).default(DEFAULT_POLL_US))
     .addOption(new Option('--poll-mode <mode>', 'adaptive: poll only as long as the next request recently came that soon (QEMU\'s poll-grow/poll-shrink); fixed: always --poll-us')
       .choices(['adaptive', 'fixed']).default('adaptive'))
-    .option('--control <path>', 'a control socket for `twindisk resize --control PATH` (online resize)')
+    .option('--control <path>', 'a control socket for `twindisk resize --control PATH` (online resize); with --raid, for `twindisk raid status|fail|add --control PATH`')
     .addOption(new Option('--aio <mode>', 'io_uring keeps many requests per queue in flight (disks slower than the page cache); sync reads and writes in the queue\'s thread')
       .choices(['sync', 'io_uring']).default('sync'))
     .action(async (o: {
@@ -117,8 +117,8 @@ export function addServeCommand(program: Command): void {
       // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
       if (o.raid !== undefined) {
         if (o.image) throw new UsageError('serve takes --image FILE or --raid MEMBER,..., not both');
-        if (o.readOnly || o.size !== undefined || o.control || o.aio !== 'sync') {
-          throw new UsageError('--read-only, --size, --control and --aio io_uring are not available with --raid (the array runs on the main thread; create it with twindisk raid create)');
+        if (o.readOnly || o.size !== undefined || o.aio !== 'sync') {
+          throw new UsageError('--read-only, --size and --aio io_uring are not available with --raid (the array runs on the main thread; create it with twindisk raid create)');
         }
       } else if (o.startDirtyDegraded) {
         throw new UsageError('--start-dirty-degraded goes with --raid MEMBER,...');
@@ -152,7 +152,7 @@ export function addServeCommand(program: Command): void {
         await serveRaid({
           members, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName, chap,
           queues: o.queues, blockSize: Number(o.blockSize) as 512 | 4096, pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed',
-          startDirtyDegraded: !!o.startDirtyDegraded,
+          startDirtyDegraded: !!o.startDirtyDegraded, control: o.control ?? null,
         }, new Logger('twindisk'));
         return;
       }
