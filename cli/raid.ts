@@ -12,7 +12,6 @@
 // time (a member of another array, a bad superblock, too few members, an I/O error) exits 1; the
 // message names the member and says what to do. Nothing is written before every check has passed.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { BackendError } from '../engine/backend.js';
@@ -24,6 +23,7 @@ import { mdLayoutName, type MdRaidLevel } from '../engine/raid/geometry.js';
 import { MD_MAX_SECTOR, MD_SB_1_2_OFFSET, MD_SB_MAGIC, SECTOR } from '../engine/raid/md-constants.js';
 import { mdUuidString } from '../engine/raid/md-superblock.js';
 import { RaidVolume, type WorkOptions } from '../engine/raid/raid-volume.js';
+import { controlCall } from '../daemon/control.js';
 import { countArg, sizeArg } from './args.js';
 import { CommandError, UsageError } from './errors.js';
 import { ProgressBars } from './progress.js';
@@ -327,40 +327,18 @@ export interface ServedRaidStatus extends RaidStatus {
 }
 
 /** Sends one request to a `serve --raid --control PATH` and returns its result; errors say what to do. */
-export function raidControlCall(control: string, req: RaidControlRequest, timeoutMs = 60_000): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(control);
-    let buf = '';
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new CommandError(`serve --raid did not answer on ${control} within ${timeoutMs / 1000} s`));
-    }, timeoutMs);
-    sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      sock.destroy();
-      let r: { ok: true; result?: unknown } | { ok: false; error: string };
-      try {
-        r = JSON.parse(buf.slice(0, nl)) as typeof r;
-      } catch {
-        return reject(new CommandError(`the process behind ${control} sent an unreadable answer`));
-      }
-      if (r.ok) return resolve(r.result);
-      // A plain `serve --image` or a node (daemon/control.ts) does not know the raid commands.
-      if (/unknown command "raid-/.test(r.error)) return reject(new CommandError(`${control} is the control socket of a serve --image or a node, not of serve --raid: give the --control PATH of serve --raid`));
-      reject(new CommandError(r.error));
+export async function raidControlCall(control: string, req: RaidControlRequest, timeoutMs = 60_000): Promise<unknown> {
+  try {
+    return await controlCall(control, req, timeoutMs, {
+      who: 'serve --raid',
+      notRunning: (p) => `no serve --raid is running with control socket ${p}: start it with twindisk serve --raid MEMBER,... --control ${p}, or give the members to work offline`,
     });
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new CommandError(e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-        ? `no serve --raid is running with control socket ${control}: start it with twindisk serve --raid MEMBER,... --control ${control}, or give the members to work offline`
-        : `cannot reach serve --raid at ${control}: ${e.message}`));
-    });
-  });
+  } catch (e) {
+    const msg = (e as Error).message;
+    // A plain `serve --image` or a node (daemon/control.ts) does not know the raid commands.
+    if (/unknown command "raid-/.test(msg)) throw new CommandError(`${control} is the control socket of a serve --image or a node, not of serve --raid: give the --control PATH of serve --raid`);
+    throw new CommandError(msg);
+  }
 }
 
 async function statusOnline(control: string, o: { json?: boolean }): Promise<void> {

@@ -20,7 +20,6 @@
 // does on a running array (RaidMembership below): one JSON request a line, one answer a line, as
 // daemon/control.ts speaks: raid-status, raid-fail, raid-add (a rebuild in the background).
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
 import { IscsiPortal } from '../bootimg/iscsi/portal.js';
@@ -42,7 +41,7 @@ import { serialFor } from '../engine/serial.js';
 import { VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
 import { CommandError } from './errors.js';
 import { qemuAttachArgs } from './qemu-args.js';
-import type { ControlReply } from '../daemon/control.js';
+import { ControlServer } from '../daemon/control.js';
 import {
   checkRebuildTarget, cliError, formatBytes, openMembers as openNewMember, raidStatus,
   type OpenMembers, type RaidControlRequest, type RaidWork, type ServedRaidStatus,
@@ -172,7 +171,7 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
   let server: VhostUserServer | null = null;
   let portal: IscsiPortal | null = null;
   let resync: Promise<void> = Promise.resolve();
-  let control: RaidControlServer | null = null;
+  let control: ControlServer<RaidControlRequest> | null = null;
   const membership = new RaidMembership(vol, a.members, a.control ?? '', log);
   const serial = serialFor({ resource: `md:${arr.uuid}` });
   const shutdown = async (): Promise<void> => {
@@ -226,7 +225,8 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
       portal = p;
     }
     if (a.control !== null) {
-      const c = new RaidControlServer(a.control, (r) => membership.handle(r));
+      const c = new ControlServer<RaidControlRequest>(a.control, (r) => membership.handle(r), parseRaidControlRequest,
+        (p) => `another process is serving control socket ${p}: stop it first, or give another --control path`);
       await c.start();
       control = c;
       log.info('control socket listening', { control: a.control });
@@ -497,54 +497,3 @@ export function parseRaidControlRequest(line: string): RaidControlRequest | stri
   }
 }
 
-/** serve --raid's control socket: daemon/control.ts's line protocol, with the array's requests. */
-class RaidControlServer {
-  private server: net.Server | null = null;
-
-  constructor(private readonly path: string, private readonly handle: (r: RaidControlRequest) => Promise<unknown>) {}
-
-  /** Listens; a stale socket (from a crashed serve) is replaced, a live one refused. */
-  async start(): Promise<void> {
-    if (fs.existsSync(this.path)) {
-      const live = await new Promise<boolean>((resolve) => {
-        const c = net.connect(this.path, () => { c.destroy(); resolve(true); });
-        c.on('error', () => resolve(false));
-      });
-      if (live) throw new Error(`another process is serving control socket ${this.path}: stop it first, or give another --control path`);
-      fs.unlinkSync(this.path);
-    }
-    const server = net.createServer((sock) => {
-      let buf = '';
-      sock.setEncoding('utf8');
-      sock.on('data', (d: string) => {
-        buf += d;
-        if (buf.length > 65536) return void sock.destroy();
-        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          const answer = (r: ControlReply): void => { if (!sock.destroyed) sock.write(JSON.stringify(r) + '\n'); };
-          const req = parseRaidControlRequest(line);
-          if (typeof req === 'string') {
-            answer({ ok: false, error: req });
-            continue;
-          }
-          this.handle(req).then((result) => answer({ ok: true, result }), (e: Error) => answer({ ok: false, error: e.message }));
-        }
-      });
-      sock.on('error', () => undefined);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`cannot create control socket ${this.path}: ${e.message}`)));
-      server.listen(this.path, () => resolve());
-    });
-    this.server = server;
-  }
-
-  async close(): Promise<void> {
-    const s = this.server;
-    this.server = null;
-    if (!s) return;
-    await new Promise<void>((r) => s.close(() => r()));
-    try { fs.unlinkSync(this.path); } catch { /* gone */ }
-  }
-}

@@ -36,20 +36,31 @@ export function parseControlRequest(line: string): ControlRequest | string {
   return v as ControlRequest;
 }
 
-/** Serves the control socket at `path`; each request line is answered by `handle`. */
-export class ControlServer {
+/** What a control socket's owner says of a live socket at its path (another node, another serve). */
+const IN_USE = (path: string): string => `another node is running with control socket ${path}: stop it first (twindisk down)`;
+
+/**
+ * Serves the control socket at `path`; each request line is parsed by `parse` (this file's node requests
+ * by default; `serve --raid` passes its own) and answered by `handle`.
+ */
+export class ControlServer<R = ControlRequest> {
   private server: net.Server | null = null;
 
-  constructor(private readonly path: string, private readonly handle: (r: ControlRequest) => Promise<unknown>) {}
+  constructor(
+    private readonly path: string,
+    private readonly handle: (r: R) => Promise<unknown>,
+    private readonly parse: (line: string) => R | string = parseControlRequest as unknown as (line: string) => R | string,
+    private readonly inUse: (path: string) => string = IN_USE,
+  ) {}
 
-  /** Listens; a stale socket from a crashed node is replaced, a live one refused. */
+  /** Listens; a stale socket from a crashed process is replaced, a live one refused. */
   async start(): Promise<void> {
     if (fs.existsSync(this.path)) {
       const live = await new Promise<boolean>((resolve) => {
         const c = net.connect(this.path, () => { c.destroy(); resolve(true); });
         c.on('error', () => resolve(false));
       });
-      if (live) throw new Error(`another node is running with control socket ${this.path}: stop it first (twindisk down)`);
+      if (live) throw new Error(this.inUse(this.path));
       fs.unlinkSync(this.path);
     }
     const server = net.createServer((sock) => {
@@ -64,7 +75,7 @@ export class ControlServer {
         for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
-          const req = parseControlRequest(line);
+          const req = this.parse(line);
           const answer = (r: ControlReply) => { if (!sock.destroyed) sock.write(JSON.stringify(r) + '\n'); };
           if (typeof req === 'string') {
             answer({ ok: false, error: req });
@@ -91,14 +102,27 @@ export class ControlServer {
   }
 }
 
-/** Sends one request to a node's control socket and returns its result (throws with the node's error). */
-export function controlCall(path: string, req: ControlRequest, timeoutMs = 30000): Promise<unknown> {
+/** How controlCall's errors name the other end. */
+export interface ControlPeerWords {
+  /** "the node", "serve --raid". */
+  who: string;
+  /** The message when nothing listens at the path. */
+  notRunning: (path: string) => string;
+}
+
+const NODE_WORDS: ControlPeerWords = {
+  who: 'the node',
+  notRunning: (path) => `the node is not running (no control socket at ${path}): start it with \`twindisk up\``,
+};
+
+/** Sends one request to a control socket (a node's by default) and returns its result (throws with the other end's error). */
+export function controlCall(path: string, req: ControlRequest | { cmd: string }, timeoutMs = 30000, words: ControlPeerWords = NODE_WORDS): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(path);
     let buf = '';
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new Error(`the node did not answer on ${path} within ${timeoutMs / 1000} s`));
+      reject(new Error(`${words.who} did not answer on ${path} within ${timeoutMs / 1000} s`));
     }, timeoutMs);
     sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
@@ -112,16 +136,14 @@ export function controlCall(path: string, req: ControlRequest, timeoutMs = 30000
       try {
         r = JSON.parse(buf.slice(0, nl)) as ControlReply;
       } catch {
-        return reject(new Error('the node sent an unreadable answer'));
+        return reject(new Error(`${words.who} sent an unreadable answer`));
       }
       if (r.ok) resolve(r.result);
       else reject(new Error(r.error));
     });
     sock.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-        ? `the node is not running (no control socket at ${path}): start it with \`twindisk up\``
-        : `cannot reach the node at ${path}: ${e.message}`));
+      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? words.notRunning(path) : `cannot reach ${words.who} at ${path}: ${e.message}`));
     });
   });
 }
