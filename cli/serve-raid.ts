@@ -41,7 +41,7 @@ import { serialFor } from '../engine/serial.js';
 import { VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
 import { CommandError } from './errors.js';
 import { qemuAttachArgs } from './qemu-args.js';
-import { ControlServer } from '../daemon/control.js';
+import { ControlServer, parseCommandObject } from '../daemon/control.js';
 import {
   checkRebuildTarget, cliError, formatBytes, openMembers as openNewMember, raidStatus,
   type OpenMembers, type RaidControlRequest, type RaidWork, type ServedRaidStatus,
@@ -467,14 +467,8 @@ class RaidMembership {
 
 /** Parses one control request line; an error string for anything malformed (the socket is local, but still checked). */
 export function parseRaidControlRequest(line: string): RaidControlRequest | string {
-  let v: unknown;
-  try {
-    v = JSON.parse(line);
-  } catch {
-    return 'request is not JSON';
-  }
-  if (typeof v !== 'object' || v === null || typeof (v as { cmd?: unknown }).cmd !== 'string') return 'request has no "cmd"';
-  const o = v as Record<string, unknown>;
+  const o = parseCommandObject(line);
+  if (typeof o === 'string') return o;
   const count = (x: unknown): boolean => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
   switch (o.cmd) {
     case 'raid-status':

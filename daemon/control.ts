@@ -18,8 +18,8 @@ export type ControlRequest =
 
 export type ControlReply = { ok: true; result?: unknown } | { ok: false; error: string };
 
-/** Parses one request line; returns an error string for anything malformed (the socket is local but still checked). */
-export function parseControlRequest(line: string): ControlRequest | string {
+/** One request line as a JSON object with a string "cmd", or an error string (the first check of every control socket's parser). */
+export function parseCommandObject(line: string): (Record<string, unknown> & { cmd: string }) | string {
   let v: unknown;
   try {
     v = JSON.parse(line);
@@ -27,6 +27,13 @@ export function parseControlRequest(line: string): ControlRequest | string {
     return 'request is not JSON';
   }
   if (typeof v !== 'object' || v === null || typeof (v as { cmd?: unknown }).cmd !== 'string') return 'request has no "cmd"';
+  return v as Record<string, unknown> & { cmd: string };
+}
+
+/** Parses one request line; returns an error string for anything malformed (the socket is local but still checked). */
+export function parseControlRequest(line: string): ControlRequest | string {
+  const v = parseCommandObject(line);
+  if (typeof v === 'string') return v;
   const cmds = ['status', 'primary', 'secondary', 'connect', 'disconnect', 'verify', 'fault', 'attach', 'resize', 'down'];
   if (!cmds.includes((v as { cmd: string }).cmd)) return `unknown command "${(v as { cmd: string }).cmd}"`;
   if ((v as { cmd: string }).cmd === 'resize') {
