@@ -1,4 +1,5 @@
 // Starts `twindisk serve` as a child process for tests and collects its log.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -44,6 +45,13 @@ export function runCli(...args: string[]): Promise<CliRun> {
     c.stderr!.on('data', (d) => (stderr += d));
     c.on('exit', (status) => resolve({ status, stdout, stderr }));
   });
+}
+
+/** Runs the twindisk CLI and returns what it printed on stdout; fails (with its output) unless it exits 0. */
+export async function runCliOk(...args: string[]): Promise<string> {
+  const r = await runCli(...args);
+  assert.equal(r.status, 0, `twindisk ${args.join(' ')}: exit ${r.status}\n${r.stdout}${r.stderr}`);
+  return r.stdout;
 }
 
 /** Starts `twindisk serve` with `args` and waits until it listens. */

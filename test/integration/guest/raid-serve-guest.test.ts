@@ -18,7 +18,7 @@ import { IoVector } from '../../../engine/iovec.js';
 import { assembleArray, type MdArray } from '../../../engine/raid/array.js';
 import { RaidBackend } from '../../../engine/raid/raid-backend.js';
 import { Guest, type GuestResult } from '../../harness/guest.js';
-import { cli, runCli, tmpDir } from '../../harness/serve.js';
+import { cli, runCliOk, tmpDir } from '../../harness/serve.js';
 
 const dir = tmpDir('twindisk-raid-serve-guest-');
 const MEMBER_SIZE = '32M';
@@ -48,11 +48,8 @@ echo "md5=$(dd if=/dev/vda bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -
 
 const md5 = (x: Uint8Array) => createHash('md5').update(x).digest('hex');
 
-async function twindisk(...args: string[]): Promise<string> {
-  const r = await runCli(...args);
-  assert.equal(r.status, 0, `twindisk ${args.join(' ')}: exit ${r.status}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
+/** A CLI run that must succeed; its stdout. */
+const twindisk = runCliOk;
 
 async function status(members: string[]): Promise<RaidStatus> {
   return JSON.parse(await twindisk('raid', 'status', '--json', ...members)) as RaidStatus;

@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import type { ServedRaidStatus } from '../../../cli/raid.js';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH } from '../../../qemu-plugin/virtio/constants.js';
 import { attach, readBack, writeRandom, type BlkClient } from '../../harness/blk-client.js';
-import { cli, runCli, tmpDir } from '../../harness/serve.js';
+import { cli, runCli, runCliOk, tmpDir } from '../../harness/serve.js';
 
 const dir = tmpDir('twindisk-serve-raid-online-');
 const children: ReturnType<typeof spawn>[] = [];
@@ -49,11 +49,8 @@ async function serveRaid(members: string[], socket: string, control: string) {
   return { child, log: () => log, waitLog, stop };
 }
 
-async function twindisk(...args: string[]): Promise<string> {
-  const r = await runCli(...args);
-  assert.equal(r.status, 0, `twindisk ${args.join(' ')}: exit ${r.status}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
+/** A CLI run that must succeed; its stdout. */
+const twindisk = runCliOk;
 
 async function onlineStatus(control: string): Promise<ServedRaidStatus> {
   return JSON.parse(await twindisk('raid', 'status', '--json', '--control', control)) as ServedRaidStatus;

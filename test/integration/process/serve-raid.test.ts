@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_OUT } from '../../../qemu-plugin/virtio/constants.js';
 import { attach, readBack, writeRandom, type BlkClient } from '../../harness/blk-client.js';
 import { freePort, iscsiUrl, qemuIo } from '../../harness/iscsi.js';
-import { cli, runCli, tmpDir, type Served } from '../../harness/serve.js';
+import { cli, runCli, runCliOk, tmpDir, type Served } from '../../harness/serve.js';
 
 const dir = tmpDir('twindisk-serve-raid-');
 const running: Served[] = [];
@@ -54,11 +54,8 @@ async function serveRaid(members: string[], socket: string, args: string[] = [])
   return s;
 }
 
-async function twindisk(...args: string[]): Promise<string> {
-  const r = await runCli(...args);
-  assert.equal(r.status, 0, `twindisk ${args.join(' ')}: exit ${r.status}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
+/** A CLI run that must succeed; its stdout. */
+const twindisk = runCliOk;
 
 async function status(members: string[]): Promise<RaidStatus> {
   return JSON.parse(await twindisk('raid', 'status', '--json', ...members)) as RaidStatus;
