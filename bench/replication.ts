@@ -19,8 +19,11 @@ export interface ReplicationBenchOptions {
   json: boolean;
   quick?: boolean;
   out?: (line: string) => void;
-  /** Run one part: `alone` (serve against a resource node with no peer), every write row, or resync. */
-  only?: 'alone' | 'writes' | 'resync';
+  /**
+   * Run one part: `alone` (serve against a resource node with no peer), every write row, resync, or `metrics`
+   * (2 replicas with Prometheus metrics off and on, alternating).
+   */
+  only?: 'alone' | 'writes' | 'resync' | 'metrics';
   /** Alternating runs of serve and the resource node alone (median reported); default 3, 1 with `quick`. */
   runs?: number;
 }
@@ -250,6 +253,53 @@ async function measure(socket: string, size: number, seconds: number, replicas: 
   }
 }
 
+/**
+ * What Prometheus metrics cost a replicated pair: the write rows on 2 replicas with metrics off
+ * (`resource`) and on (`metrics`: the nodes count per request in their queue workers and serve
+ * /metrics), alternating, each the median of its runs, and the ratio.
+ */
+async function metricsRows(o: ReplicationBenchOptions, size: number, seconds: number, emit: (r: ReplicationRow) => void): Promise<void> {
+  const runs: Record<string, ReplicationRow[]> = { resource: [], metrics: [] };
+  for (let run = 0; run < (o.runs ?? (o.quick ? 1 : 3)); run++) {
+    for (const target of ['resource', 'metrics'] as const) {
+      const on = target === 'metrics';
+      const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true, metrics: on }, beta: { disk: true, metrics: on } }, size });
+      for (const n of ['alpha', 'beta']) fill(c.node(n).image, size);
+      await c.startAll();
+      const alpha = c.node('alpha');
+      await alpha.waitStatus((s) => s.peers.beta?.replication === 'Established', 'peers connected');
+      await waitForFile(alpha.socket);
+      // Scraped as Prometheus would, and more often (every second), while the writes run.
+      const urls = on ? ['alpha', 'beta'].map((n) => `http://127.0.0.1:${c.node(n).metricsPort}/metrics`) : [];
+      const scraper = setInterval(() => { for (const u of urls) void fetch(u).then((r) => r.text()).catch(() => undefined); }, 1000);
+      try {
+        await measure(alpha.socket, size, seconds, 2, target, (r) => runs[target]!.push(r), ['alpha', 'beta'].map((n) => c.node(n).child!.pid!));
+      } finally {
+        clearInterval(scraper);
+        await c.stopAll('SIGTERM');
+      }
+    }
+  }
+  for (const target of ['resource', 'metrics']) {
+    for (const w of WRITES) {
+      const mine = runs[target]!.filter((r) => r.scenario === w.name);
+      const mid = (f: (r: ReplicationRow) => number) => Math.round(median(mine.map(f)) * 100) / 100;
+      emit({
+        scenario: w.name, replicas: 2, target, iops: Math.round(mid((r) => r.iops)), mbps: Math.round(mid((r) => r.mbps)), bytesSent: 0,
+        cpuUsPerRequest: mid((r) => r.cpuUsPerRequest!), p99Us: Math.round(mid((r) => r.p99Us!)), runs: mine.map((r) => r.iops),
+      });
+    }
+  }
+  if (!o.json) {
+    const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
+    out('ratio metrics on / off, 2 replicas (IOPS of the medians):');
+    for (const w of WRITES) {
+      const [off, on] = ['resource', 'metrics'].map((t) => median(runs[t]!.filter((r) => r.scenario === w.name).map((r) => r.iops)));
+      out(`  ${w.name.padEnd(20)} ${(on! / off!).toFixed(3)}x`);
+    }
+  }
+}
+
 /** Runs the benchmark; prints JSON lines with `json`, else a table with ratios. */
 export async function runReplicationBench(o: ReplicationBenchOptions): Promise<ReplicationRow[]> {
   const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
@@ -263,8 +313,10 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   };
   process.env.TWINDISK_LOG_LEVEL ??= 'warn';
 
+  if (o.only === 'metrics') await metricsRows(o, size, seconds, emit);
+
   // Unreplicated: the same kind of image served by `twindisk serve`, and by a one-node resource.
-  if (o.only !== 'resync') {
+  if (o.only !== 'resync' && o.only !== 'metrics') {
     // Alternating runs (serve, then the resource node, on the same image), each row the median of its
     // runs: single runs on this machine vary by more than the gap being measured.
     const c = await Cluster.create({ nodes: { solo: { disk: true, socket: true } }, size });
@@ -301,7 +353,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
 
   // The link's ceiling: the same writes as one round trip each to a second process that writes them
   // to a page-cached file, with no twindisk code on either side (bench/link-ceiling.ts).
-  if (o.only !== 'resync' && o.only !== 'alone') {
+  if (o.only !== 'resync' && o.only !== 'alone' && o.only !== 'metrics') {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'twindisk-link-'));
     try {
       for (const w of WRITES) {
@@ -316,7 +368,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
     }
   }
 
-  for (const replicas of o.only === 'resync' || o.only === 'alone' ? [] : [2, 3]) {
+  for (const replicas of o.only === 'resync' || o.only === 'alone' || o.only === 'metrics' ? [] : [2, 3]) {
     const names = ['alpha', 'beta', 'gamma'].slice(0, replicas);
     const c = await Cluster.create({ nodes: Object.fromEntries(names.map((n, i) => [n, { disk: true, socket: i === 0 }])), size });
     // Every replica starts from the same state as the unreplicated image: written and in the page
@@ -331,7 +383,7 @@ export async function runReplicationBench(o: ReplicationBenchOptions): Promise<R
   }
 
   // Resync: a full initial sync of a filled volume, then a 1% divergence.
-  if (o.only !== 'writes' && o.only !== 'alone') {
+  if (o.only !== 'writes' && o.only !== 'alone' && o.only !== 'metrics') {
     // An expert lets resync run at link speed on a dedicated link: resync-rate 0 (unlimited).
     const c = await Cluster.create({ nodes: { alpha: { disk: true, socket: true }, beta: { disk: true } }, size, assumeClean: false, resource: { 'resync-rate': 0 } });
     fill(c.node('alpha').image, size);

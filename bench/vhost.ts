@@ -32,8 +32,11 @@ export const WORKLOADS: Workload[] = [
   { name: 'seqwrite-1m-qd4', write: true, random: false, bs: 1 << 20, depth: 4 },
 ];
 
-/** Every target `--targets` may name: twindisk (aio=sync, adaptive polling), with io_uring, with fixed polling (`--poll-mode fixed`), and the reference. */
-export const VHOST_TARGETS = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'qemu-storage-daemon'];
+/**
+ * Every target `--targets` may name: twindisk (aio=sync, adaptive polling), with io_uring, with fixed polling (`--poll-mode fixed`),
+ * with Prometheus metrics on (`--metrics`: per-request counters and latency histograms in the queue workers), and the reference.
+ */
+export const VHOST_TARGETS = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'twindisk-metrics', 'qemu-storage-daemon'];
 /** The targets measured without `--targets`. */
 export const DEFAULT_VHOST_TARGETS = ['twindisk', 'twindisk-io_uring', 'qemu-storage-daemon'];
 /** The targets also run with their buffers above 4 GiB (an 8 GiB guest's layout). */
@@ -44,10 +47,11 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 
 /** A back-end process serving `image` on `socket`. */
 function startTarget(target: string, image: string, socket: string, queues: number): ChildProcess {
-  if (target === 'twindisk' || target === 'twindisk-io_uring' || target === 'twindisk-fixed-poll') {
+  if (target === 'twindisk' || target === 'twindisk-io_uring' || target === 'twindisk-fixed-poll' || target === 'twindisk-metrics') {
     const aio = target === 'twindisk-io_uring' ? 'io_uring' : 'sync';
     const poll = target === 'twindisk-fixed-poll' ? ['--poll-mode', 'fixed'] : [];
-    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues), '--aio', aio, ...poll], {
+    const metrics = target === 'twindisk-metrics' ? ['--metrics', '127.0.0.1:0'] : [];
+    return spawn(process.execPath, [path.join(root, 'dist', 'cli', 'twindisk.js'), 'serve', '--image', image, '--socket', socket, '--queues', String(queues), '--aio', aio, ...poll, ...metrics], {
       stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TWINDISK_LOG_LEVEL: 'warn' },
     });
   }

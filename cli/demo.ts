@@ -9,8 +9,12 @@ import { loadResource } from '../engine/replication/config.js';
 import { ProgressBars } from './progress.js';
 import { formatStatus, humanBytes } from './resource-commands.js';
 import { qemuAttachArgs } from './qemu-args.js';
+import { DemoOutput } from './demo-output.js';
+import { setSink } from '../engine/log.js';
+import type { Resource } from '../engine/replication/resource.js';
 
 const DEMO_SIZE = 2 ** 30;
+const NODES = ['alpha', 'beta', 'gamma'];
 
 /** The secret of demo directories made before secrets had to be strong; replaced by a random one when found. */
 const OLD_DEMO_SECRET = 'twindisk-demo-secret';
@@ -29,14 +33,17 @@ function demoResource(): object {
 }
 
 /** Creates the resource file, backing files and metadata under `dir` (kept across runs). */
-function prepare(dir: string): string {
+function prepare(dir: string, out: DemoOutput): string {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'r0.json');
-  if (!fs.existsSync(file)) fs.writeFileSync(file, JSON.stringify(demoResource(), null, 2) + '\n');
+  if (!fs.existsSync(file)) {
+    fs.writeFileSync(file, JSON.stringify(demoResource(), null, 2) + '\n');
+    out.note(`wrote ${file} with a random secret`);
+  }
   const text = fs.readFileSync(file, 'utf8');
   if (text.includes(`"${OLD_DEMO_SECRET}"`)) {
     fs.writeFileSync(file, text.replace(`"${OLD_DEMO_SECRET}"`, `"${randomBytes(32).toString('base64url')}"`));
-    process.stderr.write(`demo: ${file} had a weak secret; it now has a random one\n`);
+    out.note(`${file} had a weak secret; it now has a random one`);
   }
   const cfg = loadResource(file);
   for (const n of cfg.nodes) {
@@ -50,75 +57,115 @@ function prepare(dir: string): string {
     } finally {
       for (const l of locks) l.release();
     }
+    out.note(`created ${n.name}'s 1 GiB disk with its metadata: ${n.disk}`);
   }
   return file;
 }
 
-/** Runs the demo until Ctrl-C. */
+/**
+ * Runs the demo until Ctrl-C. Its steps go to stderr (`==> ...`), with the nodes' state changes, warnings
+ * and errors under them; the nodes' full log goes to DIR/nodes.log; stdout gets the status and QEMU line.
+ */
 export async function runDemo(dir: string): Promise<void> {
-  const file = prepare(dir);
-  const guest = await buildGuestImage({ log: (l) => process.stderr.write(`demo: ${l}\n`) }).catch((e: Error) => {
-    process.stderr.write(`demo: cannot build the demo guest (${e.message}); printing the attach options only\n`);
+  fs.mkdirSync(dir, { recursive: true });
+  const logFile = path.join(dir, 'nodes.log');
+  const out = new DemoOutput({ stream: process.stderr, nodes: NODES, logFile });
+  const oldSink = setSink(out.sink);
+  try {
+    await run(dir, out, logFile);
+  } finally {
+    setSink(oldSink);
+    out.close();
+  }
+}
+
+async function run(dir: string, out: DemoOutput, logFile: string): Promise<void> {
+  out.step(`resource r0 in ${dir}: alpha and beta hold a replicated 1 GiB volume, gamma is diskless`);
+  const file = prepare(dir, out);
+  out.step('the guest for the QEMU line (the host\'s kernel and a small initramfs)');
+  const guest = await buildGuestImage({ log: (l) => out.note(l) }).catch((e: Error) => {
+    out.note(`cannot build the demo guest (${e.message}); printing the attach options only`);
     return null;
   });
-  const nodes = ['alpha', 'beta', 'gamma'].map((name) => new Node({ config: file, node: name }));
-  const stopAll = () => Promise.all(nodes.map((n) => n.stop()));
+  out.step(`starting ${NODES.join(', ')} in this process; their full log: ${logFile}`);
+  const nodes = NODES.map((name) => new Node({ config: file, node: name }));
+  const started: Node[] = [];
   try {
-    for (const n of nodes) await n.start();
-  } catch (e) {
-    await stopAll();
-    throw e;
+    for (const n of nodes) {
+      started.push(n);
+      await n.start();
+    }
+    const alpha = nodes[0]!;
+    const res = alpha.resource;
+    await waitFor(() => res.peers.every((p) => p.link !== null && p.replication !== 'Handshake'), 15000);
+    // First run: nobody holds data yet; alpha's (empty) disk is declared authoritative and beta syncs from it.
+    if (res.diskState !== 'UpToDate' && !res.peers.some((p) => p.upToDate)) {
+      out.step('new resource: alpha\'s data is declared authoritative (primary --force, then back to Secondary); beta syncs from it');
+      res.promote(true);
+      res.demote();
+    }
+    await waitForSync(res, out);
+    const qemu = [
+      'qemu-system-x86_64', '-accel', 'tcg', '-smp', '2', '-nographic',
+      ...qemuAttachArgs(alpha.me.socket!, 2),
+      ...(guest ? ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', '"console=ttyS0 quiet twindisk.disks=1"'] : []),
+    ];
+    out.step('ready');
+    process.stdout.write([
+      '',
+      `twindisk demo: resource r0 (${file}) runs three nodes on loopback: alpha and beta replicate a 1 GiB`,
+      'volume with protocol C, gamma is diskless (a quorum tie-breaker that can also serve the volume).',
+      '',
+      formatStatus(res.status()).trimEnd(),
+      '',
+      'Boot a guest on alpha in another terminal (QEMU connecting makes alpha Primary; every write the',
+      'guest makes reaches beta\'s disk before it completes; the disk is /dev/vda; leave with `poweroff -f`):',
+      '',
+      `  ${qemu.join(' ')}`,
+      '',
+      `Watch the replicas: node dist/cli/twindisk.js status --config ${file} --node alpha`,
+      '(or --node beta, --node gamma; `verify --wait` compares them block by block).',
+      `This terminal shows the nodes' role changes, connections, resyncs, warnings and errors as they happen;`,
+      `their full log is ${logFile} (tail -f it).`,
+      'Press Ctrl-C to stop the three nodes.',
+      '',
+    ].join('\n'));
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    out.step('stopping the three nodes');
+  } finally {
+    await Promise.all(started.map((n) => n.stop()));
   }
-  const alpha = nodes[0]!;
-  const res = alpha.resource;
-  // First run: nobody holds data yet; alpha's (empty) disk is declared authoritative and beta syncs from it.
-  await waitFor(() => res.peers.every((p) => p.link !== null && p.replication !== 'Handshake'), 15000);
-  if (res.diskState !== 'UpToDate' && !res.peers.some((p) => p.upToDate)) {
-    process.stderr.write('demo: new resource: declaring alpha\'s data authoritative (primary --force), beta syncs from it\n');
-    res.promote(true);
-    res.demote();
-  }
-  // The initial sync's progress on stderr (stdout is the QEMU line): a bar on a terminal, lines in a log.
+  out.step(`stopped; the nodes' full log is ${logFile}`);
+}
+
+/** Waits until beta is UpToDate and in sync with alpha, drawing the resync's progress (stderr: stdout is the QEMU line). */
+async function waitForSync(res: Resource, out: DemoOutput): Promise<void> {
+  const done = (): boolean => {
+    const s = res.status();
+    const beta = s.peers.beta!;
+    return beta.replication === 'Established' && beta.disk === 'UpToDate' && s.disk === 'UpToDate';
+  };
+  if (done()) return;
+  out.step('waiting for beta to be in sync with alpha');
+  // A bar on a terminal, lines in a log; the nodes' lines wait until it is gone (it is redrawn in place).
   const bars = new ProgressBars({ stream: process.stderr });
+  out.hold();
   try {
     await waitFor(() => {
-      const s = res.status();
-      const beta = s.peers.beta!;
+      const beta = res.status().peers.beta!;
       if (beta.resync) {
-        bars.update([{ name: 'demo: initial sync of beta', percent: beta.resync.percent, detail: `${humanBytes(beta.resync.rateBytesPerSec)}/s` }]);
+        bars.update([{ name: 'initial sync of beta', percent: beta.resync.percent, detail: `${humanBytes(beta.resync.rateBytesPerSec)}/s` }]);
       }
-      return beta.replication === 'Established' && beta.disk === 'UpToDate' && s.disk === 'UpToDate';
+      return done();
     }, 600000);
   } finally {
     bars.stop();
+    out.release();
   }
-  const qemu = [
-    'qemu-system-x86_64', '-accel', 'tcg', '-m', '1G', '-smp', '2', '-nographic',
-    ...qemuAttachArgs(alpha.me.socket!, 2),
-    ...(guest ? ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', '"console=ttyS0 quiet twindisk.disks=1"'] : []),
-  ];
-  process.stdout.write([
-    '',
-    `twindisk demo: resource r0 (${file}) runs three nodes on loopback: alpha and beta replicate a 1 GiB`,
-    'volume with protocol C, gamma is diskless (a quorum tie-breaker that can also serve the volume).',
-    '',
-    formatStatus(res.status()).trimEnd(),
-    '',
-    'Boot a guest on alpha in another terminal (QEMU connecting makes alpha Primary; every write the',
-    'guest makes reaches beta\'s disk before it completes; the disk is /dev/vda; leave with `poweroff -f`):',
-    '',
-    `  ${qemu.join(' ')}`,
-    '',
-    `Watch the replicas: node dist/cli/twindisk.js status --config ${file} --node alpha`,
-    '(or --node beta, --node gamma; `verify --wait` compares them block by block).',
-    'Press Ctrl-C to stop the three nodes.',
-    '',
-  ].join('\n'));
-  await new Promise<void>((resolve) => {
-    const stop = () => { void stopAll().then(() => resolve()); };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
 }
 
 async function waitFor(cond: () => boolean, ms: number): Promise<void> {

@@ -5,8 +5,10 @@
 // repair, resync and the rebuild of add/replace run the RAID layer in this process over the members
 // (engine/raid/raid-volume.ts), with a progress bar on stderr. Every command locks its members (flock,
 // as `serve` does): exclusively when it may write them, shared for assemble and status, so none runs
-// against members a `serve --raid` holds. status, fail and add with --control PATH ask a running
-// `serve --raid --control PATH` instead (raidControlCall; cli/serve-raid.ts answers).
+// against members a `serve --raid` holds. With --control PATH, status, fail, remove, add, replace,
+// check, repair and resync ask a running `serve --raid --control PATH` (or a node whose disk is an
+// array) instead (raidControlCall; engine/raid/membership.ts answers): check and repair then run in
+// the background there, and `--wait` follows them to their result.
 //
 // Errors: a wrong command line (and a wrong array shape for create) exits 2, anything found at run
 // time (a member of another array, a bad superblock, too few members, an I/O error) exits 1; the
@@ -17,11 +19,15 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { BackendError } from '../engine/backend.js';
 import { lockDisk, type DiskLock } from '../engine/disk-lock.js';
 import { FileBackend } from '../engine/file-backend.js';
-import { IoVector } from '../engine/iovec.js';
-import { MdArrayError, assembleArray, type MdArray, type MdSlotState, type MemberIo } from '../engine/raid/array.js';
-import { mdLayoutName, type MdRaidLevel } from '../engine/raid/geometry.js';
-import { MD_MAX_SECTOR, MD_SB_1_2_OFFSET, MD_SB_MAGIC, SECTOR } from '../engine/raid/md-constants.js';
-import { mdUuidString } from '../engine/raid/md-superblock.js';
+import { MdArrayError, assembleArray, type MdArray, type MemberIo } from '../engine/raid/array.js';
+import type { MdRaidLevel } from '../engine/raid/geometry.js';
+import { formatBytes, mdstatSlots, raidStatus, type RaidStatus } from '../engine/raid/array-status.js';
+import {
+  RaidMembershipError, checkRebuildTarget, slotOf as slotOfArray, superblockUuid, type RaidCheckOutcome, type RaidCheckStarted, type RaidControlRequest,
+  type RaidResyncAnswer, type RaidWork, type ServedRaidStatus,
+} from '../engine/raid/membership.js';
+import { NoMembersError } from '../engine/raid/served-array.js';
+import { MD_MAX_SECTOR } from '../engine/raid/md-constants.js';
 import { RaidVolume, type WorkOptions } from '../engine/raid/raid-volume.js';
 import { controlCall } from '../daemon/control.js';
 import { countArg, sizeArg } from './args.js';
@@ -29,18 +35,6 @@ import { CommandError, UsageError } from './errors.js';
 import { ProgressBars } from './progress.js';
 
 // ----------------------------------------------------------------------------------------- formats
-
-/** 1536 -> "1.5 KiB", 50331648 -> "48.0 MiB". */
-export function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]}`;
-}
 
 /** md's chunk notation: 524288 -> "512K". */
 function chunkText(bytes: number): string {
@@ -104,24 +98,11 @@ export function openMembers(paths: readonly string[], purpose: string, o: { read
   return { members, created, close };
 }
 
-/** The array UUID of the md superblock `m` holds at 4 KiB, or null when it holds none (no magic there). */
-export function superblockUuid(m: MemberIo): string | null {
-  if (m.backend.info.size < (MD_SB_1_2_OFFSET + 8) * SECTOR) return null;
-  const buf = new Uint8Array(32);
-  const iov = new IoVector(1);
-  iov.push(buf, 0, 32, 0);
-  let st = -1;
-  m.backend.read(iov, MD_SB_1_2_OFFSET * SECTOR, { complete: (s) => { st = s; } });
-  if (st !== 0) throw new CommandError(`${m.name}: reading its first 8 KiB failed (errno ${-st})`);
-  if (new DataView(buf.buffer).getUint32(0, true) !== MD_SB_MAGIC) return null;
-  return mdUuidString(buf.subarray(16, 32));
-}
-
 // ------------------------------------------------------------------------------------------- errors
 
 /** md-level errors as the command line words them: the API's option names become flags, and a next step is added. */
 export function cliError(e: unknown): unknown {
-  if (e instanceof BackendError) return new CommandError(e.message);
+  if (e instanceof BackendError || e instanceof RaidMembershipError || e instanceof NoMembersError) return new CommandError(e.message);
   if (!(e instanceof MdArrayError)) return e;
   const msg = e.message
     .replace(/start it anyway with startDirtyDegraded/, 'start it anyway with --start-dirty-degraded (then check it: twindisk raid check)')
@@ -184,67 +165,6 @@ async function withProgress<T>(label: string, rate: number | undefined, work: (o
 
 // ------------------------------------------------------------------------------------------- status
 
-/** `[4/3] [UU_U]`, as /proc/mdstat shows it. */
-function mdstatSlots(states: readonly MdSlotState[]): string {
-  const up = states.filter((s) => s.state === 'in-sync').length;
-  return `[${states.length}/${up}] [${states.map((s) => (s.state === 'in-sync' ? 'U' : '_')).join('')}]`;
-}
-
-/** What `raid status --json` prints (and `raid status` shows as text). */
-export interface RaidStatus {
-  uuid: string;
-  name: string;
-  level: string;
-  layout: string;
-  /** Bytes; 0 for raid1. */
-  chunkBytes: number;
-  raidDevices: number;
-  arrayBytes: number;
-  /** Bytes of each member used for data, and where the data starts. */
-  componentBytes: number;
-  dataOffset: number;
-  events: number;
-  /** clean: shut down cleanly and in sync; dirty: writes may have been in flight, or never synced. */
-  state: 'clean' | 'dirty';
-  /** Slots not in sync. */
-  degraded: number;
-  mdstat: string;
-  members: { slot: number; state: 'in-sync' | 'recovering' | 'missing'; member: string | null; recoveredBytes?: number; reason?: string }[];
-  /** Members given but left out: stale (missed changes) or failed. */
-  leftOut: { member: string; why: 'stale' | 'faulty'; slot: number | null; events: number; reason: string }[];
-  spares: string[];
-  bitmap: { chunkBytes: number; chunks: number; dirtyChunks: number; eventsCleared: number; stale: boolean } | null;
-  resync: { needed: boolean; resyncOffset: string; regions: { arrayOffset: number; arrayLength: number }[]; arrayBytes: number };
-}
-
-export function raidStatus(a: MdArray): RaidStatus {
-  const g = a.geometry;
-  const bm = a.bitmap;
-  const regions = a.resyncRegions();
-  const layout = g.level === 1 ? '' : g.level === 4 ? 'parity-last' : mdLayoutName(g.level, g.layout);
-  return {
-    uuid: a.uuid, name: a.name, level: `raid${g.level}`, layout, chunkBytes: g.level === 1 ? 0 : g.chunkSectors * SECTOR,
-    raidDevices: g.raidDisks, arrayBytes: a.arrayBytes, componentBytes: a.componentBytes, dataOffset: a.dataOffset,
-    events: Number(a.events), state: a.clean ? 'clean' : 'dirty', degraded: a.degraded, mdstat: mdstatSlots(a.states),
-    members: a.states.map((s, slot) => {
-      if (s.state === 'in-sync') return { slot, state: s.state, member: s.member.name };
-      if (s.state === 'recovering') return { slot, state: s.state, member: s.member.name, recoveredBytes: s.recoveryOffset * SECTOR };
-      return { slot, state: s.state, member: null, reason: s.reason };
-    }),
-    leftOut: a.leftOut.map((l) => ({ member: l.member.name, why: l.why, slot: l.slot, events: Number(l.events), reason: l.reason })),
-    spares: a.spares.map((m) => m.name),
-    bitmap: bm === null ? null : {
-      chunkBytes: bm.chunkBytes, chunks: bm.bits, dirtyChunks: bm.dirtyCount(), eventsCleared: Number(bm.superblock.eventsCleared), stale: bm.wasStale,
-    },
-    resync: {
-      needed: a.resyncOffset !== MD_MAX_SECTOR,
-      resyncOffset: a.resyncOffset === MD_MAX_SECTOR ? 'MaxSector' : String(a.resyncOffset),
-      regions: regions.map((r) => ({ arrayOffset: r.arrayOffset, arrayLength: r.arrayLength })),
-      arrayBytes: regions.reduce((n, r) => n + r.arrayLength, 0),
-    },
-  };
-}
-
 /** The status as mdadm --detail and /proc/mdstat would put it. */
 function statusText(s: RaidStatus, members: readonly string[], control?: string, work?: RaidWork | null): string {
   const lines: string[] = [];
@@ -302,43 +222,45 @@ function statusText(s: RaidStatus, members: readonly string[], control?: string,
 
 // ------------------------------------------------------------------------------ a served array
 
-/** Requests on `serve --raid --control PATH`'s socket: one JSON object a line, answered by one line ({ ok, result } or { ok: false, error }). */
-export type RaidControlRequest =
-  | { cmd: 'raid-status' }
-  | { cmd: 'raid-fail'; slot: number }
-  /** Rebuild `slot` onto `member` while serving; `size` creates the file; `rate` in bytes a second. */
-  | { cmd: 'raid-add'; slot: number; member: string; size?: number; rate?: number; force?: boolean };
-
-/** Work running on a served array: a rebuild (with its slot and new member) or a resync. */
-export interface RaidWork {
-  action: 'resync' | 'check' | 'repair' | 'rebuild';
-  done: number;
-  total: number;
-  percent: number;
-  slot?: number;
-  member?: string;
-}
-
-/** What raid-status answers: `raid status --json`'s object, the served members, and the running work. */
-export interface ServedRaidStatus extends RaidStatus {
-  work: RaidWork | null;
-  /** The last online rebuild's outcome, once one has ended. */
-  lastRebuild: { slot: number; member: string; ok: boolean; error?: string } | null;
-}
-
 /** Sends one request to a `serve --raid --control PATH` and returns its result; errors say what to do. */
 export async function raidControlCall(control: string, req: RaidControlRequest, timeoutMs = 60_000): Promise<unknown> {
+  let result: unknown;
   try {
-    return await controlCall(control, req, timeoutMs, {
+    result = await controlCall(control, req, timeoutMs, {
       who: 'serve --raid',
       notRunning: (p) => `no serve --raid is running with control socket ${p}: start it with twindisk serve --raid MEMBER,... --control ${p}, or give the members to work offline`,
     });
   } catch (e) {
     const msg = (e as Error).message;
     // A plain `serve --image` or a node (daemon/control.ts) does not know the raid commands.
-    if (/unknown command "raid-/.test(msg)) throw new CommandError(`${control} is the control socket of a serve --image or a node, not of serve --raid: give the --control PATH of serve --raid`);
+    if (/unknown command "raid-/.test(msg)) {
+      if (/a served array takes/.test(msg)) throw new CommandError(`the serve --raid (or node) at ${control} does not take ${req.cmd}: it runs an older twindisk; restart it with this one, or stop it and use the offline command`);
+      throw new CommandError(`${control} is the control socket of a serve --image or a node, not of serve --raid: give the --control PATH of serve --raid`);
+    }
     throw new CommandError(msg);
   }
+  // Every raid request answers an object; nothing means the other end took the request but has no handler for it.
+  if (typeof result !== 'object' || result === null) {
+    throw new CommandError(`the process at ${control} took ${req.cmd} but answered nothing: it does not run ${req.cmd} online (stop it and use the offline command)`);
+  }
+  return result;
+}
+
+/** "check: 3 mismatched sectors in 48 MiB of the array (read N bytes)", as the offline check prints it. */
+function checkText(action: 'check' | 'repair', r: { mismatches: number; arrayBytes: number; bytesRead: number }): string {
+  return `${action}: ${r.mismatches} mismatched sectors${action === 'repair' && r.mismatches > 0 ? ' rewritten' : ''} in ${formatBytes(r.arrayBytes)} of the array (read ${r.bytesRead} bytes)`;
+}
+
+/** What a repair rewrites on this level. */
+function repairWords(mirrored: boolean): string {
+  return mirrored ? 'the other copies from the first' : 'parity from the data';
+}
+
+/** The last online check's line in `raid status --control`. */
+function lastCheckText(c: RaidCheckOutcome): string {
+  if (c.error !== undefined) return `last ${c.action} failed after ${formatBytes(c.arrayBytes)}: ${c.error}`;
+  if (c.stopped) return `last ${c.action} was stopped by a shutdown after ${formatBytes(c.arrayBytes)}: ${c.mismatches} mismatched sectors so far`;
+  return `last ${checkText(c.action, c)}, ${c.seconds} s`;
 }
 
 async function statusOnline(control: string, o: { json?: boolean }): Promise<void> {
@@ -350,6 +272,7 @@ async function statusOnline(control: string, o: { json?: boolean }): Promise<voi
   const members = s.members.flatMap((m) => (m.member !== null ? [m.member] : []));
   let text = statusText(s, members, control, s.work);
   if (s.lastRebuild && !s.lastRebuild.ok) text += `last rebuild of slot ${s.lastRebuild.slot} onto ${s.lastRebuild.member} failed: ${s.lastRebuild.error}\n`;
+  if (s.lastCheck) text += `${lastCheckText(s.lastCheck)}\n`;
   process.stdout.write(text);
 }
 
@@ -359,14 +282,75 @@ async function failOnline(control: string, slot: number): Promise<void> {
     + `rebuild it while serving with: twindisk raid add --control ${control} --slot ${slot} NEW-MEMBER [--size SIZE]\n`);
 }
 
-async function addOnline(control: string, newPath: string, o: { slot: number; size?: number; rate?: number; force?: boolean }): Promise<void> {
+async function removeOnline(control: string, slot: number): Promise<void> {
+  const s = await raidControlCall(control, { cmd: 'raid-remove', slot }) as ServedRaidStatus;
+  process.stdout.write(`removed the failed member of slot ${slot} from the superblocks (events ${s.events}); the array is served degraded ${s.mdstat}\n`
+    + `rebuild it while serving with: twindisk raid add --control ${control} --slot ${slot} NEW-MEMBER [--size SIZE]\n`);
+}
+
+/** add and replace on a served array: the rebuild runs there, in the background. */
+async function rebuildOnline(kind: 'add' | 'replace', control: string, newPath: string, o: { slot: number; size?: number; rate?: number; force?: boolean }): Promise<void> {
+  const before = kind === 'replace' ? await raidControlCall(control, { cmd: 'raid-status' }) as ServedRaidStatus : null;
+  const old = before?.members[o.slot]?.state !== 'missing' ? before?.members[o.slot]?.member ?? null : null;
   const req: RaidControlRequest = {
-    cmd: 'raid-add', slot: o.slot, member: path.resolve(newPath),
+    cmd: kind === 'add' ? 'raid-add' : 'raid-replace', slot: o.slot, member: path.resolve(newPath),
     ...(o.size !== undefined ? { size: o.size } : {}), ...(o.rate !== undefined ? { rate: o.rate } : {}), ...(o.force ? { force: true } : {}),
   };
   const s = await raidControlCall(control, req) as ServedRaidStatus;
+  if (old !== null) process.stdout.write(`failed ${old} (slot ${o.slot}): the array runs without its redundancy until the rebuild ends\n`);
   process.stdout.write(`rebuilding slot ${o.slot} onto ${newPath} while serving (${formatBytes(s.componentBytes)}); ${s.mdstat}\n`
     + `follow it with: twindisk raid status --control ${control}\n`);
+}
+
+/** How often `raid check --control --wait` asks for progress. */
+const WAIT_POLL_MS = 200;
+
+/** check and repair on a served array: started in the background there; with `wait`, followed with a progress bar to the result. */
+async function scrubOnline(mode: 'check' | 'repair', control: string, o: { rate?: number; wait?: boolean }): Promise<void> {
+  const started = await raidControlCall(control, { cmd: mode === 'check' ? 'raid-check' : 'raid-repair', ...(o.rate !== undefined ? { rate: o.rate } : {}) }) as RaidCheckStarted;
+  const mirrored = started.level === 'raid1' || started.level === 'raid10';
+  if (!o.wait) {
+    process.stdout.write(`${mode} started while serving (${formatBytes(started.arrayBytes)} of the array); follow it with: twindisk raid status --control ${control}\n`
+      + `(its result, md's mismatch count, is shown there once it ends; --wait waits for it here)\n`);
+    return;
+  }
+  const bar = progressBar(mode);
+  let outcome: RaidCheckOutcome | null = null;
+  try {
+    for (let idle = 0; outcome === null;) {
+      let s: ServedRaidStatus;
+      try {
+        s = await raidControlCall(control, { cmd: 'raid-status' }) as ServedRaidStatus;
+      } catch (e) {
+        throw new CommandError(`the served array went away before the ${mode} ended (${(e as Error).message}); its log says how far the ${mode} got`);
+      }
+      if (s.lastCheck?.id === started.checkId) {
+        outcome = s.lastCheck;
+        break;
+      }
+      if (s.work?.id === started.checkId) {
+        bar.update(s.work.done, s.work.total);
+        idle = 0;
+      } else if (++idle > 25) {
+        throw new CommandError(`the ${mode} started at ${control} is no longer running and left no result: see the log of the served array`);
+      }
+      await new Promise((r) => setTimeout(r, WAIT_POLL_MS));
+    }
+  } finally {
+    bar.stop();
+  }
+  if (outcome.error !== undefined) throw new CommandError(`${mode} failed after ${formatBytes(outcome.arrayBytes)}: ${outcome.error}`);
+  if (outcome.stopped) {
+    throw new CommandError(`the served array shut down during the ${mode}, after ${formatBytes(outcome.arrayBytes)} of ${formatBytes(started.arrayBytes)} `
+      + `(${outcome.mismatches} mismatched sectors so far): run it again once it serves`);
+  }
+  process.stdout.write(`${checkText(mode, outcome)}\n`);
+  if (mode === 'check' && outcome.mismatches > 0) process.stdout.write(`the members disagree: twindisk raid repair --control ${control} rewrites ${repairWords(mirrored)}\n`);
+}
+
+async function resyncOnline(control: string): Promise<void> {
+  const a = await raidControlCall(control, { cmd: 'raid-resync' }) as RaidResyncAnswer;
+  process.stdout.write(`${a.message}\n`);
 }
 
 /** The members argument with --control: none (serve knows them). */
@@ -399,10 +383,10 @@ function degradedText(a: MdArray): string {
   return `${mdstatSlots(a.states)}: ${why.join(', ')}`;
 }
 
-function slotOf(vol: RaidVolume, slot: number): MdSlotState {
-  const st = vol.array.states[slot];
-  if (st === undefined) throw new UsageError(`--slot ${slot}: this array has slots 0 to ${vol.array.geometry.raidDisks - 1}`);
-  return st;
+/** The slot's state; a slot the array does not have is a usage error here (the offline commands take --slot). */
+function slotOf(vol: RaidVolume, slot: number): ReturnType<typeof slotOfArray> {
+  if (slot >= vol.array.geometry.raidDisks) throw new UsageError(`--slot ${slot}: this array has slots 0 to ${vol.array.geometry.raidDisks - 1}`);
+  return slotOfArray(vol, slot);
 }
 
 /** The usual ending: clean superblocks, members closed and unlocked (also after an error). */
@@ -522,8 +506,8 @@ async function scrub(mode: 'check' | 'repair', paths: string[], o: CommonOptions
         throw new CommandError(`the array is degraded ${degradedText(vol.array)}: ${mode} compares every member, so rebuild the missing one first (twindisk raid add)`);
       }
       const r = await withProgress(mode, o.rate, (w) => vol!.scrub(mode, w));
-      process.stdout.write(`${mode}: ${r.mismatches} mismatched sectors${mode === 'repair' && r.mismatches > 0 ? ' rewritten' : ''} in ${formatBytes(r.arrayBytes)} of the array (read ${r.bytesRead} bytes)\n`);
-      if (mode === 'check' && r.mismatches > 0) process.stdout.write(`the members disagree: twindisk raid repair ${paths.join(' ')} rewrites ${vol.array.geometry.level === 1 || vol.array.geometry.level === 10 ? 'the other copies from the first' : 'parity from the data'}\n`);
+      process.stdout.write(`${checkText(mode, r)}\n`);
+      if (mode === 'check' && r.mismatches > 0) process.stdout.write(`the members disagree: twindisk raid repair ${paths.join(' ')} rewrites ${repairWords(vol.array.geometry.level === 1 || vol.array.geometry.level === 10)}\n`);
     });
   } finally {
     await finish(vol, open);
@@ -565,29 +549,6 @@ async function remove(paths: string[], o: CommonOptions & { slot: number }): Pro
   } finally {
     await finish(vol, open);
   }
-}
-
-/**
- * The checks before a rebuild onto `member` (offline add/replace, and serve --raid's online add): the
- * slot exists; `member` holds no other array's superblock (unless `force`); for add, the slot is empty.
- * Returns the slot's state. `control`: the control socket the command came through (for the advice).
- */
-export function checkRebuildTarget(vol: RaidVolume, kind: 'add' | 'replace', slot: number, member: MemberIo, newPath: string, force: boolean, control?: string): MdSlotState {
-  const st = slotOf(vol, slot);
-  const theirs = superblockUuid(member);
-  if (theirs !== null && theirs !== vol.array.uuid && !force) {
-    throw new CommandError(`${newPath} holds the md superblock of another array (${theirs}): rebuilding onto it destroys that array's member; give another device, or --force`);
-  }
-  if (kind === 'add' && st.state !== 'missing') {
-    throw new CommandError(st.state === 'in-sync'
-      ? control !== undefined
-        ? `slot ${slot} is held by ${st.member.name}, in sync: fail it first (twindisk raid fail --control ${control} --slot ${slot}), then add`
-        : `slot ${slot} is held by ${st.member.name}, in sync: replace it with twindisk raid replace --slot ${slot}, or fail it first (twindisk raid fail)`
-      : control !== undefined
-        ? `slot ${slot} is being rebuilt onto ${st.member.name}: wait for the rebuild (twindisk raid status --control ${control})`
-        : `slot ${slot} is being rebuilt onto ${st.member.name} (interrupted): leave ${st.member.name} out of the members and add it (or another) again`);
-  }
-  return st;
 }
 
 interface RebuildOptions extends CommonOptions { slot: number; size?: number; rate?: number; force?: boolean }
@@ -665,8 +626,9 @@ export function addRaidCommands(program: Command): void {
     .summary('md-compatible RAID 1/4/5/6/10 on files or block devices (create, status, check, rebuild)')
     .description('md-compatible arrays (metadata 1.2, internal write-intent bitmap) on files or block devices: mdadm and the\n'
       + 'Linux kernel assemble what twindisk creates, and twindisk what mdadm creates. These commands work offline;\n'
-      + '`twindisk serve --raid MEMBER,...` serves an array. MEMBERs may be given in any order: their superblocks\n'
-      + 'say which slot each holds.');
+      + '`twindisk serve --raid MEMBER,...` serves an array, and with --control PATH (instead of the members) status,\n'
+      + 'fail, remove, add, replace, check, repair and resync act on it while it serves. MEMBERs may be given in any\n'
+      + 'order: their superblocks say which slot each holds.');
   const slotOption = (): Option => new Option('--slot <n>', 'the slot (md role) to act on, 0 to members-1 (required)').argParser(countArg(0, 255));
   const sddOption = (): Option => new Option('--start-dirty-degraded', 'start a raid4/5/6 that is degraded and was not shut down cleanly (its parity may be wrong where writes were in flight)');
   const rateOption = (what: string): Option => new Option('--rate <size/s>', `at most this many bytes a second ${what}, e.g. 50M/s`).argParser(rateArg);
@@ -715,16 +677,34 @@ export function addRaidCommands(program: Command): void {
       return status(paths, o);
     });
 
+  /** --start-dirty-degraded is for assembling (offline): refused with --control. */
+  const noSddWithControl = (o: CommonOptions): void => {
+    if (o.startDirtyDegraded) throw new UsageError('--start-dirty-degraded goes with the members (offline); the served array is running already');
+  };
+
   for (const mode of ['check', 'repair'] as const) {
     raid.command(mode)
       .summary(mode === 'check' ? 'read the whole array and count mismatched sectors (md\'s check)' : 'read the whole array and rewrite what does not match (md\'s repair)')
-      .description(mode === 'check'
+      .description((mode === 'check'
         ? 'Read every stripe (or every copy) and count the sectors whose parity or copies disagree (md\'s mismatch_cnt).\nRead errors met on the way are repaired from the other members.'
         : 'Read every stripe (or every copy) and rewrite parity from the data (mirrors: the other copies from the first).')
-      .argument('<members...>', 'member files or block devices')
+        + `\nWith --control, the served array runs it in the background (md's echo ${mode} > sync_action): progress and\n`
+        + 'the result in twindisk raid status --control; --wait follows it here and prints the result.')
+      .argument('[members...]', 'member files or block devices (offline)')
       .addOption(rateOption('read from the members'))
       .addOption(sddOption())
-      .action((paths: string[], o: CommonOptions & { rate?: number }) => scrub(mode, paths, o));
+      .addOption(controlOption())
+      .option('--wait', 'with --control: follow the progress until the end and print the result')
+      .action((paths: string[], o: CommonOptions & { rate?: number; control?: string; wait?: boolean }) => {
+        if (o.control !== undefined) {
+          noMembersWithControl(paths, mode);
+          noSddWithControl(o);
+          return scrubOnline(mode, o.control, o);
+        }
+        if (o.wait) throw new UsageError(`--wait goes with --control (a served array's ${mode} runs in the background); offline, raid ${mode} runs to its end anyway`);
+        needMembers(paths, mode);
+        return scrub(mode, paths, o);
+      });
   }
 
   raid.command('fail')
@@ -737,19 +717,63 @@ export function addRaidCommands(program: Command): void {
       const slot = needSlot(o, 'fail');
       if (o.control !== undefined) {
         noMembersWithControl(paths, 'fail');
-        if (o.startDirtyDegraded) throw new UsageError('--start-dirty-degraded goes with the members (offline); the served array is running already');
+        noSddWithControl(o);
         return failOnline(o.control, slot);
       }
       needMembers(paths, 'fail');
       return fail(paths, { ...o, slot });
     });
 
+  const rangeArg = (v: string): { offset: number; length: number } => {
+    const m = /^([^+]+)\+([^+]+)$/.exec(v);
+    if (!m) throw new InvalidArgumentError('expected OFFSET+LENGTH in bytes of the member, e.g. 17M+4K.');
+    return { offset: sizeArg(m[1]!), length: sizeArg(m[2]!) };
+  };
+  raid.command('inject')
+    .summary('make a member of a served array fail, for testing (a bad range, a failing write, a vanished disk)')
+    .description('Fault injection into the member of a slot of a running serve --raid, or of a node whose disk is an md array,\n'
+      + 'through its --control socket (nbdkit\'s error filter, dm-flakey): reads or writes of member bytes OFFSET+LENGTH fail\n'
+      + 'with EIO (--times N times, or until --clear; a read error heals once the range is rewritten, as a remapped bad\n'
+      + 'sector does: md\'s read-error repair does that), or the member vanishes (every operation fails: it is failed).\n'
+      + 'Offsets count from the member\'s start (md\'s superblock is at 4K, data at the data offset raid status shows).')
+    .addOption(slotOption())
+    .addOption(controlOption().makeOptionMandatory())
+    .addOption(new Option('--read-error <offset+length>', 'reads touching these member bytes fail').argParser(rangeArg))
+    .addOption(new Option('--write-error <offset+length>', 'writes touching these member bytes fail').argParser(rangeArg))
+    .option('--vanish', 'the member is gone: every operation fails')
+    .option('--clear', 'remove the member\'s faults (and bring a vanished one back)')
+    .addOption(new Option('--times <n>', 'fail this many matching operations, then stop').argParser(countArg(1, 1 << 30)))
+    .action(async (o: { slot?: number; control: string; readError?: { offset: number; length: number }; writeError?: { offset: number; length: number }; vanish?: boolean; clear?: boolean; times?: number }) => {
+      const slot = needSlot(o, 'inject');
+      const kinds = [o.readError && 'read-error', o.writeError && 'write-error', o.vanish && 'vanish', o.clear && 'clear'].filter(Boolean) as string[];
+      if (kinds.length !== 1) throw new UsageError('raid inject takes one of --read-error OFFSET+LENGTH, --write-error OFFSET+LENGTH, --vanish, --clear');
+      if (o.times !== undefined && !o.readError && !o.writeError) throw new UsageError('--times goes with --read-error or --write-error');
+      const range = o.readError ?? o.writeError;
+      const req = range
+        ? { cmd: 'raid-inject' as const, slot, kind: kinds[0] as 'read-error' | 'write-error', offset: range.offset, length: range.length, ...(o.times !== undefined ? { times: o.times } : {}) }
+        : { cmd: 'raid-inject' as const, slot, kind: kinds[0] as 'vanish' | 'clear' };
+      const a = await raidControlCall(o.control, req) as { member: string; faults: number };
+      process.stdout.write(`slot ${slot} (${a.member}): ${kinds[0]}${range ? ` at ${range.offset}+${range.length}` : ''}; ${a.faults} fault(s) active\n`);
+    });
+
   raid.command('remove')
     .summary('take a member out of the array: failed, then dropped from the superblocks (mdadm --fail --remove)')
-    .argument('<members...>', 'member files or block devices')
+    .description('Offline: fail the slot\'s member and drop it from the superblocks. With --control (mdadm --remove on a\n'
+      + 'running array): drop the failed member of the slot; a member in sync is failed first with twindisk raid fail --control.')
+    .argument('[members...]', 'member files or block devices (offline)')
     .addOption(slotOption())
     .addOption(sddOption())
-    .action((paths: string[], o: CommonOptions & { slot?: number }) => remove(paths, { ...o, slot: needSlot(o, 'remove') }));
+    .addOption(controlOption())
+    .action((paths: string[], o: CommonOptions & { slot?: number; control?: string }) => {
+      const slot = needSlot(o, 'remove');
+      if (o.control !== undefined) {
+        noMembersWithControl(paths, 'remove');
+        noSddWithControl(o);
+        return removeOnline(o.control, slot);
+      }
+      needMembers(paths, 'remove');
+      return remove(paths, { ...o, slot });
+    });
 
   for (const kind of ['add', 'replace'] as const) {
     raid.command(kind)
@@ -767,14 +791,13 @@ export function addRaidCommands(program: Command): void {
       .addOption(rateOption('written to the new member'))
       .option('--force', 'rebuild onto NEW even if it holds another array\'s superblock')
       .addOption(sddOption())
-      .addOption(kind === 'add' ? controlOption() : controlOption().hideHelp()) // replace: refused with advice
+      .addOption(controlOption())
       .action((newPath: string, paths: string[], o: RebuildOptions & { slot?: number; control?: string }) => {
         const slot = needSlot(o, kind);
         if (o.control !== undefined) {
-          if (kind === 'replace') throw new UsageError(`raid replace does not run on a served array: fail the slot (twindisk raid fail --control ${o.control} --slot ${slot}), then add the new member (twindisk raid add --control ${o.control} --slot ${slot} NEW)`);
           noMembersWithControl(paths, kind);
-          if (o.startDirtyDegraded) throw new UsageError('--start-dirty-degraded goes with the members (offline); the served array is running already');
-          return addOnline(o.control, newPath, { ...o, slot });
+          noSddWithControl(o);
+          return rebuildOnline(kind, o.control, newPath, { ...o, slot });
         }
         needMembers(paths, kind);
         return rebuild(kind, newPath, paths, { ...o, slot });
@@ -785,9 +808,20 @@ export function addRaidCommands(program: Command): void {
     .summary('bring parity or copies in sync: after create, or the dirty bitmap regions after a crash')
     .description('Repair what may be out of sync: everything after create (without --assume-clean), and after an unclean\n'
       + 'shutdown only the regions the write-intent bitmap marks dirty (without a bitmap, the whole array). Prints the\n'
-      + 'bytes it read.')
-    .argument('<members...>', 'member files or block devices')
+      + 'bytes it read. A served array resyncs on its own (at start, and after the rebuild of a degraded one): with\n'
+      + '--control, this says whether a resync runs, is not needed, or waits for a rebuild.')
+    .argument('[members...]', 'member files or block devices (offline)')
     .addOption(rateOption('read from the members'))
     .addOption(sddOption())
-    .action((paths: string[], o: CommonOptions & { rate?: number }) => resync(paths, o));
+    .addOption(controlOption())
+    .action((paths: string[], o: CommonOptions & { rate?: number; control?: string }) => {
+      if (o.control !== undefined) {
+        noMembersWithControl(paths, 'resync');
+        noSddWithControl(o);
+        if (o.rate !== undefined) throw new UsageError('--rate goes with the members (offline): a served array\'s resync runs at its own pace');
+        return resyncOnline(o.control);
+      }
+      needMembers(paths, 'resync');
+      return resync(paths, o);
+    });
 }

@@ -5,13 +5,18 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { PortalStats } from '../bootimg/iscsi/portal.js';
 import { controlCall, type ControlRequest } from '../daemon/control.js';
+import { parseMetricsAddress } from '../daemon/metrics.js';
+import { parseHttpAddress } from '../daemon/http/status-server.js';
+import type { HostPort } from '../engine/replication/config/address.js';
 import { Node, lockNodeDisks } from '../daemon/node.js';
 import { loadResource, nodeByName, type NodeConfig } from '../engine/replication/config.js';
 import { Metadata, metadataSize } from '../engine/replication/metadata.js';
 import type { PeerStatus, ResourceStatus } from '../engine/replication/resource.js';
+import type { ServedRaidStatus } from '../engine/raid/membership.js';
 import { secondsArg, sizeArg } from './args.js';
 import { CommandError, UsageError } from './errors.js';
 import { ProgressBars, type ProgressRow } from './progress.js';
+import { createRaidDiskMd } from './raid-disk.js';
 
 // Errors: UsageError, commander's usage errors and the ConfigError of a bad resource file exit 2;
 // CommandError, MetadataError and DiskLockError (run-time failures) exit 1; see cli/errors.ts.
@@ -46,14 +51,27 @@ export function addResourceCommands(program: Command): void {
     'Initialise the node\'s metadata (internal: at the end of its backing file).\n'
     + '--assume-clean marks the data UpToDate with the same first generation on every node (only when all\n'
     + 'backing files are new and zeroed: no initial sync).')
-    .addOption(new Option('--size <size>', 'create the backing file with SIZE usable bytes (a multiple of 4096, e.g. 100G)').argParser(sizeArg))
+    .addOption(new Option('--size <size>', 'create the backing file with SIZE usable bytes (a multiple of 4096, e.g. 100G); for an md array disk, each missing member file with SIZE bytes').argParser(sizeArg))
     .option('--force', 'overwrite existing metadata')
     .option('--assume-clean', 'start every node UpToDate without an initial sync (all disks new and zeroed)')
     .action((o: TargetOptions & { size?: number; force?: boolean; assumeClean?: boolean }, cmd: Command) => createMd(o, cmd));
   resourceCommand(program, 'up', 'run the node in the foreground',
     'Run the node in the foreground: replication links, control socket, vhost-user socket (QEMU connecting\n'
     + 'promotes the node to Primary when no other node is Primary and it has quorum).')
-    .action((o: TargetOptions, cmd: Command) => up(o, cmd));
+    .addOption(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (instead of the node\'s "metrics" key; port 0: a free one, printed)')
+      .argParser((v: string) => {
+        const r = parseMetricsAddress(v);
+        if (typeof r === 'string') throw new UsageError(`--metrics: ${r}`);
+        return r;
+      }))
+    .addOption(new Option('--http <host:port>', 'serve the live status page at http://HOST:PORT/ (instead of the node\'s "http" key; port 0: a free one, printed)')
+      .argParser((v: string) => {
+        const r = parseHttpAddress(v);
+        if (typeof r === 'string') throw new UsageError(`--http: ${r}`);
+        return r;
+      }))
+    .option('--http-admin', 'allow primary, secondary, verify, connect and disconnect from the status page, signed with the resource secret (or the node\'s "http-admin" key)')
+    .action((o: TargetOptions & { metrics?: HostPort; http?: HostPort; httpAdmin?: boolean }, cmd: Command) => up(o, cmd));
   resourceCommand(program, 'down', 'stop a running node')
     .action((o: TargetOptions, cmd: Command) => call(target(o, cmd), { cmd: 'down' }));
   resourceCommand(program, 'status', 'show the node\'s role, disk, peers and resync progress')
@@ -88,14 +106,14 @@ async function call(t: Target, req: ControlRequest): Promise<void> {
   try {
     const r = await controlCall(t.node.control, req);
     if (req.cmd === 'down') process.stdout.write(`${t.node.name}: stopping\n`);
-    else if (r && typeof r === 'object' && 'role' in r) process.stdout.write(formatStatus(r as ResourceStatus));
+    else if (r && typeof r === 'object' && 'role' in r) process.stdout.write(formatStatus(r as ResourceStatus, t.node.control));
     else process.stdout.write(JSON.stringify(r) + '\n');
   } catch (e) {
     throw new CommandError(`${t.node.name}: ${(e as Error).message}`);
   }
 }
 
-function createMd(values: TargetOptions & { size?: number; force?: boolean; assumeClean?: boolean }, cmd: Command): void {
+function createMd(values: TargetOptions & { size?: number; force?: boolean; assumeClean?: boolean }, cmd: Command): void | Promise<void> {
   const t = target(values, cmd);
   const cfg = loadResource(t.file);
   const me = t.node;
@@ -105,6 +123,17 @@ function createMd(values: TargetOptions & { size?: number; force?: boolean; assu
   // Everything that can be checked without touching a file first, so that a mistake changes nothing.
   const size = values.size ?? null;
   if (size !== null && size % 4096 !== 0) throw new UsageError(`--size ${values.size} is not a multiple of 4096`);
+  const assumeClean = (md: Metadata): void => {
+    // Every node derives the same first generation from the resource and the size, so they start in sync.
+    md.setInitialGeneration(cleanGeneration(cfg.resource, md.dataSize));
+    md.disk = 'UpToDate';
+    md.writeSuperblock();
+  };
+  if (me.raid) {
+    return createRaidDiskMd(cfg, me, {
+      ...(size !== null ? { size } : {}), force: !!values.force, ...(values.assumeClean ? { initialGeneration: assumeClean } : {}),
+    });
+  }
   const existed = fs.existsSync(me.disk);
   if (!existed && size === null) throw new CommandError(`backing file ${me.disk} does not exist: create it (truncate -s 1G ${me.disk}) or pass --size`);
   for (const file of [me.disk, ...(external ? [me.metaDisk] : [])]) {
@@ -129,12 +158,7 @@ function createMd(values: TargetOptions & { size?: number; force?: boolean; assu
       throw e;
     }
     try {
-      if (values.assumeClean) {
-        // Every node derives the same first generation from the resource and the size, so they start in sync.
-        md.setInitialGeneration(cleanGeneration(cfg.resource, md.dataSize));
-        md.disk = 'UpToDate';
-        md.writeSuperblock();
-      }
+      if (values.assumeClean) assumeClean(md);
       process.stdout.write(`${me.name}: metadata created on ${external ? me.metaDisk : `${me.disk} (internal)`}; ${md.dataSize} usable bytes, ${md.disk}\n`);
     } finally {
       md.close();
@@ -151,11 +175,17 @@ function cleanGeneration(resource: string, size: number): bigint {
   return (h | 4n) & ~1n;
 }
 
-async function up(values: TargetOptions, cmd: Command): Promise<void> {
+async function up(values: TargetOptions & { metrics?: HostPort; http?: HostPort; httpAdmin?: boolean }, cmd: Command): Promise<void> {
   const t = target(values, cmd);
-  const node = new Node({ config: t.file, node: t.node.name });
+  if (values.httpAdmin && !values.http && !t.node.http) throw new UsageError(`--http-admin needs a status page: add --http HOST:PORT (or the node's "http" key)`);
+  const node = new Node({
+    config: t.file, node: t.node.name, ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(values.http ? { http: values.http } : {}), ...(values.httpAdmin ? { httpAdmin: true } : {}),
+  });
   await node.start();
   process.stdout.write(`twindisk: ${node.cfg.resource}/${node.me.name} is up (control socket ${node.me.control})\n`);
+  if (node.metrics) process.stdout.write(`twindisk: metrics on ${node.metrics.url}\n`);
+  if (node.statusPage) process.stdout.write(`twindisk: status page on ${node.statusPage.url} (${node.statusPage.admin ? 'admin: actions signed with the resource secret' : 'read-only'})\n`);
   const stop = (sig: string) => {
     node.log.info(`${sig} received: shutting down`);
     void node.stop();
@@ -178,7 +208,7 @@ async function status(values: TargetOptions & { json?: boolean }, cmd: Command):
     for (const [name, p] of Object.entries(s.peers)) peers[name] = p;
     process.stdout.write(JSON.stringify({ ...s, peers }) + '\n');
   } else {
-    process.stdout.write(formatStatus(s));
+    process.stdout.write(formatStatus(s, t.node.control));
   }
 }
 
@@ -211,10 +241,10 @@ function peerLine(name: string, p: PeerStatus): string {
 }
 
 /** `status` as a node answers it: the resource's, plus its iSCSI portal's counters when it has one (daemon/iscsi.ts). */
-type NodeStatus = ResourceStatus & { iscsi?: PortalStats };
+type NodeStatus = ResourceStatus & { iscsi?: PortalStats; raid?: ServedRaidStatus };
 
 /** The human form of `status`, like `drbdadm status`. */
-export function formatStatus(s: NodeStatus): string {
+export function formatStatus(s: NodeStatus, control = 'CONTROL-SOCKET'): string {
   let out = `${s.resource} node:${s.node} role:${s.role} disk:${s.disk} size:${humanBytes(s.size)} quorum:${s.quorum ? 'yes' : 'no'} (${s.votes.have}/${s.votes.needed || 'off'})\n`;
   for (const [name, p] of Object.entries(s.peers)) out += peerLine(name, p);
   const l = s.links;
@@ -222,6 +252,12 @@ export function formatStatus(s: NodeStatus): string {
     out += `  strangers: ${l.handshakesFailed ?? 0} handshakes refused (${l.authFailed ?? 0} failed authentication), ${l.handshakesTimedOut ?? 0} timed out, ${l.handshakesAbandoned ?? 0} abandoned, ${l.connectionsRefused ?? 0} connections refused\n`;
   }
   if (s.stats.framesRefused > 0) out += `  protocol violations: ${s.stats.framesRefused} frames refused (links closed; see the log)\n`;
+  if (s.raid) {
+    const r = s.raid;
+    const work = r.work ? `, ${r.work.action} ${r.work.percent}%${r.work.slot !== undefined ? ` of slot ${r.work.slot}` : ''}` : '';
+    out += `  md array: ${r.level} ${r.mdstat} ${r.degraded > 0 ? `degraded (${r.degraded} of ${r.raidDevices} slots out)` : 'in sync'}${work}`
+      + `${r.degraded > 0 && !r.work ? ` (rebuild it while serving: twindisk raid add --control ${control} --slot N NEW-MEMBER)` : ''}\n`;
+  }
   if (s.iscsi) {
     const i = s.iscsi;
     out += `  iscsi: ${i.sessions} session${i.sessions === 1 ? '' : 's'}, ${i.connections} connection${i.connections === 1 ? '' : 's'}`

@@ -6,6 +6,8 @@ import { ISCSI_DEFAULT_PORT, iscsiNameProblem } from '../bootimg/ipxe.js';
 import { ChapConfigError, validateChapConfig, type ChapConfig, type ChapCredentials } from '../bootimg/iscsi/chap.js';
 import { DiskOpRunner } from '../bootimg/iscsi/disk-ops.js';
 import { ControlServer, type ControlRequest } from '../daemon/control.js';
+import { countedBackend } from '../daemon/counted-backend.js';
+import { MetricsServer, TwindiskMetrics, addFrontendMetrics, parseMetricsAddress } from '../daemon/metrics.js';
 import { IscsiPortal } from '../bootimg/iscsi/portal.js';
 import { capacityChanged, makeScsiDisk } from '../bootimg/iscsi/scsi.js';
 import type { ScsiDisk } from '../bootimg/iscsi/scsi-vpd.js';
@@ -16,6 +18,7 @@ import { parseHostPort, type HostPort } from '../engine/replication/config/addre
 import { MAX_QUEUES } from '../engine/replication/limits.js';
 import { serialFor } from '../engine/serial.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
+import { BlkQueueStats } from '../qemu-plugin/virtio/blk-stats.js';
 import { countArg, sizeArg } from './args.js';
 import { CommandError, UsageError } from './errors.js';
 import { qemuAttachArgs } from './qemu-args.js';
@@ -64,10 +67,17 @@ interface ServeArgs {
   aio: 'sync' | 'io_uring';
   /** The control socket (`twindisk resize --control`), or null. */
   control: string | null;
+  /** Serve Prometheus metrics here (`--metrics`), or null. */
+  metrics: HostPort | null;
 }
 
 /** What is being served, for the banner (and for `resize`: the iSCSI LUN's back-end and capacity). */
-interface Serving { vhost: VhostUserServer | null; portal: IscsiPortal | null; iscsi?: { backend: FileBackend; disk: ScsiDisk } }
+interface Serving {
+  vhost: VhostUserServer | null; portal: IscsiPortal | null; iscsi?: { backend: FileBackend; disk: ScsiDisk };
+  metrics?: MetricsServer;
+  /** With --metrics: the iSCSI target's disk operations, counted. */
+  iscsiStats?: BlkQueueStats;
+}
 
 function hostPortArg(option: string): (v: string) => HostPort {
   return (v) => {
@@ -75,6 +85,12 @@ function hostPortArg(option: string): (v: string) => HostPort {
     if (typeof r === 'string') throw new UsageError(`${option}: ${r}`);
     return r;
   };
+}
+
+function metricsArg(v: string): HostPort {
+  const r = parseMetricsAddress(v);
+  if (typeof r === 'string') throw new UsageError(`--metrics: ${r}`);
+  return r;
 }
 
 function showHostPort(hp: HostPort): string {
@@ -107,15 +123,17 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--poll-mode <mode>', 'adaptive: poll only as long as the next request recently came that soon (QEMU\'s poll-grow/poll-shrink); fixed: always --poll-us')
       .choices(['adaptive', 'fixed']).default('adaptive'))
     .option('--control <path>', 'a control socket for `twindisk resize --control PATH` (online resize); with --raid, for `twindisk raid status|fail|add --control PATH`')
+    .addOption(new Option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (port 0: a free one, printed)').argParser(metricsArg))
     .addOption(new Option('--aio <mode>', 'io_uring keeps many requests per queue in flight (disks slower than the page cache); sync reads and writes in the queue\'s thread')
       .choices(['sync', 'io_uring']).default('sync'))
     .action(async (o: {
       image?: string; socket?: string; iscsi?: HostPort; iscsiAdvertise?: HostPort; targetName?: string; chap?: string; mutualChap?: string;
       queues: number; readOnly?: boolean; blockSize: string; size?: number; pollUs: number; pollMode: 'adaptive' | 'fixed'; aio: 'sync' | 'io_uring'; control?: string;
-      raid?: string; startDirtyDegraded?: boolean;
+      raid?: string; metrics?: HostPort; startDirtyDegraded?: boolean;
     }) => {
       // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
       if (o.raid !== undefined) {
+        if (o.metrics) throw new UsageError('--metrics is not available with --raid yet: serve an --image, or run the array without metrics');
         if (o.image) throw new UsageError('serve takes --image FILE or --raid MEMBER,..., not both');
         if (o.readOnly || o.size !== undefined || o.aio !== 'sync') {
           throw new UsageError('--read-only, --size and --aio io_uring are not available with --raid (the array runs on the main thread; create it with twindisk raid create)');
@@ -160,7 +178,8 @@ export function addServeCommand(program: Command): void {
         image: o.image!, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName,
         chap,
         queues: o.queues, readOnly: !!o.readOnly, blockSize: Number(o.blockSize) as 512 | 4096,
-        pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed', aio: o.aio, control: o.control ?? null, ...(o.size !== undefined ? { size: o.size } : {}),
+        pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed', aio: o.aio, control: o.control ?? null, metrics: o.metrics ?? null,
+        ...(o.size !== undefined ? { size: o.size } : {}),
       }, (s) => {
         if (s.vhost) process.stdout.write(`twindisk: serving ${o.image} on ${o.socket}; attach it with:\n  ${qemuAttachArgs(o.socket!, o.queues).join(' ')}\n`);
         if (s.portal) {
@@ -168,6 +187,7 @@ export function addServeCommand(program: Command): void {
           process.stdout.write(`twindisk: serving ${o.image} as iSCSI target ${targetName} LUN 0 on ${showHostPort(s.portal.address)}; boot it with:\n`
             + `  twindisk ipxe --target iscsi://${showHostPort(a)}/${targetName}\n`);
         }
+        if (s.metrics) process.stdout.write(`twindisk: metrics on ${s.metrics.url}\n`);
       });
     });
 }
@@ -207,12 +227,23 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
   let iscsiBackend: FileBackend | null = null;
   let control: ControlServer | null = null;
   const closeAll = async (): Promise<void> => {
+    await serving.metrics?.close();
     await control?.close();
     await serving.portal?.close();
     await serving.vhost?.close();
     iscsiBackend?.close();
   };
   try {
+    // First: a taken metrics port is refused before any socket is made.
+    if (a.metrics) {
+      const metrics = new TwindiskMetrics();
+      const base = { image };
+      addFrontendMetrics(metrics, base, () => serving.vhost,
+        () => (serving.portal ? { portal: serving.portal.stats, requests: serving.iscsiStats ?? null } : null));
+      const server = new MetricsServer(a.metrics, metrics, log.child('metrics'));
+      await server.start();
+      serving.metrics = server;
+    }
     if (a.socket) {
       const server = new VhostUserServer({
         socketPath: a.socket,
@@ -223,6 +254,7 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
         pollFixed: a.pollFixed,
         // Live migration on this host: the destination QEMU connects while the source still runs.
         maxFrontEnds: 2,
+        stats: a.metrics !== null,
       });
       await server.start();
       serving.vhost = server;
@@ -231,6 +263,7 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
       // The iSCSI target runs on this (main) thread: its disk operations are synchronous positional I/O of a few µs
       // each, the same calls a vhost-user queue worker makes.
       iscsiBackend = new FileBackend({ path: image, readOnly: a.readOnly, blockSize: a.blockSize });
+      if (a.metrics) serving.iscsiStats = new BlkQueueStats(BlkQueueStats.allocate());
       const info = iscsiBackend.info;
       const disk = makeScsiDisk({
         id: `image:${image}`, blocks: BigInt(info.size / info.blockSize), blockSize: a.blockSize, readOnly: a.readOnly,
@@ -241,7 +274,7 @@ async function serveLocked(a: ServeArgs, log: Logger, banner: (s: Serving) => vo
       const portal = new IscsiPortal({
         host: a.iscsi.host, port: a.iscsi.port, log: log.child('iscsi'),
         targets: [{
-          name: a.targetName, disk, addresses, runner: new DiskOpRunner(iscsiBackend),
+          name: a.targetName, disk, addresses, runner: new DiskOpRunner(serving.iscsiStats ? countedBackend(iscsiBackend, serving.iscsiStats) : iscsiBackend),
           ...(a.chap ? { chap: a.chap } : {}),
         }],
       });

@@ -60,17 +60,19 @@ ${EXIT_CODES_HELP}`);
   benchOptions(bench.command('replication'))
     .description('Replicated write IOPS and throughput (protocol C, 2 and 3 replicas) against the same volume unreplicated,\n'
       + 'and resync throughput after a full and a 1% divergence.')
-    .addOption(new Option('--only <part>', 'run one part: alone (serve against a resource node with no peer), writes (every write row), resync')
-      .choices(['alone', 'writes', 'resync']))
+    .addOption(new Option('--only <part>', 'run one part: alone (serve against a resource node with no peer), writes (every write row), resync,\n'
+      + 'metrics (2 replicas with Prometheus metrics off and on, alternating)')
+      .choices(['alone', 'writes', 'resync', 'metrics']))
     .addOption(runsOption('replication', 'alternating runs of serve and the resource alone, median reported (default 3, 1 with --quick)'))
-    .action(async (o: { json?: boolean; quick?: boolean; only?: 'alone' | 'writes' | 'resync'; runs?: number }) => {
+    .action(async (o: { json?: boolean; quick?: boolean; only?: 'alone' | 'writes' | 'resync' | 'metrics'; runs?: number }) => {
       const { runReplicationBench } = await import('../bench/replication.js');
       await runReplicationBench({ json: !!o.json, quick: !!o.quick, ...(o.only ? { only: o.only } : {}), ...(o.runs ? { runs: o.runs } : {}) });
     });
-  const vhostBenchTargets = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'qemu-storage-daemon'];
+  const vhostBenchTargets = ['twindisk', 'twindisk-io_uring', 'twindisk-fixed-poll', 'twindisk-metrics', 'qemu-storage-daemon'];
   benchOptions(bench.command('vhost'))
     .description('Compare twindisk with qemu-storage-daemon (aio=io_uring) through the same vhost-user driver.\n'
-      + 'twindisk-fixed-poll is twindisk with --poll-mode fixed; only twindisk and twindisk-io_uring also run in an 8 GiB layout.')
+      + 'twindisk-fixed-poll is twindisk with --poll-mode fixed, twindisk-metrics with --metrics (counters and latency histograms on);\n'
+      + 'only twindisk and twindisk-io_uring also run in an 8 GiB layout.')
     .addOption(new Option('--seconds <s>', 'seconds per workload').argParser(secondsArg))
     .addOption(targetsOption('vhost', vhostBenchTargets, ' (default: twindisk,twindisk-io_uring,qemu-storage-daemon)'))
     .action(async (o: { json?: boolean; quick?: boolean; seconds?: number; targets?: string[] }) => {
@@ -120,8 +122,17 @@ ${EXIT_CODES_HELP}`);
     .summary('md-compatible arrays over member files against one file and the members\' aggregate')
     .description('raid1 (2), raid5 (4+1), raid6 (4+2) and raid10 (4) over member files through the engine\'s RAID layer with its\n'
       + 'write-intent bitmap: 1 MiB sequential and 4 KiB random writes and reads, against one plain file and the members\'\n'
-      + 'aggregate raw write rate measured in the same run; a degraded raid5 read and a rebuild. Rows {level, workload, mbps, iops}.')
-    .action(async (o: { json?: boolean; quick?: boolean }) => {
+      + 'aggregate raw write rate measured in the same run; a degraded raid5 read and a rebuild. Rows {level, workload, mbps, iops}.\n'
+      + 'With --served: one raid5 (4+1) served by serve --raid, by a one-node resource whose disk is the array, and a plain file\n'
+      + 'by serve --image, through the C vhost-user client, alternating (rows {target, workload, iops, mbps, p99Us, runs}).')
+    .option('--served', 'measure the array served over vhost-user (serve --raid, a node on the array, serve --image) instead')
+    .addOption(runsOption('served', 'alternating runs of the three targets with --served (default 3; 1 with --quick)'))
+    .action(async (o: { json?: boolean; quick?: boolean; served?: boolean; runs?: number }) => {
+      if (o.served) {
+        const { runRaidServedBench } = await import('../bench/raid-served.js');
+        await runRaidServedBench({ json: !!o.json, quick: !!o.quick, ...(o.runs ? { runs: o.runs } : {}) });
+        return;
+      }
       const { runRaidBench } = await import('../bench/raid.js');
       await runRaidBench({ json: !!o.json, quick: !!o.quick });
     });

@@ -21,6 +21,8 @@ import type { NodeConfig, ResourceConfig } from '../engine/replication/config.js
 import { ReplicatedBackend } from '../engine/replication/replicated-backend.js';
 import type { Resource } from '../engine/replication/resource.js';
 import { serialFor } from '../engine/serial.js';
+import type { BlkQueueStats } from '../qemu-plugin/virtio/blk-stats.js';
+import { countedBackend } from './counted-backend.js';
 
 function show(hp: { host: string; port: number }): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
@@ -34,6 +36,8 @@ export class NodeIscsi {
   private eventFd = -1;
   private sessions = 0;
   private disk: ScsiDisk | null = null;
+  /** Set before start() to count the target's disk operations (`--metrics`). */
+  requestStats: BlkQueueStats | null = null;
 
   constructor(private readonly cfg: ResourceConfig, private readonly me: NodeConfig, private readonly resource: Resource, private readonly log: Logger) {
     const problem = iscsiNameProblem(cfg.iscsiTarget);
@@ -55,7 +59,7 @@ export class NodeIscsi {
     void this.resource.serveChannel(this.channel);
     this.backend = new ReplicatedBackend({
       kind: 'replicated', channel: this.channel.spec, size: this.resource.size, blockSize: this.cfg.blockSize,
-      local: this.me.disk ? { path: this.me.disk } : null, hot: this.resource.hotSpec(), name: `replicated:${this.cfg.resource}`,
+      local: this.me.disk && !this.me.raid ? { path: this.me.disk } : null, hot: this.resource.hotSpec(), name: `replicated:${this.cfg.resource}`,
     });
     const disk = makeScsiDisk({
       id: `resource:${this.cfg.resource}`, blocks: BigInt(this.resource.size / this.cfg.blockSize), blockSize: this.cfg.blockSize,
@@ -64,7 +68,7 @@ export class NodeIscsi {
     this.disk = disk;
     this.portal = new IscsiPortal({
       host: portalAt.host, port: portalAt.port, log: this.log,
-      targets: [{ name: this.cfg.iscsiTarget, disk, addresses: [show(this.me.iscsiAdvertise ?? portalAt)], runner: new DiskOpRunner(this.backend) }],
+      targets: [{ name: this.cfg.iscsiTarget, disk, addresses: [show(this.me.iscsiAdvertise ?? portalAt)], runner: new DiskOpRunner(this.requestStats ? countedBackend(this.backend, this.requestStats) : this.backend) }],
       decideLogin: () => this.decideLogin(),
       onSessionStart: () => this.sessionStart(),
       onSessionEnd: () => this.sessionEnd(),

@@ -6,22 +6,35 @@ import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '
 import { ChannelHost } from '../engine/replication/channel.js';
 import { loadResource, nodeByName, type NodeConfig, type ResourceConfig } from '../engine/replication/config.js';
 import { Metadata } from '../engine/replication/metadata.js';
+import { RaidNodeDisk } from '../engine/raid/raid-node-disk.js';
 import type { ReplicatedSpec } from '../engine/replication/replicated-backend.js';
 import { Resource, RoleError } from '../engine/replication/resource.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
+import { BlkQueueStats } from '../qemu-plugin/virtio/blk-stats.js';
 import { WsTransport } from '../transport/ws-link.js';
+import type { HostPort } from '../engine/replication/config/address.js';
 import { ControlServer, type ControlRequest } from './control.js';
+import { MetricsServer, nodeMetrics } from './metrics.js';
+import type { NodeStatus } from './http/events.js';
+import { StatusPageServer } from './http/status-server.js';
 import { NodeIscsi } from './iscsi.js';
 
 export interface NodeOptions {
   config: string;
   node: string;
   log?: Logger;
+  /** Serve Prometheus metrics here (`up --metrics`), instead of the node's "metrics" key. */
+  metrics?: HostPort | null;
+  /** Serve the live status page here (`up --http`), instead of the node's "http" key; `httpAdmin` (`--http-admin`) allows its actions. */
+  http?: HostPort | null;
+  httpAdmin?: boolean;
 }
 
 /** Opens the node's metadata, or says how to create it. The caller holds the node's disk locks (lockNodeDisks). */
-export function openMetadata(me: NodeConfig): Metadata {
-  return Metadata.open({ backingFile: me.disk!, metaFile: me.metaDisk === 'internal' ? null : me.metaDisk });
+export function openMetadata(me: NodeConfig, array: RaidNodeDisk | null = null): Metadata {
+  return Metadata.open({
+    backingFile: me.disk!, metaFile: me.metaDisk === 'internal' ? null : me.metaDisk, ...(array ? { backingSize: array.arrayBytes } : {}),
+  });
 }
 
 /**
@@ -30,7 +43,8 @@ export function openMetadata(me: NodeConfig): Metadata {
  * DiskLockError (and holds nothing) when either is held elsewhere; `create` creates missing files empty.
  */
 export function lockNodeDisks(cfg: ResourceConfig, me: NodeConfig, purpose: string, create: { disk?: boolean; meta?: boolean } = {}): DiskLock[] {
-  const files: [string, string, LockOptions][] = [['backing file', me.disk!, { create: !!create.disk }]];
+  // An md array's members are locked by the array's own thread when it opens them (RaidNodeDisk).
+  const files: [string, string, LockOptions][] = me.raid ? [] : [['backing file', me.disk!, { create: !!create.disk }]];
   if (me.metaDisk !== 'internal') files.push(['metadata file', me.metaDisk, { create: !!create.meta }]);
   const locks: DiskLock[] = [];
   try {
@@ -71,6 +85,13 @@ export class Node {
   private vhostStarting: Promise<void> | null = null;
   private iscsi: NodeIscsi | null = null;
   private iscsiStarting: Promise<void> | null = null;
+  /** Where metrics are served (NodeOptions.metrics, else the node's "metrics"), and their endpoint once started. */
+  private readonly metricsAt: HostPort | null;
+  metrics: MetricsServer | null = null;
+  /** Where the status page is served (NodeOptions.http, else the node's "http"), whether it takes actions, and the page's server once started. */
+  private readonly httpAt: HostPort | null;
+  private readonly httpAdmin: boolean;
+  statusPage: StatusPageServer | null = null;
   private channels: ChannelHost[] = [];
   private eventFds: number[] = [];
   private readonly one = new NativeBuffer(8);
@@ -89,6 +110,9 @@ export class Node {
     this.resource = new Resource({ cfg: this.cfg, me: this.me, log: this.log });
     this.resource.onResize = (size) => this.frontendsResized(size);
     this.one.u8[0] = 1;
+    this.metricsAt = opts.metrics ?? this.me.metrics ?? null;
+    this.httpAt = opts.http ?? this.me.http ?? null;
+    this.httpAdmin = opts.httpAdmin ?? this.me.httpAdmin ?? false;
   }
 
   /** Attaches the disk, starts the control socket and the links, and (once the size is known) the vhost-user socket. */
@@ -105,9 +129,17 @@ export class Node {
     }
     try {
       if (this.me.disk) {
-        const md = openMetadata(this.me);
+        const array = await this.openArray();
+        let md: Metadata;
+        try {
+          md = openMetadata(this.me, array);
+        } catch (e) {
+          array?.close();
+          await array?.whenClosed();
+          throw e;
+        }
         logOpenReport(this.log, md);
-        this.resource.attach(md);
+        this.resource.attach(md, 0, array ?? undefined);
       }
       this.control = new ControlServer(this.me.control, (r) => this.command(r));
       await this.control.start();
@@ -120,6 +152,21 @@ export class Node {
       });
       this.resource.linkControl = this.transport;
       await this.transport.start();
+      if (this.metricsAt) {
+        const iscsi = () => (this.iscsi?.stats ? { portal: this.iscsi.stats, requests: this.iscsi.requestStats } : null);
+        const parts = { transport: () => this.transport, vhost: () => this.vhost, iscsi };
+        this.metrics = new MetricsServer(this.metricsAt, nodeMetrics(this.resource, parts), this.log.child('metrics'));
+        await this.metrics.start();
+      }
+      if (this.httpAt) {
+        this.statusPage = new StatusPageServer({
+          at: this.httpAt, admin: this.httpAdmin, resource: this.resource, log: this.log.child('http'),
+          status: () => this.command({ cmd: 'status' }) as Promise<NodeStatus>, command: (r) => this.command(r),
+          queues: () => [...(this.vhost?.queueStats() ?? []).map((stats, i) => ({ name: `vhost-user ${i}`, stats })),
+            ...(this.iscsi?.requestStats ? [{ name: 'iscsi', stats: this.iscsi.requestStats }] : [])],
+        });
+        await this.statusPage.start();
+      }
     } catch (e) {
       await this.abortStart();
       throw e;
@@ -129,10 +176,30 @@ export class Node {
     if (this.me.iscsi) this.iscsiStarting = this.startIscsi();
   }
 
+  /**
+   * A node whose disk is an md array: assembles it on its own thread (RaidNodeDisk), or returns null
+   * for a file disk. A member the array fails later is logged there and the array goes on degraded;
+   * only the array's own failure reaches the engine (which then detaches the disk).
+   */
+  private async openArray(): Promise<RaidNodeDisk | null> {
+    if (!this.me.raid) return null;
+    const array = await RaidNodeDisk.open({
+      members: this.me.raid.members, log: this.log, blockSize: this.cfg.blockSize, purpose: `start ${this.cfg.resource}/${this.me.name}: member`,
+      control: this.me.control,
+      onMemberFailed: (slot, member) => this.log.warn(`the md array lost ${member} (slot ${slot}): it serves on degraded; replace the member (see twindisk status)`, { slot }),
+    });
+    this.array = array;
+    return array;
+  }
+
+  /** The md array that is this node's disk while attached, or null. */
+  private array: RaidNodeDisk | null = null;
+
   private async startIscsi(): Promise<void> {
     await this.resource.whenSized();
     if (this.stopping) return;
     const iscsi = new NodeIscsi(this.cfg, this.me, this.resource, this.log.child('iscsi'));
+    if (this.metricsAt || this.httpAt) iscsi.requestStats = new BlkQueueStats(BlkQueueStats.allocate());
     try {
       await iscsi.start();
       this.iscsi = iscsi;
@@ -158,10 +225,11 @@ export class Node {
     }
     const spec = (q: number): ReplicatedSpec => ({
       kind: 'replicated', channel: this.channels[q]!.spec, size: this.resource.size, blockSize: this.cfg.blockSize,
-      local: this.me.disk ? { path: this.me.disk } : null, hot: this.resource.hotSpec(), name: `replicated:${this.cfg.resource}`,
+      local: this.me.disk && !this.me.raid ? { path: this.me.disk } : null, hot: this.resource.hotSpec(), name: `replicated:${this.cfg.resource}`,
     });
     const server = new VhostUserServer({
       socketPath: this.me.socket!, backend: spec, numQueues: queues, serial: serialFor({ resource: this.cfg.resource }), pollUs: DEFAULT_POLL_US,
+      stats: this.metricsAt !== null || this.httpAt !== null,
       log: this.log.child('vhost-user'),
       onOpen: () => this.resource.clientOpened(),
       onClose: () => this.resource.clientClosed(),
@@ -181,6 +249,7 @@ export class Node {
       case 'status':
         return {
           ...res.status(), ...(this.transport ? { links: { ...this.transport.stats } } : {}),
+          ...(this.array && res.disk === this.array ? { raid: await this.array.arrayStatus() } : {}),
           ...(this.iscsi?.stats ? { iscsi: { ...this.iscsi.stats } } : {}),
         };
       case 'primary':
@@ -211,9 +280,17 @@ export class Node {
         this.relockReplaced();
         {
           // Under the node's own lock, held since start (a detached disk stays locked).
-          const md = openMetadata(this.me);
+          await this.array?.whenClosed(); // the detached array's thread has let its members go
+          const array = await this.openArray();
+          let md: Metadata;
+          try {
+            md = openMetadata(this.me, array);
+          } catch (e) {
+            array?.close();
+            throw e;
+          }
           logOpenReport(this.log, md);
-          res.reattach(md);
+          res.reattach(md, array ?? undefined);
         }
         return res.status();
       case 'resize':
@@ -221,6 +298,18 @@ export class Node {
       case 'down':
         setImmediate(() => void this.stop());
         return { stopping: true };
+      case 'raid-status':
+      case 'raid-fail':
+      case 'raid-add':
+      case 'raid-remove':
+      case 'raid-replace':
+      case 'raid-check':
+      case 'raid-repair':
+      case 'raid-resync':
+      case 'raid-inject':
+        if (!this.me.raid) throw new RoleError(`${this.me.name}'s disk in ${this.cfg.resource} is ${this.me.disk ?? 'none (diskless)'}, not an md array: the raid commands have nothing to act on`);
+        if (!this.array || res.disk !== this.array) throw new RoleError(`${this.me.name}'s md array is detached: attach it first (twindisk attach)`);
+        return this.array.control(r);
     }
   }
 
@@ -260,6 +349,8 @@ export class Node {
   private abortStart(): Promise<void> {
     this.stopping ??= (async () => {
       try {
+        await this.metrics?.close();
+        await this.statusPage?.close();
         await this.transport?.close().catch((e: Error) => this.log.error(`link shutdown: ${e.message}`));
         await this.control?.close().catch((e: Error) => this.log.error(`control socket shutdown: ${e.message}`));
         try {
@@ -267,6 +358,7 @@ export class Node {
         } catch (e) {
           this.log.debug(`closing the disk after a failed start: ${(e as Error).message}`);
         }
+        await this.array?.whenClosed();
       } finally {
         this.releaseLocks();
         this.resolveStopped();
@@ -283,6 +375,8 @@ export class Node {
   /** Stops the front-end, the links and the control socket, then closes the disk cleanly. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      await this.metrics?.close();
+      await this.statusPage?.close();
       await this.vhostStarting;
       await this.vhost?.close().catch((e: Error) => this.log.error(`vhost-user shutdown: ${e.message}`));
       await this.iscsiStarting;
@@ -292,6 +386,8 @@ export class Node {
       await this.control?.close();
       try {
         this.resource.close();
+        // The array's thread records it clean and lets its members go.
+        await this.array?.whenClosed();
       } finally {
         // Only once the metadata is written and closed: until then the disk is this node's.
         this.releaseLocks();

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # Debian packages twindisk and its tests use. Each is checked, and only the missing ones are installed.
-PACKAGES="qemu-system-x86 qemu-utils qemu-block-extra busybox-static linux-image-amd64 fio kmod iproute2 openssl ipxe syslinux syslinux-common mtools dosfstools open-iscsi libiscsi-bin libiscsi-dev gcc tgt libvirt-clients libxml2-utils mdadm"
+PACKAGES="qemu-system-x86 qemu-utils qemu-block-extra busybox-static linux-image-amd64 fio kmod iproute2 openssl ipxe syslinux syslinux-common mtools dosfstools open-iscsi libiscsi-bin libiscsi-dev gcc tgt libvirt-clients libxml2-utils mdadm resource-agents chromium"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
@@ -34,6 +34,12 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error >&2 || { say "npm ci failed: check that the npm registry is reachable, then retry."; exit 1; }
+fi
+
+# The Pacemaker resource agent ocf:twindisk:resource, where Pacemaker looks for it (as root only).
+agent=/usr/lib/ocf/resource.d/twindisk/resource
+if [ "$(id -u)" = 0 ] && ! cmp -s contrib/ocf/resource "$agent"; then
+  install -D -m 0755 contrib/ocf/resource "$agent" || { say "cannot install $agent (see above)"; exit 1; }
 fi
 
 # Builds: TypeScript always (tsc is incremental enough at this size), wasm when its build script exists.

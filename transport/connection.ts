@@ -34,6 +34,21 @@ export function errorText(code: number, message: string): string {
   return message.startsWith(name) ? message : `${name}: ${message}`;
 }
 
+/** Frames and bytes an up link moved (the handshake's not counted) and its last PING round trip: per peer, for metrics. */
+export interface LinkTraffic {
+  framesSent: number;
+  bytesSent: number;
+  framesReceived: number;
+  bytesReceived: number;
+  /** The last PING's round trip in seconds (0 before the first PONG). */
+  rttSeconds: number;
+}
+
+/** Zeroed traffic counters. */
+export function newLinkTraffic(): LinkTraffic {
+  return { framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0, rttSeconds: 0 };
+}
+
 /** How a handshake ended without a link, for the counters. */
 export type HandshakeEnd = 'failed' | 'auth' | 'declined' | 'timeout' | 'abandoned';
 
@@ -92,6 +107,11 @@ export class Connection implements PeerLink {
   private sock: CorkableSocket | null;
   private socketError: string | null = null;
   private peerError: string | null = null;
+  /** What the link moved; the transport hands it the peer's counters once the link is up, so they outlive the connection. */
+  traffic: LinkTraffic = newLinkTraffic();
+  /** The last PING sent: its seq and when (performance.now()), for the round trip. */
+  private pingSeq = -1;
+  private pingAt = 0;
 
   /**
    * `remote` is the peer's host:port for logs, `address` its IP address (the key of the per-address log limit);
@@ -127,7 +147,10 @@ export class Connection implements PeerLink {
   send(frame: Frame): void {
     if (this.phase !== 'up') return;
     this.cork();
-    this.ws.send(encodeFrame(frame));
+    const bytes = encodeFrame(frame);
+    this.traffic.framesSent++;
+    this.traffic.bytesSent += bytes.length;
+    this.ws.send(bytes);
   }
 
   /** Sends an encoded frame as is (the caller keeps the bytes unchanged until the peer answered). */
@@ -137,6 +160,8 @@ export class Connection implements PeerLink {
       return;
     }
     this.cork();
+    this.traffic.framesSent++;
+    this.traffic.bytesSent += bytes.length;
     // ws calls back once the socket took the bytes, or with an error when it closed before that.
     this.ws.send(bytes, onSent ? () => onSent() : undefined);
   }
@@ -248,6 +273,8 @@ export class Connection implements PeerLink {
       return this.apply(this.session.receive(f));
     }
     if (!isBinary) return this.protocolError('a text message (frames are binary)');
+    this.traffic.framesReceived++;
+    this.traffic.bytesReceived += data.length;
     let f: Frame;
     try {
       f = decodeFrame(data);
@@ -258,9 +285,13 @@ export class Connection implements PeerLink {
     const pong = this.keepAlive!.received(f);
     switch (f.type) {
       case FrameType.Ping:
-        this.ws.send(encodeFrame(pong!));
+        this.sendControl(encodeFrame(pong!));
         return;
       case FrameType.Pong:
+        if (f.seq === this.pingSeq) {
+          this.traffic.rttSeconds = (performance.now() - this.pingAt) / 1000;
+          this.pingSeq = -1;
+        }
         return;
       case FrameType.Hello:
       case FrameType.Auth:
@@ -307,7 +338,16 @@ export class Connection implements PeerLink {
       this.end(step.why, undefined, undefined, WS_NORMAL, true);
       return;
     }
-    this.ws.send(encodeFrame(step.frame));
+    this.pingSeq = step.frame.seq;
+    this.pingAt = performance.now();
+    this.sendControl(encodeFrame(step.frame));
+  }
+
+  /** Sends a keep-alive frame (PING, PONG), counted. */
+  private sendControl(bytes: Buffer): void {
+    this.traffic.framesSent++;
+    this.traffic.bytesSent += bytes.length;
+    this.ws.send(bytes);
   }
 
   /** ws reports a broken WebSocket framing (e.g. a message over MAX_FRAME) or a network error; 'close' follows. */

@@ -20,9 +20,11 @@ import { ErrorCode, MAX_FRAME, MAX_NODES } from '../engine/replication/frames.js
 import type { LinkHandler } from '../engine/replication/link.js';
 import { type Refusal } from '../engine/replication/session.js';
 import { MAX_RESOURCE_NAME } from '../engine/replication/wire.js';
-import { CLOSE_GRACE_MS, Connection, WS_GOING_AWAY, hostPort, type CorkableSocket, type Owner, type TransportPeer } from './connection.js';
+import {
+  CLOSE_GRACE_MS, Connection, WS_GOING_AWAY, hostPort, newLinkTraffic, type CorkableSocket, type LinkTraffic, type Owner, type TransportPeer,
+} from './connection.js';
 
-export type { TransportPeer } from './connection.js';
+export type { LinkTraffic, TransportPeer } from './connection.js';
 
 export interface TransportOptions {
   resource: string;
@@ -141,6 +143,8 @@ export class WsTransport {
     accepted: 0, dials: 0, dialsFailed: 0, linksUp: 0, handshakesFailed: 0, authFailed: 0, handshakesDeclined: 0,
     handshakesTimedOut: 0, handshakesAbandoned: 0, connectionsRefused: 0,
   };
+  /** What the links to each peer moved, over all its connections (by peer id). */
+  private readonly traffic = new Map<number, LinkTraffic>();
   /** Sockets of callers that reached a request, an upgrade or an error (the others are logged when they close). */
   private readonly seenSockets = new WeakSet<object>();
   /** Sockets of callers refused before a WebSocket (logged and counted once). */
@@ -192,6 +196,11 @@ export class WsTransport {
   /** Counters of connections and handshakes since the transport was made (a copy). */
   get stats(): TransportStats {
     return { ...this.counters };
+  }
+
+  /** Frames and bytes the links to peer `id` moved since start, and the last round trip (null: never up). */
+  peerTraffic(id: number): Readonly<LinkTraffic> | null {
+    return this.traffic.get(id) ?? null;
   }
 
   /** Listens for peers and starts dialling the ones with higher ids. Rejects if the address cannot be bound. */
@@ -469,6 +478,9 @@ export class WsTransport {
     this.counters.linksUp++;
     s.failures = 0;
     s.lastProblem = '';
+    let t = this.traffic.get(c.peerId);
+    if (!t) this.traffic.set(c.peerId, (t = newLinkTraffic()));
+    c.traffic = t;
     c.up();
     this.log.info(c.dialed ? `connected to ${c.who()}` : `accepted ${c.who()}`, { peer: c.peerId });
     this.handler.linkUp(c);

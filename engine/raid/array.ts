@@ -782,6 +782,11 @@ export class MdArray {
     return this.recoveryCp;
   }
 
+  /** Whether the superblocks are marked dirty (recordDirty, until recordClean). */
+  get markedDirty(): boolean {
+    return this.dirty;
+  }
+
   /** Whether the superblocks say clean: in sync (resyncOffset MaxSector) and not marked dirty (recordDirty). */
   get clean(): boolean {
     return !this.dirty && this.recoveryCp === MD_MAX_SECTOR;
@@ -965,11 +970,14 @@ export class MdArray {
     });
   }
 
-  /** Marks the array clean (no write in flight; resync_offset back to how far resync got), after clearing idle bitmap bits. */
-  recordClean(): Promise<void> {
+  /**
+   * Marks the array clean (no write in flight; resync_offset back to how far resync got), after clearing
+   * idle bitmap bits; `keepBitmap` (md's safe mode) leaves the bits to the bitmap's own lazy clearing.
+   */
+  recordClean(keepBitmap = false): Promise<void> {
     return this.serial(async () => {
       if (!this.dirty) return;
-      await this.bitmap?.flushClean();
+      if (!keepBitmap) await this.bitmap?.flushClean();
       this.dirty = false;
       await this.commit();
     });

@@ -63,6 +63,12 @@ export interface ResyncReport extends ScrubReport {
   regions: number;
 }
 
+/** How often a rebuild records how far it got (md's recovery_offset), so a clean shutdown does not throw it away. */
+export const CHECKPOINT_MS = 1000;
+
+/** md's safe_mode_delay: an array with no write in flight for this long is recorded clean. */
+export const SAFE_MODE_MS = 200;
+
 /** Array bytes a scrub or resync covers between two turns of the event loop (at least one unit). */
 const SLICE_BYTES = 4 << 20;
 
@@ -71,7 +77,12 @@ export class RaidVolume {
   readonly backend: RaidBackend;
   /** What runs in the background now, with its progress (for status). */
   work: { action: 'resync' | 'check' | 'repair' | 'rebuild'; done: number; total: number } | null = null;
-  private dirtyState: 'clean' | 'marking' | 'dirty' = 'clean';
+  private dirtyState: 'clean' | 'marking' | 'dirty' | 'cleaning' = 'clean';
+  /** Writes between the intent's begin and end. */
+  private writing = 0;
+  private safeTimer: NodeJS.Timeout | null = null;
+  /** Times the array went clean while idle (md's safe mode). */
+  safeModeCleans = 0;
   private readonly held: (() => void)[] = [];
   private failure: Error | null = null;
   private closing = false;
@@ -80,7 +91,7 @@ export class RaidVolume {
   /** Assembles the array on `members` (nothing written; see assembleArray) and puts the RAID layer over it. */
   static async assemble(members: readonly MemberIo[], opts: AssembleArrayOptions & RaidVolumeEvents = {}): Promise<RaidVolume> {
     let vol: RaidVolume | null = null;
-    const array = await assembleArray(members, { ...opts, onMemberFailed: (slot, _m, reason) => vol?.metadataFailed(slot, reason) });
+    const array = await assembleArray(members, { ...opts, onMemberFailed: (slot, m, reason) => vol?.metadataFailed(slot, m.name, reason) });
     vol = new RaidVolume(array, opts);
     return vol;
   }
@@ -88,7 +99,7 @@ export class RaidVolume {
   /** Creates the array on `members` (null: missing; see createArray) and puts the RAID layer over it. */
   static async create(members: readonly (MemberIo | null)[], opts: CreateArrayOptions & RaidVolumeEvents): Promise<RaidVolume> {
     let vol: RaidVolume | null = null;
-    const array = await createArray(members, { ...opts, onMemberFailed: (slot, _m, reason) => vol?.metadataFailed(slot, reason) });
+    const array = await createArray(members, { ...opts, onMemberFailed: (slot, m, reason) => vol?.metadataFailed(slot, m.name, reason) });
     vol = new RaidVolume(array, opts);
     return vol;
   }
@@ -123,6 +134,8 @@ export class RaidVolume {
 
   /** Fails the member in `slot` (mdadm --fail): recorded in every superblock, then no longer read or written. */
   async fail(slot: number, reason = 'failed on request'): Promise<void> {
+    const st = this.array.states[slot];
+    if (st !== undefined && st.state !== 'missing') this.failedNames.set(slot, st.member.name);
     await this.array.markFaulty(slot);
     if (this.backend.memberStates()[slot] !== 'faulty') this.backend.failMember(slot, reason);
   }
@@ -138,10 +151,13 @@ export class RaidVolume {
    * the member already recovering in that slot (an interrupted rebuild: it starts over). Once no slot
    * is missing and no resync is pending, every bitmap bit is cleared: the members hold the same data.
    */
-  async rebuild(slot: number, member: MemberIo, o: WorkOptions = {}): Promise<void> {
+  async rebuild(slot: number, member: MemberIo, o: WorkOptions = {}): Promise<{ stopped: boolean }> {
     const st = this.array.states[slot];
     if (st === undefined) throw new MdArrayError('options', `slot ${slot} is not in this ${this.array.geometry.raidDisks}-member array`);
     const resume = st.state === 'recovering' && st.member === member;
+    // md's recovery_offset: a rebuild stopped by a clean shutdown goes on from its checkpoint. After a
+    // crash (the array dirty) writes below it may not have reached the member: it starts over.
+    const from = resume && this.array.clean && this.backend.rebuiltSectors(1) !== null ? this.backend.rebuildUnitAt(st.recoveryOffset) : 0;
     const target: MemberIo = o.bytesPerSecond ? { name: member.name, backend: new PacedBackend(member.backend, { bytesPerSecond: o.bytesPerSecond }) } : member;
     if (!resume) await this.array.addMember(slot, target);
     const total = this.array.componentBytes;
@@ -149,22 +165,46 @@ export class RaidVolume {
     // Over synchronous members a whole rebuild would run inside one call: the paced target hands each
     // completion back on a later turn, so progress is shown and signals are taken.
     const paced = target.backend instanceof PacedBackend ? target.backend : new PacedBackend(target.backend);
+    // The checkpoint: every CHECKPOINT_MS, the units done so far are flushed on the new member and then
+    // recorded as its recovery offset (never ahead of what is durable there).
+    let lastCheckpoint = Date.now();
+    let checkpointing: Promise<void> = Promise.resolve();
+    const checkpoint = (units: number): Promise<void> => {
+      const sectors = this.backend.rebuiltSectors(units);
+      if (sectors === null || sectors === 0) return checkpointing;
+      checkpointing = checkpointing
+        .then(() => new Promise<void>((resolve, reject) => paced.flush({ complete: (st2) => (st2 === 0 ? resolve() : reject(new Error(`flush failed (${st2})`))) })))
+        .then(() => this.array.recordRecovery(slot, sectors))
+        .catch((e: unknown) => this.reportError(e));
+      return checkpointing;
+    };
+    let outcome;
     try {
-      await this.backend.rebuild(slot, paced, (done, units) => {
+      outcome = await this.backend.rebuild(slot, paced, (done, units) => {
         this.work = { action: 'rebuild', done: Math.round((done / units) * total), total };
         o.progress?.(this.work.done, total);
-      });
+        if (Date.now() - lastCheckpoint >= CHECKPOINT_MS && done < units) {
+          lastCheckpoint = Date.now();
+          void checkpoint(done);
+        }
+      }, { fromUnit: from, ...(o.stopped ? { stopped: o.stopped } : {}) });
     } catch (e) {
       throw new MdArrayError('io', `rebuilding slot ${slot} onto ${member.name} failed: ${(e as Error).message}`, member.name);
     } finally {
       this.work = null;
     }
+    if (outcome.stopped) {
+      await checkpoint(outcome.unitsDone);
+      return { stopped: true };
+    }
+    await checkpointing;
     await this.array.recordRecovery(slot, 'done');
     const bm = this.array.bitmap;
     if (bm !== null && this.backend.degraded === 0 && this.array.resyncOffset === MD_MAX_SECTOR) {
       bm.markInSync({ start: 0, end: bm.syncSectors });
       await bm.flushClean();
     }
+    return { stopped: false };
   }
 
   // ------------------------------------------------------------------------------ scrub and resync
@@ -292,6 +332,7 @@ export class RaidVolume {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    if (this.safeTimer !== null) clearTimeout(this.safeTimer);
     await this.running;
     try {
       await new Promise<void>((resolve) => this.backend.flush({ complete: () => resolve() }));
@@ -307,12 +348,46 @@ export class RaidVolume {
   /** The RAID layer's write intent: the superblocks say dirty first, then the bitmap's bits. */
   private readonly intent: WriteIntent = {
     begin: (offset, length, ready) => {
+      this.writing++;
+      if (this.safeTimer !== null) {
+        clearTimeout(this.safeTimer);
+        this.safeTimer = null;
+      }
       if (this.dirtyState === 'dirty') return this.beginWrite(offset, length, ready);
       this.held.push(() => this.beginWrite(offset, length, ready));
       if (this.dirtyState === 'clean') this.markDirty();
     },
-    end: (offset, length, reachedAll) => this.array.bitmap?.end(offset, length, reachedAll),
+    end: (offset, length, reachedAll) => {
+      this.array.bitmap?.end(offset, length, reachedAll);
+      if (--this.writing === 0 && this.dirtyState === 'dirty' && !this.closing) this.armSafeMode();
+    },
   };
+
+  /**
+   * md's safe mode: once no write has been in flight for SAFE_MODE_MS, the members are flushed and the
+   * superblocks say clean again, so a crash of an idle array needs no resync (the bitmap's bits are left
+   * to its own lazy clearing: they describe regions whose writes are now on every member); the next
+   * write marks it dirty again (markDirty). Not while a resync or rebuild runs: it
+   * records its own progress, and clean at its end.
+   */
+  private armSafeMode(): void {
+    this.safeTimer = setTimeout(() => {
+      this.safeTimer = null;
+      if (this.writing !== 0 || this.dirtyState !== 'dirty' || this.closing || this.work !== null) return;
+      this.dirtyState = 'cleaning';
+      new Promise<void>((resolve) => this.backend.flush({ complete: () => resolve() }))
+        .then(() => (this.writing === 0 && this.held.length === 0 ? this.array.recordClean(true).then(() => { this.safeModeCleans++; }) : undefined))
+        .catch((e: unknown) => this.reportError(e))
+        .finally(() => {
+          this.dirtyState = this.array.markedDirty ? 'dirty' : 'clean';
+          if (this.held.length > 0) {
+            if (this.dirtyState === 'dirty') for (const go of this.held.splice(0)) go();
+            else this.markDirty();
+          }
+        });
+    }, SAFE_MODE_MS);
+    this.safeTimer.unref();
+  }
 
   private beginWrite(offset: number, length: number, ready: () => void): void {
     const bm = this.array.bitmap;
@@ -333,10 +408,14 @@ export class RaidVolume {
     });
   }
 
+  /** Members failed on request (fail()), by slot: already out of the superblocks when the RAID layer reports them. */
+  private readonly failedNames = new Map<number, string>();
+
   /** The RAID layer failed `slot`: recorded in the superblocks through the array's door. */
   private memberFailed(slot: number, reason: string): void {
     const st = this.array.states[slot];
-    const name = st !== undefined && st.state !== 'missing' ? st.member.name : `slot ${slot}`;
+    const name = st !== undefined && st.state !== 'missing' ? st.member.name : this.failedNames.get(slot) ?? `slot ${slot}`;
+    this.failedNames.delete(slot);
     this.events.onMemberFailed?.(slot, name, reason);
     this.array.markFaulty(slot).then(
       () => this.events.onFailureRecorded?.(slot, name),
@@ -345,8 +424,9 @@ export class RaidVolume {
   }
 
   /** The array failed a member because its metadata I/O to it failed: the RAID layer stops using it too. */
-  private metadataFailed(slot: number, reason: string): void {
+  private metadataFailed(slot: number, name: string, reason: string): void {
     if (slot < 0) return;
+    this.failedNames.set(slot, name);
     const s = this.backend.memberStates()[slot];
     if (s === 'in-sync' || s === 'rebuilding') this.backend.failMember(slot, `metadata write failed: ${reason}`);
   }

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type * as z from 'zod';
+import { parseMdLayout, type MdRaidLevel } from '../raid/geometry.js';
 import { MAX_NODES } from './frames.js';
 import { endpointKeys, isLoopback, isUnspecified, type HostPort } from './config/address.js';
 import { parseJson } from './config/json.js';
@@ -29,8 +30,13 @@ export interface NodeConfig {
   port: number;
   /** "host:port" as written in the file. */
   address: string;
-  /** Absolute path of the backing file or device; null for a diskless node. */
+  /**
+   * Absolute path of the backing file or device; for an md array (`raid`), a description of it
+   * ("raid5 of /a.img,/b.img,..."), never opened as a file; null for a diskless node.
+   */
   disk: string | null;
+  /** The md array that is the node's disk (its members' absolute paths), or null for a file disk or none. */
+  raid: RaidDiskConfig | null;
   /** 'internal', or the absolute path of external metadata. */
   metaDisk: 'internal' | string;
   /** Absolute path of the vhost-user socket, or null for none. */
@@ -41,12 +47,29 @@ export interface NodeConfig {
   /** Absolute path of the node's control socket. */
   control: string;
   queues: number;
+  /** Where the node serves Prometheus metrics ("metrics"); null or absent: nowhere. */
+  metrics?: { host: string; port: number } | null;
+  /** Where the node serves its live status page ("http"), and whether its actions are on ("http-admin"). */
+  http?: { host: string; port: number } | null;
+  httpAdmin?: boolean;
 }
 
 /**
  * A checked resource file. The file's `verify-alg` (always xxh3) and `on-io-error` (always detach) have
  * one value each, what the engine does, so they are checked but not carried here.
  */
+/** A node's disk that is an md array (the resource file's `"disk": { "raid": ... }`). */
+export interface RaidDiskConfig {
+  level: MdRaidLevel;
+  /** mdadm's layout name, or undefined for mdadm's default. */
+  layout: string | undefined;
+  /** Chunk bytes (raid4/5/6/10), or undefined for 512 KiB. */
+  chunkBytes: number | undefined;
+  bitmap: 'internal' | 'none';
+  /** Absolute paths, in slot order. */
+  members: string[];
+}
+
 export interface ResourceConfig {
   file: string;
   dir: string;
@@ -151,8 +174,9 @@ interface Draft {
   id: number | null;
   hp: HostPort | null;
   address: string;
-  /** Absolute path; null for diskless, and while the disk is missing or wrong. */
+  /** Absolute path (or an array's description); null for diskless, and while the disk is missing or wrong. */
   disk: string | null;
+  raid: RaidDiskConfig | null;
   /** The file says `disk: null`. */
   diskless: boolean;
   metaDisk: string;
@@ -161,10 +185,19 @@ interface Draft {
   iscsiAdvertise: HostPort | null;
   control: string;
   queues: number;
+  metrics: HostPort | null;
+  http: HostPort | null;
+  httpAdmin: boolean;
 }
 
 function draft(name: string, f: Partial<NodeFields>, dir: string, resource: string): Draft {
-  const disk = typeof f.disk === 'string' ? resolve(dir, f.disk) : null;
+  const raid: RaidDiskConfig | null = typeof f.disk === 'object' && f.disk !== null
+    ? {
+      level: Number(f.disk.raid.slice(4)) as MdRaidLevel, layout: f.disk.layout, chunkBytes: f.disk.chunk, bitmap: f.disk.bitmap,
+      members: f.disk.members.map((m) => resolve(dir, m)),
+    }
+    : null;
+  const disk = typeof f.disk === 'string' ? resolve(dir, f.disk) : raid !== null ? `raid${raid.level} of ${raid.members.join(',')}` : null;
   const meta = f['meta-disk'];
   return {
     name,
@@ -173,6 +206,7 @@ function draft(name: string, f: Partial<NodeFields>, dir: string, resource: stri
     hp: f.address ? { host: f.address.host, port: f.address.port } : null,
     address: f.address?.address ?? '',
     disk,
+    raid,
     diskless: f.disk === null,
     metaDisk: disk !== null && typeof meta === 'string' && meta !== 'internal' ? resolve(dir, meta) : 'internal',
     socket: typeof f.socket === 'string' ? resolve(dir, f.socket) : null,
@@ -180,7 +214,36 @@ function draft(name: string, f: Partial<NodeFields>, dir: string, resource: stri
     iscsiAdvertise: f['iscsi-advertise'] ? { host: f['iscsi-advertise'].host, port: f['iscsi-advertise'].port } : null,
     control: resolve(dir, f.control ?? `.${resource}.${name}.ctl`),
     queues: f.queues ?? 1,
+    metrics: f.metrics ? { host: f.metrics.host, port: f.metrics.port } : null,
+    http: f.http ? { host: f.http.host, port: f.http.port } : null,
+    httpAdmin: f['http-admin'] ?? false,
   };
+}
+
+/** An md array disk: its layout and chunk fit its level, and its replication metadata has a file of its own. */
+function raidRules(rep: Report, d: Draft, r: RaidDiskConfig): void {
+  const at = [...d.at, 'disk'];
+  if (d.metaDisk === 'internal') {
+    rep.error([...d.at, 'meta-disk'], `an md array disk keeps its replication metadata in a file of its own: add ${eg('meta-disk', `"${d.name}.md"`, rep.form)}`);
+  }
+  if (r.layout !== undefined) {
+    if (r.level === 1) rep.error([...at, 'layout'], 'raid1 has no layout: remove it');
+    else {
+      try {
+        parseMdLayout(r.level, r.layout);
+      } catch (e) {
+        rep.error([...at, 'layout'], (e as Error).message);
+      }
+    }
+  }
+  if (r.level === 1 && r.chunkBytes !== undefined) rep.error([...at, 'chunk'], 'raid1 has no chunk size: remove it');
+  const least = r.level === 6 ? 4 : 2;
+  if (r.members.length < least) rep.error([...at, 'members'], `raid${r.level} needs at least ${least} members, got ${r.members.length}`);
+  const seen = new Set<string>();
+  for (const m of r.members) {
+    if (seen.has(m)) rep.error([...at, 'members'], `${m} is given twice: give each member once`);
+    seen.add(m);
+  }
 }
 
 /** Two nodes whose files may collide: same host, both loopback, or a host that did not parse. */
@@ -204,7 +267,7 @@ function crossCheck(rep: Report, drafts: Draft[]): void {
   // Endpoints by every socket they may bind (endpointKeys): `localhost:P` and `127.0.0.1:P` collide.
   const endpoints = new Map<string, { hp: HostPort; what: string }>();
   const show = (hp: HostPort): string => (hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`);
-  const claim = (d: Draft, hp: HostPort, key: 'address' | 'iscsi', what: string): void => {
+  const claim = (d: Draft, hp: HostPort, key: 'address' | 'iscsi' | 'metrics' | 'http', what: string): void => {
     const keys = endpointKeys(hp);
     const other = keys.map((k) => endpoints.get(k)).find((o) => o !== undefined);
     if (other === undefined) {
@@ -218,6 +281,8 @@ function crossCheck(rep: Report, drafts: Draft[]): void {
   };
   for (const d of drafts) if (d.hp !== null) claim(d, d.hp, 'address', `the address of node ${d.name}`);
   for (const d of drafts) if (d.iscsi !== null) claim(d, d.iscsi, 'iscsi', `the iscsi portal of node ${d.name}`);
+  for (const d of drafts) if (d.metrics !== null) claim(d, d.metrics, 'metrics', `the metrics endpoint of node ${d.name}`);
+  for (const d of drafts) if (d.http !== null) claim(d, d.http, 'http', `the status page of node ${d.name}`);
   for (const d of drafts) {
     if (d.iscsiAdvertise !== null && d.iscsi === null) {
       rep.error([...d.at, 'iscsi-advertise'], 'is set but the node has no "iscsi" portal to advertise; add "iscsi": "host:port" or remove it');
@@ -231,7 +296,10 @@ function crossCheck(rep: Report, drafts: Draft[]): void {
   // host); on one machine two nodes would share a file.
   const files: { d: Draft; what: string; path: string }[] = [];
   for (const d of drafts) {
-    const mine: [string, string | null][] = [['disk', d.disk], ['meta-disk', d.metaDisk === 'internal' ? null : d.metaDisk], ['socket', d.socket], ['control', d.control]];
+    const mine: [string, string | null][] = [
+      ...(d.raid === null ? [['disk', d.disk] as [string, string | null]] : d.raid.members.map((m): [string, string | null] => ['disk', m])),
+      ['meta-disk', d.metaDisk === 'internal' ? null : d.metaDisk], ['socket', d.socket], ['control', d.control],
+    ];
     for (const [what, path] of mine) {
       if (path === null) continue;
       const clash = files.find((f) => f.path === path && (f.d === d || sameMachine(f.d, d)));
@@ -291,7 +359,9 @@ function build(raw: unknown, file: string, rep: Report): ResourceConfig | null {
       if (!isObj(v)) continue;
       const f = r.success ? r.data : inContext(nodeContext, () => validFields<NodeFields>(NodeSchema.shape, v));
       if (f.disk === null && f['meta-disk'] !== undefined && f['meta-disk'] !== null) rep.error([...at, 'meta-disk'], 'a diskless node has no meta-disk; remove it');
-      drafts.push(draft(name, f, dir, resource));
+      const d = draft(name, f, dir, resource);
+      if (d.raid !== null) raidRules(rep, d, d.raid);
+      drafts.push(d);
     }
     crossCheck(rep, drafts);
     if (drafts.length > 0 && drafts.length === nodeNames.length && drafts.every((d) => d.diskless)) {
@@ -337,8 +407,10 @@ function build(raw: unknown, file: string, rep: Report): ResourceConfig | null {
       id = nextId++;
     }
     return {
-      name: d.name, id, host: d.hp!.host, port: d.hp!.port, address: d.address, disk: d.disk, metaDisk: d.metaDisk,
+      name: d.name, id, host: d.hp!.host, port: d.hp!.port, address: d.address, disk: d.disk, raid: d.raid, metaDisk: d.metaDisk,
       socket: d.socket, iscsi: d.iscsi, iscsiAdvertise: d.iscsi === null ? null : d.iscsiAdvertise ?? d.iscsi, control: d.control, queues: d.queues,
+      ...(d.metrics ? { metrics: d.metrics } : {}),
+      ...(d.http ? { http: d.http } : {}), ...(d.httpAdmin ? { httpAdmin: true } : {}),
     };
   });
   nodeConfigs.sort((a, b) => a.id - b.id);

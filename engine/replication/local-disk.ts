@@ -1,21 +1,8 @@
-// The node's own backing disk as the replication engine uses it: synchronous positional I/O, with injectable faults.
+// The node's own backing file or device as the replication engine uses it: synchronous positional I/O, with injectable faults.
 import fs from 'node:fs';
-import { EINVAL, EIO, NativeBuffer } from '../os.js';
+import { EIO, NativeBuffer } from '../os.js';
 import { preadFull, pwriteFull, syncData, zeroRange } from '../positional-io.js';
-
-/** An injected fault: I/O of `kind` touching [offset, offset + length) fails with EIO. */
-export interface Fault {
-  kind: 'read' | 'write';
-  offset: number;
-  length: number;
-}
-
-/** Thrown by LocalDisk operations; `errno` is positive. */
-export class DiskIoError extends Error {
-  constructor(readonly op: string, readonly errno: number, readonly offset: number, readonly length: number) {
-    super(`${op} of ${length} bytes at ${offset} failed: errno ${errno}`);
-  }
-}
+import { DiskIoError, FaultList, type Fault, type IoDone, type NodeDisk } from './node-disk.js';
 
 /** A failed `fs` callback as a DiskIoError (EIO when it carries no errno). */
 function fsError(op: string, err: NodeJS.ErrnoException, offset: number, length: number): DiskIoError {
@@ -28,9 +15,10 @@ function fsError(op: string, err: NodeJS.ErrnoException, offset: number, length:
  * Faults injected with `inject` (tests, and the control socket's `fault` request) make matching
  * calls fail with EIO, the way a failing medium does.
  */
-export class LocalDisk {
+export class LocalDisk implements NodeDisk {
   private readonly fd: number;
-  private faults: Fault[] = [];
+  private readonly faults = new FaultList();
+  readonly resizable = true;
   private closed = false;
   /**
    * A second descriptor with O_DIRECT for writeAsync (resync answers): null when the file system
@@ -52,17 +40,22 @@ export class LocalDisk {
     this.fd = fs.openSync(path, 'r+');
   }
 
+  /** Queue workers open the same file for their fast paths. */
+  get workerFile(): string {
+    return this.path;
+  }
+
   /** Adds a fault; `clearFaults` removes them all. */
   inject(f: Fault): void {
-    this.faults.push(f);
+    this.faults.add(f);
   }
 
   clearFaults(): void {
-    this.faults = [];
+    this.faults.clear();
   }
 
   get hasFaults(): boolean {
-    return this.faults.length > 0;
+    return this.faults.any;
   }
 
   /** Reads `length` bytes at `offset` into the start of `buf`. */
@@ -86,7 +79,7 @@ export class LocalDisk {
    * `write()` on libuv's thread pool: `done` gets null once all `length` bytes are written (the buffer
    * must stay untouched until then), or the error. An injected fault fails it at once.
    */
-  writeAsync(buf: Uint8Array, length: number, offset: number, done: (err: Error | null) => void): void {
+  writeAsync(buf: Uint8Array, length: number, offset: number, done: IoDone): void {
     try {
       this.check('write', offset, length);
     } catch (e) {
@@ -134,7 +127,7 @@ export class LocalDisk {
    * must stay untouched until then), or the error. Verify reads this way, so a cold disk does not hold
    * the engine's thread (and every guest write behind it) for each megabyte.
    */
-  readAsync(buf: Uint8Array, length: number, offset: number, done: (err: Error | null) => void): void {
+  readAsync(buf: Uint8Array, length: number, offset: number, done: IoDone): void {
     try {
       this.check('read', offset, length);
     } catch (e) {
@@ -194,7 +187,7 @@ export class LocalDisk {
   static pendingIo = 0;
 
   /** `sync()` on libuv's thread pool: `done` gets null once the writes completed before the call are durable. */
-  syncAsync(done: (err: Error | null) => void): void {
+  syncAsync(done: IoDone): void {
     fs.fdatasync(this.fd, (err) => done(err ? fsError('flush', err, 0, 0) : null));
   }
 
@@ -222,10 +215,7 @@ export class LocalDisk {
   }
 
   private check(kind: 'read' | 'write', offset: number, length: number): void {
-    if (offset < 0 || length < 0 || offset + length > this.size) throw new DiskIoError(kind, EINVAL, offset, length);
-    for (const f of this.faults) {
-      if (f.kind === kind && offset < f.offset + f.length && f.offset < offset + length) throw new DiskIoError(kind, EIO, offset, length);
-    }
+    this.faults.check(kind, offset, length, this.size);
   }
 
   /** Throws DiskIoError for a failed positional-io status (a negative errno). */

@@ -33,6 +33,8 @@ export interface MetadataLocation {
   backingFile: string;
   /** A separate metadata file, or null for internal metadata at the end of the backing file. */
   metaFile: string | null;
+  /** The data device's bytes when it is no file to stat (an md array); external metadata only. */
+  backingSize?: number;
 }
 
 /** What create() needs beyond the location. */
@@ -217,7 +219,8 @@ export class Metadata {
    */
   static create(opts: CreateOptions): Metadata {
     checkGeometryOptions(opts);
-    const backingSize = sizeOf(opts.backingFile, 'backing file');
+    if (opts.backingSize !== undefined && opts.metaFile === null) throw new MetadataError('internal metadata lives in the backing file: give a file, not a size');
+    const backingSize = opts.backingSize ?? sizeOf(opts.backingFile, 'backing file');
     const path = opts.metaFile ?? opts.backingFile;
     const sb = freshSuperblock(opts, opts.metaFile === null, backingSize, crypto.randomBytes(8).readBigUInt64LE(0));
     if (!opts.force) Metadata.refuseExisting(path);
@@ -328,9 +331,9 @@ export class Metadata {
         throw new MetadataError(`twindisk metadata on ${path} overlaps its data: run \`twindisk create-md ...\``);
       }
     } else {
-      const backing = floorUnit(sizeOf(loc.backingFile, 'backing file'));
+      const backing = loc.backingSize ?? floorUnit(sizeOf(loc.backingFile, 'backing file'));
       if (backing < sb.dataSize) {
-        throw new MetadataError(`backing file ${loc.backingFile} holds ${backing} bytes but the metadata on ${path}`
+        throw new MetadataError(`backing ${loc.backingSize !== undefined ? 'disk' : 'file'} ${loc.backingFile} holds ${backing} bytes but the metadata on ${path}`
           + ` describes ${sb.dataSize}: restore the backing file's size or run \`twindisk create-md ...\``);
       }
     }

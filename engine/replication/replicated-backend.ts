@@ -198,14 +198,18 @@ export class ReplicatedBackend implements AsyncBackend {
     }
   }
 
-  /** Rings for what is posted and blocks until at least one request completes. */
-  waitOne(): void {
+  /**
+   * Rings for what is posted and blocks until at least one request completes, or until `giveUp()`
+   * (asked after each wait of at most a second) says the other end is gone.
+   */
+  waitOne(giveUp?: () => boolean): void {
     if (this.inflight === 0) return;
     this.kick();
     const before = this.inflight;
     while (this.inflight === before) {
       this.ch.waitCompletion();
       this.poll();
+      if (this.inflight === before && giveUp?.()) return;
     }
   }
 

@@ -3,7 +3,7 @@ import { EIO, EINVAL } from '../os.js';
 import { ChannelOp, CH_FUA, CH_UNMAP, HEADROOM, type ChannelRequest } from './channel.js';
 import { DATA_HEADER, writeDataHeader } from './wire.js';
 import { DATA_FUA, FrameType, TRIM_DISCARD, TRIM_ZEROES, TRIM_ZEROES_UNMAP } from './frames.js';
-import { LocalDisk } from './local-disk.js';
+import type { NodeDisk } from './node-disk.js';
 import type { Resource } from './resource.js';
 import type { PeerLink } from './link.js';
 import { Peer } from './peer.js';
@@ -59,6 +59,8 @@ export class RequestPath {
   private cold: ChannelRequest[] = [];
   /** Local copies of this turn's writes, written once their frames have left (endBatch). */
   private deferred: DeferredWrite[] = [];
+  /** Guest reads of this batch on a disk that takes batches (NodeDisk.readBatch): read at its end. */
+  private deferredReads: ChannelRequest[] = [];
   /** Writes finished while the quorum was lost under suspend-io: completed when it returns. */
   heldCompletions: { p: Pending; st: number }[] = [];
 
@@ -114,8 +116,9 @@ export class RequestPath {
       this.behindResync.push(r);
       return;
     }
-    // A read, flush or trim sees the writes before it on the local disk.
-    if (r.op !== ChannelOp.Write) this.endBatch();
+    // A read, flush or trim sees the writes before it on the local disk. A disk that takes batches
+    // (readBatch) has its reads deferred to the end of the batch, after the batch's writes.
+    if (r.op !== ChannelOp.Write && !(r.op === ChannelOp.Read && this.r.disk?.readBatch)) this.endBatch();
     if (r.op === ChannelOp.Read) return this.guestRead(r);
     if (this.r.role !== 'Primary') return r.channel.complete(r.slot, -EIO);
     // While a peer with a disk is mid-handshake, whether it needs a write is not decided yet: hold
@@ -154,6 +157,10 @@ export class RequestPath {
     const syncFrom = this.r.peers.find((p) => p.replication === 'SyncTarget' && p.link);
     const localOk = this.r.disk !== null && (this.r.diskState === 'UpToDate' || (syncFrom !== undefined && !this.r.anyOutOfSync(syncFrom.id, r.offset, r.length)));
     if (localOk) {
+      if (this.r.disk!.readBatch) {
+        this.deferredReads.push(r);
+        return;
+      }
       try {
         this.r.disk!.read(r.data, r.length, r.offset);
         return r.channel.complete(r.slot, 0);
@@ -240,11 +247,53 @@ export class RequestPath {
         i = j;
       }
     }
-    if (this.deferred.length === 0) return;
-    for (const p of this.r.peers) p.link?.flush?.();
-    const batch = this.deferred;
-    this.deferred = [];
-    for (const w of batch) this.localDone(w.seq, this.writeLocal(w.data, w.length, w.offset, w.fua));
+    if (this.deferred.length > 0) {
+      for (const p of this.r.peers) p.link?.flush?.();
+      const batch = this.deferred;
+      this.deferred = [];
+      if (batch.length > 1 && this.r.disk?.writeBatch) this.writeLocalBatch(batch);
+      else for (const w of batch) this.localDone(w.seq, this.writeLocal(w.data, w.length, w.offset, w.fua));
+    }
+    if (this.deferredReads.length > 0) this.readLocalBatch();
+  }
+
+  /** The deferred local copies of a batch in one call (NodeDisk.writeBatch), one sync after them when any is FUA. */
+  private writeLocalBatch(batch: DeferredWrite[]): void {
+    const disk = this.r.disk!;
+    const errs = disk.writeBatch!(batch.map((w) => ({ buf: w.data, length: w.length, offset: w.offset })));
+    let failed = errs.find((e) => e !== null) ?? null;
+    if (failed === null && batch.some((w) => w.fua)) {
+      try {
+        disk.sync();
+      } catch (e) {
+        failed = e as Error;
+      }
+    }
+    if (failed !== null) this.r.detach(failed);
+    for (let i = 0; i < batch.length; i++) this.localDone(batch[i]!.seq, failed === null ? 1 : 0);
+  }
+
+  /** The batch's deferred guest reads in one call (NodeDisk.readBatch); a failed one is read from a peer, and rewritten. */
+  private readLocalBatch(): void {
+    const reads = this.deferredReads;
+    this.deferredReads = [];
+    const disk = this.r.disk;
+    if (!disk?.readBatch) {
+      for (const r of reads) this.remoteRead(r, r.offset, r.length, false); // the disk detached in this batch
+      return;
+    }
+    const errs = disk.readBatch(reads.map((r) => ({ buf: r.data, length: r.length, offset: r.offset })));
+    for (let i = 0; i < reads.length; i++) {
+      const r = reads[i]!;
+      const e = errs[i];
+      if (!e) {
+        r.channel.complete(r.slot, 0);
+        continue;
+      }
+      this.r.stats.localReadErrors++;
+      this.r.log.warn(`local read failed (${e.message}): reading from a peer and rewriting the block`, { offset: r.offset, length: r.length });
+      this.remoteRead(r, r.offset, r.length, true);
+    }
   }
 
   /** A guest write's local copy (fdatasync'ed for FUA): 1 when written, 0 without a disk or when it failed. */
@@ -266,7 +315,7 @@ export class RequestPath {
   }
 
   /** Runs an operation on the local disk: 1 (a good copy) when it succeeded, 0 when there is no disk or it failed (then detached). */
-  private localCopy(op: (disk: LocalDisk) => void): number {
+  private localCopy(op: (disk: NodeDisk) => void): number {
     if (!this.r.disk) return 0;
     try {
       op(this.r.disk);

@@ -94,6 +94,7 @@ export class VolumeResize {
     if (r.size === 0) return `${r.me.name} does not know the volume's size yet (no peer with a disk has connected): run resize on a node with a disk`;
     if (size < r.size) return `${size} bytes is smaller than the volume's ${r.size}: a replicated volume only grows (shrinking would cut off data the guest may hold)`;
     if (r.me.disk !== null && (!r.disk || !r.md)) return `${r.me.name}'s disk is detached: attach it first (twindisk attach)`;
+    if (r.disk && !r.disk.resizable) return `${r.me.name}'s disk is an md array (${r.disk.path}), whose size its members set: growing a replicated volume on a RAID disk is not supported yet`;
     if (r.disk && r.diskState !== 'UpToDate') return `${r.me.name}'s disk is ${r.diskState}: wait until it is UpToDate (twindisk wait-sync)`;
     for (const p of r.peers) {
       if (!p.link) {
@@ -122,6 +123,7 @@ export class VolumeResize {
     }
     const md = r.md;
     if (size <= md.dataSize) return;
+    if (!r.disk.resizable) throw new RoleError(`${r.me.name}'s disk is an md array (${r.disk.path}), whose size its members set: growing a replicated volume on a RAID disk is not supported yet`);
     const loc = md.location;
     for (const file of [loc.backingFile, ...(loc.metaFile ? [loc.metaFile] : [])]) {
       if (!fs.statSync(file).isFile()) {

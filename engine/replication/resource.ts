@@ -16,7 +16,8 @@ import { refuseFrame, type FrameContext, type Replication } from './frame-rules.
 import { hex } from './handshake.js';
 import { HotExtents, type HotExtentsSpec } from './hot-extents.js';
 import type { LinkControl, LinkHandler, PeerLink } from './link.js';
-import { DiskIoError, LocalDisk, type Fault } from './local-disk.js';
+import { LocalDisk } from './local-disk.js';
+import { DiskIoError, type Fault, type NodeDisk } from './node-disk.js';
 import { Metadata, MetadataError, newGeneration } from './metadata.js';
 import { PeerConnections } from './connections.js';
 import { GenerationTracker } from './generations.js';
@@ -113,7 +114,7 @@ export class Resource implements LinkHandler {
   readonly byId = new Map<number, Peer>();
   role: Role = 'Secondary';
   md: Metadata | null = null;
-  disk: LocalDisk | null = null;
+  disk: NodeDisk | null = null;
   diskState: DiskState = 'Diskless';
   /** Usable size in bytes; for a diskless node learnt from the first peer with a disk. */
   size = 0;
@@ -214,8 +215,11 @@ export class Resource implements LinkHandler {
   // ---------------------------------------------------------------------------------------------
   // Local disk
 
-  /** Opens the local disk and its metadata; applies a crashed Primary's activity log. */
-  attach(md: Metadata, flags = 0): void {
+  /**
+   * Opens the local disk and its metadata; applies a crashed Primary's activity log. `disk`: the disk
+   * opened by the caller (an md array, opened on its own thread); the backing file by default.
+   */
+  attach(md: Metadata, flags = 0, disk?: NodeDisk): void {
     // An online resize interrupted after its metadata switched: the old area is zeroed before anything is served.
     if (md.openReport.staleRange) {
       this.log.warn('finishing an online resize interrupted by a crash: zeroing the old metadata area', { range: md.openReport.staleRange.join('-') });
@@ -225,7 +229,12 @@ export class Resource implements LinkHandler {
     this.md = md;
     this.shareHotExtents(md);
     this.size = md.dataSize;
-    this.disk = new LocalDisk(this.me.disk!, md.dataSize);
+    if (disk && disk.size < md.dataSize) {
+      disk.close();
+      throw new RoleError(`${disk.path} holds ${disk.size} bytes, less than the ${md.dataSize} its metadata describes: give it the same size`);
+    }
+    if (disk) disk.size = md.dataSize;
+    this.disk = disk ?? new LocalDisk(this.me.disk!, md.dataSize);
     this.changeState({ disk: md.disk, flags });
     const rep = md.openReport;
     if (rep.crashedPrimary || rep.alExtentsRecovered.length > 0 || rep.alLost) {
@@ -251,7 +260,7 @@ export class Resource implements LinkHandler {
       this.md?.flushBitmaps(sync);
     }), 1000);
     this.bitmapTimer.unref();
-    this.log.info('disk attached', { disk: this.me.disk, size: this.size, state: this.diskState, generation: hex(md.gens.current) });
+    this.log.info('disk attached', { disk: this.disk.path, size: this.size, state: this.diskState, generation: hex(md.gens.current) });
   }
 
   /** Disk peers still owed the resync of a crashed Primary's activity log (empty: no crash pending). */
@@ -295,10 +304,11 @@ export class Resource implements LinkHandler {
    * metadata, see create-md). Its data is not trusted: it is Inconsistent and every block is resynced
    * from an UpToDate peer.
    */
-  reattach(md: Metadata): void {
+  reattach(md: Metadata, disk?: NodeDisk): void {
     if (this.disk) throw new RoleError('the local disk is attached already');
     if (md.dataSize !== this.size) {
       md.close();
+      disk?.close();
       throw new RoleError(`the disk has ${md.dataSize} usable bytes and the volume ${this.size}: give it the same size (create-md --size)`);
     }
     md.disk = 'Inconsistent';
@@ -306,7 +316,7 @@ export class Resource implements LinkHandler {
     md.resyncTotal = 0;
     for (const p of this.peers) if (p.hasDisk) md.setAll(p.id);
     md.writeSuperblock();
-    this.attach(md, STATE_WANT_RESYNC);
+    this.attach(md, STATE_WANT_RESYNC, disk);
     for (const p of this.peers) if (p.link && p.state) this.connections.handshake(p);
     this.changed();
   }
@@ -354,7 +364,7 @@ export class Resource implements LinkHandler {
    * held, nothing held or suspended. Their writes' marks are applied here later (localWriteMarked).
    */
   updateFastPaths(): void {
-    const reads = this.disk !== null && this.diskState === 'UpToDate' && !this.disk.hasFaults
+    const reads = this.disk !== null && this.disk.workerFile !== null && this.diskState === 'UpToDate' && !this.disk.hasFaults
       && !this.peers.some((p) => p.replication === 'SyncTarget');
     for (const ch of this.channels) ch.setLocalReads(reads ? this.attachments : 0);
     const md = this.md;

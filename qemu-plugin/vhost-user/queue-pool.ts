@@ -3,6 +3,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import type { BackendInfo } from '../../engine/backend.js';
 import { Logger, type Level } from '../../engine/log.js';
 import type { BackendSpec } from '../../engine/open.js';
+import { BLK_STATS_BYTES } from '../virtio/blk-stats.js';
 import type { DeviceSettings, HandlerSpec } from '../virtio/queue-handler.js';
 import { EFD_CLOEXEC, NativeBuffer, close, eventfd, write } from '../os.js';
 import type { QueueWorkerData, WorkerReply, WorkerRequest } from './queue-worker.js';
@@ -12,6 +13,8 @@ import type { InflightArea, LogArea, RegionMsg, RingHost, RingMsg } from './ring
 export interface PollSettings {
   us: number;
   fixed: boolean;
+  /** Give each worker request counters in shared memory (`QueueWorker.stats`): `--metrics`. */
+  stats?: boolean;
 }
 
 type AckOk = Extract<WorkerReply, { op: 'ack'; ok: true }>;
@@ -32,6 +35,8 @@ export class QueueWorker {
     private readonly port: MessagePort,
     private readonly ctlFd: number,
     readonly info: BackendInfo,
+    /** The worker's request counters (blk-stats.ts), which it writes and this thread reads; null when not counted. */
+    readonly stats: SharedArrayBuffer | null,
   ) {
     this.one.u8[0] = 1;
   }
@@ -44,14 +49,15 @@ export class QueueWorker {
     const ctlFd = eventfd(0, EFD_CLOEXEC);
     if (ctlFd < 0) return Promise.reject(new Error('eventfd() failed: the system is out of file descriptors?'));
     const { port1, port2 } = new MessageChannel();
-    const data: QueueWorkerData = { name, backend, handler, ctlFd, port: port2, pollUs: poll.us, pollFixed: poll.fixed };
+    const stats = poll.stats ? new SharedArrayBuffer(BLK_STATS_BYTES) : null;
+    const data: QueueWorkerData = { name, backend, handler, ctlFd, port: port2, pollUs: poll.us, pollFixed: poll.fixed, ...(stats ? { stats } : {}) };
     const worker = new Worker(new URL('./queue-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     return new Promise((resolve, reject) => {
       let qw: QueueWorker | null = null;
       port1.on('message', (m: WorkerReply) => {
         switch (m.op) {
           case 'ready':
-            qw = new QueueWorker(name, worker, port1, ctlFd, m.info);
+            qw = new QueueWorker(name, worker, port1, ctlFd, m.info, stats);
             resolve(qw);
             return;
           case 'fatal':
@@ -140,6 +146,11 @@ export class QueuePool implements RingHost {
 
   get numQueues(): number {
     return this.workers.length;
+  }
+
+  /** Each queue's request counters (null entries when the pool was started without `stats`). */
+  get stats(): (SharedArrayBuffer | null)[] {
+    return this.workers.map((w) => w.stats);
   }
 
   /** What the back-end reported when queue 0's worker opened it. */

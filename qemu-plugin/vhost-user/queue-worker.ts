@@ -58,6 +58,8 @@ export interface QueueWorkerData {
   pollUs: number;
   /** Poll for exactly `pollUs` after work instead of a window that adapts (adaptive-poll.ts): for comparisons. */
   pollFixed: boolean;
+  /** The queue's request counters, which this worker alone writes and the main thread reads (`--metrics`); absent: not counted. */
+  stats?: SharedArrayBuffer;
 }
 
 const data = workerData as QueueWorkerData;
@@ -250,7 +252,7 @@ function startRing(m: RingMsg, area: InflightMap | null = inflight): void {
   const vq = new Virtqueue(mem, layout, m.base, m.eventIdx, m.indirect, region);
   attachLog(vq, m);
   if (vq.resubmitting > 0) log.warn(`queue ${m.index}: serving again ${vq.resubmitting} requests a previous run left unfinished`);
-  const handler = createHandler({ backend, vq, mem, reject, settings });
+  const handler = createHandler({ backend, vq, mem, reject, settings, stats: data.stats ?? null });
   const r: Ring = {
     msg: m, vq, handler, signal: () => { if (r.msg.callFd >= 0) write(r.msg.callFd, one.addr, 8); }, inflight: region ? area : null,
   };

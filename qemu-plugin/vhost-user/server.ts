@@ -12,6 +12,7 @@ import { VhostUserBlkBackend, blkHandlerSpec } from './blk-backend.js';
 import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD } from './constants.js';
 import { RequestFailed, VhostUserDevice, type HandlerResult } from './device.js';
 import { ProtocolError, decodeHeader, decodeMessage, encodeReply, requestName, u64Payload } from './message.js';
+import { BlkQueueStats } from '../virtio/blk-stats.js';
 import { QueuePool } from './queue-pool.js';
 
 export interface ServerOptions {
@@ -41,6 +42,8 @@ export interface ServerOptions {
    * file can be, a replicated volume's per-queue channels cannot (a node serves one front-end).
    */
   maxFrontEnds?: number;
+  /** Count requests per queue in shared memory (`queueStats()`): `--metrics`. */
+  stats?: boolean;
 }
 
 /** A connected front-end: its socket, the queue workers serving its rings, and the end of its connection. */
@@ -72,6 +75,10 @@ export class VhostUserServer {
   private acceptLoop: Promise<void> | null = null;
   readonly log: Logger;
   info!: BackendInfo;
+  /** Per queue, the counters of queue workers that have exited (a second front-end's), kept in the totals. */
+  private readonly retiredStats: BlkQueueStats[] = [];
+  /** Workers of a front-end that left, while they exit: still in the totals until retired. */
+  private readonly exitingPools = new Set<QueuePool>();
   /** Number of front-end connections accepted so far (for tests and status). */
   connections = 0;
   /** Whether a front-end is connected now. */
@@ -112,7 +119,7 @@ export class VhostUserServer {
   private startPool(): Promise<QueuePool> {
     const spec = this.opts.backend;
     return QueuePool.start(this.opts.numQueues, typeof spec === 'function' ? spec : () => spec, blkHandlerSpec(this.opts.serial),
-      { us: this.opts.pollUs ?? DEFAULT_POLL_US, fixed: this.opts.pollFixed ?? false }, this.log);
+      { us: this.opts.pollUs ?? DEFAULT_POLL_US, fixed: this.opts.pollFixed ?? false, stats: !!this.opts.stats }, this.log);
   }
 
   private bindSocket(): number {
@@ -208,7 +215,12 @@ export class VhostUserServer {
       const f: FrontEnd = { fd, pool, done: Promise.resolve() };
       f.done = this.serveConnection(fd, pool).finally(async () => {
         this.served.delete(f);
-        if (pool !== this.pool) await pool.exit().catch((e) => this.log.error(`queue workers did not exit: ${e}`));
+        if (pool !== this.pool) {
+          this.exitingPools.add(pool);
+          await pool.exit().catch((e) => this.log.error(`queue workers did not exit: ${e}`));
+          this.retireStats(pool);
+          this.exitingPools.delete(pool);
+        }
         this.opts.onClose?.();
       });
       this.served.add(f);
@@ -336,6 +348,36 @@ export class VhostUserServer {
       this.log.warn(`config change not acknowledged: ${(e as Error).message}`);
       return { notified: false };
     }
+  }
+
+  /**
+   * Each queue's request counters since start, summed over every front-end's workers (read now: a
+   * snapshot); null when the server was started without `stats`.
+   */
+  queueStats(): BlkQueueStats[] | null {
+    if (!this.opts.stats || !this.pool) return null;
+    const pools = new Set([this.pool, ...[...this.served].map((f) => f.pool), ...this.exitingPools]);
+    const sums: BlkQueueStats[] = [];
+    for (let q = 0; q < this.opts.numQueues; q++) {
+      const sum = new BlkQueueStats(BlkQueueStats.allocate());
+      const old = this.retiredStats[q];
+      if (old) sum.addFrom(old);
+      for (const p of pools) {
+        const sab = p.stats[q];
+        if (sab) sum.addFrom(new BlkQueueStats(sab));
+      }
+      sums.push(sum);
+    }
+    return sums;
+  }
+
+  /** Keeps the counters of a front-end's workers that exited in the totals. */
+  private retireStats(pool: QueuePool): void {
+    pool.stats.forEach((sab, q) => {
+      if (!sab) return;
+      const sum = this.retiredStats[q] ??= new BlkQueueStats(BlkQueueStats.allocate());
+      sum.addFrom(new BlkQueueStats(sab));
+    });
   }
 
   /** Stops listening, disconnects the front-end, stops the workers and removes the socket. */

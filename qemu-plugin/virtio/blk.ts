@@ -3,6 +3,7 @@ import type { Backend, Completion } from '../../engine/backend.js';
 import { copyToVector } from '../../engine/iovec.js';
 import { MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, SEG_MAX } from './blk-config.js';
 import { BlkOp, BlkRequest, parseBlkRequest } from './blk-request.js';
+import { BlkQueueStats, STAT_DISCARD, STAT_FLUSH, STAT_OTHER, STAT_READ, STAT_WRITE, STAT_WRITE_ZEROES } from './blk-stats.js';
 import {
   BLK_DISCARD_SEGMENT_SIZE, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
@@ -30,8 +31,11 @@ class BlkSlot implements Completion {
   busy = false;
   /** Writethrough: a back-end to flush once the operation succeeded, before the request completes. */
   flushAfter: Backend | null = null;
+  /** With statistics: the request's row in them (STAT_*; -1: not counted) and its start time. */
+  stat = -1;
+  t0 = 0;
 
-  constructor(private readonly vq: Virtqueue, maxSegments: number) {
+  constructor(private readonly vq: Virtqueue, maxSegments: number, private readonly stats: BlkQueueStats | null) {
     this.chain = new Chain(maxSegments);
   }
 
@@ -55,10 +59,38 @@ class BlkSlot implements Completion {
     // A read's buffers are marked whole, since a failed read may have written part of them.
     const log = this.vq.dirtyLog;
     if (log !== null) log.markRequest(r.data === this.chain.wr ? r.data : null, r.statusBuf, r.statusOff);
+    if (this.stat >= 0) {
+      const ok = status === VIRTIO_BLK_S_OK;
+      this.stats!.end(this.stat, this.t0, ok ? statBytes(r) : 0, ok);
+      this.stat = -1;
+    }
     r.statusBuf = null;
     r.data = null;
     this.busy = false;
     this.vq.pushUsed(this.chain.head, len);
+  }
+}
+
+/** The statistics row of a parsed request. */
+function statRow(op: BlkOp): number {
+  switch (op) {
+    case BlkOp.Read: return STAT_READ;
+    case BlkOp.Write: return STAT_WRITE;
+    case BlkOp.Flush: return STAT_FLUSH;
+    case BlkOp.Discard: return STAT_DISCARD;
+    case BlkOp.WriteZeroes: return STAT_WRITE_ZEROES;
+    default: return STAT_OTHER;
+  }
+}
+
+/** Bytes a successful request moved (discard, write-zeroes: the range it covered). */
+function statBytes(r: BlkRequest): number {
+  switch (r.op) {
+    case BlkOp.Read:
+    case BlkOp.Write: return r.data!.bytes;
+    case BlkOp.Discard:
+    case BlkOp.WriteZeroes: return r.segSectors * SECTOR_SIZE;
+    default: return 0;
   }
 }
 
@@ -88,6 +120,8 @@ export class BlkHandler implements QueueHandler {
     private readonly mem: GuestMemory,
     private readonly reject: RejectLog,
     settings: BlkSettings,
+    /** Counters in shared memory the main thread reads (`--metrics`), or null: not counted. */
+    private readonly stats: BlkQueueStats | null = null,
   ) {
     this.writeback = settings.writeback;
     // Header + SEG_MAX data segments + status, and room for segments split across memory regions.
@@ -101,6 +135,7 @@ export class BlkHandler implements QueueHandler {
   drain(budgetBytes: number): DrainStop {
     const vq = this.vq;
     let moved = 0;
+    this.stats?.batch();
     for (;;) {
       const slot = this.freeSlot();
       // Every entry in flight (asynchronous back-ends): their completions resume the queue.
@@ -108,6 +143,8 @@ export class BlkHandler implements QueueHandler {
       if (!vq.pop(slot.chain)) return DrainStop.Empty;
       slot.busy = true;
       parseBlkRequest(slot.chain, this.mem, slot.req);
+      const st = this.stats;
+      if (st !== null) slot.t0 = st.begin(slot.stat = statRow(slot.req.op));
       this.execute(slot);
       moved += slot.chain.rd.bytes + slot.chain.wr.bytes;
       if (moved >= budgetBytes) return DrainStop.Budget;
@@ -133,7 +170,7 @@ export class BlkHandler implements QueueHandler {
     for (let i = 0; i < s.length; i++) if (!s[i]!.busy) return s[i]!;
     if (s.length === this.maxSlots) return null;
     // Header + SEG_MAX data segments + status, and room for segments split across memory regions.
-    const slot = new BlkSlot(this.vq, SEG_MAX + 16);
+    const slot = new BlkSlot(this.vq, SEG_MAX + 16, this.stats);
     s.push(slot);
     return slot;
   }
@@ -237,5 +274,5 @@ export function createQueueHandler(ctx: QueueContext): QueueHandler {
   return new BlkHandler(ctx.backend, ctx.vq, ctx.mem, ctx.reject, {
     serial: typeof s.serial === 'string' ? s.serial : '',
     writeback: s.writeback !== false,
-  });
+  }, ctx.stats ? new BlkQueueStats(ctx.stats) : null);
 }

@@ -19,6 +19,8 @@ export interface QueueContext {
   mem: GuestMemory;
   reject: RejectLog;
   settings: DeviceSettings;
+  /** Shared memory for the queue's request counters (the device type's layout: blk-stats.ts), or absent: not counted. */
+  stats?: SharedArrayBuffer | null;
 }
 
 /** Why `QueueHandler.drain` returned. */

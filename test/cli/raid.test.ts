@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import type { RaidStatus } from '../../cli/raid.js';
+import type { RaidStatus } from '../../engine/raid/array-status.js';
 import { cli, tmpDir } from '../harness/serve.js';
 
 const dir = tmpDir('twindisk-raid-cli-');

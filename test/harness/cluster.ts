@@ -34,10 +34,18 @@ export async function freePort(): Promise<number> {
 
 export interface NodeSpec {
   disk: boolean;
+  /** The disk is an md array of this level on `members` files NAME-0.img.. (external metadata in NAME.md). */
+  raid?: { level: 'raid1' | 'raid4' | 'raid5' | 'raid6' | 'raid10'; members: number; chunk?: string };
   socket?: boolean;
   queues?: number;
   /** Serve the volume over iSCSI on a free loopback port (TestNode.iscsiPort). */
   iscsi?: boolean;
+  /** Serve Prometheus metrics on a free loopback port (TestNode.metricsPort). */
+  metrics?: boolean;
+  /** Serve the status page on a free loopback port (TestNode.httpPort): the node's "http" key, or with 'flag' `up --http`. */
+  http?: boolean | 'flag';
+  /** The status page's actions: "http-admin" in the file, or `up --http-admin` when `http` is 'flag'. */
+  httpAdmin?: boolean;
 }
 
 export interface ClusterOptions {
@@ -56,10 +64,16 @@ export class TestNode {
   child: ChildProcess | null = null;
   /** The node's iSCSI portal port on 127.0.0.1 (0: none). */
   iscsiPort = 0;
+  /** The node's metrics port on 127.0.0.1 (0: none). */
+  metricsPort = 0;
+  /** The node's status page port on 127.0.0.1 (0: none). */
+  httpPort = 0;
   private out = '';
   constructor(readonly cluster: Cluster, readonly name: string, readonly spec: NodeSpec, readonly index: number) {}
 
   get image(): string { return path.join(this.cluster.dir, `${this.name}.img`); }
+  /** The files of an md array disk (NodeSpec.raid), in slot order. */
+  member(k: number): string { return path.join(this.cluster.dir, `${this.name}-${k}.img`); }
   get socket(): string { return path.join(this.cluster.dir, `${this.name}.sock`); }
   log(): string { return this.out; }
 
@@ -68,6 +82,7 @@ export class TestNode {
     // TWINDISK_NODE_FLAGS passes flags to the nodes' node processes (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
     const flags = (process.env.TWINDISK_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const argv = [process.execPath, ...flags, cli, 'up', '--config', this.cluster.file, '--node', this.name];
+    if (this.spec.http === 'flag') argv.push('--http', `127.0.0.1:${this.httpPort}`, ...(this.spec.httpAdmin ? ['--http-admin'] : []));
     const net = this.cluster.opts.network;
     if (net) argv.unshift(...net.exec(this.index)); // `ip netns exec` execs node in place: same pid
     const c = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -136,13 +151,25 @@ export class Cluster {
     for (const [name, spec] of Object.entries(opts.nodes)) {
       const address = opts.network ? `${opts.network.address(i)}:7789` : `127.0.0.1:${await freePort()}`;
       const iscsiPort = spec.iscsi ? await freePort() : 0;
+      const metricsPort = spec.metrics ? await freePort() : 0;
+      const httpPort = spec.http ? await freePort() : 0;
+      const raid = spec.raid
+        ? {
+          disk: { raid: spec.raid.level, members: Array.from({ length: spec.raid.members }, (_, k) => `${name}-${k}.img`), ...(spec.raid.chunk ? { chunk: spec.raid.chunk } : {}) },
+          'meta-disk': `${name}.md`,
+        }
+        : {};
       nodes[name] = {
-        address, disk: spec.disk ? `${name}.img` : null,
+        address, disk: spec.disk ? `${name}.img` : null, ...raid,
         ...(spec.socket ? { socket: `${name}.sock` } : {}), ...(spec.queues ? { queues: spec.queues } : {}),
         ...(spec.iscsi ? { iscsi: `127.0.0.1:${iscsiPort}` } : {}),
+        ...(spec.metrics ? { metrics: `127.0.0.1:${metricsPort}` } : {}),
+        ...(spec.http === true ? { http: `127.0.0.1:${httpPort}`, ...(spec.httpAdmin ? { 'http-admin': true } : {}) } : {}),
       };
       const node = new TestNode(c, name, spec, i++);
       node.iscsiPort = iscsiPort;
+      node.metricsPort = metricsPort;
+      node.httpPort = httpPort;
       c.nodes.set(name, node);
     }
     fs.writeFileSync(c.file, JSON.stringify({ resource: c.resourceName, protocol: 'C', secret: TEST_SECRET, quorum: 'off', ...opts.resource, nodes }, null, 2));

@@ -147,15 +147,36 @@ function isPow2(n: number): boolean {
 // ---------------------------------------------------------------------------------------------------------
 // The file
 
+const RAID_LEVELS = ['raid1', 'raid4', 'raid5', 'raid6', 'raid10'] as const;
+
+/** A node's disk that is an md array (engine/raid): created by create-md, assembled by up. */
+export const RaidDiskSchema = z.strictObject({
+  raid: oneOf(RAID_LEVELS).meta({ description: 'The md level: raid1, raid4, raid5, raid6 or raid10.' }),
+  layout: z.string(says((v) => `expected an md layout name such as "left-symmetric" (raid5/6) or "n2" (raid10), got ${describe(v)}`)).optional()
+    .meta({ description: 'md layout (mdadm\'s names: left-symmetric, right-asymmetric, ..., n2); mdadm\'s default when left out.' }),
+  chunk: size({ check: (n) => (isPow2(n) && n >= 4096 ? null : `${formatSize(n)} is not a power of two of at least 4K`) }).optional()
+    .meta({ description: 'Chunk size (raid4/5/6/10), e.g. "512K" (the default).' }),
+  bitmap: oneOf(['internal', 'none']).default('internal')
+    .meta({ description: 'md\'s internal write-intent bitmap: after a crash only dirty regions are resynced.' }),
+  members: z.array(pathString(() => ''), says((v) => `expected a list of member files or devices, got ${describe(v)}`))
+    .min(2, says(() => 'an md array needs at least 2 members'))
+    .meta({ description: 'The member files or devices (relative to the resource file), in slot order.' }),
+}, objectSays((v) => `expected an md array object with "raid" and "members", got ${describe(v)}`));
+
 /** One node under "nodes": where it listens, its disk, and its front-ends. */
 export const NodeSchema = z.strictObject({
   address: endpoint(null, (v) => (v === undefined
     ? `missing; give the node's replication address, e.g. ${eg('address', `"127.0.0.1:${ctx.suggestPort}"`)}`
     : `expected a "host:port" string, got ${describe(v)}`), true)
     .meta({ description: 'Replication address, host:port ([IPv6]:port); the lower node id dials the higher one here.', examples: ['10.0.0.1:7789'] }),
-  disk: pathString(() => ` (or ${noneWord()} for a diskless node)`,
-    () => `missing; give the backing file or device, e.g. ${eg('disk', `"${ctx.node}.img"`)}, or ${eg('disk', 'null')} for a diskless node`).nullable()
-    .meta({ description: 'Backing file or device (relative to the resource file), or null for a diskless node (reads and writes go to its peers; it votes for quorum).' }),
+  disk: z.union([
+    pathString(() => ` (or ${noneWord()} for a diskless node)`,
+      () => `missing; give the backing file or device, e.g. ${eg('disk', `"${ctx.node}.img"`)}, or ${eg('disk', 'null')} for a diskless node`),
+    RaidDiskSchema,
+  ], says((v) => (v === undefined
+    ? `missing; give the backing file or device, e.g. ${eg('disk', `"${ctx.node}.img"`)}, or ${eg('disk', 'null')} for a diskless node`
+    : `expected a path string, an md array ({ "raid": "raid5", "members": [...] }) or ${noneWord()} for a diskless node, got ${describe(v)}`))).nullable()
+    .meta({ description: 'Backing file or device (relative to the resource file), an md array of member files or devices, or null for a diskless node (reads and writes go to its peers; it votes for quorum).' }),
   'meta-disk': pathString(() => ' or "internal"').nullable().optional()
     .meta({ description: '"internal" (default: metadata at the end of the disk) or a file for external metadata.' }),
   socket: pathString(() => ` (or ${noneWord()} for none)`).nullable().optional()
@@ -165,6 +186,12 @@ export const NodeSchema = z.strictObject({
   'iscsi-advertise': endpoint(ISCSI_PORT, (v) => `expected an iSCSI portal "host:port", got ${describe(v)}`, true).optional()
     .meta({ description: 'The address initiators reach this node\'s portal by, when it differs from "iscsi" (NAT, QEMU user networking): '
       + 'discovery reports it and other nodes redirect logins to it.', examples: ['10.0.2.2:3261'] }),
+  metrics: endpoint(null, (v) => `expected a "host:port" string for the metrics endpoint, got ${describe(v)}`, false).nullable().optional()
+    .meta({ description: 'Serve Prometheus metrics at http://host:port/metrics (null: none).', examples: ['127.0.0.1:9942'] }),
+  http: endpoint(null, (v) => `expected a "host:port" string for the status page, got ${describe(v)}`, false).nullable().optional()
+    .meta({ description: 'Serve the live status page at http://host:port/ (null: none).', examples: ['127.0.0.1:9943'] }),
+  'http-admin': bool().optional()
+    .meta({ description: 'Allow actions (primary, secondary, verify, connect, disconnect) from the status page, authenticated with the resource secret (default false: read-only).' }),
   id: intIn(0, MAX_NODES - 1).nullable().optional()
     .meta({ description: `Node id 0..${MAX_NODES - 1}, unique in the resource; by default the next free id in file order.` }),
   control: pathString(() => '').optional()
@@ -266,6 +293,7 @@ export function nodeNameProblem(name: string): string | null {
 
 export type TopFields = z.output<typeof TopSchema>;
 export type NodeFields = z.output<typeof NodeSchema>;
+export type RaidDiskFields = z.output<typeof RaidDiskSchema>;
 export type TlsFields = z.output<typeof TlsSchema>;
 
 /** The keys of each object, in schema order (for "the keys here are ..."). */

@@ -9,7 +9,7 @@ import { MemoryBackend } from '../../../engine/memory-backend.js';
 import type { MemberIo } from '../../../engine/raid/array.js';
 import { MD_DISK_ROLE_FAULTY, MD_MAX_SECTOR } from '../../../engine/raid/md-constants.js';
 import { decodeMdSuperblock } from '../../../engine/raid/md-superblock.js';
-import { RaidVolume } from '../../../engine/raid/raid-volume.js';
+import { RaidVolume, SAFE_MODE_MS } from '../../../engine/raid/raid-volume.js';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -57,6 +57,28 @@ test('the first write marks the array dirty; close records it clean', async () =
   await vol.close();
   const sb = superblock(members[2]!);
   assert.equal(sb.resyncOffset, MD_MAX_SECTOR, 'clean after close');
+});
+
+test('md\'s safe mode: an array idle for SAFE_MODE_MS is recorded clean (bitmap bits kept), and the next write marks it dirty first', async () => {
+  const { members } = memMembers(3);
+  const vol = await RaidVolume.create(members, { level: 5, chunkBytes: 64 * KiB, bitmap: 'internal', bitmapChunkBytes: 64 * KiB, assumeClean: true });
+  assert.equal(await io(vol.backend, true, 0, randomBytes(4096)), 0);
+  assert.equal(superblock(members[0]!).resyncOffset, 0n, 'dirty while written');
+  await new Promise((r) => setTimeout(r, SAFE_MODE_MS + 150));
+  assert.equal(vol.safeModeCleans, 1);
+  assert.equal(superblock(members[1]!).resyncOffset, MD_MAX_SECTOR, 'clean once idle: a crash now needs no resync');
+  assert.ok(vol.array.bitmap!.dirtyCount() > 0, 'the written region\'s bit is left to the bitmap\'s lazy clearing');
+  // Writes kept coming within the delay: it stays dirty, then goes clean once they stop.
+  for (let i = 0; i < 4; i++) {
+    assert.equal(await io(vol.backend, true, (i + 1) * 64 * KiB, randomBytes(4096)), 0);
+    assert.equal(superblock(members[2]!).resyncOffset, 0n, 'marked dirty again before the write went to the members');
+    await new Promise((r) => setTimeout(r, SAFE_MODE_MS / 4));
+  }
+  assert.equal(vol.safeModeCleans, 1);
+  await new Promise((r) => setTimeout(r, SAFE_MODE_MS + 150));
+  assert.equal(vol.safeModeCleans, 2);
+  assert.equal(superblock(members[0]!).resyncOffset, MD_MAX_SECTOR);
+  await vol.close();
 });
 
 test('a member whose writes fail is failed in every other superblock, and I/O goes on degraded', async () => {
@@ -180,4 +202,47 @@ test('rebuild onto a new member at a limited rate, then the array is whole and i
   await vol.fail(0);
   assert.ok((await readArray(vol.backend, 0, 2 * MiB)).equals(Buffer.concat([data, data])), 'the rebuilt member serves reads');
   await vol.close();
+});
+
+test('a rebuild stopped between units records its checkpoint (md\'s recovery_offset); resumed on the clean array it rebuilds only the rest', async () => {
+  const { members } = memMembers(3);
+  const vol = await RaidVolume.create(members, { level: 5, chunkBytes: 64 * KiB, bitmap: 'internal', assumeClean: true });
+  const size = vol.backend.info.size;
+  const data = randomBytes(size);
+  assert.equal(await io(vol.backend, true, 0, data), 0);
+  await vol.fail(1);
+  let written = 0;
+  const counted = new MemoryBackend({ memory: MemoryBackend.allocate(8 * MiB) });
+  const spy: Backend = {
+    info: counted.info,
+    read: (v, o, d) => counted.read(v, o, d),
+    write: (v, o, f, d) => { written += v.bytes; counted.write(v, o, f, d); },
+    flush: (d) => counted.flush(d),
+    discard: (o, l, d) => counted.discard(o, l, d),
+    writeZeroes: (o, l, u, d) => counted.writeZeroes(o, l, u, d),
+    close: () => counted.close(),
+  };
+  const fresh: MemberIo = { name: 'new.img', backend: spy };
+  let units = 0;
+  const first = await vol.rebuild(1, fresh, { stopped: () => ++units > 20 });
+  assert.equal(first.stopped, true);
+  const st = vol.array.states[1]!;
+  assert.equal(st.state, 'recovering');
+  assert.equal(st.state === 'recovering' && st.recoveryOffset, 20 * (64 * KiB / 512), 'the checkpoint is the 20 stripes rebuilt');
+  await vol.close();
+
+  const again = await RaidVolume.assemble([members[0]!, fresh, members[2]!]);
+  assert.equal(again.array.clean, true);
+  const st2 = again.array.states[1]!;
+  assert.ok(st2.state === 'recovering' && st2.member === fresh);
+  written = 0;
+  const second = await again.rebuild(1, fresh);
+  assert.equal(second.stopped, false);
+  const stripes = again.array.componentBytes / (64 * KiB);
+  assert.ok(written >= (stripes - 20) * 64 * KiB && written < (stripes - 10) * 64 * KiB, `resumed at stripe 20: wrote ${written} bytes of ${stripes * 64 * KiB}`);
+  const r = await again.scrub('check');
+  assert.equal(r.mismatches, 0);
+  await again.fail(0);
+  assert.ok((await readArray(again.backend, 0, size)).equals(data), 'the rebuilt member holds its chunks: reads without slot 0 rebuild the data');
+  await again.close();
 });

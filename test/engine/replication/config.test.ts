@@ -70,7 +70,7 @@ function accepts(edit: (o: Json) => void): ResourceConfig {
 test('the example parses with the defaults filled in, ids 0,1,2 and paths relative to the file', () => {
   const cfg = parseResource(EXAMPLE, FILE);
   const node = (name: string, id: number, port: number, disk: string | null) => ({
-    name, id, host: '127.0.0.1', port, address: `127.0.0.1:${port}`, disk, metaDisk: 'internal',
+    name, id, host: '127.0.0.1', port, address: `127.0.0.1:${port}`, disk, raid: null, metaDisk: 'internal',
     socket: `/srv/td/${name}.sock`, iscsi: null, iscsiAdvertise: null, control: `/srv/td/.r0.${name}.ctl`, queues: 1,
   });
   assert.deepEqual(cfg, {

@@ -90,7 +90,7 @@ export function makeConfig(n: number, o: Partial<ResourceConfig> & { diskless?: 
   process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const nodes = Array.from({ length: n }, (_, i) => ({
     name: `n${i}`, id: i, host: '127.0.0.1', port: 1, address: '127.0.0.1:1',
-    disk: (o.diskless ?? []).includes(i) ? null : path.join(dir, `d${i}`), metaDisk: path.join(dir, `m${i}`),
+    disk: (o.diskless ?? []).includes(i) ? null : path.join(dir, `d${i}`), raid: null, metaDisk: path.join(dir, `m${i}`),
     socket: null, iscsi: null, iscsiAdvertise: null, control: path.join(dir, `c${i}`), queues: 1,
   }));
   const { diskless: _d, ...rest } = o;

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type { RaidStatus } from '../../../cli/raid.js';
+import type { RaidStatus } from '../../../engine/raid/array-status.js';
 import { FileBackend } from '../../../engine/file-backend.js';
 import { IoVector } from '../../../engine/iovec.js';
 import { assembleArray, type MdArray } from '../../../engine/raid/array.js';

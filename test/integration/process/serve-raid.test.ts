@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import type { RaidStatus } from '../../../cli/raid.js';
+import type { RaidStatus } from '../../../engine/raid/array-status.js';
 import { randomBytes } from 'node:crypto';
 import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_OUT } from '../../../qemu-plugin/virtio/constants.js';
 import { attach, readBack, writeRandom, type BlkClient } from '../../harness/blk-client.js';
