@@ -23,7 +23,7 @@ const bytes = (n: number): string => (n >= GiB ? `${(n / GiB).toFixed(1)} GiB` :
 const STORY: [RegExp, ((msg: string, f: Fields) => string) | null][] = [
   [/^node up$/, null],
   [/^node down$/, null],
-  [/^connected to /, null],
+  [/^connected to \S+$/, null],
   [/^promoted to Primary$/, (m, f) => (f.force === true ? `${m} (--force)` : m)],
   [/^demoted to Secondary$/, null],
   [/^resync with .*: this node is /, (m, f) => (f.full === true ? `${m}, full` : m)],
@@ -76,6 +76,7 @@ export class DemoOutput {
   private readonly color: boolean;
   private readonly width: number;
   private held: string[] | null = null;
+  private stopping = false;
 
   constructor(private readonly o: DemoOutputOptions) {
     this.fd = fs.openSync(o.logFile, 'w');
@@ -97,8 +98,16 @@ export class DemoOutput {
   readonly sink: Sink = (level, component, msg, fields) => {
     fs.writeSync(this.fd, formatText(new Date(), level, component, msg, fields) + '\n');
     const e = demoEvent(level, component, msg, fields, this.o.nodes);
-    if (e !== null) this.write(this.eventLine(e));
+    if (e === null) return;
+    // Stopping every node makes each warn of its peers leaving: the file has those; the terminal, errors and the end.
+    if (this.stopping && e.level !== 'error' && e.text !== 'node down') return;
+    this.write(this.eventLine(e));
   };
+
+  /** The nodes are being stopped: from now on the terminal shows only their errors and `node down`. */
+  stopAll(): void {
+    this.stopping = true;
+  }
 
   /** `    alpha | promoted to Primary`; a warning or error says so, in colour on a terminal. */
   eventLine(e: NodeEvent): string {

@@ -135,7 +135,8 @@ async function run(dir: string, out: DemoOutput, logFile: string): Promise<void>
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
-    out.step('stopping the three nodes');
+    out.step('stopping the three nodes (their goodbyes to each other are in the log)');
+    out.stopAll();
   } finally {
     await Promise.all(started.map((n) => n.stop()));
   }

@@ -37,6 +37,7 @@ import { VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
 import { CommandError } from './errors.js';
 import { qemuAttachArgs } from './qemu-args.js';
 import { ControlServer, parseRaidControlRequest } from '../daemon/control.js';
+import { MetricsServer, TwindiskMetrics, addFrontendMetrics, addRaidMetrics } from '../daemon/metrics.js';
 import { cliError } from './raid.js';
 
 export interface RaidServeArgs {
@@ -53,6 +54,8 @@ export interface RaidServeArgs {
   startDirtyDegraded: boolean;
   /** The control socket (`twindisk raid status|fail|add --control PATH`), or null. */
   control: string | null;
+  /** Serve Prometheus metrics here (`--metrics`): the front-ends' requests and the array's state, or null. */
+  metrics: HostPort | null;
 }
 
 function showHostPort(hp: HostPort): string {
@@ -106,7 +109,9 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
   let control: ControlServer<RaidControlRequest> | null = null;
   const membership = new RaidMembership(vol, a.members, a.control ?? '', log);
   const serial = serialFor({ resource: `md:${arr.uuid}` });
+  let metrics: MetricsServer | null = null;
   const shutdown = async (): Promise<void> => {
+    await metrics?.close().catch((e: Error) => log.error(`metrics shutdown: ${e.message}`));
     await control?.close().catch((e: Error) => log.error(`control socket shutdown: ${e.message}`));
     await server?.close().catch((e: Error) => log.error(`vhost-user shutdown: ${e.message}`));
     await portal?.close().catch((e: Error) => log.error(`iSCSI shutdown: ${e.message}`));
@@ -129,6 +134,17 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
   };
 
   try {
+    // First: a taken metrics port is refused before any socket is made.
+    if (a.metrics) {
+      const m = new TwindiskMetrics();
+      const base = { array: arr.uuid };
+      addFrontendMetrics(m, base, () => server, () => null);
+      addRaidMetrics(m, base, () => membership.status());
+      const ms = new MetricsServer(a.metrics, m, log.child('metrics'));
+      await ms.start();
+      metrics = ms;
+      process.stdout.write(`twindisk: metrics on ${ms.url}\n`);
+    }
     if (info.size % a.blockSize !== 0) throw new CommandError(`the array's ${info.size} bytes are not a whole number of ${a.blockSize}-byte blocks: serve it with --block-size 512`);
     if (a.socket) {
       for (let q = 0; q < a.queues; q++) {
@@ -141,7 +157,7 @@ export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
       }
       const spec = (q: number): BackendSpec => ({ kind: 'raid', channel: hosts[q]!.spec, size: info.size, blockSize: a.blockSize, name: `md:${arr.name}` });
       // One front-end at a time: each queue's channel has one worker end (no second QEMU for a live migration on this host).
-      const s = new VhostUserServer({ socketPath: a.socket, backend: spec, numQueues: a.queues, serial, pollUs: a.pollUs, pollFixed: a.pollFixed });
+      const s = new VhostUserServer({ socketPath: a.socket, backend: spec, numQueues: a.queues, serial, pollUs: a.pollUs, pollFixed: a.pollFixed, stats: a.metrics !== null });
       await s.start();
       server = s;
     }

@@ -133,7 +133,6 @@ export function addServeCommand(program: Command): void {
     }) => {
       // Checked here, not declared mandatory: an unknown option is reported first (see resource-commands.ts target()).
       if (o.raid !== undefined) {
-        if (o.metrics) throw new UsageError('--metrics is not available with --raid yet: serve an --image, or run the array without metrics');
         if (o.image) throw new UsageError('serve takes --image FILE or --raid MEMBER,..., not both');
         if (o.readOnly || o.size !== undefined || o.aio !== 'sync') {
           throw new UsageError('--read-only, --size and --aio io_uring are not available with --raid (the array runs on the main thread; create it with twindisk raid create)');
@@ -170,7 +169,7 @@ export function addServeCommand(program: Command): void {
         await serveRaid({
           members, socket: o.socket ?? null, iscsi: o.iscsi ?? null, iscsiAdvertise: o.iscsiAdvertise ?? null, targetName, chap,
           queues: o.queues, blockSize: Number(o.blockSize) as 512 | 4096, pollUs: o.pollUs, pollFixed: o.pollMode === 'fixed',
-          startDirtyDegraded: !!o.startDirtyDegraded, control: o.control ?? null,
+          startDirtyDegraded: !!o.startDirtyDegraded, control: o.control ?? null, metrics: o.metrics ?? null,
         }, new Logger('twindisk'));
         return;
       }

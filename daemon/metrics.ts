@@ -5,6 +5,7 @@
 // counters), the transport's per-peer traffic, the iSCSI portal's counters, and the queue workers'
 // per-request counters in shared memory (qemu-plugin/virtio/blk-stats.ts). prom-client formats them
 // and adds the process metrics (collectDefaultMetrics: CPU, memory, event-loop lag, handles).
+import type { ServedRaidStatus } from '../engine/raid/membership.js';
 import http from 'node:http';
 import type net from 'node:net';
 import { Registry, collectDefaultMetrics, type Metric } from 'prom-client';
@@ -344,6 +345,8 @@ export interface NodeParts {
   transport: () => WsTransport | null;
   vhost: () => VhostUserServer | null;
   iscsi: () => IscsiCounters | null;
+  /** A node whose disk is an md array: its last status (refreshed by the node), or null. */
+  raid?: () => ServedRaidStatus | null;
 }
 
 /** Every metric of a node, labelled with its resource and node name. */
@@ -352,5 +355,31 @@ export function nodeMetrics(res: Resource, parts: NodeParts): TwindiskMetrics {
   addResourceMetrics(m, res, parts.transport);
   const base: Labels = { resource: res.cfg.resource, node: res.me.name };
   addFrontendMetrics(m, base, parts.vhost, parts.iscsi);
+  if (parts.raid) addRaidMetrics(m, base, parts.raid);
   return m;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// An md array (serve --raid, or a node whose disk is one), as node_exporter's md collector shows it
+
+const RAID_MEMBER_STATES = ['in-sync', 'recovering', 'missing'] as const;
+
+/** The array's state, members and background work, from `status()` (the served array's raid-status object; null: no array now). */
+export function addRaidMetrics(m: TwindiskMetrics, base: Labels, status: () => ServedRaidStatus | null): void {
+  const st = perScrape(status);
+  const one = (f: (s: ServedRaidStatus) => Sample[]) => () => { const s = st(); return s ? f(s) : []; };
+  m.add('twindisk_raid_slots', 'Slots (raid devices) of the md array.', 'gauge', one((s) => [{ labels: { ...base, level: s.level }, value: s.raidDevices }]));
+  m.add('twindisk_raid_degraded', 'Slots of the md array not in sync (md\'s degraded).', 'gauge', one((s) => [{ labels: base, value: s.degraded }]));
+  m.add('twindisk_raid_member_state', 'Each slot\'s state: 1 for the current one.', 'gauge',
+    one((s) => s.members.flatMap((mb) => stateSeries({ ...base, slot: String(mb.slot) }, 'state', RAID_MEMBER_STATES, mb.state))));
+  m.add('twindisk_raid_sync_done_ratio', 'Progress of the running rebuild, check, repair or resync (0..1), by action.', 'gauge',
+    one((s) => (s.work ? [{ labels: { ...base, action: s.work.action }, value: s.work.total > 0 ? s.work.done / s.work.total : 1 }] : [])));
+  m.add('twindisk_raid_mismatch_sectors', 'Sectors the last check or repair found inconsistent (md\'s mismatch_cnt).', 'gauge',
+    one((s) => (s.lastCheck ? [{ labels: base, value: s.lastCheck.mismatches }] : [])));
+  m.add('twindisk_raid_member_errors_total', 'I/O errors per slot while serving (read, write) and read errors repaired by rewriting the block (corrected_read).', 'counter',
+    one((s) => (s.memberErrors ?? []).flatMap((e) => [
+      { labels: { ...base, slot: String(e.slot), kind: 'read' }, value: e.readErrors },
+      { labels: { ...base, slot: String(e.slot), kind: 'write' }, value: e.writeErrors },
+      { labels: { ...base, slot: String(e.slot), kind: 'corrected_read' }, value: e.correctedReads },
+    ])));
 }

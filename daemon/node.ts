@@ -7,6 +7,7 @@ import { ChannelHost } from '../engine/replication/channel.js';
 import { loadResource, nodeByName, type NodeConfig, type ResourceConfig } from '../engine/replication/config.js';
 import { Metadata } from '../engine/replication/metadata.js';
 import { RaidNodeDisk } from '../engine/raid/raid-node-disk.js';
+import type { ServedRaidStatus } from '../engine/raid/membership.js';
 import type { ReplicatedSpec } from '../engine/replication/replicated-backend.js';
 import { Resource, RoleError } from '../engine/replication/resource.js';
 import { DEFAULT_POLL_US, VhostUserServer } from '../qemu-plugin/vhost-user/server.js';
@@ -154,7 +155,7 @@ export class Node {
       await this.transport.start();
       if (this.metricsAt) {
         const iscsi = () => (this.iscsi?.stats ? { portal: this.iscsi.stats, requests: this.iscsi.requestStats } : null);
-        const parts = { transport: () => this.transport, vhost: () => this.vhost, iscsi };
+        const parts = { transport: () => this.transport, vhost: () => this.vhost, iscsi, ...(this.me.raid ? { raid: () => this.raidStatusForMetrics() } : {}) };
         this.metrics = new MetricsServer(this.metricsAt, nodeMetrics(this.resource, parts), this.log.child('metrics'));
         await this.metrics.start();
       }
@@ -194,6 +195,15 @@ export class Node {
 
   /** The md array that is this node's disk while attached, or null. */
   private array: RaidNodeDisk | null = null;
+  /** The array's status as the last scrape asked for it (it lives on the array's thread: asked now, shown at the next scrape). */
+  private raidSeen: ServedRaidStatus | null = null;
+
+  private raidStatusForMetrics(): ServedRaidStatus | null {
+    const a = this.array;
+    if (!a || this.resource.disk !== a) return null;
+    a.arrayStatus().then((st) => { this.raidSeen = st; }, () => { this.raidSeen = null; });
+    return this.raidSeen;
+  }
 
   private async startIscsi(): Promise<void> {
     await this.resource.whenSized();

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # Debian packages twindisk and its tests use. Each is checked, and only the missing ones are installed.
-PACKAGES="qemu-system-x86 qemu-utils qemu-block-extra busybox-static linux-image-amd64 fio kmod iproute2 openssl ipxe syslinux syslinux-common mtools dosfstools open-iscsi libiscsi-bin libiscsi-dev gcc tgt libvirt-clients libxml2-utils mdadm resource-agents chromium"
+PACKAGES="qemu-system-x86 qemu-utils qemu-block-extra busybox-static linux-image-amd64 fio kmod iproute2 openssl ipxe syslinux syslinux-common mtools dosfstools open-iscsi libiscsi-bin libiscsi-dev gcc tgt libvirt-clients libxml2-utils mdadm resource-agents pacemaker pacemaker-cli-utils corosync chromium"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -431,21 +431,35 @@ export class Resource implements LinkHandler {
 
   /** A front-end (vhost-user, iSCSI) opened the volume: auto-promote. Throws RoleError when it may not. */
   clientOpened(): void {
-    if (this.role !== 'Primary') this.promote(false);
+    if (this.role !== 'Primary') this.promote(false, true);
     this.clients++;
   }
 
-  /** A front-end went away; the last one leaving demotes the node. */
+  /**
+   * A front-end went away; the last one leaving demotes the node, if a front-end promoted it (DRBD's
+   * auto-demote undoes only its auto-promote): a Primary made by `primary` (a cluster manager's promote)
+   * stays Primary until demoted the same way.
+   */
   clientClosed(): void {
     this.clients = Math.max(0, this.clients - 1);
-    if (this.clients === 0 && this.role === 'Primary') {
+    if (this.clients === 0 && this.role === 'Primary' && this.autoPromoted) {
       try { this.demote(); } catch (e) { this.log.warn(`auto-demote failed: ${(e as Error).message}`); }
     }
   }
 
-  /** Becomes Primary. `force`: the last survivor, or a new resource's authoritative first copy. */
-  promote(force: boolean): void {
-    if (this.role === 'Primary') return;
+  /** Whether the current Primary role came from a front-end connecting (clientOpened), not from `primary`. */
+  private autoPromoted = false;
+
+  /**
+   * Becomes Primary. `force`: the last survivor, or a new resource's authoritative first copy. `auto`:
+   * a front-end connecting promotes it (then the last one leaving demotes it again); a promotion on
+   * request (`twindisk primary`, a cluster manager) is kept until a demotion on request.
+   */
+  promote(force: boolean, auto = false): void {
+    if (this.role === 'Primary') {
+      if (!auto) this.autoPromoted = false;
+      return;
+    }
     const otherPrimary = this.peers.find((p) => p.link && p.state?.role === 'Primary');
     if (otherPrimary && !this.cfg.allowTwoPrimaries) {
       throw new RoleError(`${otherPrimary.name} is Primary: demote it first (twindisk secondary --node ${otherPrimary.name}), or set "allow-two-primaries": true for live migration`);
@@ -481,8 +495,9 @@ export class Resource implements LinkHandler {
         md.promotedAt = Date.now();
       },
     });
+    this.autoPromoted = auto;
     if (declared) this.log.warn('data declared UpToDate by primary --force: peers will resync from this node', { generation: hex(this.md!.gens.current) });
-    this.log.info('promoted to Primary', { force });
+    this.log.info('promoted to Primary', { force, ...(auto ? { by: 'front-end' } : {}) });
     if (force) for (const p of this.peers) if (p.link && p.replication === 'Established') this.connections.handshake(p);
   }
 
@@ -502,6 +517,7 @@ export class Resource implements LinkHandler {
         else md.flushBitmaps();
       },
     });
+    this.autoPromoted = false;
     this.log.info('demoted to Secondary');
   }
 

@@ -22,13 +22,13 @@ test('demoEvent: the story and every warning pass, named by node; the rest of IN
     { node: 'gamma', level: 'warn', text: 'lost connection to alpha: closed resyncLeftBytes=4096' });
   assert.equal(demoEvent('error', 'twindisk', 'boom', {}, NODES)?.node, 'twindisk', 'a component naming no node is shown whole');
   for (const [c, m] of [['r0/alpha', 'disk attached'], ['r0/alpha/link', 'cannot connect to peer 1 (beta) at 127.0.0.1:7790: ECONNREFUSED; retrying'],
-    ['r0/alpha', 'beta is in sync'], ['r0/beta/vhost-user', 'listening'], ['r0/alpha/vhost-user/queue 0', 'queue 0 started']]) {
+    ['r0/alpha', 'beta is in sync'], ['r0/alpha/link', 'connected to peer 1 (beta) at 127.0.0.1:7790'], ['r0/beta/vhost-user', 'listening'], ['r0/alpha/vhost-user/queue 0', 'queue 0 started']]) {
     assert.equal(demoEvent('info', c!, m!, {}, NODES), null, m);
   }
   assert.equal(demoEvent('debug', 'r0/alpha', 'promoted to Primary', {}, NODES), null);
 });
 
-test('DemoOutput: steps and the story on the terminal, every line in the file, held lines after the bars', () => {
+test('DemoOutput: steps and the story on the terminal, every line in the file, held lines after the bars, quiet goodbyes', () => {
   const term = new PassThrough();
   let text = '';
   term.on('data', (d: Buffer) => (text += d.toString()));
@@ -44,16 +44,23 @@ test('DemoOutput: steps and the story on the terminal, every line in the file, h
   assert.ok(!text.includes('lost quorum'), 'held while the bars are drawn');
   out.release();
   out.sink('debug', 'r0/alpha', 'a detail', {});
+  out.stopAll();
+  out.sink('warn', 'r0/alpha', 'lost connection to beta: shutdown', {});
+  out.sink('error', 'r0/beta', 'metadata write failed', {});
+  out.sink('info', 'r0/beta', 'node down', {});
   out.close();
   assert.equal(text, [
     '==> starting the nodes',
     '    gamma | connected to beta',
     '    beta  | warning: lost quorum (1 of 2 votes)',
     '    not yet',
+    '    beta  | error: metadata write failed',
+    '    beta  | node down',
     '',
   ].join('\n'));
   const file = fs.readFileSync(logFile, 'utf8').trimEnd().split('\n');
-  assert.equal(file.length, 4, 'the file starts anew and has every line');
+  assert.equal(file.length, 7, 'the file starts anew and has every line');
+  assert.match(file[4]!, /WARN  r0\/alpha: lost connection to beta: shutdown$/, 'warnings while stopping: in the file only');
   assert.match(file[0]!, /^\S+Z INFO  r0\/alpha: disk attached size=1073741824$/);
   assert.match(file[2]!, /^\S+Z WARN  r0\/beta: lost quorum \(1 of 2 votes\)$/);
   assert.match(file[3]!, /DEBUG r0\/alpha: a detail$/);

@@ -19,9 +19,12 @@ const TOOLS: Record<string, string> = {
   crm_mon: 'pacemaker-cli-utils', crm_attribute: 'pacemaker-cli-utils', unshare: 'util-linux', nsenter: 'util-linux',
 };
 
-/** Throws, naming what is missing and that scripts/setup.sh installs it, unless every tool is on PATH (or in /usr/sbin). */
+/** The environment of every process in the cluster: Pacemaker's daemons and the agent inherit it, not the test runner's. */
+const ENV = { PATH: `/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${path.dirname(process.execPath)}`, LANG: 'C.UTF-8', HOME: '/root' };
+
+/** Throws, naming what is missing and that scripts/setup.sh installs it, unless every tool is there. */
 export function requirePacemaker(): void {
-  const missing = Object.keys(TOOLS).filter((t) => spawnSync('sh', ['-c', `command -v ${t} || test -x /usr/sbin/${t}`], { stdio: 'ignore' }).status !== 0);
+  const missing = Object.keys(TOOLS).filter((t) => spawnSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore', env: ENV }).status !== 0);
   if (missing.length) {
     const pkgs = [...new Set(missing.map((t) => TOOLS[t]))].join(' ');
     throw new Error(`${missing.join(', ')} not found: this test runs a real corosync/Pacemaker cluster; scripts/setup.sh installs them (Debian packages: ${pkgs}), run it as root`);
@@ -112,7 +115,7 @@ export class PacemakerCluster {
       fs.writeFileSync(path.join(n.dir, 'etc-corosync', 'corosync.conf'), this.corosyncConf());
       const out = fs.openSync(path.join(n.dir, 'init.out'), 'a');
       n.child = spawn('ip', ['netns', 'exec', this.net.names[n.index]!, 'unshare', '--mount', '--pid', '--uts', '--fork', '--mount-proc',
-        '--propagation', 'private', 'bash', this.initScript, n.dir, n.name, this.agent], { stdio: ['ignore', out, out], detached: true });
+        '--propagation', 'private', 'bash', this.initScript, n.dir, n.name, this.agent], { stdio: ['ignore', out, out], detached: true, env: ENV });
       fs.closeSync(out);
     }
     for (const n of this.nodes) {
@@ -150,7 +153,7 @@ export class PacemakerCluster {
   exec(name: string, cmd: string, args: string[], timeout = 60_000): { status: number | null; out: string } {
     const n = this.node(name);
     if (!n.init) throw new Error(`${name} is not running`);
-    const r = spawnSync('nsenter', ['-t', String(n.init), '-m', '-n', '-p', '-u', cmd, ...args], { encoding: 'utf8', timeout });
+    const r = spawnSync('nsenter', ['-t', String(n.init), '-m', '-n', '-p', '-u', cmd, ...args], { encoding: 'utf8', timeout, env: ENV });
     return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? `\n${r.error.message}` : ''}` };
   }
 

@@ -556,3 +556,22 @@ test('a guest write on a Primary SyncTarget to a block whose resync answer is st
   }
   assertConverged([a!, b!]);
 });
+
+test('auto-demote undoes only auto-promote: the last front-end leaving demotes a node it promoted, not one promoted on request (a cluster manager)', async () => {
+  const [a, b] = await connectedPair();
+  a!.clientOpened(); // a guest connects: promoted by its front-end
+  assert.equal(a!.role, 'Primary');
+  a!.clientClosed();
+  assert.equal(a!.role, 'Secondary', 'the guest left: demoted again');
+
+  b!.promote(false); // `twindisk primary` (Pacemaker's promote)
+  b!.clientOpened();
+  b!.clientClosed();
+  assert.equal(b!.role, 'Primary', 'promoted on request: stays Primary until demoted on request');
+  b!.demote();
+
+  a!.clientOpened(); // auto-promoted, then `primary` on request: kept
+  a!.promote(false);
+  a!.clientClosed();
+  assert.equal(a!.role, 'Primary');
+});

@@ -10,6 +10,7 @@ import { VIRTIO_BLK_S_OK, VIRTIO_BLK_T_FLUSH } from '../../../qemu-plugin/virtio
 import { attach, readBack, writeRandom, type BlkClient } from '../../harness/blk-client.js';
 import { clusterFactory, sleep, type Cluster, type TestNode } from '../../harness/cluster.js';
 import { runCli, runCliOk } from '../../harness/serve.js';
+import { scrape, value } from '../../harness/prometheus.js';
 import { after } from 'node:test';
 
 const make = clusterFactory(after);
@@ -55,7 +56,7 @@ async function verifyClean(from: TestNode, peer: string): Promise<void> {
 
 async function setup(): Promise<{ c: Cluster; alpha: TestNode; beta: TestNode; g: BlkClient }> {
   const c = await make({
-    nodes: { alpha: { disk: true, socket: true, raid: { level: 'raid5', members: 3, chunk: '64K' } }, beta: { disk: true } },
+    nodes: { alpha: { disk: true, socket: true, metrics: true, raid: { level: 'raid5', members: 3, chunk: '64K' } }, beta: { disk: true } },
     size: SIZE,
   });
   await c.startAll();
@@ -159,6 +160,16 @@ test('members that fail for real (raid inject): a bad range is repaired from par
   const deg = await alpha.waitStatus((s) => (s as RaidNodeStatus).raid?.degraded === 1, 'slot 1 failed');
   assert.equal(deg.disk, 'UpToDate');
   verifyAll(g, shadow);
+  // Prometheus sees it too (the array's status is asked at each scrape and shown at the next).
+  const url = `http://127.0.0.1:${alpha.metricsPort}/metrics`;
+  await scrape(url);
+  const e = await scrape(url);
+  const base = { resource: 'r0', node: 'alpha' };
+  assert.equal(value(e, 'twindisk_raid_degraded', base), 1);
+  assert.equal(value(e, 'twindisk_raid_member_state', { ...base, slot: '1', state: 'missing' }), 1);
+  assert.equal(value(e, 'twindisk_raid_member_state', { ...base, slot: '0', state: 'in-sync' }), 1);
+  assert.ok(value(e, 'twindisk_raid_member_errors_total', { ...base, slot: '0', kind: 'corrected_read' }) > 0);
+  assert.equal(value(e, 'twindisk_disk_state', { ...base, state: 'UpToDate' }), 1);
 
   // Slot 2 vanishes too: a raid5 cannot lose two. The array fails its I/O, the engine detaches the
   // disk (as for a dead file) and the guest's reads and writes go on through beta.
