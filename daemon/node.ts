@@ -130,16 +130,7 @@ export class Node {
     }
     try {
       if (this.me.disk) {
-        const array = await this.openArray();
-        let md: Metadata;
-        try {
-          md = openMetadata(this.me, array);
-        } catch (e) {
-          array?.close();
-          await array?.whenClosed();
-          throw e;
-        }
-        logOpenReport(this.log, md);
+        const { md, array } = await this.openDisk();
         this.resource.attach(md, 0, array ?? undefined);
       }
       this.control = new ControlServer(this.me.control, (r) => this.command(r));
@@ -175,6 +166,20 @@ export class Node {
     this.log.info('node up', { resource: this.cfg.resource, node: this.me.name, id: this.me.id, address: `${this.me.host}:${this.me.port}`, disk: this.me.disk ?? 'none (diskless)' });
     if (this.me.socket) void this.startVhost();
     if (this.me.iscsi) this.iscsiStarting = this.startIscsi();
+  }
+
+  /** Opens the disk (an md array: assembled first) and its metadata, logging what opening found; nothing stays open on failure. */
+  private async openDisk(): Promise<{ md: Metadata; array: RaidNodeDisk | null }> {
+    const array = await this.openArray();
+    try {
+      const md = openMetadata(this.me, array);
+      logOpenReport(this.log, md);
+      return { md, array };
+    } catch (e) {
+      array?.close();
+      await array?.whenClosed();
+      throw e;
+    }
   }
 
   /**
@@ -291,15 +296,7 @@ export class Node {
         {
           // Under the node's own lock, held since start (a detached disk stays locked).
           await this.array?.whenClosed(); // the detached array's thread has let its members go
-          const array = await this.openArray();
-          let md: Metadata;
-          try {
-            md = openMetadata(this.me, array);
-          } catch (e) {
-            array?.close();
-            throw e;
-          }
-          logOpenReport(this.log, md);
+          const { md, array } = await this.openDisk();
           res.reattach(md, array ?? undefined);
         }
         return res.status();

@@ -14,7 +14,7 @@ import { IoVector } from '../iovec.js';
 import type { Fields, Level, Logger } from '../log.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, EIO, close, eventfd } from '../os.js';
 import type { ChannelSpec } from '../replication/channel.js';
-import { DiskIoError, FaultList, type DiskIo, type Fault, type IoDone, type NodeDisk } from '../replication/node-disk.js';
+import { DiskIoError, FaultInjectable, type DiskIo, type IoDone, type NodeDisk } from '../replication/node-disk.js';
 import { ReplicatedBackend } from '../replication/replicated-backend.js';
 import type { RaidStatus } from './array-status.js';
 import type { RaidControlRequest, ServedRaidStatus } from './membership.js';
@@ -64,7 +64,7 @@ export interface RaidNodeDiskOptions {
 const PENDING = 1;
 
 /** An md array as a node's disk; see the file comment. */
-export class RaidNodeDisk implements NodeDisk {
+export class RaidNodeDisk extends FaultInjectable implements NodeDisk {
   readonly workerFile = null;
   readonly resizable = false;
   /** The data area's bytes: the metadata's size once attached (at most the array's). */
@@ -72,7 +72,6 @@ export class RaidNodeDisk implements NodeDisk {
   /** The array's bytes. */
   readonly arrayBytes: number;
   readonly path: string;
-  private readonly faults = new FaultList();
   private readonly iov = new IoVector(1);
   private status = PENDING;
   private readonly done = { complete: (st: number) => { this.status = st; } };
@@ -85,6 +84,7 @@ export class RaidNodeDisk implements NodeDisk {
     private readonly worker: Worker, private readonly b: ReplicatedBackend, private readonly eventFd: number,
     alive: SharedArrayBuffer, size: number, readonly members: readonly string[], private readonly log: Logger,
   ) {
+    super();
     this.alive = new Int32Array(alive);
     // The engine's thread never sleeps on the channel's eventfd: it waits on the completion word
     // (Atomics.wait), which the thread notifies anyway. Saying it is always awake spares the thread an
@@ -211,18 +211,6 @@ export class RaidNodeDisk implements NodeDisk {
 
   syncAsync(done: IoDone): void {
     this.later(() => this.sync(), done);
-  }
-
-  inject(f: Fault): void {
-    this.faults.add(f);
-  }
-
-  clearFaults(): void {
-    this.faults.clear();
-  }
-
-  get hasFaults(): boolean {
-    return this.faults.any;
   }
 
   /**

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { EIO, NativeBuffer } from '../os.js';
 import { preadFull, pwriteFull, syncData, zeroRange } from '../positional-io.js';
-import { DiskIoError, FaultList, type Fault, type IoDone, type NodeDisk } from './node-disk.js';
+import { DiskIoError, FaultInjectable, type IoDone, type NodeDisk } from './node-disk.js';
 
 /** A failed `fs` callback as a DiskIoError (EIO when it carries no errno). */
 function fsError(op: string, err: NodeJS.ErrnoException, offset: number, length: number): DiskIoError {
@@ -15,9 +15,8 @@ function fsError(op: string, err: NodeJS.ErrnoException, offset: number, length:
  * Faults injected with `inject` (tests, and the control socket's `fault` request) make matching
  * calls fail with EIO, the way a failing medium does.
  */
-export class LocalDisk implements NodeDisk {
+export class LocalDisk extends FaultInjectable implements NodeDisk {
   private readonly fd: number;
-  private readonly faults = new FaultList();
   readonly resizable = true;
   private closed = false;
   /**
@@ -37,6 +36,7 @@ export class LocalDisk implements NodeDisk {
 
   /** `size`: the data area's bytes; an online resize grows it (Resource.resizer). */
   constructor(readonly path: string, public size: number) {
+    super();
     this.fd = fs.openSync(path, 'r+');
   }
 
@@ -45,20 +45,7 @@ export class LocalDisk implements NodeDisk {
     return this.path;
   }
 
-  /** Adds a fault; `clearFaults` removes them all. */
-  inject(f: Fault): void {
-    this.faults.add(f);
-  }
-
-  clearFaults(): void {
-    this.faults.clear();
-  }
-
-  get hasFaults(): boolean {
-    return this.faults.any;
-  }
-
-  /** Reads `length` bytes at `offset` into the start of `buf`. */
+    /** Reads `length` bytes at `offset` into the start of `buf`. */
   read(buf: Uint8Array, length: number, offset: number): void {
     this.check('read', offset, length);
     this.status(preadFull(this.fd, buf, 0, length, offset), 'read', offset, length);

@@ -95,3 +95,20 @@ export class FaultList {
     }
   }
 }
+
+/** What both kinds of disk share: the faults injected into them (`inject`, `clearFaults`, `hasFaults` of NodeDisk). */
+export abstract class FaultInjectable {
+  protected readonly faults = new FaultList();
+
+  inject(f: Fault): void {
+    this.faults.add(f);
+  }
+
+  clearFaults(): void {
+    this.faults.clear();
+  }
+
+  get hasFaults(): boolean {
+    return this.faults.any;
+  }
+}

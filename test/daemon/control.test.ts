@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseControlRequest, parseRaidControlRequest } from '../../daemon/control.js';
 import type { RaidControlRequest } from '../../engine/raid/membership.js';
+import { seededRandom } from '../harness/random.js';
 
 const line = (v: unknown): string => JSON.stringify(v);
 
@@ -78,17 +79,6 @@ test('raid requests: malformed ones are refused with what is wrong', () => {
   }
 });
 
-/** A small seeded PRNG (mulberry32), so a failing case can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What every accepted request must satisfy, checked apart from the parser. */
 function checkAccepted(r: RaidControlRequest, input: string): void {
@@ -110,7 +100,7 @@ function checkAccepted(r: RaidControlRequest, input: string): void {
 }
 
 test('fuzz: random requests and mangled lines never throw; what is taken has valid fields only', () => {
-  const next = rng(0x7d15c);
+  const next = seededRandom(0x7d15c);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
   const cmds = ['raid-status', 'raid-fail', 'raid-remove', 'raid-add', 'raid-replace', 'raid-check', 'raid-repair', 'raid-resync', 'raid-', 'status', 'resize', 'RAID-ADD', ''];
   const keys = ['slot', 'member', 'size', 'rate', 'force', 'cmd', 'wait', '__proto__', 'constructor', ''];
