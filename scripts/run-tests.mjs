@@ -1,12 +1,13 @@
 // Runs the compiled test suite with node:test and ends with one plain line: `N passed, N failed`.
 // Three tiers, each saying what it needs:
 //   unit         test/** outside test/integration: bytes in memory, in-process scenarios (two files at a time)
-//   process      test/integration/process (and test/contrib/ocf-agent, test/contrib/pacemaker-cluster): twindisk
-//                processes on loopback or in network namespaces (two at a time); status-page-browser also drives
-//                Debian's chromium (playwright-core, no browser download) and fails when it is missing;
-//                pacemaker-cluster runs a real three-node corosync/Pacemaker cluster in namespaces (about a
-//                minute; Debian's corosync and pacemaker, root) and fails when they are missing
-//   guest        test/integration/guest: real QEMU guests under TCG (one at a time: a guest takes a core)
+//   process      test/integration/process (and test/contrib/ocf-agent): twindisk processes on loopback or in
+//                network namespaces (two at a time); status-page-browser also drives Debian's chromium
+//                (playwright-core, no browser download) and fails when it is missing
+//   guest        test/integration/guest (and test/contrib/pacemaker-cluster): real QEMU guests under TCG (one at
+//                a time: a guest takes a core); pacemaker-cluster runs a real three-node corosync/Pacemaker
+//                cluster in namespaces with a guest on each side of the failover (about two minutes; Debian's
+//                corosync and pacemaker, root) and fails when they are missing
 // Usage: node scripts/run-tests.mjs [--unit|--process|--guest|--integration] [name-filter...]
 //   (--integration: process and guest)
 import { run } from 'node:test';
@@ -45,7 +46,7 @@ const tierOf = (f) => {
   if (r.startsWith(join('integration', 'guest'))) return 'guest';
   if (r.startsWith('integration')) return 'process';
   if (r === join('contrib', 'ocf-agent.test.js')) return 'process'; // the OCF agent drives real nodes on loopback
-  if (r === join('contrib', 'pacemaker-cluster.test.js')) return 'process'; // a real Pacemaker cluster in namespaces
+  if (r === join('contrib', 'pacemaker-cluster.test.js')) return 'guest'; // a real Pacemaker cluster in namespaces, and QEMU guests
   return 'unit';
 };
 const groups = [];
