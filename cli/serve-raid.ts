@@ -28,8 +28,7 @@ import type { Logger } from '../engine/log.js';
 import type { BackendSpec } from '../engine/open.js';
 import { EFD_CLOEXEC, EFD_NONBLOCK, NativeBuffer, close, eventfd, write } from '../engine/os.js';
 import { RaidMembership, type RaidControlRequest } from '../engine/raid/membership.js';
-import { RaidVolume } from '../engine/raid/raid-volume.js';
-import { NoMembersError, openServedMembers, resyncWhileServing, runChannelRequest } from '../engine/raid/served-array.js';
+import { NoMembersError, assembleServed, resyncWhileServing, runChannelRequest, type ServedArray } from '../engine/raid/served-array.js';
 import { ChannelHost } from '../engine/replication/channel.js';
 import type { HostPort } from '../engine/replication/config/address.js';
 import { serialFor } from '../engine/serial.js';
@@ -64,35 +63,15 @@ function showHostPort(hp: HostPort): string {
 
 /** Serves the array on `a.members` until SIGINT or SIGTERM. */
 export async function serveRaid(a: RaidServeArgs, log: Logger): Promise<void> {
-  let opened;
+  let served: ServedArray;
   try {
-    opened = openServedMembers(a.members, 'serve --raid', log);
+    served = await assembleServed(a.members, 'serve --raid', log, { startDirtyDegraded: a.startDirtyDegraded });
   } catch (e) {
-    throw e instanceof NoMembersError ? new CommandError(`none of the --raid members exists (${a.members.join(', ')}): create the array first (twindisk raid create)`) : e;
+    throw e instanceof NoMembersError ? new CommandError(`none of the --raid members exists (${a.members.join(', ')}): create the array first (twindisk raid create)`) : cliError(e);
   }
-  const { members, locks } = opened;
-  let vol: RaidVolume;
-  try {
-    vol = await RaidVolume.assemble(members, {
-      startDirtyDegraded: a.startDirtyDegraded,
-      onMemberFailed: (slot, name, reason) => log.error(`member ${name} (slot ${slot}) failed: ${reason}; serving goes on degraded`, { slot }),
-      onFailureRecorded: (slot, name) => log.warn(`member ${name} (slot ${slot}) is recorded faulty in the other members' superblocks`, {
-        slot, events: vol.array.events, degraded: vol.backend.degraded,
-      }),
-      onError: (e) => log.error(`array metadata update failed: ${e.message}`),
-    });
-  } catch (e) {
-    for (const m of members) m.backend.close();
-    for (const l of locks) l.release();
-    throw cliError(e);
-  }
+  const { vol, members, locks } = served;
   const arr = vol.array;
   const info = vol.backend.info;
-  for (const l of arr.leftOut) log.warn(`left out ${l.reason}`);
-  const slots = arr.states.map((s) => (s.state === 'in-sync' ? s.member.name : s.state === 'recovering' ? `${s.member.name}(rebuilding)` : '-')).join(',');
-  log.info('array assembled', {
-    level: `raid${arr.geometry.level}`, uuid: arr.uuid, size: info.size, slots, events: arr.events, clean: arr.clean, degraded: vol.backend.degraded,
-  });
   if (vol.backend.degraded > 0) {
     log.warn(`serving degraded: ${vol.backend.degraded} of ${arr.geometry.raidDisks} slots not in sync; rebuild ${a.control !== null ? `while serving with twindisk raid add --control ${a.control}` : 'offline with twindisk raid add (or serve with --control and add while serving)'}`);
   }

@@ -381,7 +381,7 @@ export class RaidMembership {
     const slot = this.vol.array.states.findIndex((s) => s.state === 'recovering');
     if (slot < 0 || this.rebuilding !== null || this.vol.work !== null) return;
     const st = this.vol.array.states[slot] as Extract<MdSlotState, { state: 'recovering' }>;
-    const from = this.vol.array.clean && this.vol.backend.rebuiltSectors(1) !== null ? st.recoveryOffset : 0;
+    const from = this.vol.resumeSectors(slot);
     const job: OnlineRebuild = { slot, member: st.member.name, stop: false, done: Promise.resolve() };
     this.log.info(`the rebuild of slot ${slot} onto ${st.member.name} goes on while serving, from ${from > 0 ? `its checkpoint (${formatBytes(from * SECTOR)} done)` : 'the start'}`, {
       slot, member: st.member.name, recoveredBytes: from * SECTOR,

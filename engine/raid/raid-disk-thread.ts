@@ -13,8 +13,8 @@ import { NativeBuffer, write } from '../os.js';
 import { ChannelHost } from '../replication/channel.js';
 import { raidStatus } from './array-status.js';
 import { RaidMembership } from './membership.js';
-import { RaidVolume } from './raid-volume.js';
-import { openServedMembers, resyncWhileServing, runChannelRequest } from './served-array.js';
+import type { RaidVolume } from './raid-volume.js';
+import { assembleServed, resyncWhileServing, runChannelRequest } from './served-array.js';
 import type { MemberIo } from './array.js';
 import type { RaidThreadData, RaidThreadReply, RaidThreadRequest } from './raid-node-disk.js';
 
@@ -44,21 +44,11 @@ function release(): void {
 async function main(): Promise<void> {
   let vol: RaidVolume;
   try {
-    ({ members, locks } = openServedMembers(data.members, data.purpose, log));
-    vol = await RaidVolume.assemble(members, {
+    ({ vol, members, locks } = await assembleServed(data.members, data.purpose, log, {
       startDirtyDegraded: data.startDirtyDegraded,
-      onMemberFailed: (slot, m, reason) => {
-        const name = typeof m === 'string' ? m : m.name;
-        log.error(`member ${name} (slot ${slot}) failed: ${reason}; the array goes on degraded`, { slot });
-        post({ kind: 'event', event: 'member-failed', slot, member: name });
-      },
-      onFailureRecorded: (slot, name) => log.warn(`member ${name} (slot ${slot}) is recorded faulty in the other members' superblocks`, {
-        slot, events: vol.array.events, degraded: vol.backend.degraded,
-      }),
-      onError: (e) => log.error(`array metadata update failed: ${e.message}`),
-    });
+      onMemberFailed: (slot, member) => post({ kind: 'event', event: 'member-failed', slot, member }),
+    }));
   } catch (e) {
-    release();
     post({ kind: 'failed', message: (e as Error).message });
     return;
   }
@@ -67,9 +57,7 @@ async function main(): Promise<void> {
   const host = new ChannelHost(data.eventFd, (fd) => { write(fd, one.addr, 8); });
   const served = host.serve((r) => runChannelRequest(vol.backend, r, log));
   const arr = vol.array;
-  for (const l of arr.leftOut) log.warn(`left out ${l.reason}`);
   const s = raidStatus(arr);
-  log.info('array assembled', { level: s.level, uuid: s.uuid, size: vol.backend.info.size, slots: s.mdstat, events: s.events, clean: arr.clean, degraded: s.degraded });
   if (s.degraded > 0) log.warn(`the array runs degraded: ${s.degraded} of ${s.raidDevices} slots not in sync`);
   post({ kind: 'ready', channel: host.spec, size: vol.backend.info.size, status: s });
   const resync = resyncWhileServing(vol, log);

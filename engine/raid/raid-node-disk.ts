@@ -260,7 +260,6 @@ export class RaidNodeDisk extends FaultInjectable implements NodeDisk {
   private callMany(op: 'read' | 'write', items: readonly DiskIo[]): (Error | null)[] {
     const out: (Error | null)[] = new Array<Error | null>(items.length).fill(null);
     if (this.closed) return out.map(() => new DiskIoError(op, EIO, 0, 0));
-    let pending = 0;
     for (let i = 0; i < items.length; i++) {
       const it = items[i]!;
       try {
@@ -279,23 +278,12 @@ export class RaidNodeDisk extends FaultInjectable implements NodeDisk {
       iov.reset();
       iov.push(it.buf, 0, it.length, 0);
       this.batchStatus[i] = PENDING;
-      pending++;
       if (op === 'read') this.b.read(iov, it.offset, this.batchDone[i]!);
       else this.b.write(iov, it.offset, false, this.batchDone[i]!);
     }
-    const gone = (): boolean => Atomics.load(this.alive, 0) === 0;
-    const left = (): number => {
-      let n = 0;
-      for (let i = 0; i < items.length; i++) if (out[i] === null && this.batchStatus[i] === PENDING) n++;
-      return n;
-    };
-    while (pending > 0 && left() > 0) {
-      if (gone()) {
-        this.closed = true;
-        for (let i = 0; i < items.length; i++) if (out[i] === null && this.batchStatus[i] === PENDING) out[i] = new DiskIoError(op, EIO, items[i]!.offset, items[i]!.length);
-        return out;
-      }
-      this.b.waitOne(gone);
+    if (!this.drain()) {
+      for (let i = 0; i < items.length; i++) if (out[i] === null && this.batchStatus[i] === PENDING) out[i] = new DiskIoError(op, EIO, items[i]!.offset, items[i]!.length);
+      return out;
     }
     for (let i = 0; i < items.length; i++) {
       const st = this.batchStatus[i]!;
@@ -309,14 +297,23 @@ export class RaidNodeDisk extends FaultInjectable implements NodeDisk {
     if (this.closed) throw new DiskIoError(op, EIO, offset, length);
     this.status = PENDING;
     submit();
+    if (!this.drain()) throw new DiskIoError(op, EIO, offset, length);
+    if (this.status < 0) throw new DiskIoError(op, -this.status, offset, length);
+  }
+
+  /**
+   * Waits until every request submitted has completed (calls are synchronous: nothing else is in
+   * flight); false when the array's thread died first (the disk is closed then).
+   */
+  private drain(): boolean {
     const gone = (): boolean => Atomics.load(this.alive, 0) === 0;
-    while (this.status === PENDING) {
+    while (this.b.inFlight() > 0) {
       if (gone()) {
         this.closed = true;
-        throw new DiskIoError(op, EIO, offset, length);
+        return false;
       }
       this.b.waitOne(gone);
     }
-    if (this.status < 0) throw new DiskIoError(op, -this.status, offset, length);
+    return true;
   }
 }

@@ -151,13 +151,24 @@ export class RaidVolume {
    * the member already recovering in that slot (an interrupted rebuild: it starts over). Once no slot
    * is missing and no resync is pending, every bitmap bit is cleared: the members hold the same data.
    */
+  /**
+   * Member sectors a rebuild of `slot` resumes after (its recovery checkpoint), or 0: the slot is not
+   * being rebuilt, the array was not stopped clean (writes below the checkpoint may not have reached
+   * the member), or this level keeps no checkpoint (raid10).
+   */
+  resumeSectors(slot: number): number {
+    const st = this.array.states[slot];
+    if (st?.state !== 'recovering' || !this.array.clean || this.backend.rebuiltSectors(1) === null) return 0;
+    return st.recoveryOffset;
+  }
+
   async rebuild(slot: number, member: MemberIo, o: WorkOptions = {}): Promise<{ stopped: boolean }> {
     const st = this.array.states[slot];
     if (st === undefined) throw new MdArrayError('options', `slot ${slot} is not in this ${this.array.geometry.raidDisks}-member array`);
     const resume = st.state === 'recovering' && st.member === member;
     // md's recovery_offset: a rebuild stopped by a clean shutdown goes on from its checkpoint. After a
     // crash (the array dirty) writes below it may not have reached the member: it starts over.
-    const from = resume && this.array.clean && this.backend.rebuiltSectors(1) !== null ? this.backend.rebuildUnitAt(st.recoveryOffset) : 0;
+    const from = resume ? this.backend.rebuildUnitAt(this.resumeSectors(slot)) : 0;
     const target: MemberIo = o.bytesPerSecond ? { name: member.name, backend: new PacedBackend(member.backend, { bytesPerSecond: o.bytesPerSecond }) } : member;
     if (!resume) await this.array.addMember(slot, target);
     const total = this.array.componentBytes;

@@ -16,7 +16,7 @@ import { EINVAL, EIO } from '../os.js';
 import { CH_FUA, CH_UNMAP, ChannelOp, type ChannelRequest } from '../replication/channel.js';
 import type { MemberIo } from './array.js';
 import { MD_MAX_SECTOR } from './md-constants.js';
-import type { RaidVolume } from './raid-volume.js';
+import { RaidVolume } from './raid-volume.js';
 
 /** How often resync progress is logged. */
 export const PROGRESS_LOG_MS = 2000;
@@ -159,4 +159,50 @@ export function openNewMember(file: string, name: string, purpose: string, creat
     if (!existed) fs.rmSync(file, { force: true });
     throw e;
   }
+}
+
+/** An array assembled to be served, with its members' files and locks (the caller's to close and release). */
+export interface ServedArray {
+  vol: RaidVolume;
+  members: MemberIo[];
+  locks: DiskLock[];
+}
+
+/**
+ * Opens and locks `paths` (openServedMembers) and assembles the array on them, as both owners of a
+ * served array do: a member the array fails is logged (and `onMemberFailed` told), then logged again
+ * once its failure is in the other superblocks; members left out and the array's shape are logged.
+ * Nothing stays open or locked when it throws.
+ */
+export async function assembleServed(
+  paths: readonly string[], purpose: string, log: Logger,
+  o: { startDirtyDegraded: boolean; onMemberFailed?(slot: number, member: string): void },
+): Promise<ServedArray> {
+  const { members, locks } = openServedMembers(paths, purpose, log);
+  let vol: RaidVolume;
+  try {
+    vol = await RaidVolume.assemble(members, {
+      startDirtyDegraded: o.startDirtyDegraded,
+      onMemberFailed: (slot, m, reason) => {
+        const name = typeof m === 'string' ? m : m.name;
+        log.error(`member ${name} (slot ${slot}) failed: ${reason}; the array goes on degraded`, { slot });
+        o.onMemberFailed?.(slot, name);
+      },
+      onFailureRecorded: (slot, name) => log.warn(`member ${name} (slot ${slot}) is recorded faulty in the other members' superblocks`, {
+        slot, events: vol.array.events, degraded: vol.backend.degraded,
+      }),
+      onError: (e) => log.error(`array metadata update failed: ${e.message}`),
+    });
+  } catch (e) {
+    for (const m of members) m.backend.close();
+    for (const l of locks) l.release();
+    throw e;
+  }
+  const arr = vol.array;
+  for (const l of arr.leftOut) log.warn(`left out ${l.reason}`);
+  const slots = arr.states.map((st) => (st.state === 'in-sync' ? st.member.name : st.state === 'recovering' ? `${st.member.name}(rebuilding)` : '-')).join(',');
+  log.info('array assembled', {
+    level: `raid${arr.geometry.level}`, uuid: arr.uuid, size: vol.backend.info.size, slots, events: arr.events, clean: arr.clean, degraded: vol.backend.degraded,
+  });
+  return { vol, members, locks };
 }
